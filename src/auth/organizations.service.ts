@@ -1,0 +1,86 @@
+import { Injectable } from '@nestjs/common';
+import { InjectRepository } from '@nestjs/typeorm';
+import { DataSource, QueryFailedError, Repository } from 'typeorm';
+import { AppException } from '../common/app-exception';
+import { isUuid } from '../common/ids';
+import { ChangeFeedService } from '../database/change-feed.service';
+import { OrganizationEntity } from './organization.entity';
+
+export interface OrganizationView {
+  id: string;
+  name: string;
+  disabled: boolean;
+  created_at: string;
+}
+
+export const toOrganizationView = (o: OrganizationEntity): OrganizationView => ({
+  id: o.id,
+  name: o.name,
+  disabled: o.disabledAt !== null,
+  created_at: o.createdAt.toISOString(),
+});
+
+export function isUniqueViolation(err: unknown): boolean {
+  return err instanceof QueryFailedError && (err.driverError as { code?: string })?.code === '23505';
+}
+
+@Injectable()
+export class OrganizationsService {
+  /** organization id → its state, for the auth guard (no database read per request) */
+  private readonly states = new Map<string, Promise<{ name: string; disabled: boolean } | null>>();
+
+  constructor(
+    private readonly dataSource: DataSource,
+    @InjectRepository(OrganizationEntity) private readonly orgs: Repository<OrganizationEntity>,
+    private readonly changes: ChangeFeedService,
+  ) {
+    changes.on('org', (id) => this.states.delete(id));
+  }
+
+  async create(name: string): Promise<OrganizationView> {
+    const clean = name?.trim();
+    if (!clean) throw AppException.invalid('name must not be empty', 'name');
+    if (clean.length > 200) throw AppException.invalid('name must be at most 200 characters', 'name');
+    try {
+      return toOrganizationView(await this.orgs.save(this.orgs.create({ name: clean, disabledAt: null })));
+    } catch (err) {
+      if (isUniqueViolation(err)) throw new AppException('conflict', `An organization named '${clean}' already exists`);
+      throw err;
+    }
+  }
+
+  async list(): Promise<OrganizationView[]> {
+    return (await this.orgs.find({ order: { createdAt: 'ASC' } })).map(toOrganizationView);
+  }
+
+  async get(id: string): Promise<OrganizationView> {
+    const org = isUuid(id) ? await this.orgs.findOneBy({ id }) : null;
+    if (!org) throw AppException.notFound('organization', id);
+    return toOrganizationView(org);
+  }
+
+  async disable(id: string): Promise<OrganizationView> {
+    if (!isUuid(id)) throw AppException.notFound('organization', id);
+    return this.dataSource.transaction(async (m) => {
+      const org = await m.findOneBy(OrganizationEntity, { id });
+      if (!org) throw AppException.notFound('organization', id);
+      if (!org.disabledAt) {
+        org.disabledAt = new Date();
+        await m.save(org);
+      }
+      await this.changes.publish(m, 'org', id);
+      return toOrganizationView(org);
+    });
+  }
+
+  /** The organization's state for authentication, cached until it changes. */
+  state(id: string): Promise<{ name: string; disabled: boolean } | null> {
+    let pending = this.states.get(id);
+    if (!pending) {
+      pending = this.orgs.findOneBy({ id }).then((o) => (o ? { name: o.name, disabled: o.disabledAt !== null } : null));
+      this.states.set(id, pending);
+      pending.catch(() => this.states.get(id) === pending && this.states.delete(id));
+    }
+    return pending;
+  }
+}

@@ -1,0 +1,141 @@
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+
+export type LogLevel = 'debug' | 'info' | 'warn' | 'error' | 'silent';
+
+/** Validated runtime configuration; built once by loadConfig() and injected everywhere as AppConfig. */
+export class AppConfig {
+  port: number;
+  host: string;
+  databaseUrl: string | undefined;
+  dataDir: string;
+  jwtSecret: string;
+  jwtIssuer: string | undefined;
+  jwtAudience: string | undefined;
+  encryptionKey: Buffer;
+  encryptionKeyPrevious: Buffer | undefined;
+  openaiBaseUrl: string;
+  upstreamTimeoutMs: number;
+  streamIdleTimeoutMs: number;
+  upstreamMaxRetries: number;
+  retryAfterCapMs: number;
+  upstreamMaxBodyBytes: number;
+  logLevel: LogLevel;
+  bodyLimitBytes: number;
+  dbPoolSize: number;
+  pricesFile: string | undefined;
+  cacheSyncIntervalMs: number;
+  recordFlushMs: number;
+}
+
+export class ConfigError extends Error {}
+
+const LOG_LEVELS: LogLevel[] = ['debug', 'info', 'warn', 'error', 'silent'];
+
+function int(env: NodeJS.ProcessEnv, name: string, def: number, min: number, max = Number.MAX_SAFE_INTEGER): number {
+  const raw = env[name];
+  if (raw === undefined || raw === '') return def;
+  if (!/^\d+$/.test(raw.trim())) throw new ConfigError(`${name} must be a whole number, got "${raw}"`);
+  const n = Number(raw);
+  if (n < min || n > max) throw new ConfigError(`${name} must be between ${min} and ${max}, got ${n}`);
+  return n;
+}
+
+const SIZE_UNITS: Record<string, number> = { '': 1, b: 1, kb: 1024, k: 1024, mb: 1024 ** 2, m: 1024 ** 2, gb: 1024 ** 3 };
+
+export function parseSize(name: string, raw: string): number {
+  const m = /^(\d+)\s*(b|kb|k|mb|m|gb)?$/i.exec(raw.trim());
+  if (!m) throw new ConfigError(`${name} must be a size like 10mb or 1048576, got "${raw}"`);
+  return Number(m[1]) * SIZE_UNITS[(m[2] ?? '').toLowerCase()];
+}
+
+/** A 32-byte key given as 64 hex characters or as base64. */
+export function parseMasterKey(name: string, raw: string): Buffer {
+  const value = raw.trim();
+  if (/^[0-9a-fA-F]{64}$/.test(value)) return Buffer.from(value, 'hex');
+  if (/^[A-Za-z0-9+/_-]+={0,2}$/.test(value)) {
+    const buf = Buffer.from(value.replace(/-/g, '+').replace(/_/g, '/'), 'base64');
+    if (buf.length === 32) return buf;
+  }
+  throw new ConfigError(`${name} must be 32 bytes given as 64 hex characters or as base64`);
+}
+
+function url(name: string, raw: string): string {
+  try {
+    const u = new URL(raw);
+    if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new Error();
+    return raw.replace(/\/+$/, '');
+  } catch {
+    throw new ConfigError(`${name} must be an http(s) URL, got "${raw}"`);
+  }
+}
+
+interface DevSecrets {
+  jwt_secret: string;
+  encryption_key: string;
+}
+
+/** Development secrets for the embedded mode: generated once, kept in DATA_DIR so data stays readable across restarts. */
+function devSecrets(dataDir: string): DevSecrets {
+  const file = join(dataDir, 'secrets.json');
+  if (existsSync(file)) return JSON.parse(readFileSync(file, 'utf8')) as DevSecrets;
+  mkdirSync(dataDir, { recursive: true });
+  const secrets: DevSecrets = {
+    jwt_secret: randomBytes(48).toString('base64url'),
+    encryption_key: randomBytes(32).toString('hex'),
+  };
+  try {
+    writeFileSync(file, JSON.stringify(secrets, null, 2) + '\n', { mode: 0o600, flag: 'wx' });
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    return JSON.parse(readFileSync(file, 'utf8')) as DevSecrets;
+  }
+  return secrets;
+}
+
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
+  const c = new AppConfig();
+  c.port = int(env, 'PORT', 8000, 0, 65535);
+  c.host = env.HOST || '0.0.0.0';
+  c.databaseUrl = env.DATABASE_URL?.trim() || undefined;
+  if (c.databaseUrl && !/^postgres(ql)?:\/\//.test(c.databaseUrl)) {
+    throw new ConfigError('DATABASE_URL must be a postgres:// or postgresql:// URL');
+  }
+  c.dataDir = resolve(env.DATA_DIR || './data');
+
+  let jwtSecret = env.JWT_SECRET;
+  let encryptionKey = env.ENCRYPTION_KEY;
+  if (!c.databaseUrl && (!jwtSecret || !encryptionKey)) {
+    const dev = devSecrets(c.dataDir);
+    jwtSecret ||= dev.jwt_secret;
+    encryptionKey ||= dev.encryption_key;
+  }
+  if (!jwtSecret) throw new ConfigError('JWT_SECRET is required when DATABASE_URL is set (at least 32 bytes)');
+  if (Buffer.byteLength(jwtSecret, 'utf8') < 32) throw new ConfigError('JWT_SECRET is too weak: it must be at least 32 bytes');
+  if (!encryptionKey) throw new ConfigError('ENCRYPTION_KEY is required when DATABASE_URL is set (32 bytes as hex or base64)');
+  c.jwtSecret = jwtSecret;
+  c.encryptionKey = parseMasterKey('ENCRYPTION_KEY', encryptionKey);
+  c.encryptionKeyPrevious = env.ENCRYPTION_KEY_PREVIOUS
+    ? parseMasterKey('ENCRYPTION_KEY_PREVIOUS', env.ENCRYPTION_KEY_PREVIOUS)
+    : undefined;
+  c.jwtIssuer = env.JWT_ISSUER || undefined;
+  c.jwtAudience = env.JWT_AUDIENCE || undefined;
+
+  c.openaiBaseUrl = url('OPENAI_BASE_URL', env.OPENAI_BASE_URL || 'https://api.openai.com/v1');
+  c.upstreamTimeoutMs = int(env, 'UPSTREAM_TIMEOUT_MS', 60_000, 1);
+  c.streamIdleTimeoutMs = int(env, 'STREAM_IDLE_TIMEOUT_MS', 120_000, 1);
+  c.upstreamMaxRetries = int(env, 'UPSTREAM_MAX_RETRIES', 2, 0, 10);
+  c.retryAfterCapMs = int(env, 'RETRY_AFTER_CAP_MS', 10_000, 0);
+  c.upstreamMaxBodyBytes = env.UPSTREAM_MAX_BODY ? parseSize('UPSTREAM_MAX_BODY', env.UPSTREAM_MAX_BODY) : 50 * 1024 ** 2;
+
+  const level = (env.LOG_LEVEL || 'info').toLowerCase() as LogLevel;
+  if (!LOG_LEVELS.includes(level)) throw new ConfigError(`LOG_LEVEL must be one of ${LOG_LEVELS.join(', ')}`);
+  c.logLevel = level;
+  c.bodyLimitBytes = env.BODY_LIMIT ? parseSize('BODY_LIMIT', env.BODY_LIMIT) : 10 * 1024 ** 2;
+  c.dbPoolSize = int(env, 'DB_POOL_SIZE', 10, 1, 1000);
+  c.pricesFile = env.PRICES_FILE || undefined;
+  c.cacheSyncIntervalMs = int(env, 'CACHE_SYNC_INTERVAL_MS', 1000, 50);
+  c.recordFlushMs = int(env, 'RECORD_FLUSH_MS', 2, 0, 1000);
+  return c;
+}

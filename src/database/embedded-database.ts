@@ -1,0 +1,129 @@
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { connect } from 'node:net';
+import { join } from 'node:path';
+
+/** Connections the embedded socket server accepts; the pool of each process stays at or below it. */
+export const EMBEDDED_MAX_CONNECTIONS = 16;
+
+/** The database a process uses (also the DI token for it). */
+export abstract class DatabaseHandle {
+  abstract url: string;
+  abstract embedded: boolean;
+  /** the pool size a process may use against this database */
+  abstract maxPool: number;
+  abstract close(): Promise<void>;
+}
+
+interface EndpointFile {
+  pid: number;
+  host: string;
+  port: number;
+}
+
+function endpointFile(dataDir: string): string {
+  return join(dataDir, 'embedded-db.json');
+}
+
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+function canConnect(host: string, port: number): Promise<boolean> {
+  return new Promise((resolveConnect) => {
+    const socket = connect({ host, port });
+    const done = (ok: boolean) => {
+      socket.destroy();
+      resolveConnect(ok);
+    };
+    socket.once('connect', () => done(true));
+    socket.once('error', () => done(false));
+    socket.setTimeout(1000, () => done(false));
+  });
+}
+
+function urlFor(host: string, port: number): string {
+  return `postgres://postgres:postgres@${host}:${port}/postgres?sslmode=disable`;
+}
+
+/** The socket of an embedded database another process of ours (a running server) already serves, if any. */
+export async function findRunningEmbedded(dataDir: string): Promise<string | undefined> {
+  const file = endpointFile(dataDir);
+  if (!existsSync(file)) return undefined;
+  try {
+    const ep = JSON.parse(readFileSync(file, 'utf8')) as EndpointFile;
+    if (ep.pid !== process.pid && pidAlive(ep.pid) && (await canConnect(ep.host, ep.port))) return urlFor(ep.host, ep.port);
+  } catch {
+    // unreadable endpoint file: treat as no running server
+  }
+  return undefined;
+}
+
+function acquireLock(dataDir: string): () => void {
+  const lock = join(dataDir, 'embedded-db.lock');
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      writeFileSync(lock, String(process.pid), { flag: 'wx' });
+      return () => rmSync(lock, { force: true });
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+      const holder = Number(readFileSync(lock, 'utf8'));
+      if (holder && holder !== process.pid && pidAlive(holder)) {
+        throw new Error(
+          `the embedded database in ${dataDir} is in use by process ${holder}; stop it or use another DATA_DIR`,
+        );
+      }
+      rmSync(lock, { force: true });
+    }
+  }
+  throw new Error(`could not lock the embedded database in ${dataDir}`);
+}
+
+/**
+ * Runs PostgreSQL in-process (PGlite) behind its wire-protocol socket server on a free loopback port,
+ * so the ordinary `pg` driver, TypeORM and the same migrations work unchanged.
+ * The endpoint is written to DATA_DIR so the CLI can reach the database through a running server.
+ */
+export async function startEmbeddedDatabase(dataDir: string, poolSize = EMBEDDED_MAX_CONNECTIONS): Promise<DatabaseHandle> {
+  mkdirSync(dataDir, { recursive: true });
+  const release = acquireLock(dataDir);
+  try {
+    const { PGlite } = await import('@electric-sql/pglite');
+    const { PGLiteSocketServer } = await import('@electric-sql/pglite-socket');
+    const { pgcrypto } = await import('@electric-sql/pglite/contrib/pgcrypto');
+    const db = await PGlite.create({ dataDir: join(dataDir, 'pgdata'), extensions: { pgcrypto } });
+    const server = new PGLiteSocketServer({ db, host: '127.0.0.1', port: 0, maxConnections: EMBEDDED_MAX_CONNECTIONS });
+    await server.start();
+    const [host, port] = server.getServerConn().split(':');
+    const ep: EndpointFile = { pid: process.pid, host, port: Number(port) };
+    writeFileSync(endpointFile(dataDir), JSON.stringify(ep) + '\n');
+    return {
+      url: urlFor(host, Number(port)),
+      embedded: true,
+      maxPool: Math.min(poolSize, EMBEDDED_MAX_CONNECTIONS - 4),
+      async close() {
+        rmSync(endpointFile(dataDir), { force: true });
+        await server.stop();
+        await db.close();
+        release();
+      },
+    };
+  } catch (err) {
+    release();
+    throw err;
+  }
+}
+
+/** DATABASE_URL when given; otherwise a running server's embedded socket; otherwise our own embedded database. */
+export async function openDatabase(opts: { databaseUrl?: string; dataDir: string; poolSize: number }): Promise<DatabaseHandle> {
+  if (opts.databaseUrl) {
+    return { url: opts.databaseUrl, embedded: false, maxPool: opts.poolSize, close: async () => {} };
+  }
+  const running = await findRunningEmbedded(opts.dataDir);
+  if (running) return { url: running, embedded: true, maxPool: 2, close: async () => {} };
+  return startEmbeddedDatabase(opts.dataDir, opts.poolSize);
+}

@@ -1,0 +1,25 @@
+import { AnalysisConfigEntity } from '../analysis/analysis-config.entity';
+import { AnalysisResultEntity } from '../analysis/analysis-result.entity';
+import { OrganizationEntity } from '../auth/organization.entity';
+import { RevokedTokenEntity } from '../auth/revoked-token.entity';
+import { UserEntity } from '../auth/user.entity';
+import { ApiKeyEntity } from '../keys/api-key.entity';
+import { PersonaVersionEntity } from '../personas/persona-version.entity';
+import { PersonaEntity } from '../personas/persona.entity';
+import { ExchangeEntity } from '../proxy/exchange.entity';
+import { RatingEntity } from '../ratings/rating.entity';
+import { CacheInvalidationEntity } from './cache-invalidation.entity';
+
+export const ENTITIES = [
+  OrganizationEntity,
+  UserEntity,
+  RevokedTokenEntity,
+  ApiKeyEntity,
+  CacheInvalidationEntity,
+  ExchangeEntity,
+  PersonaEntity,
+  PersonaVersionEntity,
+  RatingEntity,
+  AnalysisConfigEntity,
+  AnalysisResultEntity,
+];

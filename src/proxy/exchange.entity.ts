@@ -1,0 +1,102 @@
+import { Column, Entity, Index, PrimaryColumn } from 'typeorm';
+
+/** One proxied call (or a failed attempt at one), stored under its req_ id. */
+@Entity('exchanges')
+@Index('ix_exchanges_org_created', ['organizationId', 'createdAt'])
+@Index('ix_exchanges_org_session', ['organizationId', 'sessionId', 'createdAt'])
+@Index('ix_exchanges_org_response', ['organizationId', 'responseId'])
+@Index('ix_exchanges_persona_created', ['personaId', 'createdAt'])
+@Index('ix_exchanges_pending', ['status'], { where: `status = 'pending'` })
+export class ExchangeEntity {
+  @PrimaryColumn({ type: 'text' })
+  id: string;
+
+  @Column({ name: 'organization_id', type: 'uuid' })
+  organizationId: string;
+
+  @Column({ name: 'user_id', type: 'uuid' })
+  userId: string;
+
+  /** the X-User-ID value, kept beside the internal id so reads need no join */
+  @Column({ name: 'external_user_id', type: 'text' })
+  externalUserId: string;
+
+  @Column({ name: 'session_id', type: 'text' })
+  sessionId: string;
+
+  @Column({ name: 'persona_id', type: 'uuid', nullable: true })
+  personaId: string | null;
+
+  @Column({ name: 'persona_version', type: 'integer', nullable: true })
+  personaVersion: number | null;
+
+  @Column({ type: 'text' })
+  endpoint: string;
+
+  @Column({ type: 'text', nullable: true })
+  model: string | null;
+
+  @Column({ type: 'boolean', default: false })
+  stream: boolean;
+
+  @Column({ type: 'text' })
+  status: string;
+
+  @Column({ name: 'upstream_status', type: 'integer', nullable: true })
+  upstreamStatus: number | null;
+
+  @Column({ name: 'response_id', type: 'text', nullable: true })
+  responseId: string | null;
+
+  @Column({ name: 'request_body', type: 'jsonb', nullable: true })
+  requestBody: unknown;
+
+  @Column({ name: 'response_body', type: 'jsonb', nullable: true })
+  responseBody: unknown;
+
+  @Column({ name: 'output_text', type: 'text', nullable: true })
+  outputText: string | null;
+
+  @Column({ type: 'jsonb', nullable: true })
+  error: unknown;
+
+  @Column({ name: 'input_tokens', type: 'integer', nullable: true })
+  inputTokens: number | null;
+
+  @Column({ name: 'output_tokens', type: 'integer', nullable: true })
+  outputTokens: number | null;
+
+  @Column({ name: 'total_tokens', type: 'integer', nullable: true })
+  totalTokens: number | null;
+
+  @Column({ name: 'cached_tokens', type: 'integer', nullable: true })
+  cachedTokens: number | null;
+
+  @Column({ name: 'reasoning_tokens', type: 'integer', nullable: true })
+  reasoningTokens: number | null;
+
+  @Column({ type: 'double precision', nullable: true })
+  cost: number | null;
+
+  @Column({ name: 'latency_ms', type: 'integer', nullable: true })
+  latencyMs: number | null;
+
+  @Column({ name: 'time_to_first_byte_ms', type: 'integer', nullable: true })
+  timeToFirstByteMs: number | null;
+
+  @Column({ name: 'key_id', type: 'uuid', nullable: true })
+  keyId: string | null;
+
+  @Column({ name: 'key_source', type: 'text', nullable: true })
+  keySource: string | null;
+
+  /** the server process that wrote the row; a pending row of a process that is gone is marked interrupted */
+  @Column({ name: 'instance_id', type: 'text', nullable: true })
+  instanceId: string | null;
+
+  @Column({ name: 'created_at', type: 'timestamptz' })
+  createdAt: Date;
+
+  @Column({ name: 'completed_at', type: 'timestamptz', nullable: true })
+  completedAt: Date | null;
+}
