@@ -21,7 +21,7 @@ describe('health and docs', () => {
     const ui = await fetch(`${app.url}/docs`);
     expect(ui.status).toBe(200);
     expect(await ui.text()).toContain('swagger');
-    const doc = await (await fetch(`${app.url}/docs-json`)).json();
+    const doc: any = await (await fetch(`${app.url}/docs-json`)).json();
     expect(doc.components.securitySchemes.bearer).toMatchObject({ type: 'http', scheme: 'bearer' });
     expect(doc.components.securitySchemes['X-User-ID']).toMatchObject({ type: 'apiKey', in: 'header', name: 'X-User-ID' });
   });
@@ -29,6 +29,6 @@ describe('health and docs', () => {
   it('answers an unknown route with the error envelope', async () => {
     const res = await fetch(`${app.url}/nope`);
     expect(res.status).toBe(404);
-    expect((await res.json()).error).toMatchObject({ type: 'not_found_error' });
+    expect(((await res.json()) as any).error).toMatchObject({ type: 'not_found_error' });
   });
 });

@@ -677,7 +677,8 @@ async function handleResponses(ctx: Ctx, body: any, fake: FakeUpstream): Promise
   let text = responsesText(body, fake, ctx);
 
   if (ctx.huge !== undefined) {
-    if (body.stream === true) text = longText(ctx.huge);
+    // the full text appears 5 times in a stream (deltas, text.done, part.done, item.done, completed)
+    if (body.stream === true) text = longText(Math.floor(ctx.huge / 5));
     else {
       const overhead = JSON.stringify(buildResponse(body, ids, '', inputTokens)).length;
       text = longText(ctx.huge - overhead);

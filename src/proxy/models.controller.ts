@@ -1,0 +1,22 @@
+import { Controller, Get, Res } from '@nestjs/common';
+import { ApiOkResponse, ApiOperation, ApiTags } from '@nestjs/swagger';
+import type { Response } from 'express';
+import { ApiProtected } from '../common/api-docs';
+import { Acting, ActingContext } from '../common/request-context';
+import { ModelsService } from './models.service';
+
+@ApiTags('proxy')
+@ApiProtected()
+@Controller('v1/models')
+export class ModelsController {
+  constructor(private readonly models: ModelsService) {}
+
+  @Get()
+  @ApiOperation({ summary: 'List the upstream models (forwarded with the resolved key)' })
+  @ApiOkResponse({ schema: { example: { object: 'list', data: [{ id: 'gpt-4o-mini', object: 'model', created: 1721172741, owned_by: 'system' }] } } })
+  async list(@Acting() acting: ActingContext, @Res({ passthrough: true }) res: Response): Promise<unknown> {
+    const { body, keySource } = await this.models.list(acting);
+    res.setHeader('X-Key-Source', keySource);
+    return body;
+  }
+}

@@ -1,0 +1,79 @@
+import { Injectable, OnApplicationShutdown } from '@nestjs/common';
+import type { IncomingHttpHeaders } from 'node:http';
+import { Pool } from 'undici';
+import type { Readable } from 'node:stream';
+import { AppConfig } from '../config/app-config';
+import type { ResolvedKey } from '../keys/key-resolver';
+
+export interface UpstreamRequest {
+  key: ResolvedKey;
+  method: 'GET' | 'POST' | 'DELETE';
+  /** path under the key's base URL, e.g. `/responses` */
+  path: string;
+  body?: Buffer | string;
+  /** extra request headers (never the client's Authorization or cookies) */
+  headers?: Record<string, string>;
+  signal?: AbortSignal;
+  /** time to the response headers; default UPSTREAM_TIMEOUT_MS */
+  headersTimeoutMs?: number;
+  /** longest silence while reading the body; default STREAM_IDLE_TIMEOUT_MS */
+  bodyTimeoutMs?: number;
+}
+
+export interface UpstreamResponse {
+  statusCode: number;
+  headers: IncomingHttpHeaders;
+  body: Readable & { text(): Promise<string>; dump(): Promise<void> };
+}
+
+/** One keep-alive connection pool per upstream origin (undici); redirects are never followed. */
+@Injectable()
+export class UpstreamClient implements OnApplicationShutdown {
+  private readonly pools = new Map<string, { pool: Pool; basePath: string }>();
+
+  constructor(private readonly config: AppConfig) {}
+
+  private poolFor(baseUrl: string): { pool: Pool; basePath: string } {
+    let entry = this.pools.get(baseUrl);
+    if (!entry) {
+      const u = new URL(baseUrl);
+      entry = {
+        pool: new Pool(u.origin, {
+          connections: 256,
+          pipelining: 1,
+          keepAliveTimeout: 30_000,
+          keepAliveMaxTimeout: 600_000,
+          connect: { timeout: Math.min(this.config.upstreamTimeoutMs, 10_000) },
+        }),
+        basePath: u.pathname.replace(/\/+$/, ''),
+      };
+      this.pools.set(baseUrl, entry);
+    }
+    return entry;
+  }
+
+  async send(req: UpstreamRequest): Promise<UpstreamResponse> {
+    const { pool, basePath } = this.poolFor(req.key.baseUrl);
+    const headers: Record<string, string> = {
+      authorization: `Bearer ${req.key.apiKey}`,
+      accept: 'application/json, text/event-stream',
+      ...req.headers,
+    };
+    if (req.body !== undefined) headers['content-type'] = 'application/json';
+    const res = await pool.request({
+      method: req.method,
+      path: basePath + req.path,
+      headers,
+      body: req.body,
+      signal: req.signal,
+      headersTimeout: req.headersTimeoutMs ?? this.config.upstreamTimeoutMs,
+      bodyTimeout: req.bodyTimeoutMs ?? this.config.streamIdleTimeoutMs,
+    });
+    return { statusCode: res.statusCode, headers: res.headers, body: res.body as UpstreamResponse['body'] };
+  }
+
+  async onApplicationShutdown(): Promise<void> {
+    await Promise.all([...this.pools.values()].map((e) => e.pool.close().catch(() => undefined)));
+    this.pools.clear();
+  }
+}

@@ -1,0 +1,37 @@
+import { AppException } from '../common/app-exception';
+
+/** Maps a failure to reach or read the upstream to the contract's 502/504. */
+export function upstreamFailure(err: unknown): AppException {
+  const e = err as { code?: string; name?: string; message?: string };
+  if (e?.code === 'UND_ERR_HEADERS_TIMEOUT' || e?.code === 'UND_ERR_CONNECT_TIMEOUT') {
+    return new AppException('upstream_timeout', 'The upstream did not answer in time');
+  }
+  if (e?.code === 'UND_ERR_BODY_TIMEOUT') return new AppException('upstream_timeout', 'The upstream stopped sending');
+  return new AppException('upstream_error', 'The upstream could not be reached or closed the connection');
+}
+
+/** Turns an upstream error answer (4xx/5xx with OpenAI's envelope, or anything else) into ours, keeping its status and message. */
+export function upstreamErrorAnswer(status: number, text: string): AppException {
+  let message = `The upstream answered with status ${status}`;
+  let type: string | undefined;
+  let code: string | null | undefined;
+  let param: string | null = null;
+  try {
+    const parsed = JSON.parse(text) as { error?: { message?: unknown; type?: unknown; code?: unknown; param?: unknown } };
+    if (parsed?.error && typeof parsed.error === 'object') {
+      if (typeof parsed.error.message === 'string') message = parsed.error.message;
+      if (typeof parsed.error.type === 'string') type = parsed.error.type;
+      if (typeof parsed.error.code === 'string' || parsed.error.code === null) code = parsed.error.code as string | null;
+      if (typeof parsed.error.param === 'string') param = parsed.error.param;
+    }
+  } catch {
+    // not JSON: keep the generic message
+  }
+  if (status === 429) return new AppException('rate_limit', message, { code: code ?? 'upstream_rate_limited', param });
+  if (status >= 500) return new AppException('upstream_error', message, { param });
+  if (status === 401 || status === 403) {
+    // the organization's upstream key was refused: not the caller's authentication problem
+    return new AppException('upstream_error', `The upstream refused the API key: ${message}`, { status: 502, code: 'upstream_auth_failed' });
+  }
+  return new AppException('invalid_request', message, { status, type: type ?? 'invalid_request_error', code: code ?? null, param });
+}
