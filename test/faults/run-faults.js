@@ -1,0 +1,246 @@
+#!/usr/bin/env node
+/*
+ * Database and process faults, against the built server and a real PostgreSQL (DATABASE_URL):
+ *  1. under 20 concurrent clients, PostgreSQL is stopped (immediate) and started again: meanwhile only 503s with
+ *     Retry-After (no 401/403, no crash), full recovery within seconds, every 2xx of the run has its record;
+ *  2. kill -9 of the server mid-load, then a restart: no `pending` rows, no 2xx without a record;
+ *  3. 200 concurrent streams by 150 distinct users: all recorded, none overwritten.
+ * Stops PostgreSQL on this machine: run it alone (CI runs it after the test suite). Exits 1 on any violation.
+ */
+'use strict';
+const { spawn, execSync } = require('node:child_process');
+const { mkdtempSync, rmSync, readdirSync } = require('node:fs');
+const { tmpdir } = require('node:os');
+const { join } = require('node:path');
+const { Client } = require('pg');
+
+const ROOT = join(__dirname, '..', '..');
+const NODE = process.execPath;
+const JWT_SECRET = 'fault-test-jwt-secret-0123456789-abcdefghijkl';
+const ENCRYPTION_KEY = 'ab'.repeat(32);
+const baseDb = process.env.DATABASE_URL;
+if (!baseDb) {
+  console.error('run-faults: DATABASE_URL (a real PostgreSQL) is required');
+  process.exit(1);
+}
+const cluster = () => readdirSync('/etc/postgresql')[0];
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const children = new Set();
+let failures = 0;
+
+function check(ok, what) {
+  console.log(`${ok ? 'ok  ' : 'FAIL'} ${what}`);
+  if (!ok) failures++;
+}
+
+function start(cmd, args, env, readyPattern) {
+  const child = spawn(cmd, args, { env: { PATH: process.env.PATH, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  children.add(child);
+  child.on('exit', () => children.delete(child));
+  let out = '';
+  return new Promise((resolve, reject) => {
+    const onData = (d) => {
+      out += d.toString();
+      const m = readyPattern.exec(out);
+      if (m) {
+        child.stdout.off('data', onData);
+        child.stdout.resume();
+        child.stderr.resume();
+        resolve({ child, match: m });
+      }
+    };
+    child.stdout.on('data', onData);
+    child.stderr.on('data', (d) => (out += d.toString()));
+    child.once('exit', (code) => reject(new Error(`${args[0]} exited with ${code}: ${out.slice(-2000)}`)));
+  });
+}
+
+async function cli(env, ...args) {
+  return new Promise((resolve, reject) => {
+    const child = spawn(NODE, [join(ROOT, 'dist/src/cli.js'), ...args, '--json'], { env: { PATH: process.env.PATH, ...env } });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (d) => (out += d));
+    child.stderr.on('data', (d) => (err += d));
+    child.on('exit', (code) => (code === 0 ? resolve(JSON.parse(out)) : reject(new Error(`cli ${args.join(' ')}: ${err}`))));
+  });
+}
+
+async function withDb(url, fn) {
+  const c = new Client({ connectionString: url });
+  await c.connect();
+  try {
+    return await fn(c);
+  } finally {
+    await c.end();
+  }
+}
+
+async function waitHealthy(url, ms = 30000) {
+  const until = Date.now() + ms;
+  while (Date.now() < until) {
+    try {
+      const r = await fetch(`${url}/health`);
+      if (r.status === 200) return true;
+    } catch {}
+    await sleep(200);
+  }
+  return false;
+}
+
+function pgStop() {
+  execSync(`pg_ctlcluster --skip-systemctl-redirect ${cluster()} main stop -m immediate`, { stdio: 'ignore' });
+}
+function pgStart() {
+  execSync(`pg_ctlcluster --skip-systemctl-redirect ${cluster()} main start`, { stdio: 'ignore' });
+}
+
+async function main() {
+  const dbName = `proxy_faults_${Date.now()}`;
+  const admin = new URL(baseDb);
+  admin.pathname = '/postgres';
+  await withDb(admin.toString(), (c) => c.query(`CREATE DATABASE "${dbName}"`));
+  const dbUrl = new URL(baseDb);
+  dbUrl.pathname = `/${dbName}`;
+  const DATABASE_URL = dbUrl.toString();
+  const dataDir = mkdtempSync(join(tmpdir(), 'proxy-faults-'));
+  const env = { DATABASE_URL, JWT_SECRET, ENCRYPTION_KEY, DATA_DIR: dataDir, LOG_LEVEL: 'warn', NODE_ENV: 'production', CACHE_SYNC_INTERVAL_MS: '500' };
+
+  const upstream = await start(NODE, [join(ROOT, 'dist/test/support/fake-upstream.js'), '--port', '0', '--delta-count', '20', '--event-interval-ms', '2'], {}, /listening on (http:\/\/\S+\/v1)/);
+  const upstreamUrl = upstream.match[1];
+
+  await cli(env, 'migrate');
+  const org = await cli(env, 'org', 'create', `faults-${Date.now()}`);
+  await cli(env, 'key', 'create', org.id, 'sk-fault-test-key-0001', '--base-url', upstreamUrl);
+  const { token } = await cli(env, 'jwt', 'create', '--org-id', org.id);
+
+  const port = 20000 + Math.floor(Math.random() * 20000);
+  const serverEnv = { ...env, PORT: String(port), HOST: '127.0.0.1', UPSTREAM_TIMEOUT_MS: '5000' };
+  const startServer = () => start(NODE, [join(ROOT, 'dist/src/main.js')], serverEnv, /server listening/);
+  let server = await startServer();
+  const url = `http://127.0.0.1:${port}`;
+  check(await waitHealthy(url), 'server healthy');
+
+  const post = (user, stream = false, signal) =>
+    fetch(`${url}/v1/responses`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${token}`, 'x-user-id': user, 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'gpt-4o-mini', input: `hello from ${user}`, stream }),
+      signal,
+    });
+
+  // --- 1. database stopped and started under load
+  {
+    const results = [];
+    let running = true;
+    const worker = async (i) => {
+      while (running) {
+        const t = Date.now();
+        try {
+          const r = await post(`db-user-${i}`, i % 2 === 0);
+          const text = await r.text();
+          results.push({ t, status: r.status, id: r.headers.get('x-request-id'), retryAfter: r.headers.get('retry-after'), text });
+        } catch (err) {
+          results.push({ t, status: 0, err: String(err) });
+        }
+        await sleep(20);
+      }
+    };
+    const workers = Array.from({ length: 20 }, (_, i) => worker(i));
+    await sleep(2000);
+    const stopAt = Date.now();
+    pgStop();
+    await sleep(4000);
+    pgStart();
+    const startedAt = Date.now();
+    let recoveredAt = 0;
+    while (Date.now() - startedAt < 30000) {
+      const recent = results.filter((r) => r.t > Date.now() - 500);
+      if (recent.length >= 10 && recent.every((r) => r.status === 200)) {
+        recoveredAt = Date.now();
+        break;
+      }
+      await sleep(100);
+    }
+    await sleep(1500);
+    running = false;
+    await Promise.all(workers);
+    const during = results.filter((r) => r.t >= stopAt + 200 && r.t < startedAt);
+    const statuses = {};
+    for (const r of results) statuses[r.status] = (statuses[r.status] || 0) + 1;
+    console.log(`db outage: ${results.length} requests, statuses ${JSON.stringify(statuses)}, recovery ${recoveredAt ? recoveredAt - startedAt + ' ms' : 'none'}`);
+    check(results.every((r) => [200, 503].includes(r.status)), 'only 200 and 503 answers (no 401/403/5xx other than 503, no crash)');
+    check(during.length > 0 && during.every((r) => r.status === 503), 'every call while the database was down got 503');
+    check(results.filter((r) => r.status === 503).every((r) => r.retryAfter), 'every 503 carries Retry-After');
+    check(recoveredAt > 0 && recoveredAt - startedAt < 15000, 'full recovery within seconds of the database returning');
+    check(server.child.exitCode === null, 'the server process survived');
+    const ok = results.filter((r) => r.status === 200).map((r) => r.id);
+    const stored = await withDb(DATABASE_URL, async (c) => (await c.query('SELECT id FROM exchanges WHERE id = ANY($1) AND status = $2', [ok, 'completed'])).rows.length);
+    check(stored === ok.length, `every 2xx has its record (${stored}/${ok.length})`);
+  }
+
+  // --- 2. kill -9 mid-load, restart
+  {
+    const ids = [];
+    const inflight = [];
+    for (let i = 0; i < 30; i++) {
+      inflight.push(
+        post(`kill-user-${i}`, true)
+          .then(async (r) => {
+            const id = r.headers.get('x-request-id');
+            await r.text();
+            ids.push({ id, status: r.status });
+          })
+          .catch(() => undefined),
+      );
+    }
+    await sleep(30);
+    server.child.kill('SIGKILL');
+    await Promise.all(inflight);
+    server = await startServer();
+    check(await waitHealthy(url), 'server healthy after kill -9 and restart');
+    await sleep(500);
+    const rows = await withDb(DATABASE_URL, async (c) => (await c.query(`SELECT count(*)::int AS n FROM exchanges WHERE status = 'pending'`)).rows[0].n);
+    check(rows === 0, `no pending rows after the restart (${rows})`);
+    const ok = ids.filter((r) => r.status === 200).map((r) => r.id);
+    const stored = await withDb(DATABASE_URL, async (c) => (await c.query(`SELECT id FROM exchanges WHERE id = ANY($1) AND status = 'completed'`, [ok])).rows.length);
+    check(stored === ok.length, `no 2xx without a record after kill -9 (${stored}/${ok.length})`);
+  }
+
+  // --- 3. 200 concurrent streams by 150 users
+  {
+    const res = await Promise.all(
+      Array.from({ length: 200 }, async (_, i) => {
+        const r = await post(`stream-user-${i % 150}`, true);
+        const text = await r.text();
+        return { id: r.headers.get('x-request-id'), status: r.status, text };
+      }),
+    );
+    const ok = res.filter((r) => r.status === 200);
+    check(ok.length === 200, `200 concurrent streams answered (${ok.length})`);
+    const rows = await withDb(DATABASE_URL, async (c) =>
+      (await c.query(`SELECT id, external_user_id, request_body->>'input' AS input FROM exchanges WHERE id = ANY($1)`, [ok.map((r) => r.id)])).rows,
+    );
+    check(rows.length === 200 && new Set(rows.map((r) => r.id)).size === 200, `all 200 streams recorded under distinct ids (${rows.length})`);
+    check(rows.every((r) => r.input === `hello from ${r.external_user_id}`), 'no record overwritten by another (each row holds its own user input)');
+  }
+
+  server.child.kill('SIGTERM');
+  upstream.child.kill('SIGTERM');
+  await sleep(300);
+  rmSync(dataDir, { recursive: true, force: true });
+  await withDb(admin.toString(), (c) => c.query(`DROP DATABASE IF EXISTS "${dbName}" WITH (FORCE)`)).catch(() => undefined);
+  console.log(failures ? `faults: ${failures} check(s) failed` : 'faults: all checks passed');
+  process.exit(failures ? 1 : 0);
+}
+
+process.on('exit', () => {
+  for (const c of children) c.kill('SIGKILL');
+});
+main().catch((err) => {
+  console.error('run-faults:', err);
+  try {
+    pgStart();
+  } catch {}
+  process.exit(1);
+});
