@@ -9,6 +9,8 @@ export type ChangeKind = 'org' | 'user' | 'key' | 'token' | 'persona' | 'limits'
 export type ChangeHandler = (ref: string) => void;
 
 const CHANNEL = 'proxy_cache_invalidation';
+// a change's transaction is expected to commit within this long after it wrote its row
+const RECHECK_WINDOW_S = 30;
 
 /**
  * Keeps the in-memory caches of every process coherent. A change is written to `cache_invalidations` in the
@@ -20,9 +22,12 @@ const CHANNEL = 'proxy_cache_invalidation';
 export class ChangeFeedService implements OnModuleInit, OnApplicationShutdown {
   private readonly handlers = new Map<ChangeKind, ChangeHandler[]>();
   private lastId = 0n;
+  /** ids applied recently (re-read within the recheck window) */
+  private readonly applied = new Map<string, number>();
   private timer?: NodeJS.Timeout;
   private listener?: Client;
   private polling = false;
+  private polls = 0;
   private stopped = false;
   private started = false;
 
@@ -52,6 +57,11 @@ export class ChangeFeedService implements OnModuleInit, OnApplicationShutdown {
     this.started = true;
     const rows: { max: string | null }[] = await this.dataSource.query('SELECT max(id)::text AS max FROM cache_invalidations');
     this.lastId = BigInt(rows[0]?.max ?? 0);
+    // changes committed before this point are already reflected in what this process will load
+    const recent: { id: string }[] = await this.dataSource.query(
+      `SELECT id::text AS id FROM cache_invalidations WHERE created_at > now() - interval '${RECHECK_WINDOW_S} seconds'`,
+    );
+    for (const r of recent) this.applied.set(r.id, Date.now());
     this.timer = setInterval(() => void this.poll(), this.config.cacheSyncIntervalMs);
     this.timer.unref();
     if (!this.db.embedded) void this.listen();
@@ -84,17 +94,33 @@ export class ChangeFeedService implements OnModuleInit, OnApplicationShutdown {
     }
   }
 
+  /**
+   * Reads changes not yet applied. Ids are assigned at insert but become visible at commit, so a lower id can
+   * appear after a higher one: recent rows are re-read and de-duplicated rather than trusting `id > last`.
+   */
   private async poll(): Promise<void> {
     if (this.polling || this.stopped || !this.dataSource.isInitialized) return;
     this.polling = true;
     try {
       const rows: { id: string; kind: ChangeKind; ref: string }[] = await this.dataSource.query(
-        'SELECT id::text AS id, kind, ref FROM cache_invalidations WHERE id > $1 ORDER BY id LIMIT 1000',
+        `SELECT id::text AS id, kind, ref FROM cache_invalidations
+         WHERE id > $1 OR created_at > now() - interval '${RECHECK_WINDOW_S} seconds'
+         ORDER BY id LIMIT 5000`,
         [this.lastId.toString()],
       );
+      const now = Date.now();
       for (const row of rows) {
-        this.lastId = BigInt(row.id);
+        const id = BigInt(row.id);
+        if (id > this.lastId) this.lastId = id;
+        if (this.applied.has(row.id)) continue;
+        this.applied.set(row.id, now);
         this.dispatch(row.kind, row.ref);
+      }
+      if (++this.polls % 3600 === 0) {
+        await this.dataSource.query(`DELETE FROM cache_invalidations WHERE created_at < now() - interval '1 day'`);
+      }
+      for (const [id, at] of this.applied) {
+        if (now - at > 2 * RECHECK_WINDOW_S * 1000) this.applied.delete(id);
       }
     } catch (err) {
       this.logger.write('debug', 'cache sync poll failed', { err });

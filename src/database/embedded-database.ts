@@ -72,7 +72,7 @@ function acquireLock(dataDir: string): () => void {
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
       const holder = Number(readFileSync(lock, 'utf8'));
-      if (holder && holder !== process.pid && pidAlive(holder)) {
+      if (holder && pidAlive(holder)) {
         throw new Error(
           `the embedded database in ${dataDir} is in use by process ${holder}; stop it or use another DATA_DIR`,
         );

@@ -4,6 +4,8 @@ import { OrganizationEntity } from '../auth/organization.entity';
 import { RevokedTokenEntity } from '../auth/revoked-token.entity';
 import { UserEntity } from '../auth/user.entity';
 import { ApiKeyEntity } from '../keys/api-key.entity';
+import { LimitCounterEntity } from '../limits/limit-counter.entity';
+import { LimitEntity } from '../limits/limit.entity';
 import { PersonaVersionEntity } from '../personas/persona-version.entity';
 import { PersonaEntity } from '../personas/persona.entity';
 import { ExchangeEntity } from '../proxy/exchange.entity';
@@ -22,4 +24,6 @@ export const ENTITIES = [
   RatingEntity,
   AnalysisConfigEntity,
   AnalysisResultEntity,
+  LimitEntity,
+  LimitCounterEntity,
 ];

@@ -1,4 +1,6 @@
 import { InitialSchema1795488166900 } from '../../migrations/1795488166900-InitialSchema';
+import { AddAnalyticsIndexes1795490000000 } from '../../migrations/1795490000000-AddAnalyticsIndexes';
+import { AddLimits1795500000000 } from '../../migrations/1795500000000-AddLimits';
 
 /** Every migration, in order (listed explicitly, never globbed). */
-export const MIGRATIONS = [InitialSchema1795488166900];
+export const MIGRATIONS = [InitialSchema1795488166900, AddAnalyticsIndexes1795490000000, AddLimits1795500000000];

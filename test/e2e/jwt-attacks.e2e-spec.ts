@@ -4,6 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestApp, TEST_JWT_SECRET, TestApp } from '../support/create-test-app';
 import { createOrg, createToken } from '../support/factories';
 import { OrganizationsService } from '../../src/auth/organizations.service';
+import { TokensService } from '../../src/auth/tokens.service';
 import { startFakeUpstream, FakeUpstream } from '../support/fake-upstream';
 
 const b64 = (v: unknown) => Buffer.from(typeof v === 'string' ? v : JSON.stringify(v)).toString('base64url');
@@ -86,7 +87,6 @@ describe('JWT attacks are refused with 401, never 500 (RFC 8725)', () => {
   it('a revoked jti → 401', async () => {
     const { token, jti } = await createToken(app, orgId);
     expect((await call(app, token)).status).not.toBe(401);
-    const { TokensService } = await import('../../src/auth/tokens.service');
     await app.app.get(TokensService).revoke(jti);
     expect((await call(app, token)).status).toBe(401);
   });
