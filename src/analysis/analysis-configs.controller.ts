@@ -1,0 +1,88 @@
+import { Body, Controller, Delete, Get, HttpCode, Param, Patch, Post, Query } from '@nestjs/common';
+import { ApiBody, ApiCreatedResponse, ApiNoContentResponse, ApiOkResponse, ApiOperation, ApiQuery, ApiResponse, ApiTags } from '@nestjs/swagger';
+import { ApiProtected } from '../common/api-docs';
+import { ListPage } from '../common/pagination';
+import { Acting, ActingContext } from '../common/request-context';
+import { AnalysisConfigsService } from './analysis-configs.service';
+import { AnalysisConfigView, CONFIG_EXAMPLE, CreateAnalysisConfigDto, UpdateAnalysisConfigDto } from './analysis.dto';
+
+const notFound = {
+  status: 404,
+  description: 'Unknown configuration (or one of another organization)',
+  schema: { example: { error: { message: "No analysis configuration found with id '…'", type: 'not_found_error', code: 'not_found', param: null } } },
+};
+const invalid = {
+  status: 400,
+  description: 'Validation error; `param` names the field',
+  schema: { example: { error: { message: "category names must be unique; 'billing' appears twice", type: 'invalid_request_error', code: null, param: 'categories' } } },
+};
+
+@ApiTags('analysis')
+@ApiProtected()
+@Controller('v1/analysis/configs')
+export class AnalysisConfigsController {
+  constructor(private readonly configs: AnalysisConfigsService) {}
+
+  @Post()
+  @ApiOperation({ summary: 'Create an analysis configuration' })
+  @ApiBody({
+    type: CreateAnalysisConfigDto,
+    examples: {
+      intent: {
+        value: {
+          name: 'Customer Support Intent Classifier',
+          analysis_type: 'intent',
+          categories: [
+            { name: 'technical_support', description: 'Bugs, crashes, error messages' },
+            { name: 'billing_inquiry', description: 'Invoices, charges, refunds' },
+            { name: 'feature_request' },
+          ],
+          instructions: 'Focus on what the customer wants.',
+          include_metadata: true,
+        },
+      },
+      sentiment: { value: { name: 'Sentiment', analysis_type: 'sentiment' } },
+    },
+  })
+  @ApiCreatedResponse({ schema: { example: CONFIG_EXAMPLE } })
+  @ApiResponse(invalid)
+  create(@Acting() acting: ActingContext, @Body() dto: CreateAnalysisConfigDto): Promise<AnalysisConfigView> {
+    return this.configs.create(acting.orgId, dto);
+  }
+
+  @Get()
+  @ApiOperation({ summary: "List the organization's analysis configurations, newest first" })
+  @ApiQuery({ name: 'limit', required: false, example: 20 })
+  @ApiQuery({ name: 'after', required: false, description: 'id of the last configuration of the previous page' })
+  @ApiOkResponse({ schema: { example: { object: 'list', data: [CONFIG_EXAMPLE], has_more: false, first_id: CONFIG_EXAMPLE.id, last_id: CONFIG_EXAMPLE.id } } })
+  list(@Acting() acting: ActingContext, @Query() query: Record<string, unknown>): Promise<ListPage<AnalysisConfigView>> {
+    return this.configs.list(acting.orgId, query);
+  }
+
+  @Get(':id')
+  @ApiOperation({ summary: 'Get an analysis configuration' })
+  @ApiOkResponse({ schema: { example: CONFIG_EXAMPLE } })
+  @ApiResponse(notFound)
+  get(@Acting() acting: ActingContext, @Param('id') id: string): Promise<AnalysisConfigView> {
+    return this.configs.get(acting.orgId, id);
+  }
+
+  @Patch(':id')
+  @ApiOperation({ summary: 'Change an analysis configuration (later analyses with it no longer hit results cached before the change)' })
+  @ApiBody({ type: UpdateAnalysisConfigDto, examples: { instructions: { value: { instructions: 'Treat refund requests as billing.' } } } })
+  @ApiOkResponse({ schema: { example: CONFIG_EXAMPLE } })
+  @ApiResponse(invalid)
+  @ApiResponse(notFound)
+  update(@Acting() acting: ActingContext, @Param('id') id: string, @Body() dto: UpdateAnalysisConfigDto): Promise<AnalysisConfigView> {
+    return this.configs.update(acting.orgId, id, dto);
+  }
+
+  @Delete(':id')
+  @HttpCode(204)
+  @ApiOperation({ summary: 'Delete an analysis configuration (its stored results stay)' })
+  @ApiNoContentResponse({ description: 'Deleted' })
+  @ApiResponse(notFound)
+  async remove(@Acting() acting: ActingContext, @Param('id') id: string): Promise<void> {
+    await this.configs.remove(acting.orgId, id);
+  }
+}

@@ -1,0 +1,15 @@
+import { Module } from '@nestjs/common';
+import { KeysModule } from '../keys/keys.module';
+import { ProxyModule } from '../proxy/proxy.module';
+import { AnalysisConfigsController } from './analysis-configs.controller';
+import { AnalysisConfigsService } from './analysis-configs.service';
+import { AnalysisController } from './analysis.controller';
+import { AnalysisService } from './analysis.service';
+
+@Module({
+  imports: [KeysModule, ProxyModule],
+  controllers: [AnalysisConfigsController, AnalysisController],
+  providers: [AnalysisConfigsService, AnalysisService],
+  exports: [AnalysisService],
+})
+export class AnalysisModule {}

@@ -1,0 +1,91 @@
+import { Body, Controller, Delete, Get, HttpCode, Param, Patch, Post, Query } from '@nestjs/common';
+import { ApiCreatedResponse, ApiNoContentResponse, ApiOkResponse, ApiOperation, ApiQuery, ApiResponse, ApiTags } from '@nestjs/swagger';
+import { ApiProtected } from '../common/api-docs';
+import { ListPage, parsePageQuery } from '../common/pagination';
+import { Acting, ActingContext } from '../common/request-context';
+import { CreatePersonaDto, PersonaVersionView, PersonaView, UpdatePersonaDto } from './personas.dto';
+import { PersonasService } from './personas.service';
+
+const PERSONA_EXAMPLE: PersonaView = {
+  id: '6f1c2a9e-3b7d-4e8f-9a0b-1c2d3e4f5a6b',
+  name: 'Support agent',
+  content: 'You are a friendly support agent for ACME.',
+  description: 'First-line support',
+  version: 2,
+  created_at: '2026-06-05T18:30:00.000Z',
+  updated_at: '2026-06-06T09:12:00.000Z',
+};
+
+const notFound = { status: 404, description: 'Unknown persona, deleted, or of another organization', schema: { example: { error: { message: "No persona found with id '…'", type: 'not_found_error', code: 'not_found', param: null } } } };
+const conflict = { status: 409, description: 'Another live persona of the organization has this name', schema: { example: { error: { message: "A persona named 'Support agent' already exists in this organization", type: 'conflict_error', code: 'conflict', param: 'name' } } } };
+
+@ApiTags('personas')
+@ApiProtected()
+@Controller('v1/personas')
+export class PersonasController {
+  constructor(private readonly personas: PersonasService) {}
+
+  @Post()
+  @ApiOperation({ summary: 'Create a persona (version 1)' })
+  @ApiCreatedResponse({ schema: { example: { ...PERSONA_EXAMPLE, version: 1 } } })
+  @ApiResponse(conflict)
+  create(@Acting() acting: ActingContext, @Body() body: CreatePersonaDto): Promise<PersonaView> {
+    return this.personas.create(acting.orgId, body);
+  }
+
+  @Get()
+  @ApiOperation({ summary: "List the organization's personas, oldest first" })
+  @ApiQuery({ name: 'limit', required: false, description: '1–100, default 20' })
+  @ApiQuery({ name: 'after', required: false, description: 'id of the last persona of the previous page' })
+  @ApiOkResponse({ schema: { example: { object: 'list', data: [PERSONA_EXAMPLE], has_more: false, first_id: PERSONA_EXAMPLE.id, last_id: PERSONA_EXAMPLE.id } } })
+  list(@Acting() acting: ActingContext, @Query() query: Record<string, unknown>): Promise<ListPage<PersonaView>> {
+    return this.personas.list(acting.orgId, parsePageQuery(query));
+  }
+
+  @Get(':id')
+  @ApiOperation({ summary: 'Get a persona' })
+  @ApiOkResponse({ schema: { example: PERSONA_EXAMPLE } })
+  @ApiResponse(notFound)
+  get(@Acting() acting: ActingContext, @Param('id') id: string): Promise<PersonaView> {
+    return this.personas.get(acting.orgId, id);
+  }
+
+  @Patch(':id')
+  @ApiOperation({ summary: 'Change a persona; a change of content makes a new version' })
+  @ApiOkResponse({ schema: { example: PERSONA_EXAMPLE } })
+  @ApiResponse(notFound)
+  @ApiResponse(conflict)
+  update(@Acting() acting: ActingContext, @Param('id') id: string, @Body() body: UpdatePersonaDto): Promise<PersonaView> {
+    return this.personas.update(acting.orgId, id, body);
+  }
+
+  @Delete(':id')
+  @HttpCode(204)
+  @ApiOperation({ summary: 'Delete a persona (its history stays for analytics; its name can be reused)' })
+  @ApiNoContentResponse()
+  @ApiResponse(notFound)
+  remove(@Acting() acting: ActingContext, @Param('id') id: string): Promise<void> {
+    return this.personas.remove(acting.orgId, id);
+  }
+
+  @Get(':id/versions')
+  @ApiOperation({ summary: 'Every version of a persona with its content, oldest first' })
+  @ApiOkResponse({
+    schema: {
+      example: {
+        object: 'list',
+        data: [
+          { version: 1, content: 'You are a support agent.', created_at: '2026-06-05T18:30:00.000Z' },
+          { version: 2, content: 'You are a friendly support agent for ACME.', created_at: '2026-06-06T09:12:00.000Z' },
+        ],
+        has_more: false,
+        first_id: null,
+        last_id: null,
+      },
+    },
+  })
+  @ApiResponse(notFound)
+  versions(@Acting() acting: ActingContext, @Param('id') id: string): Promise<ListPage<PersonaVersionView>> {
+    return this.personas.listVersions(acting.orgId, id);
+  }
+}

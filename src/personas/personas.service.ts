@@ -1,0 +1,202 @@
+import { Injectable } from '@nestjs/common';
+import { InjectRepository } from '@nestjs/typeorm';
+import { DataSource, EntityManager, IsNull, QueryFailedError, Repository } from 'typeorm';
+import { AppException } from '../common/app-exception';
+import { isUuid } from '../common/ids';
+import { ListPage, PageQuery, toListPage } from '../common/pagination';
+import { ChangeFeedService } from '../database/change-feed.service';
+import { PersonaVersionEntity } from './persona-version.entity';
+import { PersonaEntity } from './persona.entity';
+import { CreatePersonaDto, PersonaVersionView, PersonaView, ResolvedPersona, UpdatePersonaDto } from './personas.dto';
+
+interface CachedPersona extends ResolvedPersona {
+  orgId: string;
+}
+
+/** Bounds the memory of the persona cache: ids come from clients, unknown ones are cached (as null) too. */
+const MAX_CACHED_PERSONAS = 10_000;
+/** A backstop only: the change feed drops entries at once; this bounds the damage of a missed notification. */
+const MAX_CACHE_AGE_MS = 60_000;
+
+interface CacheEntry {
+  loadedAt: number;
+  pending: Promise<CachedPersona | null>;
+}
+
+function toView(p: PersonaEntity): PersonaView {
+  return {
+    id: p.id,
+    name: p.name,
+    content: p.content,
+    description: p.description,
+    version: p.version,
+    created_at: p.createdAt.toISOString(),
+    updated_at: p.updatedAt.toISOString(),
+  };
+}
+
+function toVersionView(v: PersonaVersionEntity): PersonaVersionView {
+  return { version: v.version, content: v.content, created_at: v.createdAt.toISOString() };
+}
+
+function isLiveNameTaken(err: unknown): boolean {
+  const driver = err instanceof QueryFailedError ? (err.driverError as { code?: string; constraint?: string }) : undefined;
+  return driver?.code === '23505' && (driver.constraint === undefined || driver.constraint === 'uq_personas_org_live_name');
+}
+
+@Injectable()
+export class PersonasService {
+  private readonly cache = new Map<string, CacheEntry>();
+
+  constructor(
+    private readonly dataSource: DataSource,
+    @InjectRepository(PersonaEntity) private readonly personas: Repository<PersonaEntity>,
+    @InjectRepository(PersonaVersionEntity) private readonly versions: Repository<PersonaVersionEntity>,
+    private readonly changes: ChangeFeedService,
+  ) {
+    changes.on('persona', (id) => this.cache.delete(id));
+  }
+
+  /**
+   * The persona a proxied request asks for, from memory: no database read per request. Every change is
+   * published on the change feed, which drops the entry in every process.
+   */
+  async resolveForRequest(orgId: string, personaId: string): Promise<ResolvedPersona> {
+    if (!isUuid(personaId)) throw AppException.notFound('persona', personaId);
+    const id = personaId.toLowerCase();
+    let entry = this.cache.get(id);
+    if (!entry || performance.now() - entry.loadedAt > MAX_CACHE_AGE_MS) {
+      const fresh: CacheEntry = { loadedAt: performance.now(), pending: this.loadForCache(id) };
+      this.cache.delete(id);
+      if (this.cache.size >= MAX_CACHED_PERSONAS) this.cache.delete(this.cache.keys().next().value!);
+      this.cache.set(id, fresh);
+      // a failed lookup (database down) must not stay cached
+      fresh.pending.catch(() => this.cache.get(id) === fresh && this.cache.delete(id));
+      entry = fresh;
+    }
+    const persona = await entry.pending;
+    if (!persona || persona.orgId !== orgId) throw AppException.notFound('persona', personaId);
+    return { id: persona.id, version: persona.version, content: persona.content };
+  }
+
+  async create(orgId: string, dto: CreatePersonaDto): Promise<PersonaView> {
+    const saved = await this.write(null, async (m) => {
+      const persona = await m.save(
+        m.create(PersonaEntity, {
+          organizationId: orgId,
+          name: dto.name,
+          content: dto.content,
+          description: dto.description ?? null,
+          version: 1,
+          deletedAt: null,
+        }),
+      );
+      await m.insert(PersonaVersionEntity, { personaId: persona.id, version: 1, content: persona.content });
+      await this.changes.publish(m, 'persona', persona.id);
+      return persona;
+    }, dto.name);
+    return toView(saved);
+  }
+
+  /** Live personas of the organization, oldest first, so `after` pages stay stable while new ones are added. */
+  async list(orgId: string, page: PageQuery): Promise<ListPage<PersonaView>> {
+    const qb = this.personas
+      .createQueryBuilder('p')
+      .where('p.organizationId = :orgId', { orgId })
+      .andWhere('p.deletedAt IS NULL')
+      .orderBy('p.createdAt', 'ASC')
+      .addOrderBy('p.id', 'ASC')
+      .take(page.limit + 1);
+    if (page.after !== undefined) {
+      // a deleted persona still works as a cursor: a client paging while someone deletes must not get a 400
+      if (!isUuid(page.after) || !(await this.personas.existsBy({ id: page.after, organizationId: orgId }))) {
+        throw AppException.invalid(`No persona found with id '${page.after}' to page after`, 'after');
+      }
+      qb.andWhere('(p.created_at, p.id) > (SELECT c.created_at, c.id FROM personas c WHERE c.id = :after)', { after: page.after });
+    }
+    const rows = await qb.getMany();
+    return toListPage(rows.map(toView), page.limit);
+  }
+
+  async get(orgId: string, id: string): Promise<PersonaView> {
+    return toView(await this.findLive(this.dataSource.manager, orgId, id));
+  }
+
+  /** A change of `content` makes a new version; `name` and `description` are edited in place. */
+  async update(orgId: string, id: string, dto: UpdatePersonaDto): Promise<PersonaView> {
+    const updated = await this.write(id, async (m) => {
+      // the row lock serialises concurrent edits, so two content changes can never claim the same version
+      const persona = await this.findLive(m, orgId, id, true);
+      const changes: Partial<PersonaEntity> = {};
+      if (dto.name !== undefined && dto.name !== persona.name) changes.name = dto.name;
+      if (dto.description !== undefined && (dto.description ?? null) !== persona.description) changes.description = dto.description ?? null;
+      if (dto.content !== undefined && dto.content !== persona.content) {
+        changes.content = dto.content;
+        changes.version = persona.version + 1;
+        await m.insert(PersonaVersionEntity, { personaId: persona.id, version: changes.version, content: dto.content });
+      }
+      if (!Object.keys(changes).length) return persona;
+      await m.update(PersonaEntity, { id: persona.id }, { ...changes, updatedAt: () => 'now()' });
+      await this.changes.publish(m, 'persona', persona.id);
+      return m.findOneByOrFail(PersonaEntity, { id: persona.id });
+    }, dto.name);
+    return toView(updated);
+  }
+
+  /** Soft delete: the persona disappears from the API, its versions stay for analytics, its name is free again. */
+  async remove(orgId: string, id: string): Promise<void> {
+    await this.write(id, async (m) => {
+      const persona = await this.findLive(m, orgId, id, true);
+      await m.update(PersonaEntity, { id: persona.id }, { deletedAt: () => 'now()' });
+      await this.changes.publish(m, 'persona', persona.id);
+    });
+  }
+
+  /** Every version, oldest first, each with its full content; not paged (versions are addressed by number, not id). */
+  async listVersions(orgId: string, id: string): Promise<ListPage<PersonaVersionView>> {
+    const persona = await this.findLive(this.dataSource.manager, orgId, id);
+    const rows = await this.versions.find({ where: { personaId: persona.id }, order: { version: 'ASC' } });
+    return { object: 'list', data: rows.map(toVersionView), has_more: false, first_id: null, last_id: null };
+  }
+
+  private async findLive(m: EntityManager, orgId: string, id: string, lock = false): Promise<PersonaEntity> {
+    if (!isUuid(id)) throw AppException.notFound('persona', id);
+    const persona = await m.findOne(PersonaEntity, {
+      where: { id, organizationId: orgId, deletedAt: IsNull() },
+      ...(lock ? { lock: { mode: 'pessimistic_write' as const } } : {}),
+    });
+    if (!persona) throw AppException.notFound('persona', id);
+    return persona;
+  }
+
+  /**
+   * Runs a change in one transaction. The change feed already dropped this process's entry when the change
+   * was published, but before the commit: a request in between could have cached the old row again, so the
+   * entry is dropped once more after the commit.
+   */
+  private async write<T extends { id: string } | void>(
+    id: string | null,
+    work: (m: EntityManager) => Promise<T>,
+    name?: string,
+  ): Promise<T> {
+    try {
+      const result = await this.dataSource.transaction(work);
+      const changed = id ?? (result as { id: string } | undefined)?.id;
+      if (changed) this.cache.delete(changed);
+      return result;
+    } catch (err) {
+      if (name !== undefined && isLiveNameTaken(err)) {
+        throw new AppException('conflict', `A persona named '${name}' already exists in this organization`, { param: 'name' });
+      }
+      throw err;
+    }
+  }
+
+  private async loadForCache(id: string): Promise<CachedPersona | null> {
+    const p = await this.personas.findOne({
+      where: { id, deletedAt: IsNull() },
+      select: { id: true, organizationId: true, version: true, content: true },
+    });
+    return p ? { id: p.id, orgId: p.organizationId, version: p.version, content: p.content } : null;
+  }
+}
