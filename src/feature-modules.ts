@@ -1,7 +1,13 @@
+import { AnalysisModule } from './analysis/analysis.module';
+import { AnalyticsModule } from './analytics/analytics.module';
 import { AuthModule } from './auth/auth.module';
 import { HealthModule } from './health/health.module';
 import { KeysModule } from './keys/keys.module';
+import { LimitsModule } from './limits/limits.module';
+import { MetricsModule } from './metrics/metrics.module';
+import { PersonasModule } from './personas/personas.module';
 import { ProxyModule } from './proxy/proxy.module';
+import { RatingsModule } from './ratings/ratings.module';
 
 /** The feature modules, shared by the HTTP server (AppModule) and the admin CLI (AdminCliModule). */
-export const FEATURE_MODULES = [AuthModule, KeysModule, ProxyModule, HealthModule];
+export const FEATURE_MODULES = [AuthModule, KeysModule, ProxyModule, HealthModule, PersonasModule, RatingsModule, AnalyticsModule, AnalysisModule, MetricsModule, LimitsModule];

@@ -27,6 +27,12 @@ export class AppConfig {
   pricesFile: string | undefined;
   cacheSyncIntervalMs: number;
   recordFlushMs: number;
+  /** completed exchange records wait for the WAL flush (durable across a database crash) */
+  recordSyncCommit: boolean;
+  /** shared limit counters; unset → counters live in PostgreSQL */
+  redisUrl: string | undefined;
+  /** prefix of every Redis key this deployment writes (several deployments may share one Redis) */
+  redisKeyPrefix: string;
 }
 
 export class ConfigError extends Error {}
@@ -137,5 +143,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
   c.pricesFile = env.PRICES_FILE || undefined;
   c.cacheSyncIntervalMs = int(env, 'CACHE_SYNC_INTERVAL_MS', 1000, 50);
   c.recordFlushMs = int(env, 'RECORD_FLUSH_MS', 2, 0, 1000);
+  const sync = (env.RECORD_SYNC_COMMIT || 'on').toLowerCase();
+  if (!['on', 'off', 'true', 'false', '1', '0'].includes(sync)) throw new ConfigError('RECORD_SYNC_COMMIT must be on or off');
+  c.recordSyncCommit = ['on', 'true', '1'].includes(sync);
+  c.redisUrl = env.REDIS_URL?.trim() || undefined;
+  if (c.redisUrl && !/^rediss?:\/\//.test(c.redisUrl)) throw new ConfigError('REDIS_URL must be a redis:// or rediss:// URL');
+  c.redisKeyPrefix = env.REDIS_KEY_PREFIX ?? 'openai-proxy:';
   return c;
 }

@@ -1,13 +1,21 @@
 import { Module } from '@nestjs/common';
 import { KeysModule } from '../keys/keys.module';
+import { LimitsModule } from '../limits/limits.module';
+import { PersonasModule } from '../personas/personas.module';
+import { ExchangeRecorder } from './exchange-recorder.service';
+import { ExchangesController } from './exchanges.controller';
+import { ExchangesService } from './exchanges.service';
 import { ModelsController } from './models.controller';
 import { ModelsService } from './models.service';
+import { PricingService } from './pricing.service';
+import { ProxyController } from './proxy.controller';
+import { ProxyService } from './proxy.service';
 import { UpstreamClient } from './upstream-client';
 
 @Module({
-  imports: [KeysModule],
-  controllers: [ModelsController],
-  providers: [UpstreamClient, ModelsService],
-  exports: [UpstreamClient],
+  imports: [KeysModule, PersonasModule, LimitsModule],
+  controllers: [ModelsController, ProxyController, ExchangesController],
+  providers: [UpstreamClient, ModelsService, ProxyService, ExchangeRecorder, ExchangesService, PricingService],
+  exports: [UpstreamClient, PricingService, ExchangeRecorder, ExchangesService],
 })
 export class ProxyModule {}

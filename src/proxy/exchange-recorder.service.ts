@@ -1,0 +1,428 @@
+import { Injectable, OnApplicationBootstrap, OnApplicationShutdown } from '@nestjs/common';
+import { Client, Pool } from 'pg';
+import { DataSource } from 'typeorm';
+import { AppException, isDatabaseUnavailable } from '../common/app-exception';
+import { JsonLogger } from '../common/logger';
+import { AppConfig } from '../config/app-config';
+import { DatabaseHandle } from '../database/embedded-database';
+import type { TokenUsage } from './exchange-capture';
+
+export type ExchangeStatus =
+  | 'pending'
+  | 'completed'
+  | 'failed'
+  | 'upstream_error'
+  | 'upstream_timeout'
+  | 'client_aborted'
+  | 'interrupted';
+
+/** The row written before the upstream is called. */
+export interface PendingExchange {
+  id: string;
+  organizationId: string;
+  userId: string;
+  externalUserId: string;
+  sessionId: string;
+  personaId: string | null;
+  personaVersion: number | null;
+  endpoint: string;
+  model: string | null;
+  stream: boolean;
+  /** the JSON text sent upstream, stored as jsonb without re-serializing it */
+  requestBody: string;
+  keyId: string;
+  keySource: string;
+  createdAt: Date;
+}
+
+/** How the exchange ended. */
+export interface ExchangeOutcome {
+  id: string;
+  status: ExchangeStatus;
+  upstreamStatus: number | null;
+  responseId: string | null;
+  /** JSON text (stored as is) or a value to serialize */
+  responseBody: unknown;
+  outputText: string | null;
+  error: unknown;
+  usage: TokenUsage | null;
+  cost: number | null;
+  latencyMs: number;
+  timeToFirstByteMs: number | null;
+}
+
+type Item =
+  | { kind: 'insert'; row: PendingExchange; resolve: () => void; reject: (err: unknown) => void; plainBodies?: boolean }
+  | { kind: 'update'; row: ExchangeOutcome; completedAt: Date; resolve: () => void; reject: (err: unknown) => void; plainBodies?: boolean };
+
+interface SqlPool {
+  query(sql: string, params: unknown[]): Promise<unknown>;
+}
+
+const INSERT_COLUMNS =
+  'id, organization_id, user_id, external_user_id, session_id, persona_id, persona_version, endpoint, model, stream, status, request_body, key_id, key_source, instance_id, created_at';
+const INSERT_CASTS = ['text', 'uuid', 'uuid', 'text', 'text', 'uuid', 'int', 'text', 'text', 'boolean', null, 'jsonb', 'uuid', 'text', 'text', 'timestamptz'];
+const UPDATE_FIELDS: [string, string][] = [
+  ['id', 'text'],
+  ['status', 'text'],
+  ['upstream_status', 'int'],
+  ['response_id', 'text'],
+  ['response_body', 'jsonb'],
+  ['output_text', 'text'],
+  ['error', 'jsonb'],
+  ['input_tokens', 'int'],
+  ['output_tokens', 'int'],
+  ['total_tokens', 'int'],
+  ['cached_tokens', 'int'],
+  ['reasoning_tokens', 'int'],
+  ['cost', 'float8'],
+  ['latency_ms', 'int'],
+  ['time_to_first_byte_ms', 'int'],
+  ['completed_at', 'timestamptz'],
+];
+// Postgres allows 65535 parameters per statement
+const MAX_BATCH = 1000;
+const SWEEP_INTERVAL_MS = 15_000;
+
+const jsonText = (v: unknown): string | null => (v === null || v === undefined ? null : typeof v === 'string' ? v : JSON.stringify(v));
+const int = (v: number | null | undefined): number | null => (v === null || v === undefined ? null : Math.round(v));
+
+/**
+ * Writes exchange records with group commit: concurrent inserts and completions are gathered and written as
+ * one multi-row statement per flush. A flush starts at once when none is running (so a lone request pays one
+ * round trip), otherwise when a running flush finishes or RECORD_FLUSH_MS later. Callers await their own row.
+ */
+@Injectable()
+export class ExchangeRecorder implements OnApplicationBootstrap, OnApplicationShutdown {
+  /** the server process writing rows; null outside a server (the CLI) */
+  readonly instanceId: string | null;
+  private readonly applicationName: string | undefined;
+  private queue: Item[] = [];
+  private inFlight = 0;
+  private readonly maxInFlight: number;
+  private immediate?: NodeJS.Immediate;
+  private timer?: NodeJS.Timeout;
+  private idle: (() => void)[] = [];
+  private sweepTimer?: NodeJS.Timeout;
+  private presence?: Client;
+  private ownPool?: Pool;
+  /** pending rows not yet completed, kept to write again if the database lost them (crash before a WAL flush) */
+  private readonly open = new Map<string, PendingExchange>();
+  private syncPool?: Pool;
+  private stopped = false;
+
+  constructor(
+    private readonly dataSource: DataSource,
+    private readonly config: AppConfig,
+    private readonly db: DatabaseHandle,
+    private readonly logger: JsonLogger,
+  ) {
+    // startServer names every connection of the process `openai-proxy:<instance id>`; liveness is judged by that name
+    this.applicationName = (dataSource.options as { applicationName?: string }).applicationName;
+    const m = /^openai-proxy:(.+)$/.exec(this.applicationName ?? '');
+    this.instanceId = m ? m[1] : null;
+    this.maxInFlight = Math.max(1, Math.min(4, Math.floor(db.maxPool / 2)));
+  }
+
+  /** Writes the pending row; rejects with 503 when the database cannot be reached. */
+  begin(row: PendingExchange): Promise<void> {
+    this.open.set(row.id, row);
+    return new Promise((resolve, reject) => this.enqueue({ kind: 'insert', row, resolve, reject }));
+  }
+
+  /** Completes the row; resolves once it is committed. */
+  complete(row: ExchangeOutcome): Promise<void> {
+    return new Promise((resolve, reject) => this.enqueue({ kind: 'update', row, completedAt: new Date(), resolve, reject }));
+  }
+
+  get queueDepth(): number {
+    return this.queue.length;
+  }
+
+  private enqueue(item: Item): void {
+    if (this.stopped && !this.dataSource.isInitialized) {
+      item.reject(AppException.databaseUnavailable());
+      return;
+    }
+    this.queue.push(item);
+    this.schedule();
+  }
+
+  private schedule(): void {
+    if (!this.queue.length || this.immediate) return;
+    if (this.inFlight === 0) {
+      if (this.timer) {
+        clearTimeout(this.timer);
+        this.timer = undefined;
+      }
+      this.immediate = setImmediate(() => {
+        this.immediate = undefined;
+        this.flush();
+      });
+    } else if (!this.timer && this.inFlight < this.maxInFlight) {
+      this.timer = setTimeout(() => {
+        this.timer = undefined;
+        this.flush();
+      }, this.config.recordFlushMs);
+    }
+  }
+
+  private flush(): void {
+    if (!this.queue.length) return;
+    const batch = this.queue.length <= MAX_BATCH ? this.queue : this.queue.slice(0, MAX_BATCH);
+    this.queue = this.queue.length <= MAX_BATCH ? [] : this.queue.slice(MAX_BATCH);
+    this.inFlight++;
+    void this.write(batch).finally(() => {
+      this.inFlight--;
+      if (this.queue.length) {
+        if (this.timer) {
+          clearTimeout(this.timer);
+          this.timer = undefined;
+        }
+        if (!this.immediate) {
+          this.immediate = setImmediate(() => {
+            this.immediate = undefined;
+            this.flush();
+          });
+        }
+      } else if (this.inFlight === 0) {
+        for (const done of this.idle.splice(0)) done();
+      }
+    });
+    this.schedule();
+  }
+
+  /**
+   * Where a batch is written. On PostgreSQL the recorder has its own small pools: pending rows commit
+   * asynchronously (visible to every process at once and surviving this process being killed; a database crash
+   * could lose only rows whose calls then never answered 2xx), while completions wait for the WAL flush unless
+   * RECORD_SYNC_COMMIT=off, so a 2xx always has its durable record.
+   */
+  private pool(durable: boolean): SqlPool {
+    if (!this.db.embedded && this.instanceId && !this.stopped) {
+      const sync = durable && this.config.recordSyncCommit;
+      const existing = sync ? this.syncPool : this.ownPool;
+      if (existing) return existing;
+      const pool = new Pool({
+        connectionString: this.db.url,
+        application_name: this.applicationName,
+        max: Math.max(2, Math.min(this.maxInFlight + 1, this.db.maxPool)),
+        connectionTimeoutMillis: 3000,
+        idleTimeoutMillis: 30_000,
+        query_timeout: 15_000,
+        keepAlive: true,
+        options: `-c synchronous_commit=${sync ? 'on' : 'off'}`,
+      });
+      pool.on('error', () => undefined);
+      if (sync) this.syncPool = pool;
+      else this.ownPool = pool;
+      return pool;
+    }
+    const master = (this.dataSource.driver as unknown as { master?: SqlPool }).master;
+    return master && typeof master.query === 'function' ? master : { query: (sql, params) => this.dataSource.query(sql, params) };
+  }
+
+  private async write(batch: Item[]): Promise<void> {
+    try {
+      const missing = await this.execute(batch);
+      for (const item of batch) {
+        if (item.kind === 'update' && missing.has(item.row.id)) {
+          void this.rewriteLost(item);
+          continue;
+        }
+        if (item.kind === 'update') this.open.delete(item.row.id);
+        item.resolve();
+      }
+    } catch (err) {
+      if (isDatabaseUnavailable(err) || batch.length === 1) {
+        await this.failOrRetrySingle(batch, err);
+        return;
+      }
+      // one bad row must not fail its neighbours: write them one by one
+      await Promise.all(batch.map((item) => this.write([item])));
+    }
+  }
+
+  /** A completion whose pending row is gone (an asynchronous commit lost in a database crash): write both again. */
+  private async rewriteLost(item: Extract<Item, { kind: 'update' }>): Promise<void> {
+    const pending = this.open.get(item.row.id);
+    if (!pending) {
+      this.logger.write('error', 'exchange record to complete not found', { request_id: item.row.id });
+      item.resolve();
+      return;
+    }
+    this.logger.write('warn', 'exchange pending row was lost by the database; writing it again', { request_id: item.row.id });
+    this.open.delete(item.row.id);
+    try {
+      await this.begin(pending);
+      await this.complete(item.row);
+      item.resolve();
+    } catch (err) {
+      item.reject(err);
+    }
+  }
+
+  private async failOrRetrySingle(batch: Item[], err: unknown): Promise<void> {
+    const code = (err as { code?: string }).code ?? '';
+    const item = batch[0];
+    if (batch.length === 1 && code.startsWith('22') && !item.plainBodies) {
+      // a body Postgres' jsonb refuses (\u0000, a lone surrogate): keep the record without the bodies
+      item.plainBodies = true;
+      this.logger.write('warn', 'exchange body not storable as jsonb; stored without it', { request_id: item.row.id });
+      await this.write([item]);
+      return;
+    }
+    const unavailable = isDatabaseUnavailable(err);
+    if (!unavailable) this.logger.write('error', 'exchange record write failed', { err, rows: batch.length });
+    const reason = unavailable ? AppException.databaseUnavailable() : err;
+    for (const it of batch) it.reject(reason);
+  }
+
+  /** Writes a batch; returns the ids of completions that found no row to complete. */
+  private async execute(batch: Item[]): Promise<Set<string>> {
+    const params: unknown[] = [];
+    const p = (v: unknown, cast: string) => {
+      params.push(v);
+      return `$${params.length}::${cast}`;
+    };
+    const inserts: string[] = [];
+    const updates: string[] = [];
+    for (const item of batch) {
+      if (item.kind === 'insert') {
+        const r = item.row;
+        const values = [
+          r.id,
+          r.organizationId,
+          r.userId,
+          r.externalUserId,
+          r.sessionId,
+          r.personaId,
+          r.personaVersion,
+          r.endpoint,
+          r.model,
+          r.stream,
+          null,
+          item.plainBodies ? null : r.requestBody,
+          r.keyId,
+          r.keySource,
+          this.instanceId,
+          r.createdAt,
+        ];
+        inserts.push(`(${values.map((v, i) => (INSERT_CASTS[i] === null ? `'pending'` : p(v, INSERT_CASTS[i]!))).join(', ')})`);
+      } else {
+        const r = item.row;
+        const u = r.usage;
+        const values = [
+          r.id,
+          r.status,
+          r.upstreamStatus,
+          r.responseId,
+          item.plainBodies ? null : jsonText(r.responseBody),
+          item.plainBodies && r.outputText ? r.outputText.replace(/\u0000/g, '') : r.outputText,
+          jsonText(r.error),
+          int(u?.input),
+          int(u?.output),
+          int(u?.total),
+          int(u?.cached),
+          int(u?.reasoning),
+          r.cost,
+          int(r.latencyMs),
+          int(r.timeToFirstByteMs),
+          item.completedAt,
+        ];
+        updates.push(`(${values.map((v, i) => p(v, UPDATE_FIELDS[i][1])).join(', ')})`);
+      }
+    }
+    const insertSql = inserts.length ? `INSERT INTO exchanges (${INSERT_COLUMNS}) VALUES ${inserts.join(', ')}` : '';
+    const updateSql = updates.length
+      ? `UPDATE exchanges e SET ${UPDATE_FIELDS.slice(1)
+          .map(([c]) => `${c} = v.${c}`)
+          .join(', ')} FROM (VALUES ${updates.join(', ')}) AS v(${UPDATE_FIELDS.map(([c]) => c).join(', ')}) WHERE e.id = v.id RETURNING e.id`
+      : '';
+    // both kinds in one statement: one round trip per flush (a row's insert and its completion never share a flush)
+    const sql = insertSql && updateSql ? `WITH ins AS (${insertSql}) ${updateSql}` : insertSql || updateSql;
+    const res = await this.pool(updates.length > 0).query(sql, params);
+    const missing = new Set<string>();
+    if (updates.length) {
+      const rows = (Array.isArray(res) ? res : (res as { rows: { id: string }[] }).rows) as { id: string }[];
+      const found = new Set(rows.map((r) => r.id));
+      for (const item of batch) if (item.kind === 'update' && !found.has(item.row.id)) missing.add(item.row.id);
+    }
+    return missing;
+  }
+
+  /** Resolves when every queued write has been attempted. */
+  async drain(): Promise<void> {
+    if (!this.queue.length && this.inFlight === 0) return;
+    await new Promise<void>((resolve) => this.idle.push(resolve));
+  }
+
+  async onApplicationBootstrap(): Promise<void> {
+    if (!this.instanceId) return;
+    if (!this.db.embedded) await this.keepPresence();
+    await this.sweep();
+    this.sweepTimer = setInterval(() => void this.sweep(), SWEEP_INTERVAL_MS);
+    this.sweepTimer.unref();
+  }
+
+  async onApplicationShutdown(): Promise<void> {
+    this.stopped = true;
+    if (this.sweepTimer) clearInterval(this.sweepTimer);
+    await this.drain();
+    const presence = this.presence;
+    this.presence = undefined;
+    await presence?.end().catch(() => undefined);
+    const pools = [this.ownPool, this.syncPool];
+    this.ownPool = undefined;
+    this.syncPool = undefined;
+    await Promise.all(pools.map((p) => p?.end().catch(() => undefined)));
+  }
+
+  /**
+   * One connection held open under this process's application name, so other processes see it alive in
+   * pg_stat_activity even while its pool is idle (e.g. during a long stream).
+   */
+  private async keepPresence(): Promise<void> {
+    if (this.stopped) return;
+    const client = new Client({ connectionString: this.db.url, application_name: this.applicationName });
+    client.on('error', () => undefined);
+    client.on('end', () => {
+      if (this.presence === client) this.presence = undefined;
+      if (!this.stopped) setTimeout(() => void this.keepPresence(), 1000).unref();
+    });
+    try {
+      await client.connect();
+      this.presence = client;
+    } catch {
+      await client.end().catch(() => undefined);
+    }
+  }
+
+  /** Marks the pending rows of server processes that are gone as interrupted. */
+  async sweep(): Promise<number> {
+    if (!this.instanceId || !this.dataSource.isInitialized) return 0;
+    const error = JSON.stringify({
+      message: 'The server process handling this exchange stopped before it finished',
+      type: 'server_error',
+      code: 'interrupted',
+      param: null,
+    });
+    // embedded mode: a single server process uses the database, so every other instance is gone
+    const alive = this.db.embedded
+      ? ''
+      : `AND NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.application_name = 'openai-proxy:' || x.instance_id)`;
+    try {
+      const result = (await this.dataSource.query(
+        `UPDATE exchanges x SET status = 'interrupted', completed_at = now(), error = $2::jsonb
+          WHERE x.status = 'pending' AND (x.instance_id IS NULL OR (x.instance_id <> $1 ${alive}))`,
+        [this.instanceId, error],
+      )) as [unknown, number];
+      const count = Array.isArray(result) ? Number(result[1] ?? 0) : 0;
+      if (count) this.logger.write('warn', 'pending exchanges of stopped server processes marked interrupted', { count });
+      return count;
+    } catch (err) {
+      this.logger.write('warn', 'interrupted-exchange sweep failed', { err });
+      return 0;
+    }
+  }
+}

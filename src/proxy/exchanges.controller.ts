@@ -1,0 +1,90 @@
+import { Controller, Get, Param, Query } from '@nestjs/common';
+import { ApiNotFoundResponse, ApiOkResponse, ApiOperation, ApiParam, ApiQuery, ApiTags } from '@nestjs/swagger';
+import { ApiProtected } from '../common/api-docs';
+import type { ListPage } from '../common/pagination';
+import { Acting, ActingContext } from '../common/request-context';
+import { ExchangesService, ExchangeView } from './exchanges.service';
+
+const EXCHANGE_EXAMPLE = {
+  id: 'req_Xw3v0mQ2bq9Hn1sYtZcA4eLk',
+  object: 'exchange',
+  response_id: 'resp_67ccd2bed1ec8190b14f964abc054267',
+  session_id: 'session_Jr8Kq2Lm4Np6Qs8Tu0Vw2Xy4',
+  user_id: 'user@example.com',
+  persona_id: null,
+  persona_version: null,
+  endpoint: 'responses',
+  model: 'gpt-4o-mini',
+  stream: false,
+  status: 'completed',
+  upstream_status: 200,
+  usage: { input_tokens: 9, output_tokens: 2, total_tokens: 11, cached_tokens: 0, reasoning_tokens: 0 },
+  cost: 0.00000255,
+  latency_ms: 412,
+  time_to_first_byte_ms: 405,
+  key_id: '0b6f3c52-8a3e-4f4e-9d0c-1f3b5a7c9e21',
+  key_source: 'organization',
+  request_body: { model: 'gpt-4o-mini', input: 'Say hello' },
+  response_body: { id: 'resp_67ccd2bed1ec8190b14f964abc054267', object: 'response', status: 'completed' },
+  output_text: 'Hello!',
+  error: null,
+  created_at: '2026-06-05T18:30:00.000Z',
+  completed_at: '2026-06-05T18:30:00.412Z',
+};
+const LIST_EXAMPLE = { object: 'list', data: [EXCHANGE_EXAMPLE], has_more: false, first_id: EXCHANGE_EXAMPLE.id, last_id: EXCHANGE_EXAMPLE.id };
+const NOT_FOUND = { schema: { example: { error: { message: "No request found with id 'req_…'", type: 'not_found_error', code: 'not_found', param: null } } } };
+
+@ApiTags('exchanges')
+@ApiProtected()
+@Controller('v1')
+export class ExchangesController {
+  constructor(private readonly exchanges: ExchangesService) {}
+
+  @Get('responses/:response_id')
+  @ApiOperation({ summary: 'The stored final response object of a response made through the proxy by this organization' })
+  @ApiParam({ name: 'response_id', example: 'resp_67ccd2bed1ec8190b14f964abc054267' })
+  @ApiOkResponse({ schema: { example: EXCHANGE_EXAMPLE.response_body } })
+  @ApiNotFoundResponse(NOT_FOUND)
+  response(@Acting() acting: ActingContext, @Param('response_id') responseId: string): Promise<unknown> {
+    return this.exchanges.response(acting.orgId, responseId);
+  }
+
+  @Get('requests')
+  @ApiOperation({ summary: 'Stored exchanges of the organization, newest first' })
+  @ApiQuery({ name: 'session_id', required: false })
+  @ApiQuery({ name: 'user_id', required: false, description: 'the X-User-ID value' })
+  @ApiQuery({ name: 'persona_id', required: false })
+  @ApiQuery({ name: 'model', required: false })
+  @ApiQuery({ name: 'from', required: false, description: 'ISO-8601, inclusive' })
+  @ApiQuery({ name: 'to', required: false, description: 'ISO-8601, exclusive' })
+  @ApiQuery({ name: 'limit', required: false, description: '1–100, default 20' })
+  @ApiQuery({ name: 'after', required: false, description: 'cursor: the last id of the previous page' })
+  @ApiOkResponse({ schema: { example: LIST_EXAMPLE } })
+  list(@Acting() acting: ActingContext, @Query() query: Record<string, unknown>): Promise<ListPage<ExchangeView>> {
+    return this.exchanges.list(acting.orgId, query);
+  }
+
+  @Get('requests/:request_id')
+  @ApiOperation({ summary: 'One stored exchange by its req_ id (the X-Request-ID it answered with)' })
+  @ApiParam({ name: 'request_id', example: EXCHANGE_EXAMPLE.id })
+  @ApiOkResponse({ schema: { example: EXCHANGE_EXAMPLE } })
+  @ApiNotFoundResponse(NOT_FOUND)
+  request(@Acting() acting: ActingContext, @Param('request_id') requestId: string): Promise<ExchangeView> {
+    return this.exchanges.request(acting.orgId, requestId);
+  }
+
+  @Get('sessions/:session_id')
+  @ApiOperation({ summary: 'A session’s exchanges, oldest first' })
+  @ApiParam({ name: 'session_id', example: EXCHANGE_EXAMPLE.session_id })
+  @ApiQuery({ name: 'limit', required: false })
+  @ApiQuery({ name: 'after', required: false })
+  @ApiOkResponse({ schema: { example: LIST_EXAMPLE } })
+  @ApiNotFoundResponse(NOT_FOUND)
+  session(
+    @Acting() acting: ActingContext,
+    @Param('session_id') sessionId: string,
+    @Query() query: Record<string, unknown>,
+  ): Promise<ListPage<ExchangeView>> {
+    return this.exchanges.session(acting.orgId, sessionId, query);
+  }
+}

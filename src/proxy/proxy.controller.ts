@@ -1,0 +1,115 @@
+import { Controller, HttpCode, Post, Req, Res } from '@nestjs/common';
+import { ApiBody, ApiHeader, ApiOkResponse, ApiOperation, ApiResponse, ApiTags } from '@nestjs/swagger';
+import type { Response } from 'express';
+import { ApiProtected } from '../common/api-docs';
+import type { ProxyRequest } from '../common/request-context';
+import { ProxyService } from './proxy.service';
+
+const SESSION_HEADER = {
+  name: 'X-Session-ID',
+  required: false,
+  description: 'Groups exchanges into a session (1–128 of [A-Za-z0-9._:-]). Without it, previous_response_id joins that response’s session, else a new session_… is minted.',
+};
+
+const errors = (status: number, type: string, code: string | null, message: string) =>
+  ApiResponse({ status, description: message, schema: { example: { error: { message, type, code, param: null } } } });
+
+const ProxyErrors = () => (target: object, key: string | symbol, desc: PropertyDescriptor) => {
+  for (const d of [
+    errors(400, 'invalid_request_error', null, 'persona_id must be a UUID'),
+    errors(403, 'permission_error', 'no_api_key', 'No upstream API key is configured for this user or organization'),
+    errors(404, 'not_found_error', 'not_found', "No persona found with id '…'"),
+    errors(429, 'rate_limit_error', 'rate_limit_exceeded', 'Rate limit reached (upstream 429 after retries)'),
+    errors(502, 'upstream_error', 'upstream_error', 'The upstream could not be reached or closed the connection'),
+    errors(504, 'upstream_timeout', 'upstream_timeout', 'The upstream did not answer in time'),
+  ]) {
+    d(target, key, desc);
+  }
+};
+
+@ApiTags('proxy')
+@ApiProtected()
+@ApiHeader(SESSION_HEADER)
+@Controller('v1')
+export class ProxyController {
+  constructor(private readonly proxy: ProxyService) {}
+
+  @Post('responses')
+  @HttpCode(200)
+  @ApiOperation({
+    summary: 'Create a model response (OpenAI Responses API), forwarded upstream',
+    description:
+      'The body is an OpenAI Responses create request, forwarded unchanged (unknown fields included) except `persona_id`, ' +
+      'whose persona content becomes `instructions` (before the client’s own). With `"stream": true` the answer is relayed as ' +
+      'server-sent events. Response headers: X-Request-ID (the stored exchange), X-Session-ID, X-Key-Source.',
+  })
+  @ApiBody({
+    schema: {
+      type: 'object',
+      additionalProperties: true,
+      properties: {
+        model: { type: 'string' },
+        input: {},
+        instructions: { type: 'string' },
+        stream: { type: 'boolean' },
+        previous_response_id: { type: 'string' },
+        persona_id: { type: 'string', format: 'uuid', description: 'extension: the persona whose content becomes the instructions' },
+      },
+      example: { model: 'gpt-4o-mini', input: 'Say hello', persona_id: '3f1c2a9e-4d7b-4c1e-9a51-2b7f0c3d9e10', stream: false },
+    },
+  })
+  @ApiOkResponse({
+    description: 'The upstream response object (or an SSE stream of Responses events)',
+    schema: {
+      example: {
+        id: 'resp_67ccd2bed1ec8190b14f964abc054267',
+        object: 'response',
+        status: 'completed',
+        model: 'gpt-4o-mini-2024-07-18',
+        output: [{ type: 'message', role: 'assistant', content: [{ type: 'output_text', text: 'Hello!', annotations: [] }] }],
+        usage: { input_tokens: 9, output_tokens: 2, total_tokens: 11 },
+      },
+    },
+  })
+  @ProxyErrors()
+  async responses(@Req() req: ProxyRequest, @Res() res: Response): Promise<void> {
+    await this.proxy.forward('responses', req, res);
+  }
+
+  @Post('chat/completions')
+  @HttpCode(200)
+  @ApiOperation({
+    summary: 'Create a chat completion (OpenAI Chat Completions API), forwarded upstream',
+    description:
+      'Forwarded unchanged except `persona_id`, whose persona content becomes a leading system message. Streams end with `data: [DONE]`.',
+  })
+  @ApiBody({
+    schema: {
+      type: 'object',
+      additionalProperties: true,
+      properties: {
+        model: { type: 'string' },
+        messages: { type: 'array', items: { type: 'object', additionalProperties: true } },
+        stream: { type: 'boolean' },
+        persona_id: { type: 'string', format: 'uuid' },
+      },
+      example: { model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'Say hello' }], stream: true, stream_options: { include_usage: true } },
+    },
+  })
+  @ApiOkResponse({
+    description: 'The upstream chat completion (or an SSE stream of chunks)',
+    schema: {
+      example: {
+        id: 'chatcmpl-B9MBs8CjcvOU2jLn4n570S5qMJKcT',
+        object: 'chat.completion',
+        model: 'gpt-4o-mini-2024-07-18',
+        choices: [{ index: 0, message: { role: 'assistant', content: 'Hello!' }, finish_reason: 'stop' }],
+        usage: { prompt_tokens: 9, completion_tokens: 2, total_tokens: 11 },
+      },
+    },
+  })
+  @ProxyErrors()
+  async chatCompletions(@Req() req: ProxyRequest, @Res() res: Response): Promise<void> {
+    await this.proxy.forward('chat.completions', req, res);
+  }
+}

@@ -1,0 +1,464 @@
+import { Injectable } from '@nestjs/common';
+import type { IncomingHttpHeaders } from 'node:http';
+import type { Response } from 'express';
+import { AppException } from '../common/app-exception';
+import { newSessionId } from '../common/ids';
+import { JsonLogger } from '../common/logger';
+import type { ProxyRequest } from '../common/request-context';
+import { AppConfig } from '../config/app-config';
+import { KeyResolver, ResolvedKey } from '../keys/key-resolver';
+import { PersonasService } from '../personas/personas.service';
+import { Captured, captureJson, ProxyEndpoint, StreamCapture } from './exchange-capture';
+import { ExchangeRecorder, ExchangeStatus } from './exchange-recorder.service';
+import { ExchangesService } from './exchanges.service';
+import { PricingService } from './pricing.service';
+import { ProxyBodyFields, readProxyBody, readSessionHeader, withoutPersona, withPersona } from './proxy-body';
+import { SseParser } from './sse-parser';
+import { UpstreamClient, UpstreamResponse } from './upstream-client';
+import { LimitsService } from '../limits/limits.service';
+import { MetricsService } from '../metrics/metrics.service';
+import { upstreamErrorAnswer, upstreamFailure } from './upstream-errors';
+
+const RETRYABLE_STATUS = new Set([429, 500, 502, 503, 504]);
+const BACKOFF_BASE_MS = 100;
+const PATHS: Record<ProxyEndpoint, string> = { responses: '/responses', 'chat.completions': '/chat/completions' };
+
+class BodyTooLarge extends Error {}
+
+/** Retry-After (seconds or an HTTP date) or OpenAI's retry-after-ms, in milliseconds; null if absent. */
+export function retryAfterMs(headers: IncomingHttpHeaders): number | null {
+  const ms = headers['retry-after-ms'];
+  if (typeof ms === 'string' && /^\d+(\.\d+)?$/.test(ms.trim())) return Math.ceil(Number(ms));
+  const ra = headers['retry-after'];
+  if (typeof ra !== 'string' || !ra.trim()) return null;
+  if (/^\d+(\.\d+)?$/.test(ra.trim())) return Math.ceil(Number(ra) * 1000);
+  const at = Date.parse(ra);
+  return Number.isNaN(at) ? null : Math.max(0, at - Date.now());
+}
+
+function readBounded(body: UpstreamResponse['body'], max: number): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    body.on('data', (chunk: Buffer) => {
+      size += chunk.length;
+      if (size > max) {
+        body.destroy();
+        reject(new BodyTooLarge());
+        return;
+      }
+      chunks.push(chunk);
+    });
+    body.once('end', () => resolve(chunks.length === 1 ? chunks[0] : Buffer.concat(chunks, size)));
+    body.once('error', reject);
+  });
+}
+
+function parseJson(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+}
+
+/** Forwards /v1/responses and /v1/chat/completions: sessions, personas, retries, streaming relay, exchange records. */
+@Injectable()
+export class ProxyService {
+  constructor(
+    readonly keys: KeyResolver,
+    readonly personas: PersonasService,
+    readonly upstream: UpstreamClient,
+    readonly recorder: ExchangeRecorder,
+    readonly exchanges: ExchangesService,
+    readonly pricing: PricingService,
+    readonly config: AppConfig,
+    readonly logger: JsonLogger,
+    readonly limits: LimitsService,
+    readonly metrics: MetricsService,
+  ) {}
+
+  async forward(endpoint: ProxyEndpoint, req: ProxyRequest, res: Response): Promise<void> {
+    const acting = req.acting!;
+    const fields = readProxyBody(endpoint, req.body, req.rawBody);
+    const sessionHeader = readSessionHeader(req.headers['x-session-id']);
+    const persona = fields.personaId ? await this.personas.resolveForRequest(acting.orgId, fields.personaId) : null;
+    const key = await this.keys.resolve(acting);
+    const sessionId =
+      sessionHeader ??
+      (fields.previousResponseId ? await this.exchanges.sessionOfResponse(acting.orgId, fields.previousResponseId) : null) ??
+      newSessionId();
+    res.setHeader('X-Session-ID', sessionId);
+    res.setHeader('X-Key-Source', key.source);
+    const payload = persona ? withPersona(endpoint, fields.body, persona.content) : withoutPersona(fields.body, req.rawBody!);
+
+    // the pending row is committed before the upstream is called: a process killed mid-call leaves a trace,
+    // and with the database down nothing is sent upstream (503)
+    // rate limits and budgets, before anything is recorded or sent upstream (429 with Retry-After)
+    const admission = await this.limits.admit(acting);
+    if (admission.headers) for (const [name, value] of Object.entries(admission.headers)) res.setHeader(name, value);
+
+    await this.recorder.begin({
+      id: req.requestId,
+      organizationId: acting.orgId,
+      userId: acting.userId,
+      externalUserId: acting.externalUserId,
+      sessionId,
+      personaId: persona?.id ?? null,
+      personaVersion: persona?.version ?? null,
+      endpoint,
+      model: fields.model,
+      stream: fields.stream,
+      requestBody: typeof payload === 'string' ? payload : payload.toString('utf8'),
+      keyId: key.keyId,
+      keySource: key.source,
+      createdAt: new Date(),
+    });
+    const call = new ProxiedCall(this, endpoint, fields, req, res, key, sessionId, payload);
+    try {
+      await call.run();
+    } catch (err) {
+      if (!call.recorded) {
+        await call.finish('upstream_error', { upstreamStatus: null, error: { message: 'The proxy failed while handling the call', type: 'server_error' } });
+      }
+      throw err;
+    }
+  }
+}
+
+/** One proxied call, from the first upstream attempt to the committed record. */
+class ProxiedCall {
+  private readonly abort = new AbortController();
+  private clientGone = false;
+  private ttfb: number | null = null;
+  private upstreamStartedAt: number | null = null;
+  recorded = false;
+
+  constructor(
+    private readonly svc: ProxyService,
+    private readonly endpoint: ProxyEndpoint,
+    private readonly fields: ProxyBodyFields,
+    private readonly req: ProxyRequest,
+    private readonly res: Response,
+    private readonly key: ResolvedKey,
+    private readonly sessionId: string,
+    private readonly payload: Buffer | string,
+  ) {
+    res.once('close', () => {
+      if (!res.writableFinished) {
+        this.clientGone = true;
+        this.abort.abort();
+      }
+    });
+    if (res.destroyed) {
+      this.clientGone = true;
+      this.abort.abort();
+    }
+  }
+
+  async run(): Promise<void> {
+    const { config, upstream } = this.svc;
+    const accept = this.fields.stream ? 'text/event-stream' : 'application/json';
+    for (let attempt = 0; ; attempt++) {
+      if (this.clientGone) return this.finish('client_aborted', { upstreamStatus: null });
+      let up: UpstreamResponse;
+      try {
+        this.upstreamStartedAt ??= performance.now();
+        up = await upstream.send({
+          key: this.key,
+          method: 'POST',
+          path: PATHS[this.endpoint],
+          body: this.payload,
+          headers: { accept },
+          signal: this.abort.signal,
+        });
+      } catch (err) {
+        if (this.clientGone) return this.finish('client_aborted', { upstreamStatus: null });
+        const exc = upstreamFailure(err);
+        if (exc.kind === 'upstream_error' && attempt < config.upstreamMaxRetries) {
+          this.svc.metrics.retry(this.endpoint);
+          await this.backoff(attempt, null);
+          continue;
+        }
+        return this.fail(exc, exc.kind === 'upstream_timeout' ? 'upstream_timeout' : 'upstream_error', null);
+      }
+      this.ttfb = performance.now() - this.req.startedAt;
+      const status = up.statusCode;
+
+      if (RETRYABLE_STATUS.has(status)) {
+        const wait = retryAfterMs(up.headers);
+        const overCap = wait !== null && wait > config.retryAfterCapMs;
+        if (!overCap && attempt < config.upstreamMaxRetries) {
+          await up.body.dump().catch(() => undefined);
+          this.svc.metrics.retry(this.endpoint);
+          await this.backoff(attempt, wait);
+          continue;
+        }
+        const { text, body } = await this.readErrorBody(up);
+        const exc = upstreamErrorAnswer(status, text);
+        if (wait !== null) exc.options.headers = { ...exc.options.headers, 'Retry-After': String(Math.max(1, Math.ceil(wait / 1000))) };
+        return this.fail(exc, 'upstream_error', status, body);
+      }
+      if (status >= 300 && status < 400) {
+        await up.body.dump().catch(() => undefined);
+        return this.fail(new AppException('upstream_error', 'The upstream answered with a redirect, which is not followed'), 'upstream_error', status);
+      }
+      if (status < 200 || status >= 400) {
+        const { text, body } = await this.readErrorBody(up);
+        return this.fail(upstreamErrorAnswer(status, text), status >= 500 ? 'upstream_error' : 'failed', status, body);
+      }
+      const contentType = String(up.headers['content-type'] ?? '');
+      if (contentType.includes('text/event-stream')) return this.relayStream(up);
+      return this.relayJson(up);
+    }
+  }
+
+  /** Full-jitter exponential backoff, or the upstream's Retry-After when it gave one (within the cap). */
+  private backoff(attempt: number, retryAfter: number | null): Promise<void> {
+    const ms = retryAfter ?? Math.random() * BACKOFF_BASE_MS * 2 ** attempt;
+    const signal = this.abort.signal;
+    return new Promise((resolve) => {
+      if (signal.aborted) return resolve();
+      const done = () => {
+        clearTimeout(timer);
+        signal.removeEventListener('abort', done);
+        resolve();
+      };
+      const timer = setTimeout(done, ms);
+      signal.addEventListener('abort', done, { once: true });
+    });
+  }
+
+  private async readErrorBody(up: UpstreamResponse): Promise<{ text: string; body: unknown }> {
+    try {
+      const text = (await readBounded(up.body, Math.min(this.svc.config.upstreamMaxBodyBytes, 1024 * 1024))).toString('utf8');
+      return { text, body: parseJson(text) ?? null };
+    } catch {
+      return { text: '', body: null };
+    }
+  }
+
+  /** Records the failure, then throws it for the exception filter to answer (nothing has been sent yet). */
+  private async fail(exc: AppException, status: ExchangeStatus, upstreamStatus: number | null, responseBody: unknown = null): Promise<never> {
+    await this.finish(status, { upstreamStatus, responseBody, error: exc.toBody().error });
+    throw exc;
+  }
+
+  async finish(
+    status: ExchangeStatus,
+    o: { upstreamStatus: number | null; captured?: Captured | null; responseBody?: unknown; error?: unknown },
+  ): Promise<void> {
+    if (this.recorded) return;
+    this.recorded = true;
+    const { pricing, exchanges, recorder, logger, limits, metrics } = this.svc;
+    const upstreamEndedAt = performance.now();
+    const captured = o.captured ?? null;
+    const usage = captured?.usage ?? null;
+    const cost = usage ? pricing.cost(captured?.model ?? this.fields.model, usage) : null;
+    const responseId = captured?.responseId ?? null;
+    if (responseId) exchanges.rememberResponse(this.req.acting!.orgId, responseId, this.sessionId);
+    try {
+      await recorder.complete({
+        id: this.req.requestId,
+        status,
+        upstreamStatus: o.upstreamStatus,
+        responseId,
+        responseBody: o.responseBody !== undefined ? o.responseBody : (captured?.responseBody ?? null),
+        outputText: captured?.outputText ?? null,
+        error: o.error ?? captured?.upstreamError ?? null,
+        usage,
+        cost,
+        latencyMs: performance.now() - this.req.startedAt,
+        timeToFirstByteMs: this.ttfb,
+      });
+    } catch (err) {
+      // the answer still goes out; the row stays pending until this process is gone, then reads interrupted
+      logger.write('error', 'exchange record could not be completed', { request_id: this.req.requestId, err });
+    }
+    // counted before the answer leaves, so the client's next call already sees these tokens and this cost
+    const acting = this.req.acting!;
+    await limits.settle(acting, { tokens: usage ? (usage.total ?? (usage.input ?? 0) + (usage.output ?? 0)) : null, cost });
+    metrics.observeExchange({
+      route: this.endpoint,
+      status,
+      model: captured?.model ?? this.fields.model,
+      totalMs: performance.now() - this.req.startedAt,
+      upstreamMs: this.upstreamStartedAt === null ? null : upstreamEndedAt - this.upstreamStartedAt,
+      ttfbMs: this.ttfb,
+      inputTokens: usage?.input,
+      outputTokens: usage?.output,
+      cost,
+    });
+  }
+
+  private async relayJson(up: UpstreamResponse): Promise<void> {
+    const max = this.svc.config.upstreamMaxBodyBytes;
+    const status = up.statusCode;
+    const tooLarge = () => new AppException('upstream_error', 'The upstream answer is larger than the configured limit (UPSTREAM_MAX_BODY)');
+    const length = Number(up.headers['content-length']);
+    if (length > max) {
+      up.body.destroy();
+      return this.fail(tooLarge(), 'upstream_error', status);
+    }
+    let buf: Buffer;
+    try {
+      buf = await readBounded(up.body, max);
+    } catch (err) {
+      if (this.clientGone) return this.finish('client_aborted', { upstreamStatus: status });
+      if (err instanceof BodyTooLarge) return this.fail(tooLarge(), 'upstream_error', status);
+      const exc = upstreamFailure(err);
+      return this.fail(exc, exc.kind === 'upstream_timeout' ? 'upstream_timeout' : 'upstream_error', status);
+    }
+    const text = buf.toString('utf8');
+    const parsed = parseJson(text);
+    if (parsed === undefined) {
+      return this.fail(new AppException('upstream_error', 'The upstream sent a body that is not valid JSON'), 'upstream_error', status);
+    }
+    const captured = captureJson(this.endpoint, parsed);
+    // read-your-writes: the record is committed before the answer leaves
+    await this.finish(captured.upstreamError ? 'failed' : 'completed', { upstreamStatus: status, captured, responseBody: text });
+    if (this.clientGone) return;
+    this.res.writeHead(status, { 'content-type': 'application/json', 'content-length': buf.length });
+    this.res.end(buf);
+  }
+
+  /**
+   * Pipes the upstream bytes to the client as they arrive, parsing SSE on the side. Headers go out once the first
+   * event has been checked (a malformed stream is still a clean 502). The chunk that completes the final event is
+   * held until the record is committed. The upstream read pauses while the client's socket is full.
+   */
+  private relayStream(up: UpstreamResponse): Promise<void> {
+    const { res } = this;
+    const body = up.body;
+    const status = up.statusCode;
+    const max = this.svc.config.upstreamMaxBodyBytes;
+    const capture = StreamCapture.for(this.endpoint);
+    const parser = new SseParser((event, data) => capture.onEvent(event, data));
+
+    return new Promise<void>((resolve, reject) => {
+      let started = false;
+      let pre: Buffer[] = [];
+      let bytes = 0;
+      let settled = false;
+      let holding = false; // the final event is being recorded; later bytes wait
+      let held: Buffer[] = [];
+      let ended = false;
+
+      const settle = (err?: unknown) => {
+        if (settled) return;
+        settled = true;
+        if (err) reject(err);
+        else resolve();
+      };
+      const resume = () => body.resume();
+
+      const stop = async (exStatus: ExchangeStatus, exc: AppException): Promise<void> => {
+        if (settled || holding) return;
+        holding = true;
+        body.removeAllListeners('data');
+        body.destroy();
+        const captured = capture.result();
+        if (this.clientGone) {
+          await this.finish('client_aborted', { upstreamStatus: status, captured });
+          return settle();
+        }
+        await this.finish(exStatus, { upstreamStatus: status, captured, error: exc.toBody().error });
+        if (!started) return settle(exc);
+        res.end(`event: error\ndata: ${JSON.stringify(exc.toBody())}\n\n`);
+        settle();
+      };
+
+      const completeWith = (out: Buffer[]): void => {
+        holding = true;
+        body.pause();
+        const captured = capture.result();
+        const exStatus: ExchangeStatus = capture.errorStatus ?? 'completed';
+        void this.finish(exStatus, { upstreamStatus: status, captured, error: captured.upstreamError ?? null }).then(() => {
+          holding = false;
+          if (this.clientGone) return settle();
+          if (!started) {
+            started = true;
+            res.writeHead(200, SSE_HEADERS);
+          }
+          for (const b of out) res.write(b);
+          for (const b of held) res.write(b);
+          held = [];
+          if (ended) {
+            res.end();
+            settle();
+          } else body.resume();
+        });
+      };
+
+      body.on('data', (chunk: Buffer) => {
+        if (holding) {
+          held.push(chunk);
+          return;
+        }
+        if (this.recorded) {
+          // bytes after the final event (normally none): relayed as they are
+          if (!res.write(chunk)) {
+            body.pause();
+            res.once('drain', resume);
+          }
+          return;
+        }
+        bytes += chunk.length;
+        if (bytes > max) {
+          void stop('upstream_error', new AppException('upstream_error', 'The upstream answer is larger than the configured limit (UPSTREAM_MAX_BODY)'));
+          return;
+        }
+        parser.push(chunk);
+        if (parser.malformed || capture.malformed) {
+          void stop('upstream_error', new AppException('upstream_error', 'The upstream sent malformed server-sent events'));
+          return;
+        }
+        let out = chunk;
+        if (!started) {
+          if (parser.events === 0) {
+            pre.push(chunk);
+            return;
+          }
+          if (pre.length) {
+            pre.push(chunk);
+            out = Buffer.concat(pre);
+            pre = [];
+          }
+          if (capture.terminal) return completeWith([out]);
+          started = true;
+          res.writeHead(200, SSE_HEADERS);
+        }
+        if (capture.terminal) return completeWith([out]);
+        if (!res.write(out)) {
+          body.pause();
+          res.once('drain', resume);
+        }
+      });
+
+      body.once('end', () => {
+        ended = true;
+        if (settled || holding) return;
+        if (this.recorded) {
+          res.end();
+          return settle();
+        }
+        if (capture.complete) return completeWith(pre);
+        void stop('upstream_error', new AppException('upstream_error', started ? 'The upstream stream ended before the answer was complete' : 'The upstream sent an empty or incomplete event stream'));
+      });
+
+      body.once('error', (err: unknown) => {
+        if (settled) return;
+        if (this.clientGone) {
+          holding = true;
+          void this.finish('client_aborted', { upstreamStatus: status, captured: capture.result() }).then(() => settle());
+          return;
+        }
+        if (holding) return;
+        const exc = upstreamFailure(err);
+        void stop(exc.kind === 'upstream_timeout' ? 'upstream_timeout' : 'upstream_error', exc);
+      });
+    });
+  }
+}
+
+const SSE_HEADERS = { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', 'x-accel-buffering': 'no' };

@@ -1,0 +1,225 @@
+import { ChildProcess, spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import * as net from 'node:net';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { DatabaseHandle, startEmbeddedDatabase } from '../../src/database/embedded-database';
+import { createTestApp, TestApp } from '../support/create-test-app';
+import { api, createUser } from '../support/factories';
+import { FakeUpstream, startFakeUpstream } from '../support/fake-upstream';
+import { pollRequest, proxyOrg, waitFor } from '../support/proxy-test-helpers';
+
+const DATABASE_URL = process.env.DATABASE_URL;
+const MAIN_JS = resolve(__dirname, '../../dist/src/main.js');
+
+/** A TCP forwarder in front of PostgreSQL that the test can cut and restore (the shared server is never stopped). */
+async function startTcpProxy(target: { host: string; port: number }) {
+  const sockets = new Set<net.Socket>();
+  let server: net.Server | undefined;
+  let port = 0;
+  const listen = () =>
+    new Promise<void>((done, fail) => {
+      server = net.createServer((client) => {
+        const upstream = net.connect(target.port, target.host);
+        for (const s of [client, upstream]) {
+          sockets.add(s);
+          s.on('error', () => undefined);
+          s.on('close', () => {
+            sockets.delete(s);
+            client.destroy();
+            upstream.destroy();
+          });
+        }
+        client.pipe(upstream);
+        upstream.pipe(client);
+      });
+      server.once('error', fail);
+      server.listen(port, '127.0.0.1', () => {
+        port = (server!.address() as net.AddressInfo).port;
+        done();
+      });
+    });
+  await listen();
+  return {
+    get port() {
+      return port;
+    },
+    async cut() {
+      const s = server!;
+      server = undefined;
+      for (const sock of sockets) sock.destroy();
+      await new Promise((r) => s.close(r));
+    },
+    restore: listen,
+    async close() {
+      if (server) await this.cut();
+    },
+  };
+}
+
+describe('proxy: database outages and durability', () => {
+  let fake: FakeUpstream;
+
+  beforeAll(async () => {
+    fake = await startFakeUpstream();
+  });
+  afterAll(async () => {
+    await fake?.close();
+  });
+
+  it('with the database unreachable the proxy answers 503 with Retry-After, calls no upstream, and recovers by itself', async () => {
+    let embedded: DatabaseHandle | undefined;
+    let dir: string | undefined;
+    let target: URL;
+    if (DATABASE_URL) target = new URL(DATABASE_URL);
+    else {
+      dir = mkdtempSync(join(tmpdir(), 'proxy-dbdown-'));
+      embedded = await startEmbeddedDatabase(dir);
+      target = new URL(embedded.url);
+    }
+    const tcp = await startTcpProxy({ host: target.hostname, port: Number(target.port || 5432) });
+    const proxied = new URL(target.toString());
+    proxied.hostname = '127.0.0.1';
+    proxied.port = String(tcp.port);
+    let app: TestApp | undefined;
+    try {
+      app = await createTestApp({ DATABASE_URL: proxied.toString() });
+      const o = await proxyOrg(app, fake.url);
+      const warm = await o.call('POST', '/v1/responses', { model: 'gpt-4o-mini', input: 'before' });
+      expect(warm.status).toBe(200);
+      const newcomer = await createUser(app, o.orgId);
+      const upstreamCalls = fake.requests.length;
+
+      await tcp.cut();
+      const down = await o.call('POST', '/v1/responses', { model: 'gpt-4o-mini', input: 'during' });
+      expect(down.status).toBe(503);
+      expect(down.body.error.type).toBe('service_unavailable');
+      expect(Number(down.headers.get('retry-after'))).toBeGreaterThan(0);
+      expect(fake.requests.length).toBe(upstreamCalls);
+      // a user never seen by this process needs the database too: still 503, never 401/403
+      const unknownUser = await api(app, o.token, `stranger-${Date.now()}`)('POST', '/v1/chat/completions', { model: 'gpt-4o', messages: [] });
+      expect(unknownUser.status).toBe(503);
+      expect((await o.call('GET', `/v1/requests/${warm.headers.get('x-request-id')}`)).status).toBe(503);
+      expect(newcomer.id).toBeTruthy();
+
+      await tcp.restore();
+      let after: Awaited<ReturnType<typeof o.call>> | undefined;
+      await waitFor(async () => {
+        after = await o.call('POST', '/v1/responses', { model: 'gpt-4o-mini', input: 'after' });
+        return after.status === 200;
+      }, 10000, 'recovery');
+      const rec = await o.call('GET', `/v1/requests/${after!.headers.get('x-request-id')}`);
+      expect(rec.body.status).toBe('completed');
+    } finally {
+      await app?.close();
+      await tcp.close();
+      await embedded?.close();
+      if (dir) rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it.skipIf(!DATABASE_URL)('read-your-writes: a second server process sees the completed exchange at once', async () => {
+    const a = await createTestApp();
+    const b = await createTestApp(a.env);
+    try {
+      const o = await proxyOrg(a, fake.url);
+      const fromB = api(b, o.token, o.userId);
+      for (let i = 0; i < 5; i++) {
+        const stream = i % 2 === 1;
+        const res = await fetch(`${a.url}/v1/responses`, {
+          method: 'POST',
+          headers: { authorization: `Bearer ${o.token}`, 'x-user-id': o.userId, 'content-type': 'application/json' },
+          body: JSON.stringify({ model: 'gpt-4o-mini', input: `n${i}`, stream }),
+        });
+        await res.text();
+        const rec = await fromB('GET', `/v1/requests/${res.headers.get('x-request-id')}`);
+        expect(rec.status).toBe(200);
+        expect(rec.body.status).toBe('completed');
+        const resp = await fromB('GET', `/v1/responses/${rec.body.response_id}`);
+        expect(resp.status).toBe(200);
+        expect(resp.body.status).toBe('completed');
+      }
+    } finally {
+      await b.close();
+      await a.close();
+    }
+  });
+
+  it.skipIf(!DATABASE_URL || !existsSync(MAIN_JS))('a killed server process leaves its pending exchange, marked interrupted after a restart', async () => {
+    const a = await createTestApp();
+    let child: ChildProcess | undefined;
+    let restarted: TestApp | undefined;
+    try {
+      const o = await proxyOrg(a, fake.url);
+      child = spawn(process.execPath, [MAIN_JS], {
+        env: { ...process.env, ...a.env, PORT: '0', HOST: '127.0.0.1', LOG_LEVEL: 'info', DATA_DIR: a.dataDir },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      let out = '';
+      child.stdout!.on('data', (d) => (out += d));
+      child.stderr!.on('data', (d) => (out += d));
+      await waitFor(() => /"msg":"server listening"/.test(out), 20000, 'the child server');
+      const port = Number(/"msg":"server listening","port":(\d+)/.exec(out)![1]);
+
+      fake.enqueue({ kind: 'slow-stream', firstByteMs: 0, eventIntervalMs: 2000 });
+      const res = await fetch(`http://127.0.0.1:${port}/v1/responses`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${o.token}`, 'x-user-id': o.userId, 'content-type': 'application/json' },
+        body: JSON.stringify({ model: 'gpt-4o-mini', input: 'doomed', stream: true }),
+      });
+      const reader = res.body!.getReader();
+      await reader.read();
+      const id = res.headers.get('x-request-id')!;
+      expect((await o.call('GET', `/v1/requests/${id}`)).body.status).toBe('pending');
+      const [{ instance_id: instance }] = await a.dataSource.query('SELECT instance_id FROM exchanges WHERE id = $1', [id]);
+
+      child.kill('SIGKILL');
+      await new Promise((r) => child!.once('exit', r));
+      await reader.cancel().catch(() => undefined);
+      // the killed process's connections disappear from pg_stat_activity once Postgres notices
+      await waitFor(async () => {
+        const rows = await a.dataSource.query('SELECT 1 FROM pg_stat_activity WHERE application_name = $1', [`openai-proxy:${instance}`]);
+        return rows.length === 0;
+      }, 10000, 'the dead connections to go');
+
+      restarted = await createTestApp(a.env);
+      const rec = await pollRequest(o.call, id, (r) => r.status !== 'pending', 5000);
+      expect(rec.status).toBe('interrupted');
+      expect(rec.error.code).toBe('interrupted');
+    } finally {
+      if (child && child.exitCode === null) child.kill('SIGKILL');
+      await restarted?.close();
+      await a.close();
+    }
+  });
+
+  it('a pending row lost by the database (an asynchronous commit lost in a crash) is written again with its outcome', async () => {
+    const app = await createTestApp({ OPENAI_BASE_URL: fake.url });
+    try {
+      const org = await proxyOrg(app, fake.url);
+      fake.enqueue({ kind: 'slow-stream', firstByteMs: 400, eventIntervalMs: 5 });
+      const pending = fetch(`${app.url}/v1/responses`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${org.token}`, 'x-user-id': org.userId, 'content-type': 'application/json' },
+        body: JSON.stringify({ model: 'gpt-4o-mini', input: 'keep me', stream: true }),
+      });
+      let id = '';
+      await waitFor(async () => {
+        const rows = await app.dataSource.query(`SELECT id FROM exchanges WHERE organization_id = $1 AND status = 'pending'`, [org.orgId]);
+        id = rows[0]?.id ?? '';
+        return id !== '';
+      }, 5000, 'the pending row');
+      await app.dataSource.query('DELETE FROM exchanges WHERE id = $1', [id]);
+      const res = await pending;
+      expect(res.status).toBe(200);
+      await res.text();
+      const row = await org.call('GET', `/v1/requests/${id}`);
+      expect(row.status).toBe(200);
+      expect(row.body).toMatchObject({ id, status: 'completed', user_id: org.userId });
+      expect(row.body.output_text).toBe('Echo: keep me');
+    } finally {
+      await app.close();
+    }
+  });
+});
