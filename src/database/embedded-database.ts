@@ -83,6 +83,79 @@ function acquireLock(dataDir: string): () => void {
   throw new Error(`could not lock the embedded database in ${dataDir}`);
 }
 
+interface QueuedMessage {
+  handlerId: number;
+  message: Uint8Array;
+  resolve(bytes: number): void;
+  reject(err: unknown): void;
+  onData(data: Uint8Array): void;
+}
+
+interface SocketQueryQueue {
+  queue: QueuedMessage[];
+  processing: boolean;
+  lastHandlerId: number | null;
+  processQueue(): Promise<void>;
+  clearQueueForHandler(handlerId: number): void;
+}
+
+interface ProtocolDb {
+  isInTransaction(): boolean;
+  runExclusive<T>(fn: () => Promise<T>): Promise<T>;
+  execProtocolRawStream(message: Uint8Array, opts: { onRawData: (data: Uint8Array) => void }): Promise<unknown>;
+}
+
+// Sync, simple Query and Terminate end a message sequence; the startup message has no type byte.
+const SEQUENCE_END = new Set([0x53, 0x51, 0x58, 0x00]);
+
+/**
+ * pglite-socket queues every protocol message on its own, so the Parse/Bind/Execute/Sync messages of two
+ * connections interleave on PGlite's single session (one query runs another's portal: "portal does not exist",
+ * or rows that belong to another query). The queue is kept on one connection from its first message to the
+ * end of its sequence (Sync or Query), and for the whole of a transaction, as pglite-socket already does.
+ */
+function serializeProtocolSequences(server: unknown, db: ProtocolDb): void {
+  const q = (server as { queryQueue: SocketQueryQueue }).queryQueue;
+  let owner: number | null = null;
+  const clear = q.clearQueueForHandler.bind(q);
+  q.clearQueueForHandler = (handlerId) => {
+    if (owner === handlerId) owner = null;
+    clear(handlerId);
+  };
+  q.processQueue = async function (this: SocketQueryQueue) {
+    if (this.processing || this.queue.length === 0) return;
+    this.processing = true;
+    try {
+      while (this.queue.length > 0) {
+        const sticky = owner ?? (db.isInTransaction() ? this.lastHandlerId : null);
+        const index = sticky === null ? 0 : this.queue.findIndex((m) => m.handlerId === sticky);
+        if (index === -1) break; // wait for that connection's next message
+        const [item] = this.queue.splice(index, 1);
+        let bytes = 0;
+        try {
+          await db.runExclusive(() =>
+            db.execProtocolRawStream(item.message, {
+              onRawData: (data) => {
+                bytes += data.length;
+                item.onData(data);
+              },
+            }),
+          );
+        } catch (err) {
+          owner = null;
+          item.reject(err);
+          continue;
+        }
+        owner = SEQUENCE_END.has(item.message[0]) ? null : item.handlerId;
+        this.lastHandlerId = item.handlerId;
+        item.resolve(bytes);
+      }
+    } finally {
+      this.processing = false;
+    }
+  };
+}
+
 /**
  * Runs PostgreSQL in-process (PGlite) behind its wire-protocol socket server on a free loopback port,
  * so the ordinary `pg` driver, TypeORM and the same migrations work unchanged.
@@ -97,6 +170,7 @@ export async function startEmbeddedDatabase(dataDir: string, poolSize = EMBEDDED
     const { pgcrypto } = await import('@electric-sql/pglite/contrib/pgcrypto');
     const db = await PGlite.create({ dataDir: join(dataDir, 'pgdata'), extensions: { pgcrypto } });
     const server = new PGLiteSocketServer({ db, host: '127.0.0.1', port: 0, maxConnections: EMBEDDED_MAX_CONNECTIONS });
+    serializeProtocolSequences(server, db as unknown as ProtocolDb);
     await server.start();
     const [host, port] = server.getServerConn().split(':');
     const ep: EndpointFile = { pid: process.pid, host, port: Number(port) };

@@ -1,0 +1,80 @@
+import { DynamicModule, Injectable, Module, OnApplicationBootstrap } from '@nestjs/common';
+import { InjectCommander } from 'nest-commander';
+import { JsonLogger } from '../common/logger';
+import { AppConfig } from '../config/app-config';
+import { ConfigModule } from '../config/config.module';
+import { DatabaseModule } from '../database/database.module';
+import { DatabaseHandle } from '../database/embedded-database';
+import { FEATURE_MODULES } from '../feature-modules';
+import * as jwt from './commands/jwt.command';
+import * as key from './commands/key.command';
+import * as limits from './commands/limits.command';
+import { MigrateCommand, StartupMigrations } from './commands/migrate.command';
+import * as org from './commands/org.command';
+import * as user from './commands/user.command';
+
+export const CLI_NAME = 'openai-proxy';
+
+/** The part of commander's Command the CLI adjusts (commander itself is nest-commander's dependency, not ours). */
+interface CommanderCommand {
+  readonly commands: readonly CommanderCommand[];
+  name(name: string): unknown;
+  exitOverride(fn: (err: Error) => never): unknown;
+  allowExcessArguments(allow: boolean): unknown;
+}
+
+/**
+ * nest-commander sets the exit override on the root command only; a parse error in a subcommand would call
+ * process.exit() before the database is closed. Every command gets it, and refuses stray words (an unquoted
+ * `org create My Org` must not create an organization named "My").
+ */
+@Injectable()
+class CommanderSetup implements OnApplicationBootstrap {
+  constructor(@InjectCommander() private readonly program: CommanderCommand) {}
+
+  onApplicationBootstrap(): void {
+    this.program.name(CLI_NAME);
+    const visit = (cmd: CommanderCommand) => {
+      cmd.exitOverride((err) => {
+        throw err;
+      });
+      cmd.allowExcessArguments(false);
+      cmd.commands.forEach(visit);
+    };
+    visit(this.program);
+  }
+}
+
+const COMMANDS = [
+  org.OrgCommand,
+  org.OrgCreateCommand,
+  org.OrgListCommand,
+  org.OrgDisableCommand,
+  limits.OrgShowCommand,
+  limits.OrgLimitsCommand,
+  user.UserCommand,
+  user.UserCreateCommand,
+  user.UserListCommand,
+  limits.UserLimitsCommand,
+  key.KeyCommand,
+  key.KeyCreateCommand,
+  key.KeyListCommand,
+  key.KeyRevokeCommand,
+  key.KeyRotateMasterCommand,
+  jwt.JwtCommand,
+  jwt.JwtCreateCommand,
+  jwt.JwtRevokeCommand,
+  MigrateCommand,
+];
+
+/** The admin CLI: the server's modules and services (FEATURE_MODULES), with commands that only parse and print. */
+@Module({})
+export class AdminCliModule {
+  static forRoot(config: AppConfig, db: DatabaseHandle, logger: JsonLogger, appliedMigrations: string[]): DynamicModule {
+    return {
+      module: AdminCliModule,
+      imports: [ConfigModule.forRoot(config, logger), DatabaseModule.forRoot(db, `${CLI_NAME}-cli`), ...FEATURE_MODULES],
+      providers: [...COMMANDS, CommanderSetup, { provide: StartupMigrations, useValue: new StartupMigrations(appliedMigrations) }],
+    };
+  }
+}

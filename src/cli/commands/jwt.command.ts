@@ -1,0 +1,64 @@
+import { Command, Option, SubCommand } from 'nest-commander';
+import { TokensService } from '../../auth/tokens.service';
+import { AdminCommand, JsonOption } from '../admin-command';
+import { CommandGroup } from '../command-group';
+
+interface JwtCreateOptions extends JsonOption {
+  orgId: string;
+  orgName?: string;
+  userId?: string;
+  expiresIn?: string;
+}
+
+@SubCommand({ name: 'create', description: 'issue a token for an organization (prints the token alone)' })
+export class JwtCreateCommand extends AdminCommand<JwtCreateOptions> {
+  constructor(private readonly tokens: TokensService) {
+    super();
+  }
+
+  @Option({ flags: '--org-id <id>', description: 'the organization the token acts for', required: true })
+  parseOrgId(value: string): string {
+    return value;
+  }
+
+  @Option({ flags: '--org-name <name>', description: "org_name claim (default: the organization's name)" })
+  parseOrgName(value: string): string {
+    return value;
+  }
+
+  @Option({ flags: '--user-id <external-id>', description: 'pin the token to this X-User-ID' })
+  parseUserId(value: string): string {
+    return value;
+  }
+
+  @Option({ flags: '--expires-in <duration>', description: 'lifetime: seconds, or 90m, 12h, 30d, 2w (default 30d)' })
+  parseExpiresIn(value: string): string {
+    return value;
+  }
+
+  async run(_params: string[], options: JwtCreateOptions): Promise<void> {
+    const issued = await this.tokens.create({
+      orgId: options.orgId,
+      orgName: options.orgName,
+      userId: options.userId,
+      expiresIn: options.expiresIn,
+    });
+    // the bare token alone, so that TOKEN=$(openai-proxy jwt create …) works
+    this.print(options, issued, () => issued.token);
+  }
+}
+
+@SubCommand({ name: 'revoke', arguments: '<jti>', description: 'revoke a token by its jti: running servers refuse it' })
+export class JwtRevokeCommand extends AdminCommand {
+  constructor(private readonly tokens: TokensService) {
+    super();
+  }
+
+  async run([jti]: string[], options: JsonOption): Promise<void> {
+    const result = await this.tokens.revoke(jti);
+    this.print(options, result, () => `Revoked token ${result.jti}; running servers refuse it within seconds.`);
+  }
+}
+
+@Command({ name: 'jwt', description: 'issue and revoke tokens', subCommands: [JwtCreateCommand, JwtRevokeCommand] })
+export class JwtCommand extends CommandGroup {}
