@@ -1,5 +1,6 @@
 import { Module } from '@nestjs/common';
 import { KeysModule } from '../keys/keys.module';
+import { LimitsModule } from '../limits/limits.module';
 import { ProxyModule } from '../proxy/proxy.module';
 import { AnalysisConfigsController } from './analysis-configs.controller';
 import { AnalysisConfigsService } from './analysis-configs.service';
@@ -7,7 +8,7 @@ import { AnalysisController } from './analysis.controller';
 import { AnalysisService } from './analysis.service';
 
 @Module({
-  imports: [KeysModule, ProxyModule],
+  imports: [KeysModule, ProxyModule, LimitsModule],
   controllers: [AnalysisConfigsController, AnalysisController],
   providers: [AnalysisConfigsService, AnalysisService],
   exports: [AnalysisService],

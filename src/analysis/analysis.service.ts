@@ -10,6 +10,8 @@ import { ListPage, parsePageQuery, toListPage } from '../common/pagination';
 import type { ActingContext } from '../common/request-context';
 import { DatabaseHandle } from '../database/embedded-database';
 import { KeyResolver, ResolvedKey } from '../keys/key-resolver';
+import { LimitsService } from '../limits/limits.service';
+import { MetricsService } from '../metrics/metrics.service';
 import { ExchangeEntity } from '../proxy/exchange.entity';
 import { PricingService } from '../proxy/pricing.service';
 import { UpstreamClient } from '../proxy/upstream-client';
@@ -131,6 +133,8 @@ export class AnalysisService {
     private readonly pricing: PricingService,
     private readonly logger: JsonLogger,
     private readonly config: AppConfig,
+    private readonly limits: LimitsService,
+    private readonly metrics: MetricsService,
   ) {}
 
   async run(acting: ActingContext, dto: RunAnalysisDto): Promise<AnalysisResultView> {
@@ -236,7 +240,12 @@ export class AnalysisService {
         const hit = await this.findCached(manager, acting.orgId, target.cacheKey);
         if (hit) return { row: hit, cached: true };
       }
+      // analysis calls spend the same budgets as proxied calls (a cached result costs nothing and is never refused)
+      await this.limits.admit(acting);
       const { key, answer, usage, model } = await this.callModel(acting, target.def, target.transcript);
+      const cost = this.pricing.cost(model, { input: usage.input, cached: usage.cached, output: usage.output });
+      await this.limits.settle(acting, { tokens: usage.total, cost });
+      this.metrics.observeAnalysis({ model, inputTokens: usage.input, outputTokens: usage.output, cost });
       const row = manager.create(AnalysisResultEntity, {
         organizationId: acting.orgId,
         exchangeId: target.exchange.id,
@@ -255,7 +264,7 @@ export class AnalysisService {
         inputTokens: usage.input,
         outputTokens: usage.output,
         totalTokens: usage.total,
-        cost: this.pricing.cost(model, { input: usage.input, cached: usage.cached, output: usage.output }),
+        cost,
         keyId: key.keyId,
       });
       return { row: await manager.save(row), cached: false };
@@ -342,7 +351,7 @@ export class AnalysisService {
       throw upstreamFailure(err);
     }
     if (status >= 300 && status < 400) throw new AppException('upstream_error', 'The upstream answered with a redirect, which is not followed');
-    if (status >= 400) throw upstreamErrorAnswer(status, text);
+    if (status >= 400) throw upstreamErrorAnswer(status, text, key.apiKey);
     let parsed: unknown;
     try {
       parsed = JSON.parse(text);

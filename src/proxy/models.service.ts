@@ -30,7 +30,7 @@ export class ModelsService {
     if (res.statusCode >= 300 && res.statusCode < 400) {
       throw new AppException('upstream_error', 'The upstream answered with a redirect, which is not followed');
     }
-    if (res.statusCode >= 400) throw upstreamErrorAnswer(res.statusCode, text);
+    if (res.statusCode >= 400) throw upstreamErrorAnswer(res.statusCode, text, key.apiKey);
     try {
       return { body: JSON.parse(text), keySource: key.source };
     } catch {

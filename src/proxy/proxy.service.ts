@@ -17,7 +17,7 @@ import { SseParser } from './sse-parser';
 import { UpstreamClient, UpstreamResponse } from './upstream-client';
 import { LimitsService } from '../limits/limits.service';
 import { MetricsService } from '../metrics/metrics.service';
-import { upstreamErrorAnswer, upstreamFailure } from './upstream-errors';
+import { scrubUpstreamText, upstreamErrorAnswer, upstreamFailure } from './upstream-errors';
 
 const RETRYABLE_STATUS = new Set([429, 500, 502, 503, 504]);
 const BACKOFF_BASE_MS = 100;
@@ -231,7 +231,9 @@ class ProxiedCall {
 
   private async readErrorBody(up: UpstreamResponse): Promise<{ text: string; body: unknown }> {
     try {
-      const text = (await readBounded(up.body, Math.min(this.svc.config.upstreamMaxBodyBytes, 1024 * 1024))).toString('utf8');
+      const raw = (await readBounded(up.body, Math.min(this.svc.config.upstreamMaxBodyBytes, 1024 * 1024))).toString('utf8');
+      // the error body is stored and answered with: an upstream quoting the key must not leak it
+      const text = scrubUpstreamText(raw, this.key.apiKey);
       return { text, body: parseJson(text) ?? null };
     } catch {
       return { text: '', body: null };

@@ -1,4 +1,23 @@
 import { AppException } from '../common/app-exception';
+import { redact } from '../common/logger';
+
+const MIN_ECHOED_KEY_PART = 8;
+
+/**
+ * Takes the key the call was made with out of upstream text: an upstream that refuses a key often quotes it in its
+ * error message, which would otherwise reach the client, the stored exchange and the logs. Beyond the whole key,
+ * any long leading part of it is removed (a quoted key may be cut short), and whatever looks like a key or a token.
+ */
+export function scrubUpstreamText(text: string, apiKey?: string): string {
+  let out = text;
+  if (apiKey && apiKey.length >= MIN_ECHOED_KEY_PART) {
+    for (let len = apiKey.length; len >= MIN_ECHOED_KEY_PART && out.length > 0; len--) {
+      const part = apiKey.slice(0, len);
+      if (out.includes(part)) out = out.split(part).join('[redacted]');
+    }
+  }
+  return redact(out);
+}
 
 /** Maps a failure to reach or read the upstream to the contract's 502/504. */
 export function upstreamFailure(err: unknown): AppException {
@@ -11,7 +30,8 @@ export function upstreamFailure(err: unknown): AppException {
 }
 
 /** Turns an upstream error answer (4xx/5xx with OpenAI's envelope, or anything else) into ours, keeping its status and message. */
-export function upstreamErrorAnswer(status: number, text: string): AppException {
+export function upstreamErrorAnswer(status: number, rawText: string, apiKey?: string): AppException {
+  const text = scrubUpstreamText(rawText, apiKey);
   let message = `The upstream answered with status ${status}`;
   let type: string | undefined;
   let code: string | null | undefined;
