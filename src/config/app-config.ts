@@ -27,6 +27,8 @@ export class AppConfig {
   pricesFile: string | undefined;
   cacheSyncIntervalMs: number;
   recordFlushMs: number;
+  circuitFailureThreshold: number;
+  circuitCooldownMs: number;
   /** completed exchange records wait for the WAL flush (durable across a database crash) */
   recordSyncCommit: boolean;
   /** shared limit counters; unset → counters live in PostgreSQL */
@@ -143,6 +145,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
   c.pricesFile = env.PRICES_FILE || undefined;
   c.cacheSyncIntervalMs = int(env, 'CACHE_SYNC_INTERVAL_MS', 1000, 50);
   c.recordFlushMs = int(env, 'RECORD_FLUSH_MS', 2, 0, 1000);
+  c.circuitFailureThreshold = int(env, 'CIRCUIT_FAILURE_THRESHOLD', 10, 1, 100_000);
+  c.circuitCooldownMs = int(env, 'CIRCUIT_COOLDOWN_MS', 30_000, 100);
   const sync = (env.RECORD_SYNC_COMMIT || 'on').toLowerCase();
   if (!['on', 'off', 'true', 'false', '1', '0'].includes(sync)) throw new ConfigError('RECORD_SYNC_COMMIT must be on or off');
   c.recordSyncCommit = ['on', 'true', '1'].includes(sync);

@@ -10,12 +10,13 @@ import { ModelsService } from './models.service';
 import { PricingService } from './pricing.service';
 import { ProxyController } from './proxy.controller';
 import { ProxyService } from './proxy.service';
+import { CircuitBreakers } from './circuit-breakers';
 import { UpstreamClient } from './upstream-client';
 
 @Module({
   imports: [KeysModule, PersonasModule, LimitsModule],
   controllers: [ModelsController, ProxyController, ExchangesController],
-  providers: [UpstreamClient, ModelsService, ProxyService, ExchangeRecorder, ExchangesService, PricingService],
+  providers: [CircuitBreakers, UpstreamClient, ModelsService, ProxyService, ExchangeRecorder, ExchangesService, PricingService],
   exports: [UpstreamClient, PricingService, ExchangeRecorder, ExchangesService],
 })
 export class ProxyModule {}

@@ -3,6 +3,8 @@ import type { IncomingHttpHeaders } from 'node:http';
 import { Pool } from 'undici';
 import type { Readable } from 'node:stream';
 import { AppConfig } from '../config/app-config';
+import { MetricsService } from '../metrics/metrics.service';
+import { CircuitBreakers } from './circuit-breakers';
 import type { ResolvedKey } from '../keys/key-resolver';
 
 export interface UpstreamRequest {
@@ -31,7 +33,13 @@ export interface UpstreamResponse {
 export class UpstreamClient implements OnApplicationShutdown {
   private readonly pools = new Map<string, { pool: Pool; basePath: string }>();
 
-  constructor(private readonly config: AppConfig) {}
+  constructor(
+    private readonly config: AppConfig,
+    private readonly circuits: CircuitBreakers,
+    metrics: MetricsService,
+  ) {
+    metrics.registerCircuitStates(() => circuits.states());
+  }
 
   private poolFor(baseUrl: string): { pool: Pool; basePath: string } {
     let entry = this.pools.get(baseUrl);
@@ -60,15 +68,25 @@ export class UpstreamClient implements OnApplicationShutdown {
       ...req.headers,
     };
     if (req.body !== undefined) headers['content-type'] = 'application/json';
-    const res = await pool.request({
-      method: req.method,
-      path: basePath + req.path,
-      headers,
-      body: req.body,
-      signal: req.signal,
-      headersTimeout: req.headersTimeoutMs ?? this.config.upstreamTimeoutMs,
-      bodyTimeout: req.bodyTimeoutMs ?? this.config.streamIdleTimeoutMs,
-    });
+    const report = this.circuits.enter(req.key);
+    let res;
+    try {
+      res = await pool.request({
+        method: req.method,
+        path: basePath + req.path,
+        headers,
+        body: req.body,
+        signal: req.signal,
+        headersTimeout: req.headersTimeoutMs ?? this.config.upstreamTimeoutMs,
+        bodyTimeout: req.bodyTimeoutMs ?? this.config.streamIdleTimeoutMs,
+      });
+    } catch (err) {
+      // a call the client abandoned says nothing about the upstream's health
+      if (!req.signal?.aborted) report(false);
+      else report(true);
+      throw err;
+    }
+    report(res.statusCode < 500);
     return { statusCode: res.statusCode, headers: res.headers, body: res.body as UpstreamResponse['body'] };
   }
 

@@ -21,6 +21,7 @@ export function scrubUpstreamText(text: string, apiKey?: string): string {
 
 /** Maps a failure to reach or read the upstream to the contract's 502/504. */
 export function upstreamFailure(err: unknown): AppException {
+  if (err instanceof AppException) return err; // e.g. an open circuit: already an answer
   const e = err as { code?: string; name?: string; message?: string };
   if (e?.code === 'UND_ERR_HEADERS_TIMEOUT' || e?.code === 'UND_ERR_CONNECT_TIMEOUT') {
     return new AppException('upstream_timeout', 'The upstream did not answer in time');

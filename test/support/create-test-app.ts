@@ -31,6 +31,8 @@ export async function createTestApp(overrides: NodeJS.ProcessEnv = {}): Promise<
     OPENAI_BASE_URL: 'http://127.0.0.1:9/v1',
     LOG_LEVEL: 'debug',
     CACHE_SYNC_INTERVAL_MS: '200',
+    // tests drive one key through many injected upstream faults; the circuit breaker has its own test
+    CIRCUIT_FAILURE_THRESHOLD: '1000',
     ...overrides,
     PORT: '0',
     HOST: '127.0.0.1',
