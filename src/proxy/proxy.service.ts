@@ -353,6 +353,23 @@ class ProxiedCall {
         else resolve();
       };
       const resume = () => body.resume();
+      // the upstream read pauses while the client's socket is full; a client that takes nothing for
+      // STREAM_IDLE_TIMEOUT_MS is cut off, which aborts the upstream call too (recorded as client_aborted)
+      const waitForDrain = () => {
+        body.pause();
+        const stalled = setTimeout(() => res.destroy(), this.svc.config.streamIdleTimeoutMs);
+        const done = () => {
+          clearTimeout(stalled);
+          res.off('drain', onDrain);
+          res.off('close', done);
+        };
+        const onDrain = () => {
+          done();
+          resume();
+        };
+        res.once('drain', onDrain);
+        res.once('close', done);
+      };
 
       const stop = async (exStatus: ExchangeStatus, exc: AppException): Promise<void> => {
         if (settled || holding) return;
@@ -366,7 +383,8 @@ class ProxiedCall {
         }
         await this.finish(exStatus, { upstreamStatus: status, captured, error: exc.toBody().error });
         if (!started) return settle(exc);
-        res.end(`event: error\ndata: ${JSON.stringify(exc.toBody())}\n\n`);
+        // a stream cut inside an event first ends that event, so the error event reaches SSE parsers intact
+        res.end(`${parser.midEvent ? '\n\n' : ''}event: error\ndata: ${JSON.stringify(exc.toBody())}\n\n`);
         settle();
       };
 
@@ -399,10 +417,7 @@ class ProxiedCall {
         }
         if (this.recorded) {
           // bytes after the final event (normally none): relayed as they are
-          if (!res.write(chunk)) {
-            body.pause();
-            res.once('drain', resume);
-          }
+          if (!res.write(chunk)) waitForDrain();
           return;
         }
         bytes += chunk.length;
@@ -431,10 +446,7 @@ class ProxiedCall {
           res.writeHead(200, SSE_HEADERS);
         }
         if (capture.terminal) return completeWith([out]);
-        if (!res.write(out)) {
-          body.pause();
-          res.once('drain', resume);
-        }
+        if (!res.write(out)) waitForDrain();
       });
 
       body.once('end', () => {

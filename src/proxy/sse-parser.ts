@@ -21,6 +21,11 @@ export class SseParser {
 
   constructor(private readonly onEvent: SseEventHandler) {}
 
+  /** true when the bytes so far stop inside an event (a partial line, or fields not yet ended by a blank line) */
+  get midEvent(): boolean {
+    return this.parts.length > 0 || this.data !== null || this.event !== '';
+  }
+
   push(chunk: Buffer): void {
     this.feed(this.decoder.write(chunk));
   }
