@@ -1,0 +1,723 @@
+'use strict';
+/**
+ * The benchmark: the fake upstream alone (direct), a minimal Node pass-through (floor) and the built proxy, measured
+ * side by side in one run. See bench/README.md.
+ *
+ *   npm run bench                      full run (~10 s per measurement)
+ *   node bench/run.js --quick          short run
+ *   node bench/run.js --smoke          a few seconds, for CI: exit 1 when something is broken, targets not enforced
+ */
+const os = require('node:os');
+const path = require('node:path');
+const { existsSync, mkdirSync, writeFileSync, readFileSync, rmSync } = require('node:fs');
+const procs = require('./lib/procs');
+const setup = require('./lib/setup');
+const { runSequential } = require('./lib/seq-client');
+
+const ROOT = path.resolve(__dirname, '..');
+const FAKE = path.join(ROOT, 'dist', 'test', 'support', 'fake-upstream.js');
+const RESULTS = path.join(__dirname, 'results');
+
+// ------------------------------------------------------------------------------------------------ options
+
+const HELP = `usage: node bench/run.js [--smoke | --quick] [options]
+  --smoke                 every case very short, targets reported but not enforced (CI)
+  --quick                 short run (3 s per measurement)
+  --duration S            seconds per autocannon measurement (default 10)
+  --warmup S              seconds of warm-up load before each measurement (default 2)
+  --connections N         connections for the throughput runs (default 50)
+  --seq N                 sequential requests for the 1-connection latency / TTFB runs (default 2000)
+  --targets LIST          direct,floor,proxy (default all three)
+  --cases LIST            responses-json,responses-sse,chat-json,chat-sse (default all)
+  --users N --orgs N      X-User-IDs and organizations the proxy load is spread over (default 200 / 4)
+  --setup auto|cli|sql    how organizations, keys and tokens are created (default auto: the CLI when built)
+  --no-realistic          skip the realistic streaming case (200 ms to first token, 20 ms between events)
+  --no-analytics          skip the persona analytics case
+  --profile               run the proxy with --cpu-prof and print its top self-time functions
+  --pg-setting K=V        experiment: ALTER DATABASE bench_<ts> SET K = V before the proxy starts (repeatable),
+                          e.g. --pg-setting synchronous_commit=off
+  --proxy-node-flags "F"  experiment: extra node flags for the proxy, e.g. "--max-semi-space-size=8"
+  --strict                exit 2 when a target FAILs (broken runs always exit 1)
+  --out FILE              results JSON (default bench/results/latest.json)
+Environment: DATABASE_URL (PostgreSQL server for a fresh bench_<ts> database; unset: embedded database).`;
+
+function parseArgs(argv) {
+  const o = {
+    mode: 'full',
+    duration: undefined,
+    warmup: undefined,
+    connections: 50,
+    seq: undefined,
+    targets: ['direct', 'floor', 'proxy'],
+    cases: ['responses-json', 'responses-sse', 'chat-json', 'chat-sse'],
+    users: 200,
+    orgs: 4,
+    setup: 'auto',
+    realistic: true,
+    analytics: true,
+    profile: false,
+    strict: false,
+    pgSettings: {},
+    proxyNodeFlags: [],
+    out: path.join(RESULTS, 'latest.json'),
+  };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    const next = () => {
+      if (i + 1 >= argv.length) throw new Error(`${a} needs a value`);
+      return argv[++i];
+    };
+    const num = () => {
+      const v = Number(next());
+      if (!Number.isFinite(v) || v < 0) throw new Error(`${a} needs a non-negative number`);
+      return v;
+    };
+    const list = (allowed) => {
+      const v = next().split(',').map((s) => s.trim()).filter(Boolean);
+      for (const x of v) if (!allowed.includes(x)) throw new Error(`${a}: unknown ${x} (one of ${allowed.join(', ')})`);
+      return v;
+    };
+    switch (a) {
+      case '--smoke': o.mode = 'smoke'; break;
+      case '--quick': o.mode = 'quick'; break;
+      case '--duration': o.duration = num(); break;
+      case '--warmup': o.warmup = num(); break;
+      case '--connections': o.connections = Math.max(1, Math.floor(num())); break;
+      case '--seq': o.seq = Math.max(1, Math.floor(num())); break;
+      case '--targets': o.targets = list(['direct', 'floor', 'proxy']); break;
+      case '--cases': o.cases = list(Object.keys(CASES)); break;
+      case '--users': o.users = Math.max(1, Math.floor(num())); break;
+      case '--orgs': o.orgs = Math.max(1, Math.floor(num())); break;
+      case '--setup': o.setup = next(); if (!['auto', 'cli', 'sql'].includes(o.setup)) throw new Error('--setup: auto, cli or sql'); break;
+      case '--no-realistic': o.realistic = false; break;
+      case '--no-analytics': o.analytics = false; break;
+      case '--profile': o.profile = true; break;
+      case '--strict': o.strict = true; break;
+      case '--proxy-node-flags': o.proxyNodeFlags = next().split(/\s+/).filter(Boolean); break;
+      case '--pg-setting': {
+        const m = /^([a-z_.]+)=(.+)$/.exec(next());
+        if (!m) throw new Error('--pg-setting needs name=value');
+        o.pgSettings[m[1]] = m[2];
+        break;
+      }
+      case '--out': o.out = path.resolve(next()); break;
+      case '-h': case '--help': console.log(HELP); process.exit(0); break; // eslint-disable-line no-fallthrough
+      default: throw new Error(`unknown option ${a}\n${HELP}`);
+    }
+  }
+  const presets = {
+    full: { duration: 10, warmup: 2, seq: 2000, realistic: [8, 4], analytics: { exchanges: 100_000, calls: 30 } },
+    quick: { duration: 3, warmup: 1, seq: 500, realistic: [4, 2], analytics: { exchanges: 100_000, calls: 10 } },
+    smoke: { duration: 0.5, warmup: 0, seq: 30, realistic: [2, 1], analytics: { exchanges: 2_000, calls: 3 } },
+  }[o.mode];
+  // the CLI boots the whole app once per command: seconds a smoke run cannot spare
+  if (o.setup === 'auto' && o.mode === 'smoke') o.setup = 'sql';
+  o.duration ??= presets.duration;
+  o.warmup ??= presets.warmup;
+  o.seq ??= presets.seq;
+  o.realisticShape = presets.realistic;
+  o.analyticsSize = presets.analytics;
+  return o;
+}
+
+// ------------------------------------------------------------------------------------------------ cases
+
+const PROMPT = 'Write one short sentence about benchmarks.';
+const CASES = {
+  'responses-json': { path: '/v1/responses', stream: false, body: { model: 'gpt-4o-mini', input: PROMPT } },
+  'responses-sse': { path: '/v1/responses', stream: true, body: { model: 'gpt-4o-mini', input: PROMPT, stream: true } },
+  'chat-json': { path: '/v1/chat/completions', stream: false, body: { model: 'gpt-4o-mini', messages: [{ role: 'user', content: PROMPT }] } },
+  'chat-sse': {
+    path: '/v1/chat/completions',
+    stream: true,
+    body: { model: 'gpt-4o-mini', messages: [{ role: 'user', content: PROMPT }], stream: true },
+  },
+};
+
+/** One request per bench user (its org's token, its X-User-ID); the same list goes to every target. */
+function requestsFor(c, users) {
+  const body = JSON.stringify(c.body);
+  return users.map((u) => ({
+    method: 'POST',
+    path: c.path,
+    headers: { authorization: `Bearer ${u.org.token}`, 'x-user-id': u.userId, 'content-type': 'application/json' },
+    body,
+  }));
+}
+
+// ------------------------------------------------------------------------------------------------ load
+
+/** autocannon in this process (pinned to the load core); every connection starts at its own place in `requests`. */
+async function loadRun(url, requests, { connections, duration }) {
+  const autocannon = require('autocannon');
+  const ids = [];
+  const withIds = requests.map((r) => ({
+    ...r,
+    onResponse: (status, _body, _ctx, headers) => {
+      if (status >= 200 && status < 300) {
+        const id = headers['x-request-id'] ?? headers['X-Request-ID'] ?? headers['X-Request-Id'];
+        if (id) ids.push(id);
+      }
+    },
+  }));
+  let clientIndex = 0;
+  const result = await autocannon({
+    url,
+    connections,
+    duration,
+    timeout: 30,
+    requests: withIds,
+    setupClient: (client) => {
+      const off = (clientIndex++ * 7) % withIds.length;
+      client.setRequests([...withIds.slice(off), ...withIds.slice(0, off)]);
+    },
+  });
+  return {
+    rps: Math.round(result.requests.average),
+    p50: result.latency.p50,
+    p99: result.latency.p99,
+    ok2xx: result['2xx'],
+    non2xx: result.non2xx,
+    errors: result.errors,
+    timeouts: result.timeouts,
+    total: result['2xx'] + result.non2xx,
+    seconds: result.duration,
+    ids,
+  };
+}
+
+// ------------------------------------------------------------------------------------------------ helpers
+
+const r2 = (v) => (v === undefined || v === null || Number.isNaN(v) ? undefined : Math.round(v * 100) / 100);
+const r3 = (v) => (v === undefined || v === null || Number.isNaN(v) ? undefined : Math.round(v * 1000) / 1000);
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+const T0 = Date.now();
+function log(msg) {
+  process.stderr.write(`[bench +${((Date.now() - T0) / 1000).toFixed(1)}s] ${msg}\n`);
+}
+
+function table(headers, rows) {
+  const cells = [headers, ...rows].map((r) => r.map((c) => (c === undefined || c === null ? '–' : String(c))));
+  const widths = headers.map((_, i) => Math.max(...cells.map((r) => r[i].length)));
+  const line = (r) => r.map((c, i) => (i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join('  ');
+  return [line(cells[0]), widths.map((w) => '-'.repeat(w)).join('  '), ...cells.slice(1).map(line)].join('\n');
+}
+
+function markdown(headers, rows) {
+  const cell = (c) => (c === undefined || c === null ? '–' : String(c));
+  return [
+    `| ${headers.join(' | ')} |`,
+    `|${headers.map((_, i) => (i === 0 ? ':---' : '---:')).join('|')}|`,
+    ...rows.map((r) => `| ${r.map(cell).join(' | ')} |`),
+  ].join('\n');
+}
+
+function machineInfo() {
+  const cpus = os.cpus();
+  return {
+    date: new Date().toISOString(),
+    cpu_model: cpus[0]?.model?.trim(),
+    cores: cpus.length,
+    memory_gb: Math.round(os.totalmem() / 1024 ** 3),
+    node: process.version,
+    os: `${os.type()} ${os.release()}`,
+    load_average_at_start: os.loadavg().map((v) => Math.round(v * 100) / 100),
+  };
+}
+
+// ------------------------------------------------------------------------------------------------ main
+
+async function main() {
+  const opts = parseArgs(process.argv.slice(2));
+  if (Number(process.versions.node.split('.')[0]) < 24) throw new Error(`Node 24 needed (this is ${process.version}); run through npm run bench`);
+  if (!existsSync(FAKE)) throw new Error('dist/test/support/fake-upstream.js is missing: run npm run build');
+  mkdirSync(RESULTS, { recursive: true });
+
+  const broken = [];
+  const results = {
+    machine: machineInfo(),
+    mode: opts.mode,
+    settings: {
+      duration_s: opts.duration,
+      warmup_s: opts.warmup,
+      connections: opts.connections,
+      sequential_requests: opts.seq,
+      users: opts.users,
+      organizations: opts.orgs,
+      delta_events: 20,
+    },
+    pinning: undefined,
+    database: undefined,
+    cases: {},
+    realistic_streaming: undefined,
+    analytics: undefined,
+    lost_exchanges: {},
+    peak_rss_mb: {},
+    targets: [],
+    broken,
+  };
+
+  const busy = os.loadavg()[0];
+  if (busy > os.cpus().length * 0.25) {
+    log(`WARNING: load average ${busy.toFixed(2)} on ${os.cpus().length} cores — other work on this machine will distort the figures`);
+  }
+  const pinning = procs.detectPinning();
+  if (pinning.ok && !procs.pinSelf(pinning.loadCore)) Object.assign(pinning, { ok: false, reason: 'could not pin the bench process' });
+  results.pinning = pinning.ok
+    ? { enabled: true, system_under_test_core: 0, load_and_upstream_core: 1 }
+    : { enabled: false, reason: pinning.reason };
+  log(pinning.ok ? 'pinning: system under test on core 0, load generator + fake upstream on core 1' : `pinning OFF: ${pinning.reason}`);
+
+  // -- upstream, floor, proxy
+  const fake = await procs.startAndWaitForLine(
+    'fake-upstream',
+    process.execPath,
+    [FAKE, '--port', '0', '--delta-count', '20', '--first-byte-ms', '0', '--event-interval-ms', '0', '--max-recorded', '0'],
+    /listening on (http:\/\/\S+)/,
+    { core: pinning.loadCore, pinning },
+  );
+  const upstreamUrl = fake.match[1]; // …/v1
+  const upstreamOrigin = new URL(upstreamUrl).origin;
+  const setFakeOptions = async (o) => {
+    const res = await fetch(`${upstreamOrigin}/__fake/options`, { method: 'PATCH', headers: { 'content-type': 'application/json' }, body: JSON.stringify(o) });
+    if (res.status !== 200) throw new Error(`fake upstream options: HTTP ${res.status}`);
+    await res.arrayBuffer();
+  };
+  log(`fake upstream at ${upstreamUrl}`);
+
+  const targets = {};
+  if (opts.targets.includes('direct')) targets.direct = { url: upstreamOrigin, pid: fake.child.pid };
+  if (opts.targets.includes('floor')) {
+    const floor = await procs.startAndWaitForLine(
+      'floor',
+      process.execPath,
+      [path.join(__dirname, 'floor.js'), '--upstream', upstreamUrl],
+      /listening on (http:\/\/\S+)/,
+      { core: pinning.sutCore, pinning },
+    );
+    targets.floor = { url: floor.match[1], pid: floor.child.pid };
+  }
+
+  let proxy;
+  let users = Array.from({ length: opts.users }, (_, i) => ({ userId: `bench-user-${i}`, org: { token: 'none' } }));
+  if (opts.targets.includes('proxy')) {
+    const profileDir = opts.profile ? path.join(RESULTS, 'profile') : undefined;
+    if (profileDir) {
+      mkdirSync(profileDir, { recursive: true });
+      rmSync(path.join(profileDir, 'proxy.cpuprofile'), { force: true });
+    }
+    proxy = await setup.startProxy({ databaseUrl: process.env.DATABASE_URL, upstreamUrl, pinning, cpuProfDir: profileDir, dbSettings: opts.pgSettings, nodeFlags: opts.proxyNodeFlags });
+    if (opts.proxyNodeFlags.length) results.proxy_node_flags = opts.proxyNodeFlags;
+    results.database = { mode: proxy.mode, ...(proxy.dbName ? { name: proxy.dbName } : {}) };
+    if (Object.keys(opts.pgSettings).length) {
+      if (proxy.mode !== 'postgresql') throw new Error('--pg-setting needs DATABASE_URL');
+      results.database.settings = opts.pgSettings;
+    }
+    log(`proxy at ${proxy.url} (${proxy.mode} database${proxy.dbName ? ` ${proxy.dbName}` : ''})`);
+    const made = await setup.createOrganizations(proxy, { orgs: opts.orgs, upstreamUrl, how: opts.setup });
+    results.database.setup = made.via;
+    log(`${made.orgs.length} organizations with org keys and tokens (via ${made.via})`);
+    users = setup.benchUsers(made.orgs, opts.users);
+    proxy.orgs = made.orgs;
+    results.organizations = made.orgs.map(({ id, name }) => ({ id, name }));
+    // Every user once (first sight records the user), through a route that stores no exchange.
+    const prime = await runSequential({
+      url: proxy.url,
+      requests: users.map((u) => ({ method: 'GET', path: '/v1/models', headers: { authorization: `Bearer ${u.org.token}`, 'x-user-id': u.userId } })),
+      count: Math.ceil(users.length / 8),
+      concurrency: 8,
+      partition: true,
+    });
+    if (prime.ok2xx !== prime.sent) throw new Error(`priming users through GET /v1/models failed: ${JSON.stringify(prime.statuses)} ${prime.errors.join('; ')}`);
+    for (const name of opts.cases) {
+      const c = CASES[name];
+      const probe = await runSequential({ url: proxy.url, requests: requestsFor(c, users.slice(0, 1)), count: 1 });
+      if (probe.ok2xx !== 1) {
+        throw new Error(
+          `the proxy answered POST ${c.path} (${name}) with ${JSON.stringify(probe.statuses)} ${probe.errors.join('; ')} — are the proxy routes in the build? (--targets direct,floor runs without it)`,
+        );
+      }
+      proxy.probeIds = [...(proxy.probeIds ?? []), ...probe.ids];
+    }
+    targets.proxy = { url: proxy.url, pid: proxy.child.pid };
+    results.peak_rss_mb.proxy_before_load = procs.peakRssMb(proxy.child.pid);
+  }
+  const order = ['direct', 'floor', 'proxy'].filter((t) => targets[t]);
+
+  // -- the four cases
+  for (const name of opts.cases) {
+    const c = CASES[name];
+    const requests = requestsFor(c, users);
+    const caseResult = {};
+    const proxyIds = [];
+    let proxy2xx = 0;
+    let proxyRequests = 0;
+    const dbCounters = targets.proxy && opts.mode !== 'smoke'; // needs a second's wait per case; meaningless in a smoke run
+    if (dbCounters && !proxy.lastStats) {
+      await sleep(1100); // pg_stat_database is flushed about once a second: let the set-up traffic land first
+      proxy.lastStats = await setup.dbStats(proxy.dbUrl);
+    }
+    const stats0 = proxy?.lastStats;
+    for (const t of order) {
+      const target = targets[t];
+      log(`${name}: ${t}`);
+      if (opts.warmup > 0) {
+        const w = await loadRun(target.url, requests, { connections: opts.connections, duration: opts.warmup });
+        if (t === 'proxy') (proxyIds.push(...w.ids), (proxy2xx += w.ok2xx), (proxyRequests += w.total));
+        if (w.non2xx || w.errors) broken.push(`${name}/${t} warm-up: ${w.non2xx} non-2xx, ${w.errors} errors`);
+      }
+      const cpu0 = procs.cpuSeconds(target.pid);
+      const load = await loadRun(target.url, requests, { connections: opts.connections, duration: opts.duration });
+      const cpu1 = procs.cpuSeconds(target.pid);
+      const seq = await runSequential({ url: target.url, requests, count: opts.seq });
+      if (t === 'proxy') {
+        proxyIds.push(...load.ids, ...seq.ids);
+        proxy2xx += load.ok2xx + seq.ok2xx;
+        proxyRequests += load.total + seq.sent;
+      }
+      if (load.non2xx || load.errors) broken.push(`${name}/${t}: ${load.non2xx} non-2xx, ${load.errors} errors, ${load.timeouts} timeouts at ${opts.connections} connections`);
+      if (seq.ok2xx !== seq.sent) broken.push(`${name}/${t}: sequential ${JSON.stringify(seq.statuses)} ${seq.errors.join('; ')}`);
+      caseResult[t] = {
+        rps: load.rps,
+        p50_ms: load.p50,
+        p99_ms: load.p99,
+        requests: load.total,
+        non_2xx: load.non2xx,
+        errors: load.errors,
+        cpu_ms_per_request: cpu0 !== undefined && load.total ? r3(((cpu1 - cpu0) * 1000) / load.total) : undefined,
+        c1_p50_ms: seq.total.p50,
+        c1_p99_ms: seq.total.p99,
+        c1_ttfb_p50_ms: seq.ttfb.p50,
+        c1_ttfb_p99_ms: seq.ttfb.p99,
+        rss_mb: procs.peakRssMb(target.pid),
+      };
+    }
+    results.cases[name] = caseResult;
+    if (targets.proxy) {
+      results.lost_exchanges[name] = await lostCheck(proxy, proxyIds, proxy2xx, name, broken);
+      if (dbCounters) await sleep(1100); // pg_stat_database is flushed about once a second
+      const stats1 = dbCounters ? await setup.dbStats(proxy.dbUrl) : undefined;
+      proxy.lastStats = stats1;
+      if (stats0 && stats1 && proxyRequests) {
+        const per = (k) => r2((stats1[k] - stats0[k]) / proxyRequests);
+        Object.assign(caseResult.proxy, {
+          db_transactions_per_request: per('xacts'),
+          db_rows_fetched_per_request: per('fetched'),
+          db_rows_inserted_per_request: per('inserted'),
+          db_rows_updated_per_request: per('updated'),
+        });
+      }
+    }
+  }
+
+  // -- realistic streaming: first token after 200 ms, 20 ms between events
+  if (opts.realistic && order.length > 0) {
+    const [concurrency, count] = opts.realisticShape;
+    const names = opts.mode === 'smoke' ? ['responses-sse'] : ['responses-sse', 'chat-sse'];
+    results.realistic_streaming = { first_byte_ms: 200, event_interval_ms: 20, concurrency, requests_per_target: concurrency * count, cases: {} };
+    await setFakeOptions({ firstByteMs: 200, eventIntervalMs: 20 });
+    try {
+      for (const name of names) {
+        const requests = requestsFor(CASES[name], users);
+        const out = {};
+        const ids = [];
+        let ok = 0;
+        for (const t of order) {
+          log(`realistic ${name}: ${t}`);
+          const seq = await runSequential({ url: targets[t].url, requests, count, concurrency });
+          if (seq.ok2xx !== seq.sent) broken.push(`realistic ${name}/${t}: ${JSON.stringify(seq.statuses)} ${seq.errors.join('; ')}`);
+          if (t === 'proxy') (ids.push(...seq.ids), (ok += seq.ok2xx));
+          out[t] = { ttfb_p50_ms: r2(seq.ttfb.p50), ttfb_p99_ms: r2(seq.ttfb.p99), total_p50_ms: r2(seq.total.p50), total_p99_ms: r2(seq.total.p99) };
+        }
+        results.realistic_streaming.cases[name] = out;
+        if (targets.proxy) results.lost_exchanges[`realistic ${name}`] = await lostCheck(proxy, ids, ok, `realistic ${name}`, broken);
+      }
+    } finally {
+      await setFakeOptions({ firstByteMs: 0, eventIntervalMs: 0 });
+    }
+  }
+
+  // -- persona analytics over 100,000 exchanges (bench/analytics.js, when present)
+  if (opts.analytics && proxy) {
+    const file = path.join(__dirname, 'analytics.js');
+    if (existsSync(file)) {
+      log(`persona analytics over ${opts.analyticsSize.exchanges} exchanges`);
+      try {
+        const { runAnalyticsBench } = require(file);
+        const org = proxy.orgs[0];
+        results.analytics = await runAnalyticsBench({
+          databaseUrl: proxy.dbUrl,
+          baseUrl: proxy.url,
+          orgId: org.id,
+          token: org.token,
+          userId: users[0].userId,
+          jwtSecret: proxy.jwtSecret,
+          exchanges: opts.analyticsSize.exchanges,
+          calls: opts.analyticsSize.calls,
+        });
+      } catch (err) {
+        results.analytics = { error: err instanceof Error ? err.message : String(err) };
+        broken.push(`analytics: ${results.analytics.error}`);
+      }
+    } else {
+      results.analytics = { skipped: 'bench/analytics.js not present' };
+    }
+  }
+
+  for (const t of order) results.peak_rss_mb[t] = procs.peakRssMb(targets[t].pid);
+
+  // -- the proxy's CPU profile is written when it exits
+  if (proxy && opts.profile) {
+    await procs.stop(proxy.child, 20000);
+    const dir = path.join(RESULTS, 'profile');
+    const file = path.join(dir, 'proxy.cpuprofile');
+    if (existsSync(file)) {
+      const { summarise, format } = require('./profile-summary');
+      const summary = summarise(JSON.parse(readFileSync(file, 'utf8')), 25);
+      results.profile = { file: path.relative(ROOT, file), ...summary };
+      writeFileSync(path.join(RESULTS, 'profile-summary.txt'), format(summary) + '\n');
+    } else {
+      broken.push('profile: no .cpuprofile written by the proxy');
+    }
+  }
+
+  results.machine.load_average_at_end = os.loadavg().map((v) => Math.round(v * 100) / 100);
+  results.targets = evaluateTargets(results, opts);
+  report(results, opts);
+  writeFileSync(opts.out, JSON.stringify(results, null, 2) + '\n');
+  log(`results written to ${path.relative(process.cwd(), opts.out)}`);
+  if (broken.length) return 1;
+  if (opts.strict && opts.mode !== 'smoke' && results.targets.some((t) => t.pass === false)) return 2;
+  return 0;
+}
+
+/** Every 2xx the proxy answered must have its stored, completed exchange (waits briefly for in-flight writes). */
+async function lostCheck(proxy, ids, ok2xx, label, broken) {
+  const unique = [...new Set(ids)];
+  let counted = { matched: 0, total: 0 };
+  const deadline = Date.now() + 5000;
+  while (true) {
+    counted = await setup.countCompleted(proxy.dbUrl, unique);
+    if (counted.matched >= unique.length || Date.now() > deadline) break;
+    await sleep(200);
+  }
+  const out = {
+    ok_2xx: ok2xx,
+    request_ids_seen: unique.length,
+    completed_records: counted.matched,
+    lost: ok2xx - counted.matched,
+  };
+  if (unique.length !== ok2xx) out.note = `${ok2xx - unique.length} 2xx answers without a distinct X-Request-ID`;
+  if (out.lost !== 0) broken.push(`${label}: ${out.lost} of ${ok2xx} 2xx answers have no completed exchange record`);
+  return out;
+}
+
+// ------------------------------------------------------------------------------------------------ targets & report
+
+function evaluateTargets(results, opts) {
+  const out = [];
+  const cases = results.cases;
+  const add = (name, value, limit, pass, unit = '') => out.push({ name, value, limit, unit, pass });
+  const rj = cases['responses-json'];
+  if (rj?.proxy && rj?.floor) {
+    const pct = Math.round((rj.proxy.rps / rj.floor.rps) * 1000) / 10;
+    add('JSON /v1/responses @50 conn: proxy req/s vs floor', `${pct}%`, '≥ 50%', pct >= 50);
+  }
+  for (const name of ['responses-json', 'chat-json']) {
+    const c = cases[name];
+    if (!c?.proxy || !c?.direct) continue;
+    const d50 = r3(c.proxy.c1_p50_ms - c.direct.c1_p50_ms);
+    const d99 = r3(c.proxy.c1_p99_ms - c.direct.c1_p99_ms);
+    add(`${name} added latency @1 conn p50`, `+${d50} ms`, '≤ 0.5 ms', d50 <= 0.5);
+    add(`${name} added latency @1 conn p99`, `+${d99} ms`, '≤ 3 ms', d99 <= 3);
+  }
+  for (const name of ['responses-sse', 'chat-sse']) {
+    const c = cases[name];
+    if (!c?.proxy || !c?.direct) continue;
+    const d = r3(c.proxy.c1_ttfb_p50_ms - c.direct.c1_ttfb_p50_ms);
+    add(`${name} time to first chunk added p50`, `+${d} ms`, '≤ 1 ms', d <= 1);
+  }
+  if (results.peak_rss_mb.proxy !== undefined) add(`proxy peak RSS (${results.peak_rss_mb.proxy_before_load} MB before the load)`, `${results.peak_rss_mb.proxy} MB`, '≤ 300 MB', results.peak_rss_mb.proxy <= 300);
+  const lost = Object.values(results.lost_exchanges);
+  if (lost.length) {
+    const n = lost.reduce((a, l) => a + l.lost, 0);
+    const total = lost.reduce((a, l) => a + l.ok_2xx, 0);
+    add('lost exchange records', `${n} of ${total}`, '0', n === 0);
+  }
+  return out;
+}
+
+function ratio(a, b) {
+  return a !== undefined && b ? `${r2(a / b)}×` : undefined;
+}
+function diff(a, b) {
+  if (a === undefined || b === undefined) return undefined;
+  const d = r2(a - b);
+  return `${d >= 0 ? '+' : ''}${d} ms`;
+}
+
+function caseRows(c) {
+  const v = (t, k) => c[t]?.[k];
+  const row = (label, key, cmp) => [label, v('direct', key), v('floor', key), v('proxy', key), cmp(v('proxy', key), v('direct', key)), cmp(v('proxy', key), v('floor', key))];
+  return [
+    row('req/s @N conn', 'rps', ratio),
+    row('p50 ms @N conn', 'p50_ms', diff),
+    row('p99 ms @N conn', 'p99_ms', diff),
+    row('p50 ms @1 conn', 'c1_p50_ms', diff),
+    row('p99 ms @1 conn', 'c1_p99_ms', diff),
+    row('first chunk p50 ms @1', 'c1_ttfb_p50_ms', diff),
+    row('first chunk p99 ms @1', 'c1_ttfb_p99_ms', diff),
+    row('CPU ms/request', 'cpu_ms_per_request', ratio),
+    row('peak RSS MB', 'rss_mb', ratio),
+    row('DB transactions/request', 'db_transactions_per_request', () => undefined),
+    row('DB rows fetched/request', 'db_rows_fetched_per_request', () => undefined),
+  ];
+}
+
+function report(results, opts) {
+  const m = results.machine;
+  const lines = [];
+  lines.push('');
+  lines.push(`== proxy benchmark (${results.mode}) — ${m.date}`);
+  lines.push(`   ${m.cpu_model}, ${m.cores} cores, ${m.memory_gb} GB, Node ${m.node}, ${m.os}`);
+  lines.push(`   load average (1 min) at start ${m.load_average_at_start[0]}, at end ${m.load_average_at_end[0]}${m.load_average_at_start[0] > m.cores * 0.25 ? '  ← a busy machine: figures are distorted' : ''}`);
+  lines.push(
+    results.pinning.enabled
+      ? '   pinning: system under test on core 0; load generator and fake upstream on core 1 (PostgreSQL not pinned)'
+      : `   pinning: OFF (${results.pinning.reason}) — every process shares every core`,
+  );
+  if (results.database) {
+    const settings = Object.entries(results.database.settings ?? {}).map(([k, v]) => `${k}=${v}`).join(', ');
+    if (results.proxy_node_flags) lines.push(`   EXPERIMENT: proxy started with ${results.proxy_node_flags.join(' ')}`);
+    lines.push(`   proxy database: ${results.database.mode}${results.database.name ? ` (${results.database.name})` : ''}; setup via ${results.database.setup}${settings ? `; EXPERIMENT: ${settings}` : ''}`);
+  }
+  lines.push(`   ${opts.connections} connections × ${opts.duration} s per throughput run (after ${opts.warmup} s warm-up); ${opts.seq} sequential requests @1 conn; SSE = 20 delta events`);
+  for (const [name, c] of Object.entries(results.cases)) {
+    lines.push('', `-- ${name} (${CASES[name].path}${CASES[name].stream ? ', stream' : ''})`);
+    lines.push(table(['metric', 'direct', 'floor', 'proxy', 'proxy vs direct', 'proxy vs floor'], caseRows(c).map((r) => [r[0].replace('@N', `@${opts.connections}`), ...r.slice(1)])));
+  }
+  if (results.realistic_streaming) {
+    const rs = results.realistic_streaming;
+    lines.push('', `-- realistic streaming (first token after ${rs.first_byte_ms} ms, ${rs.event_interval_ms} ms between events; ${rs.requests_per_target} requests, ${rs.concurrency} at a time)`);
+    const rows = [];
+    for (const [name, c] of Object.entries(rs.cases)) {
+      for (const [k, label] of [['ttfb_p50_ms', 'first chunk p50'], ['ttfb_p99_ms', 'first chunk p99'], ['total_p50_ms', 'total p50'], ['total_p99_ms', 'total p99']]) {
+        rows.push([`${name} ${label}`, c.direct?.[k], c.floor?.[k], c.proxy?.[k], diff(c.proxy?.[k], c.direct?.[k])]);
+      }
+    }
+    lines.push(table(['ms', 'direct', 'floor', 'proxy', 'proxy added'], rows));
+  }
+  if (results.analytics) {
+    const a = results.analytics;
+    lines.push('', '-- persona analytics');
+    lines.push(a.error ? `   ERROR: ${a.error}` : a.skipped ? `   skipped: ${a.skipped}` : `   ${a.exchanges} exchanges, ${a.calls} calls: p50 ${a.p50_ms} ms, p95 ${a.p95_ms} ms, max ${a.max_ms} ms (seeded in ${a.seed_ms} ms)`);
+  }
+  if (Object.keys(results.lost_exchanges).length) {
+    lines.push('', '-- stored exchanges (every 2xx must have a completed record)');
+    lines.push(table(['case', '2xx', 'completed', 'lost'], Object.entries(results.lost_exchanges).map(([k, l]) => [k, l.ok_2xx, l.completed_records, l.lost])));
+  }
+  if (results.targets.length) {
+    lines.push('', `-- targets${opts.mode === 'smoke' ? ' (smoke run: not enforced, too short to mean much)' : ''}`);
+    lines.push(table(['target', 'measured', 'limit', 'result'], results.targets.map((t) => [t.name, t.value, t.limit, t.pass ? 'PASS' : 'FAIL'])));
+  }
+  if (results.profile) {
+    const { format } = require('./profile-summary');
+    lines.push('', `-- proxy CPU profile (${results.profile.file})`);
+    lines.push(format({ ...results.profile, functions: results.profile.functions.slice(0, 20), areas: results.profile.areas.slice(0, 12) }));
+  }
+  if (results.broken.length) {
+    lines.push('', '-- BROKEN RUN');
+    for (const b of results.broken) lines.push(`   ${b}`);
+  }
+  lines.push('', '-- markdown (for the README)', '', toMarkdown(results, opts), '');
+  process.stdout.write(lines.join('\n') + '\n');
+}
+
+function toMarkdown(results, opts) {
+  const m = results.machine;
+  const out = [];
+  out.push(
+    `${m.cpu_model}, ${m.cores} cores, Node ${m.node}, ${results.database?.mode ?? 'no'} database, ${results.pinning.enabled ? 'proxy pinned to one core' : 'no core pinning'}, ${results.mode} run, ${m.date.slice(0, 10)}.`,
+    '',
+  );
+  const rows = [];
+  for (const [name, c] of Object.entries(results.cases)) {
+    const ttfb = CASES[name].stream;
+    rows.push([
+      `\`${CASES[name].path}\` ${ttfb ? 'SSE' : 'JSON'}`,
+      c.direct?.rps,
+      c.floor?.rps,
+      c.proxy?.rps,
+      ratio(c.proxy?.rps, c.floor?.rps),
+      c.proxy ? `${c.proxy.p50_ms} / ${c.proxy.p99_ms}` : undefined,
+      diff(c.proxy?.c1_p50_ms, c.direct?.c1_p50_ms),
+      diff(c.proxy?.c1_p99_ms, c.direct?.c1_p99_ms),
+      ttfb ? diff(c.proxy?.c1_ttfb_p50_ms, c.direct?.c1_ttfb_p50_ms) : '',
+      c.proxy?.cpu_ms_per_request,
+    ]);
+  }
+  out.push(
+    markdown(
+      [
+        'case',
+        'direct req/s',
+        'floor req/s',
+        'proxy req/s',
+        'proxy/floor',
+        `proxy p50/p99 ms @${opts.connections}`,
+        'added p50 @1',
+        'added p99 @1',
+        'added first chunk p50',
+        'proxy CPU ms/req',
+      ],
+      rows,
+    ),
+  );
+  if (results.realistic_streaming) {
+    out.push('');
+    const rows2 = Object.entries(results.realistic_streaming.cases).map(([name, c]) => [
+      `\`${CASES[name].path}\` SSE, 200 ms + 20 ms/event`,
+      c.direct ? `${c.direct.ttfb_p50_ms} / ${c.direct.total_p50_ms}` : undefined,
+      c.proxy ? `${c.proxy.ttfb_p50_ms} / ${c.proxy.total_p50_ms}` : undefined,
+      diff(c.proxy?.ttfb_p50_ms, c.direct?.ttfb_p50_ms),
+    ]);
+    out.push(markdown(['realistic stream', 'direct first chunk / total p50 ms', 'proxy first chunk / total p50 ms', 'added'], rows2));
+  }
+  if (results.analytics && results.analytics.p50_ms !== undefined) {
+    out.push('', `Persona analytics over ${results.analytics.exchanges.toLocaleString('en-US')} exchanges: p50 ${results.analytics.p50_ms} ms, p95 ${results.analytics.p95_ms} ms.`);
+  }
+  if (results.targets.length) {
+    out.push('', markdown(['target', 'measured', 'limit', 'result'], results.targets.map((t) => [t.name, t.value, t.limit, t.pass ? 'PASS' : 'FAIL'])));
+  }
+  return out.join('\n');
+}
+
+// ------------------------------------------------------------------------------------------------ entry
+
+let exiting = false;
+async function exit(code) {
+  if (exiting) return;
+  exiting = true;
+  await procs.cleanupAll();
+  process.exit(code);
+}
+
+for (const sig of ['SIGINT', 'SIGTERM']) {
+  process.on(sig, () => {
+    log(`${sig}: stopping`);
+    void exit(130);
+  });
+}
+
+if (require.main === module) {
+  main().then(
+    (code) => exit(code),
+    (err) => {
+      process.stderr.write(`bench: ${err instanceof Error ? err.message : String(err)}\n`);
+      void exit(1);
+    },
+  );
+}
+
+module.exports = { CASES, parseArgs };
