@@ -83,6 +83,7 @@ const UPDATE_FIELDS: [string, string][] = [
 // Postgres allows 65535 parameters per statement
 const MAX_BATCH = 1000;
 const SWEEP_INTERVAL_MS = 15_000;
+const RETRY_LATER_FOR_MS = 10 * 60_000;
 
 const jsonText = (v: unknown): string | null => (v === null || v === undefined ? null : typeof v === 'string' ? v : JSON.stringify(v));
 const int = (v: number | null | undefined): number | null => (v === null || v === undefined ? null : Math.round(v));
@@ -133,6 +134,20 @@ export class ExchangeRecorder implements OnApplicationBootstrap, OnApplicationSh
   /** Completes the row; resolves once it is committed. */
   complete(row: ExchangeOutcome): Promise<void> {
     return new Promise((resolve, reject) => this.enqueue({ kind: 'update', row, completedAt: new Date(), resolve, reject }));
+  }
+
+  /**
+   * Completes a record whose completion failed (the database was unreachable), retrying in the background until
+   * the database is back; given up after RETRY_LATER_FOR_MS (the row then stays pending and is marked interrupted
+   * when this process is gone).
+   */
+  completeLater(row: ExchangeOutcome): void {
+    const deadline = Date.now() + RETRY_LATER_FOR_MS;
+    const attempt = () => {
+      if (this.stopped || Date.now() > deadline) return;
+      this.complete(row).catch(() => setTimeout(attempt, 1000).unref());
+    };
+    setTimeout(attempt, 500).unref();
   }
 
   get queueDepth(): number {

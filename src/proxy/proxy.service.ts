@@ -25,6 +25,13 @@ const PATHS: Record<ProxyEndpoint, string> = { responses: '/responses', 'chat.co
 
 class BodyTooLarge extends Error {}
 
+const UNDELIVERED = {
+  message: 'The answer was not delivered: the database was unavailable to record it',
+  type: 'service_unavailable',
+  code: 'database_unavailable',
+  param: null,
+};
+
 /** Retry-After (seconds or an HTTP date) or OpenAI's retry-after-ms, in milliseconds; null if absent. */
 export function retryAfterMs(headers: IncomingHttpHeaders): number | null {
   const ms = headers['retry-after-ms'];
@@ -160,7 +167,7 @@ class ProxiedCall {
     const { config, upstream } = this.svc;
     const accept = this.fields.stream ? 'text/event-stream' : 'application/json';
     for (let attempt = 0; ; attempt++) {
-      if (this.clientGone) return this.finish('client_aborted', { upstreamStatus: null });
+      if (this.clientGone) return void (await this.finish('client_aborted', { upstreamStatus: null }));
       let up: UpstreamResponse;
       try {
         this.upstreamStartedAt ??= performance.now();
@@ -173,7 +180,7 @@ class ProxiedCall {
           signal: this.abort.signal,
         });
       } catch (err) {
-        if (this.clientGone) return this.finish('client_aborted', { upstreamStatus: null });
+        if (this.clientGone) return void (await this.finish('client_aborted', { upstreamStatus: null }));
         const exc = upstreamFailure(err);
         if (exc.kind === 'upstream_error' && attempt < config.upstreamMaxRetries) {
           this.svc.metrics.retry(this.endpoint);
@@ -246,11 +253,12 @@ class ProxiedCall {
     throw exc;
   }
 
+  /** Completes the record; false when it could not be written (the answer must then not be delivered as a success). */
   async finish(
     status: ExchangeStatus,
     o: { upstreamStatus: number | null; captured?: Captured | null; responseBody?: unknown; error?: unknown },
-  ): Promise<void> {
-    if (this.recorded) return;
+  ): Promise<boolean> {
+    if (this.recorded) return true;
     this.recorded = true;
     const { pricing, exchanges, recorder, logger, limits, metrics } = this.svc;
     const upstreamEndedAt = performance.now();
@@ -259,23 +267,28 @@ class ProxiedCall {
     const cost = usage ? pricing.cost(captured?.model ?? this.fields.model, usage) : null;
     const responseId = captured?.responseId ?? null;
     if (responseId) exchanges.rememberResponse(this.req.acting!.orgId, responseId, this.sessionId);
+    const outcome = {
+      id: this.req.requestId,
+      status,
+      upstreamStatus: o.upstreamStatus,
+      responseId,
+      responseBody: o.responseBody !== undefined ? o.responseBody : (captured?.responseBody ?? null),
+      outputText: captured?.outputText ?? null,
+      error: o.error ?? captured?.upstreamError ?? null,
+      usage,
+      cost,
+      latencyMs: performance.now() - this.req.startedAt,
+      timeToFirstByteMs: this.ttfb,
+    };
+    let committed = true;
     try {
-      await recorder.complete({
-        id: this.req.requestId,
-        status,
-        upstreamStatus: o.upstreamStatus,
-        responseId,
-        responseBody: o.responseBody !== undefined ? o.responseBody : (captured?.responseBody ?? null),
-        outputText: captured?.outputText ?? null,
-        error: o.error ?? captured?.upstreamError ?? null,
-        usage,
-        cost,
-        latencyMs: performance.now() - this.req.startedAt,
-        timeToFirstByteMs: this.ttfb,
-      });
+      await recorder.complete(outcome);
     } catch (err) {
-      // the answer still goes out; the row stays pending until this process is gone, then reads interrupted
-      logger.write('error', 'exchange record could not be completed', { request_id: this.req.requestId, err });
+      // no unrecorded success: the caller withholds the answer (503, or an SSE error event), and the record is
+      // completed as interrupted once the database is back
+      committed = false;
+      logger.write('error', 'exchange record could not be completed; answer withheld', { request_id: this.req.requestId, err });
+      recorder.completeLater({ ...outcome, status: 'interrupted', error: UNDELIVERED });
     }
     // counted before the answer leaves, so the client's next call already sees these tokens and this cost
     const acting = this.req.acting!;
@@ -291,6 +304,7 @@ class ProxiedCall {
       outputTokens: usage?.output,
       cost,
     });
+    return committed;
   }
 
   private async relayJson(up: UpstreamResponse): Promise<void> {
@@ -306,7 +320,7 @@ class ProxiedCall {
     try {
       buf = await readBounded(up.body, max);
     } catch (err) {
-      if (this.clientGone) return this.finish('client_aborted', { upstreamStatus: status });
+      if (this.clientGone) return void (await this.finish('client_aborted', { upstreamStatus: status }));
       if (err instanceof BodyTooLarge) return this.fail(tooLarge(), 'upstream_error', status);
       const exc = upstreamFailure(err);
       return this.fail(exc, exc.kind === 'upstream_timeout' ? 'upstream_timeout' : 'upstream_error', status);
@@ -318,7 +332,8 @@ class ProxiedCall {
     }
     const captured = captureJson(this.endpoint, parsed);
     // read-your-writes: the record is committed before the answer leaves
-    await this.finish(captured.upstreamError ? 'failed' : 'completed', { upstreamStatus: status, captured, responseBody: text });
+    const recorded = await this.finish(captured.upstreamError ? 'failed' : 'completed', { upstreamStatus: status, captured, responseBody: text });
+    if (!recorded) throw AppException.databaseUnavailable();
     if (this.clientGone) return;
     this.res.writeHead(status, { 'content-type': 'application/json', 'content-length': buf.length });
     this.res.end(buf);
@@ -393,9 +408,16 @@ class ProxiedCall {
         body.pause();
         const captured = capture.result();
         const exStatus: ExchangeStatus = capture.errorStatus ?? 'completed';
-        void this.finish(exStatus, { upstreamStatus: status, captured, error: captured.upstreamError ?? null }).then(() => {
+        void this.finish(exStatus, { upstreamStatus: status, captured, error: captured.upstreamError ?? null }).then((recorded) => {
           holding = false;
           if (this.clientGone) return settle();
+          if (!recorded) {
+            body.destroy();
+            const exc = AppException.databaseUnavailable();
+            if (!started) return settle(exc);
+            res.end(`${parser.midEvent ? '\n\n' : ''}event: error\ndata: ${JSON.stringify(exc.toBody())}\n\n`);
+            return settle();
+          }
           if (!started) {
             started = true;
             res.writeHead(200, SSE_HEADERS);
