@@ -38,7 +38,7 @@ const HELP = `usage: node bench/run.js [--smoke | --quick] [options]
                           e.g. --pg-setting synchronous_commit=off
   --proxy-node-flags "F"  experiment: extra node flags for the proxy, e.g. "--max-semi-space-size=8"
   --strict                exit 2 when a target FAILs (broken runs always exit 1)
-  --out FILE              results JSON (default bench/results/latest.json)
+  --out FILE              results JSON (default bench/results/latest.json; smoke.json / quick.json for those modes)
 Environment: DATABASE_URL (PostgreSQL server for a fresh bench_<ts> database; unset: embedded database).`;
 
 function parseArgs(argv) {
@@ -59,7 +59,7 @@ function parseArgs(argv) {
     strict: false,
     pgSettings: {},
     proxyNodeFlags: [],
-    out: path.join(RESULTS, 'latest.json'),
+    out: undefined,
   };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
@@ -117,6 +117,8 @@ function parseArgs(argv) {
   o.seq ??= presets.seq;
   o.realisticShape = presets.realistic;
   o.analyticsSize = presets.analytics;
+  // a smoke or quick run never replaces the full run's figures
+  o.out ??= path.join(RESULTS, o.mode === 'full' ? 'latest.json' : `${o.mode}.json`);
   return o;
 }
 

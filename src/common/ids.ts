@@ -2,11 +2,20 @@ import { randomBytes, randomUUID } from 'node:crypto';
 
 const ALPHABET = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_';
 
+// random bytes are drawn in blocks: one system call serves many ids on the hot path
+const POOL_SIZE = 24 * 256;
+let pool = randomBytes(POOL_SIZE);
+let offset = 0;
+
 /** 24 url-safe random characters (144 bits). */
 export function randomToken24(): string {
-  const bytes = randomBytes(24);
+  if (offset + 24 > POOL_SIZE) {
+    pool = randomBytes(POOL_SIZE);
+    offset = 0;
+  }
   let out = '';
-  for (let i = 0; i < 24; i++) out += ALPHABET[bytes[i] & 63];
+  for (let i = 0; i < 24; i++) out += ALPHABET[pool[offset + i] & 63];
+  offset += 24;
   return out;
 }
 
