@@ -56,7 +56,6 @@ export function configureApp(app: INestApplication, config: AppConfig, logger: J
   app.useGlobalFilters(new AppExceptionFilter(logger, config.bodyLimitBytes));
   app.useGlobalInterceptors(new BodyErrorInterceptor(config.bodyLimitBytes));
   app.useGlobalPipes(createValidationPipe());
-  app.enableShutdownHooks();
 
   const doc = new DocumentBuilder()
     .setTitle('OpenAI inference proxy')

@@ -1,5 +1,5 @@
-import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -69,5 +69,28 @@ describe('configuration is validated at start', () => {
     // during a rotation the previous key keeps the server readable
     const rotating = await createTestApp({ ENCRYPTION_KEY: wrong, ENCRYPTION_KEY_PREVIOUS: TEST_ENCRYPTION_KEY });
     await rotating.close();
+  });
+
+  it('SIGTERM shuts the server down gracefully: exit 0, embedded database closed and unlocked', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'proxy-term-'));
+    const port = 20000 + Math.floor(Math.random() * 30000);
+    const child = spawn(NODE, [MAIN], { env: { PATH: process.env.PATH, PORT: String(port), HOST: '127.0.0.1', DATA_DIR: dir, LOG_LEVEL: 'warn' } });
+    try {
+      let healthy = false;
+      for (let i = 0; i < 120 && !healthy; i++) {
+        healthy = await fetch(`http://127.0.0.1:${port}/health`).then((r) => r.ok, () => false);
+        if (!healthy) await new Promise((r) => setTimeout(r, 250));
+      }
+      expect(healthy).toBe(true);
+      expect(existsSync(join(dir, 'embedded-db.lock'))).toBe(true);
+      const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+      child.kill('SIGTERM');
+      expect(await exited).toBe(0);
+      expect(existsSync(join(dir, 'embedded-db.lock'))).toBe(false);
+      expect(existsSync(join(dir, 'embedded-db.json'))).toBe(false);
+    } finally {
+      child.kill('SIGKILL');
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
