@@ -15,7 +15,6 @@ import { MetricsService } from '../metrics/metrics.service';
 import { ExchangeEntity } from '../proxy/exchange.entity';
 import { PricingService } from '../proxy/pricing.service';
 import { UpstreamClient } from '../proxy/upstream-client';
-import { upstreamErrorAnswer, upstreamFailure } from '../proxy/upstream-errors';
 import { AnalysisConfigsService, definitionOf } from './analysis-configs.service';
 import { AnalysisResultEntity } from './analysis-result.entity';
 import {
@@ -341,23 +340,7 @@ export class AnalysisService {
   }
 
   private async post(key: ResolvedKey, body: string): Promise<Record<string, any>> {
-    let text: string;
-    let status: number;
-    try {
-      const res = await this.upstream.send({ key, method: 'POST', path: '/responses', body });
-      status = res.statusCode;
-      text = await res.body.text();
-    } catch (err) {
-      throw upstreamFailure(err);
-    }
-    if (status >= 300 && status < 400) throw new AppException('upstream_error', 'The upstream answered with a redirect, which is not followed');
-    if (status >= 400) throw upstreamErrorAnswer(status, text, key.apiKey);
-    let parsed: unknown;
-    try {
-      parsed = JSON.parse(text);
-    } catch {
-      throw new AppException('upstream_error', 'The upstream sent a body that is not valid JSON');
-    }
+    const parsed = await this.upstream.json({ key, method: 'POST', path: '/responses', body });
     if (!parsed || typeof parsed !== 'object' || Array.isArray(parsed)) {
       throw new AppException('upstream_error', 'The upstream sent an unexpected body');
     }

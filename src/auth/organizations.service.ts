@@ -1,7 +1,7 @@
 import { Injectable } from '@nestjs/common';
 import { InjectRepository } from '@nestjs/typeorm';
-import { DataSource, QueryFailedError, Repository } from 'typeorm';
-import { AppException } from '../common/app-exception';
+import { DataSource, Repository } from 'typeorm';
+import { AppException, isUniqueViolation } from '../common/app-exception';
 import { isUuid } from '../common/ids';
 import { ChangeFeedService } from '../database/change-feed.service';
 import { OrganizationEntity } from './organization.entity';
@@ -19,10 +19,6 @@ export const toOrganizationView = (o: OrganizationEntity): OrganizationView => (
   disabled: o.disabledAt !== null,
   created_at: o.createdAt.toISOString(),
 });
-
-export function isUniqueViolation(err: unknown): boolean {
-  return err instanceof QueryFailedError && (err.driverError as { code?: string })?.code === '23505';
-}
 
 @Injectable()
 export class OrganizationsService {

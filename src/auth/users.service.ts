@@ -1,10 +1,9 @@
 import { Injectable } from '@nestjs/common';
 import { InjectRepository } from '@nestjs/typeorm';
 import { Repository } from 'typeorm';
-import { AppException } from '../common/app-exception';
+import { AppException, isUniqueViolation } from '../common/app-exception';
 import { isUuid } from '../common/ids';
 import { OrganizationEntity } from './organization.entity';
-import { isUniqueViolation } from './organizations.service';
 import { UserEntity } from './user.entity';
 
 export interface UserView {

@@ -74,6 +74,13 @@ export class AppException extends Error {
 
 const CONNECTION_ERROR_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'ENOTFOUND', 'EHOSTUNREACH', '57P01', '57P02', '57P03', '53300']);
 
+/** A unique-constraint violation (of `constraint` when given; a driver that names none counts as a match). */
+export function isUniqueViolation(err: unknown, constraint?: string): boolean {
+  const driver = (err as { driverError?: { code?: string; constraint?: string } })?.driverError;
+  if (driver?.code !== '23505') return false;
+  return constraint === undefined || driver.constraint === undefined || driver.constraint === constraint;
+}
+
 /** True for errors that mean the database cannot be reached (as opposed to a bad query). */
 export function isDatabaseUnavailable(err: unknown): boolean {
   if (!err || typeof err !== 'object') return false;

@@ -1,10 +1,10 @@
 import { Injectable, Optional } from '@nestjs/common';
 import { InjectRepository } from '@nestjs/typeorm';
 import { DataSource, EntityManager, Repository } from 'typeorm';
-import { toOrganizationView, isUniqueViolation, OrganizationView } from '../auth/organizations.service';
+import { toOrganizationView, OrganizationView } from '../auth/organizations.service';
 import { OrganizationEntity } from '../auth/organization.entity';
 import { UserEntity } from '../auth/user.entity';
-import { AppException } from '../common/app-exception';
+import { AppException, isUniqueViolation } from '../common/app-exception';
 import { isUuid } from '../common/ids';
 import { JsonLogger } from '../common/logger';
 import { AppConfig } from '../config/app-config';

@@ -1,7 +1,7 @@
 import { Injectable } from '@nestjs/common';
 import { InjectRepository } from '@nestjs/typeorm';
-import { DataSource, EntityManager, IsNull, QueryFailedError, Repository } from 'typeorm';
-import { AppException } from '../common/app-exception';
+import { DataSource, EntityManager, IsNull, Repository } from 'typeorm';
+import { AppException, isUniqueViolation } from '../common/app-exception';
 import { isUuid } from '../common/ids';
 import { ListPage, PageQuery, toListPage } from '../common/pagination';
 import { ChangeFeedService } from '../database/change-feed.service';
@@ -39,10 +39,7 @@ function toVersionView(v: PersonaVersionEntity): PersonaVersionView {
   return { version: v.version, content: v.content, created_at: v.createdAt.toISOString() };
 }
 
-function isLiveNameTaken(err: unknown): boolean {
-  const driver = err instanceof QueryFailedError ? (err.driverError as { code?: string; constraint?: string }) : undefined;
-  return driver?.code === '23505' && (driver.constraint === undefined || driver.constraint === 'uq_personas_org_live_name');
-}
+const isLiveNameTaken = (err: unknown) => isUniqueViolation(err, 'uq_personas_org_live_name');
 
 @Injectable()
 export class PersonasService {

@@ -99,11 +99,12 @@ export class ProxyService {
     res.setHeader('X-Key-Source', key.source);
     const payload = persona ? withPersona(endpoint, fields.body, persona.content) : withoutPersona(fields.body, req.rawBody!);
 
-    // the pending row is committed before the upstream is called: a process killed mid-call leaves a trace,
-    // and with the database down nothing is sent upstream (503)
     // rate limits and budgets, before anything is recorded or sent upstream (429 with Retry-After)
     const admission = await this.limits.admit(acting);
     if (admission.headers) for (const [name, value] of Object.entries(admission.headers)) res.setHeader(name, value);
+
+    // the pending row is committed before the upstream is called: a process killed mid-call leaves a trace,
+    // and with the database down nothing is sent upstream (503)
 
     await this.recorder.begin({
       id: req.requestId,

@@ -5,6 +5,8 @@ import type { Readable } from 'node:stream';
 import { AppConfig } from '../config/app-config';
 import { MetricsService } from '../metrics/metrics.service';
 import { CircuitBreakers } from './circuit-breakers';
+import { AppException } from '../common/app-exception';
+import { upstreamErrorAnswer, upstreamFailure } from './upstream-errors';
 import type { ResolvedKey } from '../keys/key-resolver';
 
 export interface UpstreamRequest {
@@ -88,6 +90,31 @@ export class UpstreamClient implements OnApplicationShutdown {
     }
     report(res.statusCode < 500);
     return { statusCode: res.statusCode, headers: res.headers, body: res.body as UpstreamResponse['body'] };
+  }
+
+  /**
+   * A whole JSON call for the proxy's own use (model list, analysis): the parsed answer, or the contract's error
+   * for a failure to reach the upstream, a redirect, an error answer (key scrubbed) or a body that is not JSON.
+   */
+  async json(req: UpstreamRequest): Promise<unknown> {
+    let statusCode: number;
+    let text: string;
+    try {
+      const res = await this.send(req);
+      statusCode = res.statusCode;
+      text = await res.body.text();
+    } catch (err) {
+      throw upstreamFailure(err);
+    }
+    if (statusCode >= 300 && statusCode < 400) {
+      throw new AppException('upstream_error', 'The upstream answered with a redirect, which is not followed');
+    }
+    if (statusCode >= 400) throw upstreamErrorAnswer(statusCode, text, req.key.apiKey);
+    try {
+      return JSON.parse(text);
+    } catch {
+      throw new AppException('upstream_error', 'The upstream sent a body that is not valid JSON');
+    }
   }
 
   async onApplicationShutdown(): Promise<void> {
