@@ -36,6 +36,7 @@ const HELP = `usage: node bench/run.js [--smoke | --quick] [options]
   --profile               run the proxy with --cpu-prof and print its top self-time functions
   --pg-setting K=V        experiment: ALTER DATABASE bench_<ts> SET K = V before the proxy starts (repeatable),
                           e.g. --pg-setting synchronous_commit=off
+  --proxy-env K=V         run the proxy with this environment variable (repeatable), e.g. --proxy-env RECORD_WRITE=after_answer
   --proxy-node-flags "F"  experiment: extra node flags for the proxy, e.g. "--max-semi-space-size=8"
   --strict                exit 2 when a target FAILs (broken runs always exit 1)
   --out FILE              results JSON (default bench/results/latest.json; smoke.json / quick.json for those modes)
@@ -59,6 +60,7 @@ function parseArgs(argv) {
     strict: false,
     pgSettings: {},
     proxyNodeFlags: [],
+    proxyEnv: {},
     out: undefined,
   };
   for (let i = 0; i < argv.length; i++) {
@@ -94,6 +96,12 @@ function parseArgs(argv) {
       case '--profile': o.profile = true; break;
       case '--strict': o.strict = true; break;
       case '--proxy-node-flags': o.proxyNodeFlags = next().split(/\s+/).filter(Boolean); break;
+      case '--proxy-env': {
+        const m = /^([A-Z_][A-Z0-9_]*)=(.*)$/.exec(next());
+        if (!m) throw new Error('--proxy-env needs NAME=value');
+        o.proxyEnv[m[1]] = m[2];
+        break;
+      }
       case '--pg-setting': {
         const m = /^([a-z_.]+)=(.+)$/.exec(next());
         if (!m) throw new Error('--pg-setting needs name=value');
@@ -309,8 +317,9 @@ async function main() {
       mkdirSync(profileDir, { recursive: true });
       rmSync(path.join(profileDir, 'proxy.cpuprofile'), { force: true });
     }
-    proxy = await setup.startProxy({ databaseUrl: process.env.DATABASE_URL, upstreamUrl, pinning, cpuProfDir: profileDir, dbSettings: opts.pgSettings, nodeFlags: opts.proxyNodeFlags });
+    proxy = await setup.startProxy({ databaseUrl: process.env.DATABASE_URL, upstreamUrl, pinning, cpuProfDir: profileDir, dbSettings: opts.pgSettings, nodeFlags: opts.proxyNodeFlags, extraEnv: opts.proxyEnv });
     if (opts.proxyNodeFlags.length) results.proxy_node_flags = opts.proxyNodeFlags;
+    if (Object.keys(opts.proxyEnv).length) results.proxy_env = opts.proxyEnv;
     results.database = { mode: proxy.mode, ...(proxy.dbName ? { name: proxy.dbName } : {}) };
     if (Object.keys(opts.pgSettings).length) {
       if (proxy.mode !== 'postgresql') throw new Error('--pg-setting needs DATABASE_URL');
@@ -592,6 +601,7 @@ function report(results, opts) {
   if (results.database) {
     const settings = Object.entries(results.database.settings ?? {}).map(([k, v]) => `${k}=${v}`).join(', ');
     if (results.proxy_node_flags) lines.push(`   EXPERIMENT: proxy started with ${results.proxy_node_flags.join(' ')}`);
+    if (results.proxy_env) lines.push(`   proxy environment: ${Object.entries(results.proxy_env).map(([k, v]) => `${k}=${v}`).join(' ')}`);
     lines.push(`   proxy database: ${results.database.mode}${results.database.name ? ` (${results.database.name})` : ''}; setup via ${results.database.setup}${settings ? `; EXPERIMENT: ${settings}` : ''}`);
   }
   lines.push(`   ${opts.connections} connections × ${opts.duration} s per throughput run (after ${opts.warmup} s warm-up); ${opts.seq} sequential requests @1 conn; SSE = 20 delta events`);

@@ -77,11 +77,19 @@ async function waitHealthy(url, child, timeoutMs = 60000) {
   throw new Error(`the proxy did not answer /health within ${timeoutMs} ms`);
 }
 
+/** The node flags `npm start` runs the server with (package.json), so the bench measures the server as shipped. */
+function startFlags() {
+  const script = JSON.parse(readFileSync(path.join(ROOT, 'package.json'), 'utf8')).scripts.start;
+  const m = /^node((?: --\S+)*) dist\/src\/main\.js$/.exec(script);
+  if (!m) throw new Error(`package.json scripts.start is not "node [flags] dist/src/main.js": ${script}`);
+  return m[1].trim().split(' ').filter(Boolean);
+}
+
 /**
  * Starts dist/src/main.js pinned to the system-under-test core.
  * @returns {{child, url, env, dbUrl: () => string, jwtSecret, encryptionKey, mode}}
  */
-async function startProxy({ databaseUrl, upstreamUrl, pinning, cpuProfDir, dbSettings, nodeFlags = [] }) {
+async function startProxy({ databaseUrl, upstreamUrl, pinning, cpuProfDir, dbSettings, nodeFlags = [], extraEnv = {} }) {
   if (!existsSync(MAIN)) throw new Error(`${path.relative(ROOT, MAIN)} is missing: run npm run build`);
   const jwtSecret = randomBytes(48).toString('base64url');
   const encryptionKey = randomBytes(32).toString('hex');
@@ -97,9 +105,9 @@ async function startProxy({ databaseUrl, upstreamUrl, pinning, cpuProfDir, dbSet
     procs.removeDirLater(dataDir);
   }
   const port = await procs.freePort();
-  const env = proxyEnv({ port, databaseUrl: dbUrl, dataDir, jwtSecret, encryptionKey, upstreamUrl });
+  const env = { ...proxyEnv({ port, databaseUrl: dbUrl, dataDir, jwtSecret, encryptionKey, upstreamUrl }), ...extraEnv };
   const profFlags = cpuProfDir ? ['--cpu-prof', `--cpu-prof-dir=${cpuProfDir}`, '--cpu-prof-name=proxy.cpuprofile'] : [];
-  const child = procs.start('proxy', process.execPath, [...nodeFlags, ...profFlags, MAIN], { env, core: pinning.sutCore, pinning });
+  const child = procs.start('proxy', process.execPath, [...startFlags(), ...nodeFlags, ...profFlags, MAIN], { env, core: pinning.sutCore, pinning });
   const url = `http://127.0.0.1:${port}`;
   await waitHealthy(url, child);
   if (!dbUrl) {

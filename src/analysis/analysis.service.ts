@@ -12,6 +12,7 @@ import { DatabaseHandle } from '../database/embedded-database';
 import { KeyResolver, ResolvedKey } from '../keys/key-resolver';
 import { LimitsService } from '../limits/limits.service';
 import { MetricsService } from '../metrics/metrics.service';
+import { ExchangeRecorder } from '../proxy/exchange-recorder.service';
 import { ExchangeEntity } from '../proxy/exchange.entity';
 import { PricingService } from '../proxy/pricing.service';
 import { UpstreamClient } from '../proxy/upstream-client';
@@ -128,6 +129,7 @@ export class AnalysisService {
     private readonly dataSource: DataSource,
     private readonly db: DatabaseHandle,
     private readonly keys: KeyResolver,
+    private readonly recorder: ExchangeRecorder,
     private readonly upstream: UpstreamClient,
     private readonly pricing: PricingService,
     private readonly logger: JsonLogger,
@@ -209,6 +211,7 @@ export class AnalysisService {
     const inline = hasInline ? this.configs.normalizeDefinition(dto.config!, 'config.') : null;
     const def = inline ?? definitionOf(await this.configs.findLive(orgId, dto.config_id!));
 
+    await this.recorder.caughtUp();
     const exchange = hasRequest
       ? await this.exchanges.findOneBy({ id: dto.request_id!, organizationId: orgId })
       : await this.exchanges.findOne({ where: { responseId: dto.response_id!, organizationId: orgId }, order: { createdAt: 'DESC' } });

@@ -5,7 +5,9 @@ import { json } from 'express';
 import { AppConfig } from '../config/app-config';
 import { BEARER, USER_HEADER } from './api-docs';
 import { AppExceptionFilter } from './http-exception.filter';
-import { newRequestId } from './ids';
+import { startRequest } from './request-start';
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
+import { ProxyDispatch } from '../proxy/proxy-dispatch';
 import { JsonLogger } from './logger';
 import type { ProxyRequest } from './request-context';
 import { BodyErrorInterceptor } from './body-error.interceptor';
@@ -18,22 +20,7 @@ export function configureApp(app: INestApplication, config: AppConfig, logger: J
   express.set('etag', false);
 
   app.use((req: Request, res: Response, next: NextFunction) => {
-    const r = req as ProxyRequest;
-    r.startedAt = performance.now();
-    r.requestId = newRequestId();
-    res.setHeader('X-Request-ID', r.requestId);
-    if (logger.enabled('info')) {
-      res.on('finish', () => {
-        logger.write('info', 'request', {
-          request_id: r.requestId,
-          method: req.method,
-          path: req.path,
-          status: res.statusCode,
-          duration_ms: Math.round((performance.now() - r.startedAt) * 100) / 100,
-          org_id: r.acting?.orgId,
-        });
-      });
-    }
+    startRequest(req as ProxyRequest, res, logger, req.path);
     next();
   });
 
@@ -53,9 +40,22 @@ export function configureApp(app: INestApplication, config: AppConfig, logger: J
     });
   });
 
-  app.useGlobalFilters(new AppExceptionFilter(logger, config.bodyLimitBytes));
+  const filter = new AppExceptionFilter(logger, config.bodyLimitBytes);
+  app.useGlobalFilters(filter);
   app.useGlobalInterceptors(new BodyErrorInterceptor(config.bodyLimitBytes));
   app.useGlobalPipes(createValidationPipe());
+
+  // the proxy routes' plain requests are served ahead of Express (see ProxyDispatch)
+  const dispatch = app.get(ProxyDispatch);
+  dispatch.answerErrorsWith(filter);
+  const server = app.getHttpServer() as Server;
+  const viaExpress = server.listeners('request') as ((req: IncomingMessage, res: ServerResponse) => void)[];
+  if (viaExpress.length !== 1) throw new Error(`expected Express as the HTTP server's one request listener, found ${viaExpress.length}`);
+  const viaExpressApp = viaExpress[0];
+  server.removeAllListeners('request');
+  server.on('request', (req: IncomingMessage, res: ServerResponse) => {
+    if (!dispatch.take(req, res)) viaExpressApp(req, res);
+  });
 
   const doc = new DocumentBuilder()
     .setTitle('OpenAI inference proxy')

@@ -1,5 +1,6 @@
 import { ArgumentsHost, Catch, ExceptionFilter, HttpException } from '@nestjs/common';
 import type { Request, Response } from 'express';
+import type { ServerResponse } from 'node:http';
 import { AppException, isDatabaseUnavailable } from './app-exception';
 import { JsonLogger } from './logger';
 
@@ -44,11 +45,14 @@ export class AppExceptionFilter implements ExceptionFilter {
 
   catch(exception: unknown, host: ArgumentsHost): void {
     const ctx = host.switchToHttp();
-    const res = ctx.getResponse<Response>();
-    const req = ctx.getRequest<Request>();
+    this.answer(exception, ctx.getRequest<Request>().path, ctx.getResponse<Response>());
+  }
+
+  /** Answers with the error in the OpenAI envelope (or ends a response already under way). */
+  answer(exception: unknown, path: string, res: ServerResponse): void {
     const err = this.toAppException(exception);
     if (err.kind === 'internal') {
-      this.logger.write('error', 'unhandled error', { request_id: res.getHeader('x-request-id'), path: req.path, err: exception });
+      this.logger.write('error', 'unhandled error', { request_id: res.getHeader('x-request-id'), path, err: exception });
     }
     if (res.headersSent) {
       if (!res.writableEnded) res.end();
@@ -56,6 +60,10 @@ export class AppExceptionFilter implements ExceptionFilter {
     }
     const headers = err.options.headers;
     if (headers) for (const [k, v] of Object.entries(headers)) res.setHeader(k, v);
-    res.status(err.status).json(err.toBody());
+    const body = JSON.stringify(err.toBody());
+    res.statusCode = err.status;
+    res.setHeader('Content-Type', 'application/json; charset=utf-8');
+    res.setHeader('Content-Length', Buffer.byteLength(body));
+    res.end(body);
   }
 }

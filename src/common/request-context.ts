@@ -1,5 +1,6 @@
 import { createParamDecorator, ExecutionContext } from '@nestjs/common';
 import type { Request } from 'express';
+import type { IncomingMessage } from 'node:http';
 
 /** Who a request acts for, set by the auth guards. */
 export interface ActingContext {
@@ -12,13 +13,19 @@ export interface ActingContext {
   jti: string;
 }
 
-export interface ProxyRequest extends Request {
+/** What the app keeps on a request (set by configureApp's middleware or the proxy dispatch, and the auth guards). */
+export interface RequestState {
   acting?: ActingContext;
   requestId: string;
   rawBody?: Buffer;
   bodyError?: { type?: string; status?: number; message?: string };
   startedAt: number;
 }
+
+export interface ProxyRequest extends Request, RequestState {}
+
+/** A proxied call's request: an Express request, or a bare node:http one taken by the proxy dispatch. */
+export type ProxiedRequest = IncomingMessage & RequestState & { body?: unknown };
 
 /** The acting organization and user of the request. */
 export const Acting = createParamDecorator((_data: unknown, ctx: ExecutionContext): ActingContext => {

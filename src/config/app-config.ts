@@ -31,6 +31,11 @@ export class AppConfig {
   circuitCooldownMs: number;
   /** completed exchange records wait for the WAL flush (durable across a database crash) */
   recordSyncCommit: boolean;
+  /**
+   * before_answer: a proxied answer leaves once its record is committed (no 2xx without a record, read-your-writes
+   * everywhere); after_answer: the answer leaves first and the record is committed a moment later
+   */
+  recordWrite: 'before_answer' | 'after_answer';
   /** shared limit counters; unset → counters live in PostgreSQL */
   redisUrl: string | undefined;
   /** prefix of every Redis key this deployment writes (several deployments may share one Redis) */
@@ -150,6 +155,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
   const sync = (env.RECORD_SYNC_COMMIT || 'on').toLowerCase();
   if (!['on', 'off', 'true', 'false', '1', '0'].includes(sync)) throw new ConfigError('RECORD_SYNC_COMMIT must be on or off');
   c.recordSyncCommit = ['on', 'true', '1'].includes(sync);
+  const write = (env.RECORD_WRITE || 'before_answer').toLowerCase();
+  if (write !== 'before_answer' && write !== 'after_answer') throw new ConfigError('RECORD_WRITE must be before_answer or after_answer');
+  c.recordWrite = write;
   c.redisUrl = env.REDIS_URL?.trim() || undefined;
   if (c.redisUrl && !/^rediss?:\/\//.test(c.redisUrl)) throw new ConfigError('REDIS_URL must be a redis:// or rediss:// URL');
   c.redisKeyPrefix = env.REDIS_KEY_PREFIX ?? 'openai-proxy:';

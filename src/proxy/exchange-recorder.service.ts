@@ -111,6 +111,10 @@ export class ExchangeRecorder implements OnApplicationBootstrap, OnApplicationSh
   private readonly open = new Map<string, PendingExchange>();
   private syncPool?: Pool;
   private stopped = false;
+  /** false after a write found the database unreachable, until a write succeeds again */
+  private reachable = true;
+  /** completions written after their answer left (RECORD_WRITE=after_answer), until committed */
+  private readonly unsettled = new Set<Promise<void>>();
 
   constructor(
     private readonly dataSource: DataSource,
@@ -129,6 +133,34 @@ export class ExchangeRecorder implements OnApplicationBootstrap, OnApplicationSh
   begin(row: PendingExchange): Promise<void> {
     this.open.set(row.id, row);
     return new Promise((resolve, reject) => this.enqueue({ kind: 'insert', row, resolve, reject }));
+  }
+
+  /** Whether the last write reached the database (a proxied call may then overlap its pending row with the upstream call). */
+  get healthy(): boolean {
+    return this.reachable;
+  }
+
+  /** Drops the kept pending row of a call that will not be recorded (its pending row could not be written). */
+  forget(id: string): void {
+    this.open.delete(id);
+  }
+
+  /**
+   * Completes the row after its answer has left: retried until the database takes it; reads through
+   * `caughtUp()` wait for it, so a client reading its exchange right after the answer finds it.
+   */
+  completeAfterAnswer(written: Promise<void>, row: ExchangeOutcome): void {
+    const p = written
+      .then(() => this.complete(row))
+      .catch(() => this.completeLater(row));
+    this.unsettled.add(p);
+    void p.finally(() => this.unsettled.delete(p));
+  }
+
+  /** Resolves when every completion written after its answer (at the time of the call) is committed or given up. */
+  caughtUp(): Promise<void> | void {
+    if (!this.unsettled.size) return;
+    return Promise.allSettled([...this.unsettled]).then(() => undefined);
   }
 
   /** Completes the row; resolves once it is committed. */
@@ -240,6 +272,7 @@ export class ExchangeRecorder implements OnApplicationBootstrap, OnApplicationSh
   private async write(batch: Item[]): Promise<void> {
     try {
       const missing = await this.execute(batch);
+      this.reachable = true;
       for (const item of batch) {
         if (item.kind === 'update' && missing.has(item.row.id)) {
           void this.rewriteLost(item);
@@ -288,6 +321,7 @@ export class ExchangeRecorder implements OnApplicationBootstrap, OnApplicationSh
       return;
     }
     const unavailable = isDatabaseUnavailable(err);
+    if (unavailable) this.reachable = false;
     if (!unavailable) this.logger.write('error', 'exchange record write failed', { err, rows: batch.length });
     const reason = unavailable ? AppException.databaseUnavailable() : err;
     for (const it of batch) it.reject(reason);

@@ -5,6 +5,7 @@ import { AppException } from '../common/app-exception';
 import { isUuid } from '../common/ids';
 import { ListPage, parsePageQuery, toListPage } from '../common/pagination';
 import { ExchangeEntity } from './exchange.entity';
+import { ExchangeRecorder } from './exchange-recorder.service';
 
 /** A stored exchange as clients see it (`GET /v1/requests/{id}`). */
 export interface ExchangeView {
@@ -94,7 +95,10 @@ export class ExchangesService {
   // response id → session, for requests that continue a conversation through previous_response_id
   private readonly sessionsByResponse = new Map<string, string>();
 
-  constructor(@InjectRepository(ExchangeEntity) private readonly exchanges: Repository<ExchangeEntity>) {}
+  constructor(
+    @InjectRepository(ExchangeEntity) private readonly exchanges: Repository<ExchangeEntity>,
+    private readonly recorder: ExchangeRecorder,
+  ) {}
 
   rememberResponse(orgId: string, responseId: string, sessionId: string): void {
     if (this.sessionsByResponse.size >= SESSION_CACHE_MAX) {
@@ -122,6 +126,7 @@ export class ExchangesService {
   }
 
   async response(orgId: string, responseId: string): Promise<unknown> {
+    await this.recorder.caughtUp();
     const row = await this.exchanges
       .createQueryBuilder('e')
       .select(['e.id', 'e.responseBody'])
@@ -134,6 +139,7 @@ export class ExchangesService {
   }
 
   async request(orgId: string, id: string): Promise<ExchangeView> {
+    await this.recorder.caughtUp();
     const row = await this.exchanges.findOneBy({ organizationId: orgId, id });
     if (!row) throw AppException.notFound('request', id);
     return toExchangeView(row);
@@ -141,6 +147,7 @@ export class ExchangesService {
 
   /** Newest first, filtered. */
   async list(orgId: string, query: Record<string, unknown>): Promise<ListPage<ExchangeView>> {
+    await this.recorder.caughtUp();
     const page = parsePageQuery(query);
     const from = parseInstant(query.from, 'from');
     const to = parseInstant(query.to, 'to');
@@ -169,6 +176,7 @@ export class ExchangesService {
 
   /** A session's exchanges, oldest first. */
   async session(orgId: string, sessionId: string, query: Record<string, unknown>): Promise<ListPage<ExchangeView>> {
+    await this.recorder.caughtUp();
     const page = parsePageQuery(query);
     const qb = this.exchanges
       .createQueryBuilder('e')

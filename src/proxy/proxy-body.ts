@@ -23,7 +23,7 @@ export function readSessionHeader(value: string | string[] | undefined): string 
 }
 
 export function readProxyBody(endpoint: ProxyEndpoint, parsed: unknown, raw: Buffer | undefined): ProxyBodyFields {
-  if (!raw || typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
+  if (!raw?.length || typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
     throw AppException.invalid('The request body must be a JSON object (Content-Type: application/json)');
   }
   const body = parsed as Record<string, unknown>;

@@ -1,4 +1,5 @@
 import { Module } from '@nestjs/common';
+import { AuthModule } from '../auth/auth.module';
 import { KeysModule } from '../keys/keys.module';
 import { LimitsModule } from '../limits/limits.module';
 import { PersonasModule } from '../personas/personas.module';
@@ -10,13 +11,14 @@ import { ModelsService } from './models.service';
 import { PricingService } from './pricing.service';
 import { ProxyController } from './proxy.controller';
 import { ProxyService } from './proxy.service';
+import { ProxyDispatch } from './proxy-dispatch';
 import { CircuitBreakers } from './circuit-breakers';
 import { UpstreamClient } from './upstream-client';
 
 @Module({
-  imports: [KeysModule, PersonasModule, LimitsModule],
+  imports: [AuthModule, KeysModule, PersonasModule, LimitsModule],
   controllers: [ModelsController, ProxyController, ExchangesController],
-  providers: [CircuitBreakers, UpstreamClient, ModelsService, ProxyService, ExchangeRecorder, ExchangesService, PricingService],
+  providers: [CircuitBreakers, UpstreamClient, ModelsService, ProxyService, ProxyDispatch, ExchangeRecorder, ExchangesService, PricingService],
   exports: [UpstreamClient, PricingService, ExchangeRecorder, ExchangesService],
 })
 export class ProxyModule {}

@@ -1,10 +1,11 @@
 import { Injectable } from '@nestjs/common';
 import type { IncomingHttpHeaders } from 'node:http';
-import type { Response } from 'express';
+import type { ServerResponse } from 'node:http';
 import { AppException } from '../common/app-exception';
 import { newSessionId } from '../common/ids';
+import { BodyTooLarge, readBounded } from '../common/read-bounded';
 import { JsonLogger } from '../common/logger';
-import type { ProxyRequest } from '../common/request-context';
+import type { ProxiedRequest } from '../common/request-context';
 import { AppConfig } from '../config/app-config';
 import { KeyResolver, ResolvedKey } from '../keys/key-resolver';
 import { PersonasService } from '../personas/personas.service';
@@ -23,8 +24,6 @@ const RETRYABLE_STATUS = new Set([429, 500, 502, 503, 504]);
 const BACKOFF_BASE_MS = 100;
 const PATHS: Record<ProxyEndpoint, string> = { responses: '/responses', 'chat.completions': '/chat/completions' };
 
-class BodyTooLarge extends Error {}
-
 const UNDELIVERED = {
   message: 'The answer was not delivered: the database was unavailable to record it',
   type: 'service_unavailable',
@@ -41,24 +40,6 @@ export function retryAfterMs(headers: IncomingHttpHeaders): number | null {
   if (/^\d+(\.\d+)?$/.test(ra.trim())) return Math.ceil(Number(ra) * 1000);
   const at = Date.parse(ra);
   return Number.isNaN(at) ? null : Math.max(0, at - Date.now());
-}
-
-function readBounded(body: UpstreamResponse['body'], max: number): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    body.on('data', (chunk: Buffer) => {
-      size += chunk.length;
-      if (size > max) {
-        body.destroy();
-        reject(new BodyTooLarge());
-        return;
-      }
-      chunks.push(chunk);
-    });
-    body.once('end', () => resolve(chunks.length === 1 ? chunks[0] : Buffer.concat(chunks, size)));
-    body.once('error', reject);
-  });
 }
 
 function parseJson(text: string): unknown {
@@ -83,9 +64,14 @@ export class ProxyService {
     readonly logger: JsonLogger,
     readonly limits: LimitsService,
     readonly metrics: MetricsService,
-  ) {}
+  ) {
+    this.afterAnswer = config.recordWrite === 'after_answer';
+  }
 
-  async forward(endpoint: ProxyEndpoint, req: ProxyRequest, res: Response): Promise<void> {
+  /** RECORD_WRITE=after_answer: answers do not wait for their records */
+  readonly afterAnswer: boolean;
+
+  async forward(endpoint: ProxyEndpoint, req: ProxiedRequest, res: ServerResponse): Promise<void> {
     const acting = req.acting!;
     const fields = readProxyBody(endpoint, req.body, req.rawBody);
     const sessionHeader = readSessionHeader(req.headers['x-session-id']);
@@ -103,10 +89,10 @@ export class ProxyService {
     const admission = await this.limits.admit(acting);
     if (admission.headers) for (const [name, value] of Object.entries(admission.headers)) res.setHeader(name, value);
 
-    // the pending row is committed before the upstream is called: a process killed mid-call leaves a trace,
-    // and with the database down nothing is sent upstream (503)
-
-    await this.recorder.begin({
+    // The pending row (a process killed mid-call leaves a trace) is written while the upstream is called; the
+    // answer waits for it. With the database known to be unreachable, the row is written first: 503 before the
+    // upstream is called.
+    const pending = {
       id: req.requestId,
       organizationId: acting.orgId,
       userId: acting.userId,
@@ -121,8 +107,21 @@ export class ProxyService {
       keyId: key.keyId,
       keySource: key.source,
       createdAt: new Date(),
-    });
-    const call = new ProxiedCall(this, endpoint, fields, req, res, key, sessionId, payload);
+    };
+    let written: Promise<void>;
+    if (this.recorder.healthy) {
+      written = this.recorder.begin(pending);
+      written.catch(() => undefined);
+    } else {
+      try {
+        await this.recorder.begin(pending);
+      } catch (err) {
+        this.recorder.forget(req.requestId);
+        throw err;
+      }
+      written = Promise.resolve();
+    }
+    const call = new ProxiedCall(this, endpoint, fields, req, res, key, sessionId, payload, written);
     try {
       await call.run();
     } catch (err) {
@@ -141,16 +140,20 @@ class ProxiedCall {
   private ttfb: number | null = null;
   private upstreamStartedAt: number | null = null;
   recorded = false;
+  /** the pending row was written (undefined: not known yet) */
+  private pendingWritten?: boolean;
 
   constructor(
     private readonly svc: ProxyService,
     private readonly endpoint: ProxyEndpoint,
     private readonly fields: ProxyBodyFields,
-    private readonly req: ProxyRequest,
-    private readonly res: Response,
+    private readonly req: ProxiedRequest,
+    private readonly res: ServerResponse,
     private readonly key: ResolvedKey,
     private readonly sessionId: string,
     private readonly payload: Buffer | string,
+    /** the pending row's write */
+    private readonly written: Promise<void>,
   ) {
     res.once('close', () => {
       if (!res.writableFinished) {
@@ -192,6 +195,9 @@ class ProxiedCall {
       }
       this.ttfb = performance.now() - this.req.startedAt;
       const status = up.statusCode;
+      // No await from here until the body's listeners are attached: an undici body destroyed (a reset) before it
+      // is read drops what it had buffered and never emits again. The pending row is awaited by finish() and,
+      // for a stream, before its first byte is relayed.
 
       if (RETRYABLE_STATUS.has(status)) {
         const wait = retryAfterMs(up.headers);
@@ -219,6 +225,21 @@ class ProxiedCall {
       if (contentType.includes('text/event-stream')) return this.relayStream(up);
       return this.relayJson(up);
     }
+  }
+
+  /** Whether the pending row is in the database (awaits its write; a failed write means the call is not recorded). */
+  private async pendingRow(): Promise<boolean> {
+    if (this.pendingWritten === undefined) {
+      this.pendingWritten = await this.written.then(
+        () => true,
+        () => false,
+      );
+      if (!this.pendingWritten) {
+        this.recorded = true;
+        this.svc.recorder.forget(this.req.requestId);
+      }
+    }
+    return this.pendingWritten;
   }
 
   /** Full-jitter exponential backoff, or the upstream's Retry-After when it gave one (within the cap). */
@@ -251,7 +272,8 @@ class ProxiedCall {
   /** Records the failure, then throws it for the exception filter to answer (nothing has been sent yet). */
   private async fail(exc: AppException, status: ExchangeStatus, upstreamStatus: number | null, responseBody: unknown = null): Promise<never> {
     await this.finish(status, { upstreamStatus, responseBody, error: exc.toBody().error });
-    throw exc;
+    // the pending row could not be written: the call is not recorded, and says so
+    throw this.pendingWritten === false ? AppException.databaseUnavailable() : exc;
   }
 
   /** Completes the record; false when it could not be written (the answer must then not be delivered as a success). */
@@ -259,6 +281,9 @@ class ProxiedCall {
     status: ExchangeStatus,
     o: { upstreamStatus: number | null; captured?: Captured | null; responseBody?: unknown; error?: unknown },
   ): Promise<boolean> {
+    if (this.recorded) return true;
+    const afterAnswer = this.svc.afterAnswer;
+    if (!afterAnswer && !(await this.pendingRow())) return false;
     if (this.recorded) return true;
     this.recorded = true;
     const { pricing, exchanges, recorder, logger, limits, metrics } = this.svc;
@@ -282,14 +307,18 @@ class ProxiedCall {
       timeToFirstByteMs: this.ttfb,
     };
     let committed = true;
-    try {
-      await recorder.complete(outcome);
-    } catch (err) {
-      // no unrecorded success: the caller withholds the answer (503, or an SSE error event), and the record is
-      // completed as interrupted once the database is back
-      committed = false;
-      logger.write('error', 'exchange record could not be completed; answer withheld', { request_id: this.req.requestId, err });
-      recorder.completeLater({ ...outcome, status: 'interrupted', error: UNDELIVERED });
+    if (afterAnswer) {
+      recorder.completeAfterAnswer(this.written, outcome);
+    } else {
+      try {
+        await recorder.complete(outcome);
+      } catch (err) {
+        // no unrecorded success: the caller withholds the answer (503, or an SSE error event), and the record is
+        // completed as interrupted once the database is back
+        committed = false;
+        logger.write('error', 'exchange record could not be completed; answer withheld', { request_id: this.req.requestId, err });
+        recorder.completeLater({ ...outcome, status: 'interrupted', error: UNDELIVERED });
+      }
     }
     // counted before the answer leaves, so the client's next call already sees these tokens and this cost
     const acting = this.req.acting!;
@@ -342,8 +371,9 @@ class ProxiedCall {
 
   /**
    * Pipes the upstream bytes to the client as they arrive, parsing SSE on the side. Headers go out once the first
-   * event has been checked (a malformed stream is still a clean 502). The chunk that completes the final event is
-   * held until the record is committed. The upstream read pauses while the client's socket is full.
+   * event has been checked (a malformed stream is still a clean 502) and the pending row is written. The chunk that
+   * completes the final event is held until the record is committed. The upstream read pauses while the client's
+   * socket is full.
    */
   private relayStream(up: UpstreamResponse): Promise<void> {
     const { res } = this;
@@ -358,9 +388,13 @@ class ProxiedCall {
       let pre: Buffer[] = [];
       let bytes = 0;
       let settled = false;
-      let holding = false; // the final event is being recorded; later bytes wait
+      // while holding (the pending row or the final event is being written), what the upstream sends is kept in
+      // order and handled after; the body keeps flowing, since a destroyed body drops what it buffered
+      let holding = false;
       let held: Buffer[] = [];
+      let heldBytes = 0;
       let ended = false;
+      let heldError: unknown;
 
       const settle = (err?: unknown) => {
         if (settled) return;
@@ -386,6 +420,7 @@ class ProxiedCall {
         res.once('drain', onDrain);
         res.once('close', done);
       };
+      const errorEvent = (exc: AppException) => `${parser.midEvent ? '\n\n' : ''}event: error\ndata: ${JSON.stringify(exc.toBody())}\n\n`;
 
       const stop = async (exStatus: ExchangeStatus, exc: AppException): Promise<void> => {
         if (settled || holding) return;
@@ -398,9 +433,9 @@ class ProxiedCall {
           return settle();
         }
         await this.finish(exStatus, { upstreamStatus: status, captured, error: exc.toBody().error });
-        if (!started) return settle(exc);
+        if (!started) return settle(this.pendingWritten === false ? AppException.databaseUnavailable() : exc);
         // a stream cut inside an event first ends that event, so the error event reaches SSE parsers intact
-        res.end(`${parser.midEvent ? '\n\n' : ''}event: error\ndata: ${JSON.stringify(exc.toBody())}\n\n`);
+        res.end(errorEvent(exc));
         settle();
       };
 
@@ -416,7 +451,7 @@ class ProxiedCall {
             body.destroy();
             const exc = AppException.databaseUnavailable();
             if (!started) return settle(exc);
-            res.end(`${parser.midEvent ? '\n\n' : ''}event: error\ndata: ${JSON.stringify(exc.toBody())}\n\n`);
+            res.end(errorEvent(exc));
             return settle();
           }
           if (!started) {
@@ -426,16 +461,20 @@ class ProxiedCall {
           for (const b of out) res.write(b);
           for (const b of held) res.write(b);
           held = [];
-          if (ended) {
+          // the answer is complete and recorded: an upstream that failed after it does not matter
+          if (ended || heldError !== undefined || body.destroyed) {
             res.end();
             settle();
           } else body.resume();
         });
       };
 
-      body.on('data', (chunk: Buffer) => {
+      const onData = (chunk: Buffer) => {
         if (holding) {
           held.push(chunk);
+          heldBytes += chunk.length;
+          // over the limit anyway (the replay stops the stream): no need to keep reading
+          if (heldBytes > max) body.pause();
           return;
         }
         if (this.recorded) {
@@ -470,9 +509,9 @@ class ProxiedCall {
         }
         if (capture.terminal) return completeWith([out]);
         if (!res.write(out)) waitForDrain();
-      });
+      };
 
-      body.once('end', () => {
+      const onEnd = () => {
         ended = true;
         if (settled || holding) return;
         if (this.recorded) {
@@ -481,19 +520,47 @@ class ProxiedCall {
         }
         if (capture.complete) return completeWith(pre);
         void stop('upstream_error', new AppException('upstream_error', started ? 'The upstream stream ended before the answer was complete' : 'The upstream sent an empty or incomplete event stream'));
-      });
+      };
 
-      body.once('error', (err: unknown) => {
+      const onError = (err: unknown) => {
         if (settled) return;
         if (this.clientGone) {
           holding = true;
           void this.finish('client_aborted', { upstreamStatus: status, captured: capture.result() }).then(() => settle());
           return;
         }
-        if (holding) return;
+        if (holding) {
+          heldError = err;
+          return;
+        }
         const exc = upstreamFailure(err);
         void stop(exc.kind === 'upstream_timeout' ? 'upstream_timeout' : 'upstream_error', exc);
-      });
+      };
+
+      body.on('data', onData);
+      body.once('end', onEnd);
+      body.once('error', onError);
+
+      // nothing reaches the client before the pending row is written (if it cannot be, the answer is a 503)
+      if (!this.svc.afterAnswer && this.pendingWritten === undefined) {
+        holding = true;
+        void this.pendingRow().then((ok) => {
+          holding = false;
+          if (settled || this.clientGone) return;
+          if (!ok) {
+            body.destroy();
+            return settle(AppException.databaseUnavailable());
+          }
+          const queued = held;
+          held = [];
+          for (const chunk of queued) onData(chunk);
+          if (heldError !== undefined && !holding) {
+            const err = heldError;
+            heldError = undefined;
+            onError(err);
+          } else if (ended && !holding) onEnd();
+        });
+      }
     });
   }
 }

@@ -1,5 +1,6 @@
 import { Injectable } from '@nestjs/common';
 import { DataSource } from 'typeorm';
+import { ExchangeRecorder } from '../proxy/exchange-recorder.service';
 import { AppException } from '../common/app-exception';
 import { ActingContext } from '../common/request-context';
 import { RateExchangeDto, RatingView } from './ratings.dto';
@@ -32,7 +33,10 @@ function toView(exchange: ExchangeRow, acting: ActingContext, r: RatingRow): Rat
 
 @Injectable()
 export class RatingsService {
-  constructor(private readonly dataSource: DataSource) {}
+  constructor(
+    private readonly dataSource: DataSource,
+    private readonly recorder: ExchangeRecorder,
+  ) {}
 
   /** One rating per exchange per user: a second one replaces the first (`created` tells which happened). */
   async rate(acting: ActingContext, ref: ExchangeRef, dto: RateExchangeDto): Promise<{ created: boolean; rating: RatingView }> {
@@ -62,6 +66,7 @@ export class RatingsService {
 
   /** Only within the acting organization: another organization's exchange is an unknown one. */
   private async findExchange(orgId: string, ref: ExchangeRef): Promise<ExchangeRow> {
+    await this.recorder.caughtUp();
     const rows: ExchangeRow[] =
       'requestId' in ref
         ? await this.dataSource.query(

@@ -264,6 +264,8 @@ describe('personas', () => {
     const orgA = await newOrg();
     const orgB = await newOrg();
     const { body: p } = await orgA.call('POST', '/v1/personas', { name: 'Cached', content: 'first' });
+    // the creation's own change notice arrives asynchronously (and empties the cache once): let it land first
+    await new Promise((r) => setTimeout(r, 1500));
 
     expect(await resolve(app, orgA.orgId, p.id)).toEqual({ version: 1, content: 'first' });
     expect(await resolve(app, orgB.orgId, p.id)).toBe(404);

@@ -1,4 +1,5 @@
 import * as http from 'node:http';
+import { Client } from 'pg';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { createTestApp, TestApp } from '../support/create-test-app';
 import { FakeUpstream, startFakeUpstream } from '../support/fake-upstream';
@@ -124,6 +125,56 @@ describe('proxy: upstream failures, retries, timeouts, aborts, backpressure', ()
     const rec = await record(o, res);
     expect(rec.body).toMatchObject({ status: 'upstream_error', upstream_status: 200, output_text: deltas.join('') });
     expect(rec.body.response_id).toMatch(/^resp_/);
+  });
+
+  it.skipIf(!process.env.DATABASE_URL)('an upstream that fails while the pending row is still being written: the answer still comes, with what arrived', async () => {
+    // writes to exchanges wait (SHARE blocks INSERT/UPDATE) while the upstream answers part of a stream and resets
+    const blocker = new Client({ connectionString: app.db.url });
+    await blocker.connect();
+    try {
+      await blocker.query('BEGIN');
+      await blocker.query('LOCK TABLE exchanges IN SHARE MODE');
+      fake.enqueue({ kind: 'reset-mid-stream', afterEvents: 6 }, { kind: 'reset-mid-stream', afterEvents: 0 }, { kind: 'reset-mid-stream', afterEvents: 1000 });
+      const stream = () =>
+        fetch(`${app.url}/v1/responses`, {
+          method: 'POST',
+          headers: { authorization: `Bearer ${o.token}`, 'x-user-id': o.userId, 'content-type': 'application/json' },
+          body: JSON.stringify({ model: 'gpt-4o-mini', input: 'a fairly long input for several deltas', stream: true }),
+        }).then(async (r) => ({ status: r.status, id: r.headers.get('x-request-id'), text: await r.text() }));
+      const streamed = stream();
+      await waitFor(() => fake.requests.length === 1, 8000, 'the stream call upstream');
+      // the JSON answer's body is cut half-way (a reset is not retried once the answer has begun)
+      const json = ask(o, { input: 'cut' });
+      await waitFor(() => fake.requests.length === 2, 8000, 'the JSON call upstream');
+      // a whole stream, then a reset instead of its end
+      const whole = stream();
+      await waitFor(() => fake.requests.length === 3, 8000, 'the last call upstream');
+      await new Promise((r) => setTimeout(r, 300)); // the resets happen while the inserts wait
+      await blocker.query('COMMIT');
+
+      const w = await whole;
+      expect(w.status).toBe(200);
+      const wEvents = parseSse(w.text);
+      expect(wEvents.at(-1)!.event).toBe('response.completed');
+      expect((await record(o, { headers: new Headers({ 'x-request-id': w.id! }) })).body.status).toBe('completed');
+
+      const s = await streamed;
+      expect(s.status).toBe(200);
+      const events = parseSse(s.text);
+      expect(events.at(-1)!.event).toBe('error');
+      const deltas = events.filter((e) => e.event === 'response.output_text.delta').map((e) => JSON.parse(e.data).delta);
+      expect(deltas).toHaveLength(2);
+      expect((await record(o, { headers: new Headers({ 'x-request-id': s.id! }) })).body).toMatchObject({
+        status: 'upstream_error',
+        output_text: deltas.join(''),
+      });
+      const j = await json;
+      expect(j.status).toBe(502);
+      expect(j.body.error.type).toBe('upstream_error');
+      expect((await record(o, j)).body).toMatchObject({ status: 'upstream_error', upstream_status: 200 });
+    } finally {
+      await blocker.end();
+    }
   });
 
   it('no first byte within UPSTREAM_TIMEOUT_MS is a 504 stored as upstream_timeout', async () => {

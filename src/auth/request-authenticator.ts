@@ -1,0 +1,51 @@
+import { Injectable } from '@nestjs/common';
+import type { IncomingHttpHeaders } from 'node:http';
+import { AppException } from '../common/app-exception';
+import type { ActingContext } from '../common/request-context';
+import { OrganizationsService } from './organizations.service';
+import { TokenClaims, TokensService } from './tokens.service';
+import { externalIdProblem, UsersService } from './users.service';
+
+/** The two checks every protected call passes: the bearer JWT, then the X-User-ID it acts for. */
+@Injectable()
+export class RequestAuthenticator {
+  constructor(
+    private readonly tokens: TokensService,
+    private readonly orgs: OrganizationsService,
+    private readonly users: UsersService,
+  ) {}
+
+  /** `Authorization: Bearer <JWT>`: a valid token of an existing, enabled organization (401 otherwise). */
+  async verifyToken(headers: IncomingHttpHeaders): Promise<TokenClaims> {
+    const header = headers.authorization;
+    if (!header) throw new AppException('authentication', 'Missing bearer token in the Authorization header', { code: 'missing_token' });
+    const m = /^Bearer[ ]+([A-Za-z0-9_\-.=]+)\s*$/i.exec(header);
+    if (!m) throw new AppException('authentication', 'Malformed Authorization header; expected "Bearer <token>"', { code: 'invalid_token' });
+    const claims = this.tokens.verify(m[1]);
+    const org = await this.orgs.state(claims.org_id);
+    if (!org) throw new AppException('authentication', 'Unknown organization', { code: 'invalid_organization' });
+    if (org.disabled) throw new AppException('authentication', 'The organization is disabled', { code: 'organization_disabled' });
+    return claims;
+  }
+
+  /** `X-User-ID`: the end user the call acts for, recorded on first sight. */
+  async actingFor(claims: TokenClaims, headers: IncomingHttpHeaders): Promise<ActingContext> {
+    const raw = headers['x-user-id'];
+    const externalId = Array.isArray(raw) ? raw[0] : raw;
+    const problem = externalIdProblem(externalId);
+    if (problem === 'missing_user_id') throw new AppException('missing_user_id', 'The X-User-ID header is required');
+    if (problem) throw new AppException('invalid_user_id', 'X-User-ID must be at most 256 characters without control characters');
+    if (claims.user_id !== undefined && claims.user_id !== externalId) {
+      throw new AppException('user_mismatch', 'X-User-ID does not match the user the token was issued for');
+    }
+    const userId = await this.users.ensure(claims.org_id, externalId!);
+    const org = await this.orgs.state(claims.org_id);
+    return {
+      orgId: claims.org_id,
+      orgName: claims.org_name ?? org?.name ?? null,
+      userId,
+      externalUserId: externalId!,
+      jti: claims.jti,
+    };
+  }
+}

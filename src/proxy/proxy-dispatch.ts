@@ -1,0 +1,103 @@
+import { Injectable } from '@nestjs/common';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { RequestAuthenticator } from '../auth/request-authenticator';
+import { AppException } from '../common/app-exception';
+import { BodyTooLarge, readBounded } from '../common/read-bounded';
+import { AppExceptionFilter, bodyParserError } from '../common/http-exception.filter';
+import type { ProxiedRequest } from '../common/request-context';
+import { startRequest } from '../common/request-start';
+import { JsonLogger } from '../common/logger';
+import { AppConfig } from '../config/app-config';
+import { MetricsService } from '../metrics/metrics.service';
+import type { ProxyEndpoint } from './exchange-capture';
+import { ProxyService } from './proxy.service';
+
+const ROUTES: Record<string, ProxyEndpoint> = { '/v1/responses': 'responses', '/v1/chat/completions': 'chat.completions' };
+/** JSON media types Express' parser takes, in UTF-8 (the only charset it accepts) */
+const JSON_TYPE = /^application\/(?:[a-z0-9.!#$%&'*^_`|~-]+\+)?json[ \t]*(?:;[ \t]*charset[ \t]*=[ \t]*"?utf-8"?[ \t]*)?$/i;
+
+/**
+ * The proxy routes served straight from node:http, ahead of Express and the Nest pipeline: the same request id, the
+ * same authentication (token, then X-User-ID), the same body limit and errors, the same ProxyService. Takes only the
+ * plain case: `POST /v1/responses` or `/v1/chat/completions` exactly, with an uncompressed UTF-8 JSON body; any other
+ * request (compressed or other-charset bodies, other spellings of the path) goes through Express to ProxyController,
+ * which ends in the same ProxyService.
+ */
+@Injectable()
+export class ProxyDispatch {
+  private filter?: AppExceptionFilter;
+
+  constructor(
+    private readonly auth: RequestAuthenticator,
+    private readonly proxy: ProxyService,
+    private readonly config: AppConfig,
+    private readonly logger: JsonLogger,
+    private readonly metrics: MetricsService,
+  ) {}
+
+  /** The filter that answers errors (the app's global one). */
+  answerErrorsWith(filter: AppExceptionFilter): void {
+    this.filter = filter;
+  }
+
+  /** Takes the request when it is a plain proxied call; false leaves it to Express. */
+  take(req: IncomingMessage, res: ServerResponse): boolean {
+    if (req.method !== 'POST' || !this.filter) return false;
+    const q = req.url!.indexOf('?');
+    const path = q < 0 ? req.url! : req.url!.slice(0, q);
+    const endpoint = ROUTES[path];
+    if (endpoint === undefined) return false;
+    const encoding = req.headers['content-encoding'];
+    if (encoding !== undefined && encoding.toLowerCase() !== 'identity') return false;
+    const type = req.headers['content-type'];
+    if (type === undefined || !JSON_TYPE.test(type)) return false;
+
+    const r = req as ProxiedRequest;
+    startRequest(r, res, this.logger, path);
+    res.once('finish', () => this.metrics.observeHttp('POST', path, res.statusCode, (performance.now() - r.startedAt) / 1000));
+    void this.serve(endpoint, r, res, path);
+    return true;
+  }
+
+  private async serve(endpoint: ProxyEndpoint, req: ProxiedRequest, res: ServerResponse, path: string): Promise<void> {
+    try {
+      const claims = await this.auth.verifyToken(req.headers);
+      req.acting = await this.auth.actingFor(claims, req.headers);
+      const raw = await this.readBody(req);
+      if (raw.length) {
+        req.rawBody = raw;
+        req.body = parseStrictJson(raw);
+      }
+      await this.proxy.forward(endpoint, req, res);
+    } catch (err) {
+      if (err instanceof BodyTooLarge) {
+        // the rest of an oversized body is not read: the connection closes after the answer
+        res.shouldKeepAlive = false;
+        res.once('finish', () => req.destroy());
+        err = bodyParserError({ status: 413 }, this.config.bodyLimitBytes);
+      }
+      this.filter!.answer(err, path, res);
+    }
+  }
+
+  private readBody(req: IncomingMessage): Promise<Buffer> {
+    const limit = this.config.bodyLimitBytes;
+    if (Number(req.headers['content-length']) > limit) return Promise.reject(new BodyTooLarge());
+    return readBounded(req, limit, true).catch((err: unknown) => {
+      throw err instanceof BodyTooLarge ? err : AppException.invalid('The request body was not received completely');
+    });
+  }
+}
+
+/** JSON.parse with Express' strict mode: an object or array at the top, else 400 "not valid JSON". */
+function parseStrictJson(raw: Buffer): unknown {
+  let start = raw[0] === 0xef && raw[1] === 0xbb && raw[2] === 0xbf ? 3 : 0;
+  while (start < raw.length && (raw[start] === 0x20 || raw[start] === 0x09 || raw[start] === 0x0a || raw[start] === 0x0d)) start++;
+  const first = raw[start];
+  if (first !== 0x7b && first !== 0x5b) throw AppException.invalid('Request body is not valid JSON');
+  try {
+    return JSON.parse(raw.toString('utf8', start));
+  } catch {
+    throw AppException.invalid('Request body is not valid JSON');
+  }
+}
