@@ -334,4 +334,59 @@ describe('proxy: forwarding through the official SDK, records, sessions, persona
     expect(stored.body.data).toHaveLength(40);
     expect(stored.body.data.every((e: any) => e.status === 'completed' && e.output_text.startsWith('Echo: c'))).toBe(true);
   });
+  it('record batches of every size, alone and mixed, write every row once and complete it (prepared shapes on PostgreSQL)', async () => {
+    const recorder = app.app.get(ExchangeRecorder) as any;
+    const names: (string | undefined)[] = [];
+    const originalPool = recorder.pool;
+    recorder.pool = function (durable: boolean) {
+      const pool = originalPool.call(this, durable);
+      return { query: (q: { name?: string }) => (names.push(q.name), pool.query(q)) };
+    };
+    const orgId = randomUUID();
+    const pending = (n: number, tag: string) =>
+      Array.from({ length: n }, (_, i) => ({
+        id: `req_batch_${tag}_${i}_${randomUUID().slice(0, 8)}`,
+        organizationId: orgId,
+        userId: randomUUID(),
+        externalUserId: 'batch-user',
+        sessionId: `sess_batch_${tag}`,
+        personaId: null,
+        personaVersion: null,
+        endpoint: 'responses',
+        model: 'gpt-4o-mini',
+        stream: false,
+        requestBody: JSON.stringify({ model: 'gpt-4o-mini', input: `${tag} ${i}` }),
+        keyId: randomUUID(),
+        keySource: 'org',
+        createdAt: new Date(),
+      }));
+    const outcome = (id: string) => ({
+      id, status: 'completed', upstreamStatus: 200, responseId: `resp_${id}`, responseBody: { id: `resp_${id}` }, outputText: `out ${id}`,
+      error: null, usage: { input: 3, output: 4, total: 7 }, cost: 0.001, latencyMs: 5, timeToFirstByteMs: 2,
+    });
+    try {
+      const all: string[] = [];
+      let previous: ReturnType<typeof pending> = [];
+      for (const [n, tag] of [[1, 'a'], [3, 'b'], [5, 'c'], [17, 'd'], [70, 'e'], [2, 'f']] as const) {
+        const rows = pending(n, tag);
+        // one tick: these pending rows and the previous rows' completions share one flush
+        await Promise.all([...rows.map((r) => recorder.begin(r)), ...previous.map((r) => recorder.complete(outcome(r.id)))]);
+        all.push(...rows.map((r) => r.id));
+        previous = rows;
+      }
+      await Promise.all(previous.map((r) => recorder.complete(outcome(r.id))));
+      const stored = await app.dataSource.query(
+        `SELECT id, status, output_text, total_tokens FROM exchanges WHERE organization_id = $1 ORDER BY id`,
+        [orgId],
+      );
+      expect(stored.map((r: any) => r.id)).toEqual([...all].sort());
+      expect(stored.every((r: any) => r.status === 'completed' && r.output_text === `out ${r.id}` && r.total_tokens === 7)).toBe(true);
+      if (process.env.DATABASE_URL) {
+        // one statement per step, padded to 1, 2, 4, 8 … rows; over 64 rows a statement is not prepared
+        expect(names).toEqual(['exchanges_1_0', 'exchanges_4_1', 'exchanges_8_4', 'exchanges_32_8', undefined, undefined, 'exchanges_0_2']);
+      }
+    } finally {
+      recorder.pool = originalPool;
+    }
+  });
 });
