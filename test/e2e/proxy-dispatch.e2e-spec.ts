@@ -111,7 +111,7 @@ describe('proxy dispatch: the node:http path and the Express path answer alike',
       duplex: 'half',
     } as RequestInit);
     expect(res.status).toBe(413);
-    expect((await res.json()).error.code).toBe('body_too_large');
+    expect(((await res.json()) as any).error.code).toBe('body_too_large');
     expect(fake.requests).toHaveLength(0);
     // the server is fine afterwards
     expect((await o.call('POST', '/v1/responses', { model: 'gpt-4o-mini', input: 'after' })).status).toBe(200);
@@ -120,7 +120,7 @@ describe('proxy dispatch: the node:http path and the Express path answer alike',
   it('a body in another charset goes through Express, which refuses it clearly', async () => {
     const res = await send('/v1/responses', '{"model":"m","input":"x"}', { 'content-type': 'application/json; charset=latin1' });
     expect(res.status).toBe(400);
-    expect((await res.json()).error.message).toMatch(/encoding/);
+    expect(((await res.json()) as any).error.message).toMatch(/encoding/);
   });
 
   it('both paths are counted under the route template in /metrics', async () => {
