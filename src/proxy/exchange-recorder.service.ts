@@ -413,7 +413,8 @@ export class ExchangeRecorder implements OnApplicationBootstrap, OnApplicationSh
         r.keyId,
         r.keySource,
         this.instanceId,
-        r.createdAt,
+        // ISO text: cheaper than the driver's Date serialization, the same instant
+        r.createdAt.toISOString(),
       );
     }
     for (let i = 0; i < updateRows; i++) {
@@ -440,7 +441,7 @@ export class ExchangeRecorder implements OnApplicationBootstrap, OnApplicationSh
         r.cost,
         int(r.latencyMs),
         int(r.timeToFirstByteMs),
-        item.completedAt,
+        item.completedAt.toISOString(),
       );
     }
     const text = batchSql(insertRows, updateRows);

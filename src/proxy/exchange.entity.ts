@@ -5,7 +5,6 @@ import { Column, Entity, Index, PrimaryColumn } from 'typeorm';
 @Index('ix_exchanges_org_created', ['organizationId', 'createdAt'])
 @Index('ix_exchanges_org_session', ['organizationId', 'sessionId', 'createdAt'])
 @Index('ix_exchanges_org_response', ['organizationId', 'responseId'])
-@Index('ix_exchanges_persona_created', ['personaId', 'createdAt'])
 @Index('ix_exchanges_pending', ['status'], { where: `status = 'pending'` })
 export class ExchangeEntity {
   @PrimaryColumn({ type: 'text' })
