@@ -51,8 +51,20 @@ export interface ExchangeOutcome {
   timeToFirstByteMs: number | null;
 }
 
+interface InsertItem {
+  kind: 'insert';
+  row: PendingExchange;
+  resolve: () => void;
+  reject: (err: unknown) => void;
+  plainBodies?: boolean;
+  /** still in the queue (not yet sent to the database) */
+  queued: boolean;
+  /** the call ended before its pending row was sent: the row is written whole, in one INSERT */
+  outcome?: ExchangeOutcome;
+  completedAt?: Date;
+}
 type Item =
-  | { kind: 'insert'; row: PendingExchange; resolve: () => void; reject: (err: unknown) => void; plainBodies?: boolean }
+  | InsertItem
   | { kind: 'update'; row: ExchangeOutcome; completedAt: Date; resolve: () => void; reject: (err: unknown) => void; plainBodies?: boolean };
 
 interface SqlPool {
@@ -76,7 +88,6 @@ const INSERT_FIELDS: [string, string][] = [
   ['instance_id', 'text'],
   ['created_at', 'timestamptz'],
 ];
-const INSERT_PARAMS = INSERT_FIELDS.length;
 const UPDATE_FIELDS: [string, string][] = [
   ['id', 'text'],
   ['status', 'text'],
@@ -95,6 +106,8 @@ const UPDATE_FIELDS: [string, string][] = [
   ['time_to_first_byte_ms', 'int'],
   ['completed_at', 'timestamptz'],
 ];
+/** an inserted row: the pending fields, then the outcome's (status first; null while pending) */
+const INSERT_ROW: [string, string][] = [...INSERT_FIELDS, ...UPDATE_FIELDS.slice(1)];
 // Postgres allows 65535 parameters per statement
 const MAX_BATCH = 1000;
 /** the largest padded batch written with a prepared statement (larger ones are planned each time) */
@@ -116,8 +129,9 @@ function batchSql(inserts: number, updates: number): string {
   let n = 0;
   const rows = (count: number, fields: [string, string][]) =>
     Array.from({ length: count }, () => `(${fields.map(([, cast]) => `$${++n}::${cast}`).join(', ')})`).join(', ');
+  const columns = INSERT_ROW.map(([c]) => c).join(', ');
   const insertSql = inserts
-    ? `INSERT INTO exchanges (${INSERT_FIELDS.map(([c]) => c).join(', ')}, status) SELECT *, 'pending' FROM (VALUES ${rows(inserts, INSERT_FIELDS)}) AS v(${INSERT_FIELDS.map(([c]) => c).join(', ')}) WHERE v.id IS NOT NULL`
+    ? `INSERT INTO exchanges (${columns}) SELECT * FROM (VALUES ${rows(inserts, INSERT_ROW)}) AS v(${columns}) WHERE v.id IS NOT NULL`
     : '';
   const updateSql = updates
     ? `UPDATE exchanges e SET ${UPDATE_FIELDS.slice(1)
@@ -162,6 +176,8 @@ export class ExchangeRecorder implements OnApplicationBootstrap, OnApplicationSh
   private reachable = true;
   /** completions written after their answer left (RECORD_WRITE=after_answer), until committed */
   private readonly unsettled = new Set<Promise<void>>();
+  /** pending rows queued or being written, by id */
+  private readonly inserting = new Map<string, { item: InsertItem; written: Promise<void> }>();
 
   constructor(
     private readonly dataSource: DataSource,
@@ -179,7 +195,18 @@ export class ExchangeRecorder implements OnApplicationBootstrap, OnApplicationSh
   /** Writes the pending row; rejects with 503 when the database cannot be reached. */
   begin(row: PendingExchange): Promise<void> {
     this.open.set(row.id, row);
-    return new Promise((resolve, reject) => this.enqueue({ kind: 'insert', row, resolve, reject }));
+    const written = new Promise<void>((resolve, reject) => {
+      const item: InsertItem = { kind: 'insert', row, resolve, reject, queued: true };
+      this.inserting.set(row.id, { item, written: Promise.resolve() });
+      this.enqueue(item);
+    });
+    const entry = this.inserting.get(row.id);
+    if (entry) entry.written = written;
+    const settled = () => {
+      if (this.inserting.get(row.id)?.written === written) this.inserting.delete(row.id);
+    };
+    written.then(settled, settled);
+    return written;
   }
 
   /** Whether the last write reached the database (a proxied call may then overlap its pending row with the upstream call). */
@@ -196,10 +223,8 @@ export class ExchangeRecorder implements OnApplicationBootstrap, OnApplicationSh
    * Completes the row after its answer has left: retried until the database takes it; reads through
    * `caughtUp()` wait for it, so a client reading its exchange right after the answer finds it.
    */
-  completeAfterAnswer(written: Promise<void>, row: ExchangeOutcome): void {
-    const p = written
-      .then(() => this.complete(row))
-      .catch(() => this.completeLater(row));
+  completeAfterAnswer(row: ExchangeOutcome): void {
+    const p = this.complete(row).catch(() => this.completeLater(row));
     this.unsettled.add(p);
     void p.finally(() => this.unsettled.delete(p));
   }
@@ -210,8 +235,23 @@ export class ExchangeRecorder implements OnApplicationBootstrap, OnApplicationSh
     return Promise.allSettled([...this.unsettled]).then(() => undefined);
   }
 
-  /** Completes the row; resolves once it is committed. */
+  /**
+   * Completes the row; resolves once it is committed. A pending row still waiting in the queue takes the outcome
+   * and is written whole (one INSERT instead of an INSERT and an UPDATE); one being written is waited for first
+   * (its failure fails the completion too).
+   */
   complete(row: ExchangeOutcome): Promise<void> {
+    const inserting = this.inserting.get(row.id);
+    if (inserting?.item.queued) {
+      inserting.item.outcome = row;
+      inserting.item.completedAt = new Date();
+      return inserting.written;
+    }
+    if (inserting) return inserting.written.then(() => this.update(row));
+    return this.update(row);
+  }
+
+  private update(row: ExchangeOutcome): Promise<void> {
     return new Promise((resolve, reject) => this.enqueue({ kind: 'update', row, completedAt: new Date(), resolve, reject }));
   }
 
@@ -265,6 +305,7 @@ export class ExchangeRecorder implements OnApplicationBootstrap, OnApplicationSh
     if (!this.queue.length) return;
     const batch = this.queue.length <= MAX_BATCH ? this.queue : this.queue.slice(0, MAX_BATCH);
     this.queue = this.queue.length <= MAX_BATCH ? [] : this.queue.slice(MAX_BATCH);
+    for (const item of batch) if (item.kind === 'insert') item.queued = false;
     this.inFlight++;
     void this.write(batch).finally(() => {
       this.inFlight--;
@@ -330,7 +371,7 @@ export class ExchangeRecorder implements OnApplicationBootstrap, OnApplicationSh
           void this.rewriteLost(item);
           continue;
         }
-        if (item.kind === 'update') this.open.delete(item.row.id);
+        if (item.kind === 'update' || item.outcome) this.open.delete(item.row.id);
         item.resolve();
       }
     } catch (err) {
@@ -379,6 +420,28 @@ export class ExchangeRecorder implements OnApplicationBootstrap, OnApplicationSh
     for (const it of batch) it.reject(reason);
   }
 
+  /** The outcome's columns (UPDATE_FIELDS after id), in order. */
+  private pushOutcome(params: unknown[], r: ExchangeOutcome, completedAt: Date, plainBodies?: boolean): void {
+    const u = r.usage;
+    params.push(
+      r.status,
+      r.upstreamStatus,
+      r.responseId,
+      plainBodies ? null : jsonText(r.responseBody),
+      plainBodies && r.outputText ? r.outputText.replace(/\u0000/g, '') : r.outputText,
+      jsonText(r.error),
+      int(u?.input),
+      int(u?.output),
+      int(u?.total),
+      int(u?.cached),
+      int(u?.reasoning),
+      r.cost,
+      int(r.latencyMs),
+      int(r.timeToFirstByteMs),
+      completedAt.toISOString(),
+    );
+  }
+
   /** Writes a batch; returns the ids of completions that found no row to complete. */
   private async execute(batch: Item[]): Promise<Set<string>> {
     const inserts: Item[] = [];
@@ -392,9 +455,9 @@ export class ExchangeRecorder implements OnApplicationBootstrap, OnApplicationSh
     const updateRows = prepared ? paddedSize(updates.length) : updates.length;
     const params: unknown[] = [];
     for (let i = 0; i < insertRows; i++) {
-      const item = inserts[i] as Extract<Item, { kind: 'insert' }> | undefined;
+      const item = inserts[i] as InsertItem | undefined;
       if (!item) {
-        for (let c = 0; c < INSERT_PARAMS; c++) params.push(null);
+        for (let c = 0; c < INSERT_ROW.length; c++) params.push(null);
         continue;
       }
       const r = item.row;
@@ -416,6 +479,11 @@ export class ExchangeRecorder implements OnApplicationBootstrap, OnApplicationSh
         // ISO text: cheaper than the driver's Date serialization, the same instant
         r.createdAt.toISOString(),
       );
+      if (item.outcome) this.pushOutcome(params, item.outcome, item.completedAt!, item.plainBodies);
+      else {
+        params.push('pending');
+        for (let c = 2; c < UPDATE_FIELDS.length; c++) params.push(null);
+      }
     }
     for (let i = 0; i < updateRows; i++) {
       const item = updates[i] as Extract<Item, { kind: 'update' }> | undefined;
@@ -423,32 +491,17 @@ export class ExchangeRecorder implements OnApplicationBootstrap, OnApplicationSh
         for (let c = 0; c < UPDATE_FIELDS.length; c++) params.push(null);
         continue;
       }
-      const r = item.row;
-      const u = r.usage;
-      params.push(
-        r.id,
-        r.status,
-        r.upstreamStatus,
-        r.responseId,
-        item.plainBodies ? null : jsonText(r.responseBody),
-        item.plainBodies && r.outputText ? r.outputText.replace(/\u0000/g, '') : r.outputText,
-        jsonText(r.error),
-        int(u?.input),
-        int(u?.output),
-        int(u?.total),
-        int(u?.cached),
-        int(u?.reasoning),
-        r.cost,
-        int(r.latencyMs),
-        int(r.timeToFirstByteMs),
-        item.completedAt.toISOString(),
-      );
+      params.push(item.row.id);
+      this.pushOutcome(params, item.row, item.completedAt, item.plainBodies);
     }
+
     const text = batchSql(insertRows, updateRows);
     const query = prepared && insertRows <= MAX_PREPARED_ROWS && updateRows <= MAX_PREPARED_ROWS
       ? { name: `exchanges_${insertRows}_${updateRows}`, text, values: params }
       : { text, values: params };
-    const res = await this.pool(updates.length > 0).query(query);
+    // a completion (or a row written whole) waits for the WAL flush; pending rows alone do not
+    const durable = updates.length > 0 || inserts.some((item) => (item as InsertItem).outcome);
+    const res = await this.pool(durable).query(query);
     const missing = new Set<string>();
     if (updates.length) {
       const rows = (Array.isArray(res) ? res : (res as { rows: { id: string }[] }).rows) as { id: string }[];

@@ -283,8 +283,6 @@ class ProxiedCall {
   ): Promise<boolean> {
     if (this.recorded) return true;
     const afterAnswer = this.svc.afterAnswer;
-    if (!afterAnswer && !(await this.pendingRow())) return false;
-    if (this.recorded) return true;
     this.recorded = true;
     const { pricing, exchanges, recorder, logger, limits, metrics } = this.svc;
     const upstreamEndedAt = performance.now();
@@ -308,10 +306,16 @@ class ProxiedCall {
     };
     let committed = true;
     if (afterAnswer) {
-      recorder.completeAfterAnswer(this.written, outcome);
+      recorder.completeAfterAnswer(outcome);
     } else {
+      // a pending row still waiting to be written takes the outcome with it (one INSERT); otherwise the
+      // completion follows the pending row's write
+      const completion = recorder.complete(outcome);
+      completion.catch(() => undefined);
+      // the pending row could not be written: nothing is recorded, and the caller answers 503
+      if (!(await this.pendingRow())) return false;
       try {
-        await recorder.complete(outcome);
+        await completion;
       } catch (err) {
         // no unrecorded success: the caller withholds the answer (503, or an SSE error event), and the record is
         // completed as interrupted once the database is back

@@ -385,6 +385,18 @@ describe('proxy: forwarding through the official SDK, records, sessions, persona
         // one statement per step, padded to 1, 2, 4, 8 … rows; over 64 rows a statement is not prepared
         expect(names).toEqual(['exchanges_1_0', 'exchanges_4_1', 'exchanges_8_4', 'exchanges_32_8', undefined, undefined, 'exchanges_0_2']);
       }
+
+      // completions whose pending rows are still queued join them: three rows written whole in one INSERT
+      names.length = 0;
+      const quick = pending(3, 'g');
+      await Promise.all(quick.flatMap((r) => [recorder.begin(r), recorder.complete(outcome(r.id))]));
+      expect(names).toHaveLength(1);
+      if (process.env.DATABASE_URL) expect(names).toEqual(['exchanges_4_0']);
+      const whole = await app.dataSource.query(`SELECT status, output_text, completed_at FROM exchanges WHERE id = ANY($1)`, [quick.map((r) => r.id)]);
+      expect(whole).toHaveLength(3);
+      expect(whole.every((r: any) => r.status === 'completed' && r.output_text.startsWith('out ') && r.completed_at)).toBe(true);
+      if (process.env.DATABASE_URL) {
+      }
     } finally {
       recorder.pool = originalPool;
     }
