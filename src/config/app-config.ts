@@ -27,6 +27,8 @@ export class AppConfig {
   pricesFile: string | undefined;
   cacheSyncIntervalMs: number;
   recordFlushMs: number;
+  /** a non-streaming call's pending row is written once the call has run this long (one whole row if it ends first) */
+  recordPendingAfterMs: number;
   circuitFailureThreshold: number;
   circuitCooldownMs: number;
   /** completed exchange records wait for the WAL flush (durable across a database crash) */
@@ -150,6 +152,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
   c.pricesFile = env.PRICES_FILE || undefined;
   c.cacheSyncIntervalMs = int(env, 'CACHE_SYNC_INTERVAL_MS', 1000, 50);
   c.recordFlushMs = int(env, 'RECORD_FLUSH_MS', 2, 0, 1000);
+  c.recordPendingAfterMs = int(env, 'RECORD_PENDING_AFTER_MS', 20, 0, 60_000);
   c.circuitFailureThreshold = int(env, 'CIRCUIT_FAILURE_THRESHOLD', 10, 1, 100_000);
   c.circuitCooldownMs = int(env, 'CIRCUIT_COOLDOWN_MS', 30_000, 100);
   const sync = (env.RECORD_SYNC_COMMIT || 'on').toLowerCase();

@@ -57,8 +57,10 @@ interface InsertItem {
   resolve: () => void;
   reject: (err: unknown) => void;
   plainBodies?: boolean;
-  /** still in the queue (not yet sent to the database) */
-  queued: boolean;
+  /** held (not yet due), queued, or sent to the database */
+  state: 'held' | 'queued' | 'sent';
+  /** when a held row becomes due (performance.now()) */
+  dueAt?: number;
   /** the call ended before its pending row was sent: the row is written whole, in one INSERT */
   outcome?: ExchangeOutcome;
   completedAt?: Date;
@@ -176,6 +178,8 @@ export class ExchangeRecorder implements OnApplicationBootstrap, OnApplicationSh
   private reachable = true;
   /** completions written after their answer left (RECORD_WRITE=after_answer), until committed */
   private readonly unsettled = new Set<Promise<void>>();
+  /** record batches are named prepared statements (until the database's connections prove not to keep them) */
+  private prepare = true;
   /** pending rows queued or being written, by id */
   private readonly inserting = new Map<string, { item: InsertItem; written: Promise<void> }>();
 
@@ -192,13 +196,18 @@ export class ExchangeRecorder implements OnApplicationBootstrap, OnApplicationSh
     this.maxInFlight = Math.max(1, Math.min(4, Math.floor(db.maxPool / 2)));
   }
 
-  /** Writes the pending row; rejects with 503 when the database cannot be reached. */
-  begin(row: PendingExchange): Promise<void> {
+  /**
+   * Writes the pending row; rejects with 503 when the database cannot be reached. With `afterMs`, the row waits
+   * that long first: a call completed sooner is written once, whole (`complete()`), and a call still running then
+   * gets its pending row as usual.
+   */
+  begin(row: PendingExchange, afterMs = 0): Promise<void> {
     this.open.set(row.id, row);
     const written = new Promise<void>((resolve, reject) => {
-      const item: InsertItem = { kind: 'insert', row, resolve, reject, queued: true };
+      const item: InsertItem = { kind: 'insert', row, resolve, reject, state: 'held' };
       this.inserting.set(row.id, { item, written: Promise.resolve() });
-      this.enqueue(item);
+      if (afterMs > 0 && !this.stopped) this.hold(item, afterMs);
+      else this.release(item);
     });
     const entry = this.inserting.get(row.id);
     if (entry) entry.written = written;
@@ -242,13 +251,52 @@ export class ExchangeRecorder implements OnApplicationBootstrap, OnApplicationSh
    */
   complete(row: ExchangeOutcome): Promise<void> {
     const inserting = this.inserting.get(row.id);
-    if (inserting?.item.queued) {
+    if (inserting && inserting.item.state !== 'sent') {
       inserting.item.outcome = row;
       inserting.item.completedAt = new Date();
+      if (inserting.item.state === 'held') this.release(inserting.item);
       return inserting.written;
     }
     if (inserting) return inserting.written.then(() => this.update(row));
     return this.update(row);
+  }
+
+  /** Writes a held pending row now (a stream about to relay its first bytes needs it). */
+  hurry(id: string): void {
+    const inserting = this.inserting.get(id);
+    if (inserting?.item.state === 'held') this.release(inserting.item);
+  }
+
+  /** Pending rows not yet due, oldest first (all held for the same time, so due in this order). */
+  private held: InsertItem[] = [];
+  private heldTimer?: NodeJS.Timeout;
+
+  private hold(item: InsertItem, afterMs: number): void {
+    item.dueAt = performance.now() + afterMs;
+    this.held.push(item);
+    if (!this.heldTimer) this.heldTimer = setTimeout(() => this.releaseDue(), afterMs);
+  }
+
+  private release(item: InsertItem): void {
+    item.state = 'queued';
+    this.enqueue(item);
+  }
+
+  /** Queues the held rows that are due (released ones are skipped), and waits for the next. */
+  private releaseDue(all = false): void {
+    this.heldTimer = undefined;
+    const now = performance.now();
+    let i = 0;
+    for (; i < this.held.length; i++) {
+      const item = this.held[i];
+      if (item.state !== 'held') continue;
+      if (!all && item.dueAt! > now) break;
+      this.release(item);
+    }
+    this.held = i ? this.held.slice(i) : this.held;
+    const next = this.held.find((item) => item.state === 'held');
+    if (!next) this.held = [];
+    else this.heldTimer = setTimeout(() => this.releaseDue(), Math.max(1, next.dueAt! - now));
   }
 
   private update(row: ExchangeOutcome): Promise<void> {
@@ -305,7 +353,7 @@ export class ExchangeRecorder implements OnApplicationBootstrap, OnApplicationSh
     if (!this.queue.length) return;
     const batch = this.queue.length <= MAX_BATCH ? this.queue : this.queue.slice(0, MAX_BATCH);
     this.queue = this.queue.length <= MAX_BATCH ? [] : this.queue.slice(MAX_BATCH);
-    for (const item of batch) if (item.kind === 'insert') item.queued = false;
+    for (const item of batch) if (item.kind === 'insert') item.state = 'sent';
     this.inFlight++;
     void this.write(batch).finally(() => {
       this.inFlight--;
@@ -450,7 +498,7 @@ export class ExchangeRecorder implements OnApplicationBootstrap, OnApplicationSh
     // On its own pools the recorder uses named prepared statements: Postgres then parses and plans each statement
     // shape once per connection instead of once per flush (about half its CPU time for a one-row flush). Batches
     // are padded to a few sizes (padding rows have a null id and are skipped), so the shapes stay few.
-    const prepared = this.ownsPools();
+    const prepared = this.ownsPools() && this.prepare;
     const insertRows = prepared ? paddedSize(inserts.length) : inserts.length;
     const updateRows = prepared ? paddedSize(updates.length) : updates.length;
     const params: unknown[] = [];
@@ -501,7 +549,18 @@ export class ExchangeRecorder implements OnApplicationBootstrap, OnApplicationSh
       : { text, values: params };
     // a completion (or a row written whole) waits for the WAL flush; pending rows alone do not
     const durable = updates.length > 0 || inserts.some((item) => (item as InsertItem).outcome);
-    const res = await this.pool(durable).query(query);
+    let res: unknown;
+    try {
+      res = await this.pool(durable).query(query);
+    } catch (err) {
+      const code = (err as { code?: string }).code;
+      // connections that share server sessions (a pooler in transaction mode without prepared statement
+      // support, an embedded database's socket) lose or clash on named statements: write unprepared from then on
+      if (!query.name || (code !== '42P05' && code !== '26000')) throw err;
+      this.prepare = false;
+      this.logger.write('warn', 'prepared statements unavailable on this connection; exchange records are written unprepared', { code });
+      return this.execute(batch);
+    }
     const missing = new Set<string>();
     if (updates.length) {
       const rows = (Array.isArray(res) ? res : (res as { rows: { id: string }[] }).rows) as { id: string }[];
@@ -513,6 +572,8 @@ export class ExchangeRecorder implements OnApplicationBootstrap, OnApplicationSh
 
   /** Resolves when every queued write has been attempted. */
   async drain(): Promise<void> {
+    if (this.heldTimer) clearTimeout(this.heldTimer);
+    this.releaseDue(true);
     if (!this.queue.length && this.inFlight === 0) return;
     await new Promise<void>((resolve) => this.idle.push(resolve));
   }

@@ -89,9 +89,9 @@ export class ProxyService {
     const admission = await this.limits.admit(acting);
     if (admission.headers) for (const [name, value] of Object.entries(admission.headers)) res.setHeader(name, value);
 
-    // The pending row (a process killed mid-call leaves a trace) is written while the upstream is called; the
-    // answer waits for it. With the database known to be unreachable, the row is written first: 503 before the
-    // upstream is called.
+    // The pending row (a process killed mid-call leaves a trace) is written while the upstream is called (for a
+    // non-streaming call, once it has run RECORD_PENDING_AFTER_MS); the answer waits for it. With the database
+    // known to be unreachable, the row is written first: 503 before the upstream is called.
     const pending = {
       id: req.requestId,
       organizationId: acting.orgId,
@@ -110,7 +110,9 @@ export class ProxyService {
     };
     let written: Promise<void>;
     if (this.recorder.healthy) {
-      written = this.recorder.begin(pending);
+      // a non-streaming call that ends within RECORD_PENDING_AFTER_MS is written once, whole; a stream needs its
+      // pending row before its first byte, so it is written at once
+      written = this.recorder.begin(pending, fields.stream ? 0 : this.config.recordPendingAfterMs);
       written.catch(() => undefined);
     } else {
       try {
@@ -230,6 +232,7 @@ class ProxiedCall {
   /** Whether the pending row is in the database (awaits its write; a failed write means the call is not recorded). */
   private async pendingRow(): Promise<boolean> {
     if (this.pendingWritten === undefined) {
+      this.svc.recorder.hurry(this.req.requestId);
       this.pendingWritten = await this.written.then(
         () => true,
         () => false,
@@ -474,6 +477,8 @@ class ProxiedCall {
       };
 
       const onData = (chunk: Buffer) => {
+        // settled: the answer is over (a 503 may have been sent instead); what still arrives is dropped
+        if (settled) return;
         if (holding) {
           held.push(chunk);
           heldBytes += chunk.length;
@@ -552,6 +557,7 @@ class ProxiedCall {
           holding = false;
           if (settled || this.clientGone) return;
           if (!ok) {
+            body.removeAllListeners('data');
             body.destroy();
             return settle(AppException.databaseUnavailable());
           }

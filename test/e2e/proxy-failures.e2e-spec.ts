@@ -177,6 +177,27 @@ describe('proxy: upstream failures, retries, timeouts, aborts, backpressure', ()
     }
   });
 
+  it('a pending row the database refuses: 503, nothing relayed or recorded, for a stream (its events already arriving) and a JSON call', async () => {
+    await app.dataSource.query(`CREATE OR REPLACE FUNCTION refuse_marked_exchange() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN IF NEW.request_body->>'input' = 'refuse-me' THEN RAISE EXCEPTION 'refused by a test trigger'; END IF; RETURN NEW; END $$`);
+    await app.dataSource.query(`CREATE TRIGGER refuse_marked BEFORE INSERT ON exchanges FOR EACH ROW EXECUTE FUNCTION refuse_marked_exchange()`);
+    try {
+      for (const firstByteMs of [0, 150]) {
+        fake.enqueue({ kind: 'slow-stream', firstByteMs, eventIntervalMs: 0 });
+        const res = await ask(o, { input: 'refuse-me', stream: true });
+        expect(res.status).toBe(503);
+        expect(res.body.error.code).toBe('database_unavailable');
+      }
+      const json = await ask(o, { input: 'refuse-me' });
+      expect(json.status).toBe(503);
+      const rows = await app.dataSource.query(`SELECT id FROM exchanges WHERE request_body->>'input' = 'refuse-me'`);
+      expect(rows).toHaveLength(0);
+      expect((await ask(o, { input: 'fine' })).status).toBe(200);
+    } finally {
+      await app.dataSource.query('DROP TRIGGER IF EXISTS refuse_marked ON exchanges');
+    }
+  });
+
   it('no first byte within UPSTREAM_TIMEOUT_MS is a 504 stored as upstream_timeout', async () => {
     fake.enqueue({ kind: 'stall' });
     const res = await ask(t);

@@ -1,10 +1,11 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { ConfigError, loadConfig } from '../../src/config/app-config';
 import { createTestApp, TestApp } from '../support/create-test-app';
 import { ExchangeRecorder } from '../../src/proxy/exchange-recorder.service';
 import { api, createKey, createUser } from '../support/factories';
 import { FakeUpstream, startFakeUpstream } from '../support/fake-upstream';
-import { parseSse, proxyOrg } from '../support/proxy-test-helpers';
+import { parseSse, proxyOrg, waitFor } from '../support/proxy-test-helpers';
 
 describe('proxy: forwarding through the official SDK, records, sessions, personas', () => {
   let app: TestApp;
@@ -399,6 +400,65 @@ describe('proxy: forwarding through the official SDK, records, sessions, persona
       }
     } finally {
       recorder.pool = originalPool;
+    }
+  });
+  it('a JSON call that ends within RECORD_PENDING_AFTER_MS is written once, whole; a slower one is pending while it runs; a stream at once', async () => {
+    const o = await proxyOrg(app, fake.url);
+    const recorder = app.app.get(ExchangeRecorder) as any;
+    const statements: { name?: string; text: string }[] = [];
+    const originalPool = recorder.pool;
+    recorder.pool = function (durable: boolean) {
+      const pool = originalPool.call(this, durable);
+      return { query: (q: { name?: string; text: string }) => pool.query(q).then((r: unknown) => (statements.push(q), r)) };
+    };
+    try {
+      const quick = await o.call('POST', '/v1/responses', { model: 'gpt-4o-mini', input: 'quick' });
+      expect(quick.status).toBe(200);
+      expect(statements).toHaveLength(1);
+      expect(statements[0].text).toMatch(/^INSERT INTO exchanges/);
+      const rec = await o.call('GET', `/v1/requests/${quick.headers.get('x-request-id')}`);
+      expect(rec.body).toMatchObject({ status: 'completed', output_text: 'Echo: quick' });
+
+      statements.length = 0;
+      fake.enqueue({ kind: 'delay', ms: 400 });
+      const slow = o.call('POST', '/v1/responses', { model: 'gpt-4o-mini', input: 'slow' });
+      await waitFor(() => fake.requests.length > 0 && statements.length === 1, 5000, 'the pending row of the slow call');
+      const [{ id, status }] = await app.dataSource.query(`SELECT id, status FROM exchanges WHERE request_body->>'input' = 'slow' AND organization_id = $1`, [o.orgId]);
+      expect(status).toBe('pending');
+      expect((await slow).status).toBe(200);
+      expect(statements.map((q) => q.text.slice(0, 6))).toEqual(['INSERT', 'UPDATE']);
+      expect((await o.call('GET', `/v1/requests/${id}`)).body.status).toBe('completed');
+
+    } finally {
+      recorder.pool = originalPool;
+    }
+
+    // with a long hold, a JSON call is still one INSERT, and a stream's pending row is still written at once
+    expect(() => loadConfig({ ...app.env, RECORD_PENDING_AFTER_MS: 'soon' })).toThrow(ConfigError);
+    const held = await createTestApp({ DATABASE_URL: app.db.url, RECORD_PENDING_AFTER_MS: '60000' });
+    try {
+      const h = await proxyOrg(held, fake.url);
+      const heldRecorder = held.app.get(ExchangeRecorder) as any;
+      const originalHeldPool = heldRecorder.pool;
+      heldRecorder.pool = function (durable: boolean) {
+        const pool = originalHeldPool.call(this, durable);
+        return { query: (q: { name?: string; text: string }) => pool.query(q).then((r: unknown) => (statements.push(q), r)) };
+      };
+      statements.length = 0;
+      fake.reset();
+      fake.enqueue({ kind: 'delay', ms: 300 });
+      expect((await h.call('POST', '/v1/responses', { model: 'gpt-4o-mini', input: 'held' })).status).toBe(200);
+      expect(statements.map((q) => q.text.slice(0, 6))).toEqual(['INSERT']);
+
+      statements.length = 0;
+      fake.enqueue({ kind: 'slow-stream', firstByteMs: 300, eventIntervalMs: 0 });
+      const streamed = h.call('POST', '/v1/responses', { model: 'gpt-4o-mini', input: 'streamed', stream: true });
+      await waitFor(() => statements.length === 1, 5000, "the stream's pending row before its first byte");
+      expect(fake.requests.length).toBe(2); // the upstream has the call, and has not answered yet
+      expect((await streamed).status).toBe(200);
+      expect(statements.map((q) => q.text.slice(0, 6))).toEqual(['INSERT', 'UPDATE']);
+    } finally {
+      await held.close();
     }
   });
 });
