@@ -39,10 +39,9 @@ export class RequestAuthenticator {
       throw new AppException('user_mismatch', 'X-User-ID does not match the user the token was issued for');
     }
     const userId = await this.users.ensure(claims.org_id, externalId!);
-    const org = await this.orgs.state(claims.org_id);
     return {
       orgId: claims.org_id,
-      orgName: claims.org_name ?? org?.name ?? null,
+      orgName: claims.org_name ?? (await this.orgs.state(claims.org_id))?.name ?? null,
       userId,
       externalUserId: externalId!,
       jti: claims.jti,

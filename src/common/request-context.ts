@@ -25,7 +25,7 @@ export interface RequestState {
 export interface ProxyRequest extends Request, RequestState {}
 
 /** A proxied call's request: an Express request, or a bare node:http one taken by the proxy dispatch. */
-export type ProxiedRequest = IncomingMessage & RequestState & { body?: unknown };
+export type ProxiedRequest = IncomingMessage & RequestState & { body?: unknown; /** rawBody decoded, when already done */ rawText?: string };
 
 /** The acting organization and user of the request. */
 export const Acting = createParamDecorator((_data: unknown, ctx: ExecutionContext): ActingContext => {

@@ -203,18 +203,17 @@ export class ExchangeRecorder implements OnApplicationBootstrap, OnApplicationSh
    */
   begin(row: PendingExchange, afterMs = 0): Promise<void> {
     this.open.set(row.id, row);
+    let item!: InsertItem;
     const written = new Promise<void>((resolve, reject) => {
-      const item: InsertItem = { kind: 'insert', row, resolve, reject, state: 'held' };
-      this.inserting.set(row.id, { item, written: Promise.resolve() });
-      if (afterMs > 0 && !this.stopped) this.hold(item, afterMs);
-      else this.release(item);
+      item = { kind: 'insert', row, resolve, reject, state: 'held' };
     });
-    const entry = this.inserting.get(row.id);
-    if (entry) entry.written = written;
+    this.inserting.set(row.id, { item, written });
     const settled = () => {
       if (this.inserting.get(row.id)?.written === written) this.inserting.delete(row.id);
     };
     written.then(settled, settled);
+    if (afterMs > 0 && !this.stopped) this.hold(item, afterMs);
+    else this.release(item);
     return written;
   }
 
@@ -259,12 +258,6 @@ export class ExchangeRecorder implements OnApplicationBootstrap, OnApplicationSh
     }
     if (inserting) return inserting.written.then(() => this.update(row));
     return this.update(row);
-  }
-
-  /** Writes a held pending row now (a stream about to relay its first bytes needs it). */
-  hurry(id: string): void {
-    const inserting = this.inserting.get(id);
-    if (inserting?.item.state === 'held') this.release(inserting.item);
   }
 
   /** Pending rows not yet due, oldest first (all held for the same time, so due in this order). */

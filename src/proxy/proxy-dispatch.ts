@@ -66,7 +66,8 @@ export class ProxyDispatch {
       const raw = await this.readBody(req);
       if (raw.length) {
         req.rawBody = raw;
-        req.body = parseStrictJson(raw);
+        req.rawText = raw.toString('utf8');
+        req.body = parseStrictJson(req.rawText);
       }
       await this.proxy.forward(endpoint, req, res);
     } catch (err) {
@@ -90,13 +91,12 @@ export class ProxyDispatch {
 }
 
 /** JSON.parse with Express' strict mode: an object or array at the top, else 400 "not valid JSON". */
-function parseStrictJson(raw: Buffer): unknown {
-  let start = raw[0] === 0xef && raw[1] === 0xbb && raw[2] === 0xbf ? 3 : 0;
-  while (start < raw.length && (raw[start] === 0x20 || raw[start] === 0x09 || raw[start] === 0x0a || raw[start] === 0x0d)) start++;
-  const first = raw[start];
-  if (first !== 0x7b && first !== 0x5b) throw AppException.invalid('Request body is not valid JSON');
+function parseStrictJson(text: string): unknown {
+  let start = text.charCodeAt(0) === 0xfeff ? 1 : 0;
+  while (start < text.length && (text[start] === ' ' || text[start] === '\t' || text[start] === '\n' || text[start] === '\r')) start++;
+  if (text[start] !== '{' && text[start] !== '[') throw AppException.invalid('Request body is not valid JSON');
   try {
-    return JSON.parse(raw.toString('utf8', start));
+    return JSON.parse(start ? text.slice(start) : text);
   } catch {
     throw AppException.invalid('Request body is not valid JSON');
   }

@@ -103,7 +103,7 @@ export class ProxyService {
       endpoint,
       model: fields.model,
       stream: fields.stream,
-      requestBody: typeof payload === 'string' ? payload : payload.toString('utf8'),
+      requestBody: typeof payload === 'string' ? payload : (req.rawText ?? payload.toString('utf8')),
       keyId: key.keyId,
       keySource: key.source,
       createdAt: new Date(),
@@ -232,7 +232,6 @@ class ProxiedCall {
   /** Whether the pending row is in the database (awaits its write; a failed write means the call is not recorded). */
   private async pendingRow(): Promise<boolean> {
     if (this.pendingWritten === undefined) {
-      this.svc.recorder.hurry(this.req.requestId);
       this.pendingWritten = await this.written.then(
         () => true,
         () => false,
