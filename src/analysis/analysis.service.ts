@@ -243,10 +243,13 @@ export class AnalysisService {
         if (hit) return { row: hit, cached: true };
       }
       // analysis calls spend the same budgets as proxied calls (a cached result costs nothing and is never refused)
-      await this.limits.admit(acting);
-      const { key, answer, usage, model } = await this.callModel(acting, target.def, target.transcript);
+      const admission = await this.limits.admit(acting, { model: target.def.model, body: target.transcript });
+      const { key, answer, usage, model } = await this.callModel(acting, target.def, target.transcript).catch((err: unknown) => {
+        void this.limits.settle(admission, null);
+        throw err;
+      });
       const cost = this.pricing.cost(model, { input: usage.input, cached: usage.cached, output: usage.output });
-      await this.limits.settle(acting, { tokens: usage.total, cost });
+      await this.limits.settle(admission, { tokens: usage.total, cost });
       this.metrics.observeAnalysis({ model, inputTokens: usage.input, outputTokens: usage.output, cost });
       const row = manager.create(AnalysisResultEntity, {
         organizationId: acting.orgId,

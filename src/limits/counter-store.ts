@@ -1,12 +1,10 @@
-/** A counter of one window, checked before a call: refused when its value is already at or over the limit. */
-export interface CounterRead {
+/**
+ * One counter of one window taken by an admission: refused when its value has already reached the limit;
+ * otherwise `amount` is added (1 for a request, the estimated tokens or cost of a call for a reservation).
+ */
+export interface CounterTake {
   key: string;
-  limit: number;
-}
-
-/** A counter of one window that admission increments by one: refused when the increment would pass the limit. */
-export interface CounterIncrement {
-  key: string;
+  amount: number;
   limit: number;
   expiresAt: number;
 }
@@ -17,20 +15,22 @@ export interface CounterAdd {
   expiresAt: number;
 }
 
-export interface AdmitOutcome {
-  /** index of the first refusing counter (reads first, then increments), or -1 when admitted */
+export interface TakeOutcome {
+  /** index of the first refusing counter, or -1 when admitted */
   refused: number;
-  /** the reads' current values, then the increments' values after this call (undefined after a refusal where not reached) */
+  /** every counter's value before this admission (when admitted, each grew by its amount) */
   values: number[];
 }
 
 /**
- * Where the shared limit counters live (Redis or PostgreSQL). admit() is atomic across every process using the
- * same store: either every increment is applied and no counter passes its limit, or nothing is changed.
+ * Where the shared limit counters live (Redis or PostgreSQL). take() is atomic across every process using the
+ * same store: every counter is checked under the same lock, and either every amount is added or nothing is
+ * changed, so a refused call consumes no window and is never seen half-counted by another admission.
  */
 export interface CounterStore {
   readonly name: 'redis' | 'postgres';
-  admit(reads: CounterRead[], increments: CounterIncrement[], now: number): Promise<AdmitOutcome>;
+  take(items: CounterTake[], now: number): Promise<TakeOutcome>;
+  /** adds signed amounts (a settlement releases a reservation with a negative amount) */
   add(items: CounterAdd[], now: number): Promise<void>;
   set(items: CounterAdd[], now: number): Promise<void>;
   get(keys: string[]): Promise<number[]>;

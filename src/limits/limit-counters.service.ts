@@ -3,9 +3,19 @@ import { Redis } from 'ioredis';
 import { DataSource } from 'typeorm';
 import { JsonLogger } from '../common/logger';
 import { AppConfig } from '../config/app-config';
-import type { AdmitOutcome, CounterAdd, CounterIncrement, CounterRead, CounterStore } from './counter-store';
+import type { CounterAdd, CounterStore, CounterTake, TakeOutcome } from './counter-store';
 import { PgCounterStore } from './pg-counter-store';
 import { RedisCounterStore } from './redis-counter-store';
+
+/** One item per key, amounts summed (a settlement releases and adds on the same counters in one round trip). */
+function mergeByKey(items: CounterAdd[]): CounterAdd[] {
+  const byKey = new Map<string, CounterAdd>();
+  for (const i of items) {
+    const prev = byKey.get(i.key);
+    byKey.set(i.key, prev ? { ...prev, amount: prev.amount + i.amount } : i);
+  }
+  return [...byKey.values()].filter((i) => i.amount !== 0);
+}
 
 const PURGE_INTERVAL_MS = 10 * 60_000;
 const REDIS_READY_WAIT_MS = 2000;
@@ -93,12 +103,18 @@ export class LimitCountersService implements OnModuleInit, OnApplicationShutdown
     this.switchHandlers.push(handler);
   }
 
-  admit(reads: CounterRead[], increments: CounterIncrement[], now: number): Promise<AdmitOutcome> {
-    return this.run((s) => s.admit(reads, increments, now));
+  /** Checks and takes the counters of an admission; says in which store they were taken. */
+  take(items: CounterTake[], now: number): Promise<TakeOutcome & { store: CounterStore['name'] }> {
+    return this.run(async (s) => ({ ...(await s.take(items, now)), store: s.name }));
   }
 
-  add(items: CounterAdd[], now: number): Promise<void> {
-    return this.run((s) => s.add(items, now));
+  /**
+   * Settles what admissions reserved: `releases` (negative amounts) only in the store the reservation was taken
+   * in, `additions` wherever the counters are now. After a switch the reservation stays behind in the other store,
+   * where its window expires, and the store that took over was rebuilt without it.
+   */
+  settle(additions: CounterAdd[], releases: CounterAdd[], reservedIn: CounterStore['name'], now: number): Promise<void> {
+    return this.run((s) => s.add(mergeByKey(s.name === reservedIn ? [...additions, ...releases] : additions), now));
   }
 
   set(items: CounterAdd[], now: number): Promise<void> {

@@ -10,7 +10,9 @@ import { JsonLogger } from '../common/logger';
 import { AppConfig } from '../config/app-config';
 import { ChangeFeedService } from '../database/change-feed.service';
 import { MetricsService } from '../metrics/metrics.service';
-import type { CounterAdd, CounterIncrement, CounterRead } from './counter-store';
+import { PricingService } from '../proxy/pricing.service';
+import { CallRequest, estimateCall } from './call-estimate';
+import type { CounterAdd, CounterStore, CounterTake } from './counter-store';
 import { LimitCountersService } from './limit-counters.service';
 import { counterExpiry, resetDuration, retryAfterSeconds, windowAt, WindowKind } from './limit-windows';
 import { LimitEntity } from './limit.entity';
@@ -62,9 +64,30 @@ export interface OrgLimitsView extends OrganizationView {
   resets_at: SubjectLimitsView['resets_at'];
 }
 
-/** Result of an admission: the X-RateLimit-* headers to set on the response, or null when no rate limit applies. */
+/** What a finished call used: its tokens and its recorded cost (null where unknown). */
+export interface CallUsage {
+  tokens?: number | null;
+  cost?: number | null;
+}
+
+/**
+ * An admitted call: the X-RateLimit-* headers to set on the response (null when no rate limit applies) and what
+ * it reserved against token and budget limits. Every admission is settled once, with what the call really used
+ * (null when it used nothing: it failed before upstream, or upstream billed nothing).
+ */
 export interface Admission {
-  headers: Record<string, string> | null;
+  readonly headers: Record<string, string> | null;
+  readonly subjects: LimitSubjects;
+  /** when the call was admitted: its usage counts in the windows of that moment (0: no limit applied) */
+  readonly at: number;
+  readonly reservation: Reservation | null;
+  settled: boolean;
+}
+
+interface Reservation {
+  store: CounterStore['name'];
+  /** the estimated tokens and cost taken from each counter */
+  items: CounterAdd[];
 }
 
 interface Definition extends LimitValues {
@@ -81,8 +104,6 @@ interface CheckMeta {
   limit: number;
 }
 
-const NO_LIMITS: Admission = Object.freeze({ headers: null }) as Admission;
-const NO_LIMITS_PROMISE = Promise.resolve(NO_LIMITS);
 const MAX_CACHED_DEFINITIONS = 200_000;
 const MAX_RPM = 1_000_000_000;
 const MAX_USD = 1_000_000_000;
@@ -102,6 +123,7 @@ const toValues = (e: LimitEntity | null): LimitValues => ({
   monthly_budget_usd: e?.monthlyBudgetUsd ?? null,
 });
 const isEmpty = (v: LimitValues) => v.rpm === null && v.tpm === null && v.daily_budget_usd === null && v.monthly_budget_usd === null;
+const unlimited = (subjects: LimitSubjects): Admission => ({ headers: null, subjects, at: 0, reservation: null, settled: false });
 const usd = (n: number) => `$${n.toFixed(n < 1 ? 4 : 2)}`;
 
 /**
@@ -112,12 +134,13 @@ const usd = (n: number) => `$${n.toFixed(n < 1 ? 4 : 2)}`;
  * of an organization and user without limits costs two Map lookups and no round trip. With limits, admission is one
  * atomic round trip to the counter store (Redis, or PostgreSQL).
  *
- * Exactness: requests per minute are counted at admission, atomically (check-and-increment in one Redis script, or
- * increment-then-check with an undo in PostgreSQL), so a window never admits more than the limit, whatever the
- * concurrency and however many processes share the store. Tokens and costs are only known when a call finishes:
- * a call is refused when the recorded consumption of the window has already reached the limit, so calls admitted
- * before that moment (at most the calls in flight when it is reached) can push consumption past the limit by their
- * own tokens or cost, and no further call is admitted. A call whose cost is unknown counts nothing.
+ * Admission takes every counter of the call at once (one Redis script, or one PostgreSQL function call): each is
+ * checked, and only when none has reached its limit is the call counted, one request in the rpm windows and an
+ * estimate of its tokens and cost (see call-estimate.ts) in the tpm and budget windows. A refused call takes
+ * nothing, and no admission ever sees another's counts half-applied. Settlement replaces the estimate by what the
+ * call really used. Requests per minute are therefore exact; tokens and costs can pass a limit only by the last
+ * admitted call and by what the estimates of the calls then in flight fell short of their real usage (see
+ * docs/limits-and-metrics.md), not by the number of calls in flight. A call whose cost is unknown counts nothing.
  */
 @Injectable()
 export class LimitsService {
@@ -135,6 +158,7 @@ export class LimitsService {
     private readonly changes: ChangeFeedService,
     private readonly config: AppConfig,
     private readonly logger: JsonLogger,
+    private readonly pricing: PricingService,
     @Optional() private readonly metrics?: MetricsService,
   ) {
     changes.on('limits', (key) => this.definitions.delete(key));
@@ -144,73 +168,85 @@ export class LimitsService {
   // ---------------------------------------------------------------- hot path
 
   /**
-   * Checks every limit of the organization and the user before an upstream call, and counts the request.
-   * Throws 429 `rate_limit_exceeded` / `budget_exceeded` with Retry-After; returns the headers to set.
+   * Checks every limit of the organization and the user before an upstream call, and counts the call: one request,
+   * and the estimate of `call` against token and budget limits (estimated only when such a limit applies).
+   * Throws 429 `rate_limit_exceeded` / `budget_exceeded` with Retry-After; the admission must be settled.
    */
-  admit(subjects: LimitSubjects): Promise<Admission> {
+  admit(subjects: LimitSubjects, call?: CallRequest): Promise<Admission> {
     const org = this.definitions.get(ref('organization', subjects.orgId));
     const user = this.definitions.get(ref('user', subjects.userId));
-    if (org === null && user === null) return NO_LIMITS_PROMISE;
-    return this.admitWithLimits(subjects);
+    if (org === null && user === null) return Promise.resolve(unlimited(subjects));
+    return this.admitWithLimits(subjects, call);
   }
 
   /**
-   * Counts a finished call's tokens (TPM windows) and recorded cost (budgets) for its organization and user.
+   * Releases what the admission reserved and counts what the call really used: its tokens (TPM windows) and
+   * recorded cost (budgets), in the windows it was admitted in. Once per admission; later calls do nothing.
    * Never throws: a counter that cannot be written is logged, the call itself already happened.
    */
-  async settle(subjects: LimitSubjects, usage: { tokens?: number | null; cost?: number | null }): Promise<void> {
+  async settle(admission: Admission, usage: CallUsage | null): Promise<void> {
+    if (admission.settled) return;
+    admission.settled = true;
+    const { subjects, reservation } = admission;
     try {
-      const org = this.definitions.get(ref('organization', subjects.orgId));
-      const user = this.definitions.get(ref('user', subjects.userId));
-      if (org === null && user === null) return;
-      const tokens = usage.tokens && usage.tokens > 0 ? usage.tokens : 0;
-      const cost = usage.cost && usage.cost > 0 && Number.isFinite(usage.cost) ? usage.cost : 0;
-      if (!tokens && !cost) return;
+      if (!reservation && this.definitions.get(ref('organization', subjects.orgId)) === null && this.definitions.get(ref('user', subjects.userId)) === null) {
+        return;
+      }
+      const tokens = usage?.tokens && usage.tokens > 0 && Number.isFinite(usage.tokens) ? usage.tokens : 0;
+      const cost = usage?.cost && usage.cost > 0 && Number.isFinite(usage.cost) ? usage.cost : 0;
+      if (!tokens && !cost && !reservation) return;
       const now = this.clock();
-      const items: CounterAdd[] = [];
+      const at = admission.at || now;
+      const additions: CounterAdd[] = [];
+      // limits set while the call ran count it too
       for (const def of await this.definitionsFor(subjects)) {
         if (!def) continue;
-        if (def.tpm !== null && tokens) items.push(this.addItem(def, 'tpm', 'minute', tokens, now));
-        if (def.daily_budget_usd !== null && cost) items.push(this.addItem(def, 'day', 'day', cost, now));
-        if (def.monthly_budget_usd !== null && cost) items.push(this.addItem(def, 'month', 'month', cost, now));
+        if (def.tpm !== null && tokens) additions.push(this.addItem(def, 'tpm', 'minute', tokens, at));
+        if (def.daily_budget_usd !== null && cost) additions.push(this.addItem(def, 'day', 'day', cost, at));
+        if (def.monthly_budget_usd !== null && cost) additions.push(this.addItem(def, 'month', 'month', cost, at));
       }
-      if (items.length) await this.counters.add(items, now);
+      const releases = reservation ? reservation.items.map((i) => ({ ...i, amount: -i.amount })) : [];
+      if (additions.length || releases.length) await this.counters.settle(additions, releases, reservation?.store ?? this.counters.current, now);
     } catch (err) {
       this.logger.write('warn', 'limit counters could not be updated after a call', { err, org_id: subjects.orgId });
     }
   }
 
-  private async admitWithLimits(subjects: LimitSubjects): Promise<Admission> {
+  private async admitWithLimits(subjects: LimitSubjects, call: CallRequest | undefined): Promise<Admission> {
     const defs = await this.definitionsFor(subjects);
     const now = this.clock();
-    const reads: CounterRead[] = [];
-    const readMeta: CheckMeta[] = [];
-    const incs: CounterIncrement[] = [];
-    const incMeta: CheckMeta[] = [];
-    const read = (def: Definition, metric: Metric, window: WindowKind, kind: LimitKind, limit: number | null) => {
+    let tokens = 0;
+    let cost = 0;
+    if (call && defs.some((d) => d && (d.tpm !== null || d.daily_budget_usd !== null || d.monthly_budget_usd !== null))) {
+      const estimate = estimateCall(call);
+      tokens = estimate.input + estimate.output;
+      cost = this.pricing.cost(call.model, estimate) ?? 0;
+    }
+    const items: CounterTake[] = [];
+    const meta: CheckMeta[] = [];
+    const take = (def: Definition, metric: Metric, window: WindowKind, kind: LimitKind, limit: number | null, amount: number) => {
       if (limit === null) return;
-      reads.push({ key: this.key(def, metric, window, now), limit });
-      readMeta.push({ def, kind, window, limit });
+      items.push({ key: this.key(def, metric, window, now), amount, limit, expiresAt: counterExpiry(window, windowAt(window, now)) });
+      meta.push({ def, kind, window, limit });
     };
     // budgets first: when several limits are reached, the one that lasts longest is the one reported
-    for (const def of defs) if (def) read(def, 'month', 'month', 'monthly_budget', def.monthly_budget_usd);
-    for (const def of defs) if (def) read(def, 'day', 'day', 'daily_budget', def.daily_budget_usd);
-    for (const def of defs) if (def) read(def, 'tpm', 'minute', 'tokens', def.tpm);
-    // organization before user: every process locks counters in the same order
-    for (const def of defs) {
-      if (!def || def.rpm === null) continue;
-      const w = windowAt('minute', now);
-      incs.push({ key: this.key(def, 'rpm', 'minute', now), limit: def.rpm, expiresAt: counterExpiry('minute', w) });
-      incMeta.push({ def, kind: 'requests', window: 'minute', limit: def.rpm });
-    }
-    if (reads.length === 0 && incs.length === 0) return NO_LIMITS;
+    for (const def of defs) if (def) take(def, 'month', 'month', 'monthly_budget', def.monthly_budget_usd, cost);
+    for (const def of defs) if (def) take(def, 'day', 'day', 'daily_budget', def.daily_budget_usd, cost);
+    for (const def of defs) if (def) take(def, 'tpm', 'minute', 'tokens', def.tpm, tokens);
+    for (const def of defs) if (def) take(def, 'rpm', 'minute', 'requests', def.rpm, 1);
+    if (items.length === 0) return unlimited(subjects);
 
-    const outcome = await this.counters.admit(reads, incs, now);
-    if (outcome.refused >= 0) {
-      const meta = outcome.refused < reads.length ? readMeta[outcome.refused] : incMeta[outcome.refused - reads.length];
-      throw this.refusal(meta, now);
-    }
-    return { headers: this.rateLimitHeaders(readMeta, outcome.values.slice(0, reads.length), incMeta, outcome.values.slice(reads.length), now) };
+    const outcome = await this.counters.take(items, now);
+    if (outcome.refused >= 0) throw this.refusal(meta[outcome.refused], now);
+    const after = outcome.values.map((v, i) => v + items[i].amount);
+    const reserved = items.filter((item, i) => meta[i].kind !== 'requests' && item.amount > 0).map(({ key, amount, expiresAt }) => ({ key, amount, expiresAt }));
+    return {
+      headers: this.rateLimitHeaders(meta, after, now),
+      subjects,
+      at: now,
+      reservation: reserved.length ? { store: outcome.store, items: reserved } : null,
+      settled: false,
+    };
   }
 
   private refusal(meta: CheckMeta, now: number): AppException {
@@ -237,36 +273,21 @@ export class LimitsService {
     );
   }
 
-  /** OpenAI's X-RateLimit-* headers for the limit closest to being reached (organization or user). */
-  private rateLimitHeaders(
-    readMeta: CheckMeta[],
-    readValues: number[],
-    incMeta: CheckMeta[],
-    incValues: number[],
-    now: number,
-  ): Record<string, string> | null {
+  /** OpenAI's X-RateLimit-* headers for the limit closest to being reached (organization or user), this call counted. */
+  private rateLimitHeaders(meta: CheckMeta[], after: number[], now: number): Record<string, string> | null {
     let headers: Record<string, string> | null = null;
     const reset = resetDuration(windowAt('minute', now).end - now);
-    let reqRemaining = Infinity;
-    incMeta.forEach((m, i) => {
-      const remaining = Math.max(0, m.limit - incValues[i]);
-      if (remaining >= reqRemaining) return;
-      reqRemaining = remaining;
+    const remaining = { requests: Infinity, tokens: Infinity };
+    meta.forEach((m, i) => {
+      if (m.kind !== 'requests' && m.kind !== 'tokens') return;
+      const left = Math.max(0, Math.floor(m.limit - after[i]));
+      if (left >= remaining[m.kind]) return;
+      remaining[m.kind] = left;
+      const suffix = m.kind === 'requests' ? 'Requests' : 'Tokens';
       headers ??= {};
-      headers['X-RateLimit-Limit-Requests'] = String(m.limit);
-      headers['X-RateLimit-Remaining-Requests'] = String(remaining);
-      headers['X-RateLimit-Reset-Requests'] = reset;
-    });
-    let tokRemaining = Infinity;
-    readMeta.forEach((m, i) => {
-      if (m.kind !== 'tokens') return;
-      const remaining = Math.max(0, Math.floor(m.limit - readValues[i]));
-      if (remaining >= tokRemaining) return;
-      tokRemaining = remaining;
-      headers ??= {};
-      headers['X-RateLimit-Limit-Tokens'] = String(m.limit);
-      headers['X-RateLimit-Remaining-Tokens'] = String(remaining);
-      headers['X-RateLimit-Reset-Tokens'] = reset;
+      headers[`X-RateLimit-Limit-${suffix}`] = String(m.limit);
+      headers[`X-RateLimit-Remaining-${suffix}`] = String(left);
+      headers[`X-RateLimit-Reset-${suffix}`] = reset;
     });
     return headers;
   }

@@ -1,34 +1,28 @@
 import type { Redis } from 'ioredis';
-import type { AdmitOutcome, CounterAdd, CounterIncrement, CounterRead, CounterStore } from './counter-store';
+import type { CounterAdd, CounterStore, CounterTake, TakeOutcome } from './counter-store';
 
-// Runs atomically in Redis: check every counter first, then apply the increments only if all pass.
-// KEYS = reads then increments; ARGV = number of reads, the limits (one per key), the increments' TTLs in ms.
-// Values go back as strings (Redis would truncate Lua numbers to integers, and costs are fractional).
-const ADMIT = `
-local nr = tonumber(ARGV[1])
+// Runs atomically in Redis: every counter is checked first, and the amounts are added only if none has reached its
+// limit. KEYS = counters; ARGV = the amounts, then the limits, then the TTLs in ms.
+// Values go back as Redis' own strings (Lua's tostring would cut fractional costs to 14 digits).
+const TAKE = `
 local n = #KEYS
 local values = {}
 local refused = 0
 for i = 1, n do
-  local v = tonumber(redis.call('GET', KEYS[i]) or '0')
+  local v = redis.call('GET', KEYS[i]) or '0'
   values[i] = v
-  local lim = tonumber(ARGV[1 + i])
-  if refused == 0 then
-    if i <= nr then
-      if v >= lim then refused = i end
-    elseif v + 1 > lim then
-      refused = i
+  if refused == 0 and tonumber(v) >= tonumber(ARGV[n + i]) then refused = i end
+end
+if refused == 0 then
+  for i = 1, n do
+    if tonumber(ARGV[i]) ~= 0 then
+      redis.call('INCRBYFLOAT', KEYS[i], ARGV[i])
+      if redis.call('PTTL', KEYS[i]) < 0 then redis.call('PEXPIRE', KEYS[i], ARGV[2 * n + i]) end
     end
   end
 end
-if refused == 0 then
-  for i = nr + 1, n do
-    values[i] = redis.call('INCR', KEYS[i])
-    if values[i] == 1 then redis.call('PEXPIRE', KEYS[i], ARGV[1 + n + i - nr]) end
-  end
-end
 local out = { tostring(refused) }
-for i = 1, n do out[i + 1] = tostring(values[i]) end
+for i = 1, n do out[i + 1] = values[i] end
 return out
 `;
 
@@ -43,7 +37,7 @@ return n
 `;
 
 type ScriptRedis = Redis & {
-  limitsAdmit(numKeys: number, ...args: (string | number)[]): Promise<string[]>;
+  limitsTake(numKeys: number, ...args: (string | number)[]): Promise<string[]>;
   limitsAdd(numKeys: number, ...args: (string | number)[]): Promise<number>;
 };
 
@@ -58,20 +52,19 @@ export class RedisCounterStore implements CounterStore {
   private readonly redis: ScriptRedis;
 
   constructor(redis: Redis) {
-    redis.defineCommand('limitsAdmit', { lua: ADMIT });
+    redis.defineCommand('limitsTake', { lua: TAKE });
     redis.defineCommand('limitsAdd', { lua: ADD });
     this.redis = redis as ScriptRedis;
   }
 
-  async admit(reads: CounterRead[], increments: CounterIncrement[], now: number): Promise<AdmitOutcome> {
-    const keys = [...reads.map((r) => r.key), ...increments.map((i) => i.key)];
-    const args = [
-      reads.length,
-      ...reads.map((r) => r.limit),
-      ...increments.map((i) => i.limit),
-      ...increments.map((i) => ttl(i.expiresAt, now)),
-    ];
-    const out = await this.redis.limitsAdmit(keys.length, ...keys, ...args);
+  async take(items: CounterTake[], now: number): Promise<TakeOutcome> {
+    const out = await this.redis.limitsTake(
+      items.length,
+      ...items.map((i) => i.key),
+      ...items.map((i) => String(i.amount)),
+      ...items.map((i) => String(i.limit)),
+      ...items.map((i) => ttl(i.expiresAt, now)),
+    );
     return { refused: Number(out[0]) - 1, values: out.slice(1).map(Number) };
   }
 

@@ -16,7 +16,7 @@ import { PricingService } from './pricing.service';
 import { ProxyBodyFields, readProxyBody, readSessionHeader, withoutPersona, withPersona } from './proxy-body';
 import { SseParser } from './sse-parser';
 import { UpstreamClient, UpstreamResponse } from './upstream-client';
-import { LimitsService } from '../limits/limits.service';
+import { Admission, LimitsService } from '../limits/limits.service';
 import { MetricsService } from '../metrics/metrics.service';
 import { scrubUpstreamText, upstreamErrorAnswer, upstreamFailure } from './upstream-errors';
 
@@ -86,7 +86,7 @@ export class ProxyService {
     const payload = persona ? withPersona(endpoint, fields.body, persona.content) : withoutPersona(fields.body, req.rawBody!);
 
     // rate limits and budgets, before anything is recorded or sent upstream (429 with Retry-After)
-    const admission = await this.limits.admit(acting);
+    const admission = await this.limits.admit(acting, { model: fields.model, body: fields.body, instructions: persona?.content });
     if (admission.headers) for (const [name, value] of Object.entries(admission.headers)) res.setHeader(name, value);
 
     // The pending row (a process killed mid-call leaves a trace) is written while the upstream is called (for a
@@ -119,11 +119,12 @@ export class ProxyService {
         await this.recorder.begin(pending);
       } catch (err) {
         this.recorder.forget(req.requestId);
+        void this.limits.settle(admission, null);
         throw err;
       }
       written = Promise.resolve();
     }
-    const call = new ProxiedCall(this, endpoint, fields, req, res, key, sessionId, payload, written);
+    const call = new ProxiedCall(this, endpoint, fields, req, res, key, sessionId, payload, written, admission);
     try {
       await call.run();
     } catch (err) {
@@ -156,6 +157,7 @@ class ProxiedCall {
     private readonly payload: Buffer | string,
     /** the pending row's write */
     private readonly written: Promise<void>,
+    private readonly admission: Admission,
   ) {
     res.once('close', () => {
       if (!res.writableFinished) {
@@ -306,6 +308,8 @@ class ProxiedCall {
       latencyMs: performance.now() - this.req.startedAt,
       timeToFirstByteMs: this.ttfb,
     };
+    // settled whether or not the record can be written (upstream was paid either way); never throws
+    const settled = limits.settle(this.admission, { tokens: usage ? (usage.total ?? (usage.input ?? 0) + (usage.output ?? 0)) : null, cost });
     let committed = true;
     if (afterAnswer) {
       recorder.completeAfterAnswer(outcome);
@@ -327,8 +331,7 @@ class ProxiedCall {
       }
     }
     // counted before the answer leaves, so the client's next call already sees these tokens and this cost
-    const acting = this.req.acting!;
-    await limits.settle(acting, { tokens: usage ? (usage.total ?? (usage.input ?? 0) + (usage.output ?? 0)) : null, cost });
+    await settled;
     metrics.observeExchange({
       route: this.endpoint,
       status,
