@@ -94,7 +94,6 @@ export class ChangeFeedService implements OnApplicationShutdown {
     this.stopped = true;
     if (this.timer) clearInterval(this.timer);
     await this.listener?.end().catch(() => undefined);
-    await this.polling;
   }
 
   /**
@@ -151,7 +150,9 @@ export class ChangeFeedService implements OnApplicationShutdown {
       } while (this.again && !this.stopped);
       if (Date.now() - this.lastPruneAt >= PRUNE_EVERY_MS && !this.stopped) {
         this.lastPruneAt = Date.now();
-        await this.prune().catch((err) => this.logger.write('warn', 'pruning old cache invalidations failed', { err }));
+        await this.prune().catch((err) => {
+          if (!this.stopped) this.logger.write('warn', 'pruning old cache invalidations failed', { err });
+        });
       }
     })().finally(() => {
       this.polling = undefined;
