@@ -1,6 +1,12 @@
 import { Column, CreateDateColumn, Entity, Index, PrimaryGeneratedColumn } from 'typeorm';
 
-/** One analysis of one exchange; also the cache (by organization and cache_key) and the usage record of the analysis call. */
+export type AnalysisStatus = 'completed' | 'failed';
+
+/**
+ * One analysis of one exchange; also the cache (by organization and cache_key) and the usage record of the analysis call.
+ * An analysis whose answers did not fit the schema is stored as `failed` (no result, never a cache hit, never listed):
+ * its upstream attempts were billed, and budgets and usage analytics count them like any other call.
+ */
 @Entity('analysis_results')
 @Index('ix_analysis_results_cache', ['organizationId', 'cacheKey', 'createdAt'])
 @Index('ix_analysis_results_exchange', ['organizationId', 'exchangeId', 'createdAt'])
@@ -33,16 +39,24 @@ export class AnalysisResultEntity {
   @Column({ name: 'analysis_type', type: 'text' })
   analysisType: string;
 
-  @Column({ name: 'primary_category', type: 'text' })
-  primaryCategory: string;
+  @Column({ type: 'text', default: 'completed' })
+  status: AnalysisStatus;
 
-  @Column({ type: 'double precision' })
-  confidence: number;
+  /** why a failed analysis failed */
+  @Column({ type: 'text', nullable: true })
+  error: string | null;
 
-  @Column({ type: 'text' })
-  reasoning: string;
+  // the result: null when the analysis failed
+  @Column({ name: 'primary_category', type: 'text', nullable: true })
+  primaryCategory: string | null;
 
-  @Column({ type: 'jsonb' })
+  @Column({ type: 'double precision', nullable: true })
+  confidence: number | null;
+
+  @Column({ type: 'text', nullable: true })
+  reasoning: string | null;
+
+  @Column({ type: 'jsonb', nullable: true })
   categories: unknown;
 
   @Column({ type: 'jsonb', nullable: true })

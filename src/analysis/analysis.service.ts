@@ -1,21 +1,20 @@
 import { Injectable } from '@nestjs/common';
 import { InjectRepository } from '@nestjs/typeorm';
 import { createHash } from 'node:crypto';
-import { DataSource, EntityManager, Repository } from 'typeorm';
+import { Repository } from 'typeorm';
 import { AppException } from '../common/app-exception';
 import { isUuid } from '../common/ids';
 import { JsonLogger } from '../common/logger';
-import { AppConfig } from '../config/app-config';
 import { ListPage, parsePageQuery, toListPage } from '../common/pagination';
 import type { ActingContext } from '../common/request-context';
-import { DatabaseHandle } from '../database/embedded-database';
 import { KeyResolver, ResolvedKey } from '../keys/key-resolver';
-import { LimitsService } from '../limits/limits.service';
+import { Admission, LimitsService } from '../limits/limits.service';
 import { MetricsService } from '../metrics/metrics.service';
 import { ExchangeRecorder } from '../proxy/exchange-recorder.service';
 import { ExchangeEntity } from '../proxy/exchange.entity';
 import { PricingService } from '../proxy/pricing.service';
 import { UpstreamClient } from '../proxy/upstream-client';
+import { AnalysisClaimsRepository } from './analysis-claims.repository';
 import { AnalysisConfigsService, definitionOf } from './analysis-configs.service';
 import { AnalysisResultEntity } from './analysis-result.entity';
 import {
@@ -32,15 +31,27 @@ import { conversationOf, isEmptyConversation, renderConversation } from './conve
 
 /** one retry after a non-conforming answer, then 502 */
 const MAX_ATTEMPTS = 2;
-/** below the driver's 15 s query timeout */
-const LOCK_WAIT_SLICE_MS = 5_000;
-const LOCK_NOT_AVAILABLE = '55P03';
+/** a claim on a running analysis lapses this long after its last renewal (its holder died) */
+const CLAIM_LEASE_MS = 30_000;
+const CLAIM_RENEW_MS = 10_000;
+/** how often a process waiting on another's identical analysis looks for its result */
+const CLAIM_POLL_MS = 200;
 
 interface Usage {
   input: number;
   cached: number;
   output: number;
   total: number;
+}
+
+/** What the upstream attempts of one analysis were billed, known also when the analysis fails. */
+interface Spent {
+  usage: Usage;
+  /** the model that answered (priced), else the configured one */
+  model: string;
+  key: ResolvedKey | null;
+  /** upstream answers received (each one billed) */
+  answers: number;
 }
 
 interface Target {
@@ -66,9 +77,10 @@ function toResultView(
     response_id: opts.responseId !== undefined ? opts.responseId : row.responseId,
     config_id: opts.configId !== undefined ? opts.configId : row.configId,
     analysis_type: row.analysisType as AnalysisType,
-    primary_category: row.primaryCategory,
-    confidence: row.confidence,
-    reasoning: row.reasoning,
+    // only completed analyses are shown, and they always hold a result
+    primary_category: row.primaryCategory!,
+    confidence: row.confidence!,
+    reasoning: row.reasoning!,
     categories: row.categories as CategoryScore[],
     metadata: (row.metadata ?? null) as AnalysisMetadata | null,
     model: row.model,
@@ -126,14 +138,12 @@ export class AnalysisService {
     @InjectRepository(AnalysisResultEntity) private readonly results: Repository<AnalysisResultEntity>,
     @InjectRepository(ExchangeEntity) private readonly exchanges: Repository<ExchangeEntity>,
     private readonly configs: AnalysisConfigsService,
-    private readonly dataSource: DataSource,
-    private readonly db: DatabaseHandle,
+    private readonly claims: AnalysisClaimsRepository,
     private readonly keys: KeyResolver,
     private readonly recorder: ExchangeRecorder,
     private readonly upstream: UpstreamClient,
     private readonly pricing: PricingService,
     private readonly logger: JsonLogger,
-    private readonly config: AppConfig,
     private readonly limits: LimitsService,
     private readonly metrics: MetricsService,
   ) {}
@@ -148,9 +158,9 @@ export class AnalysisService {
         configId: target.configId,
       });
 
-    if (dto.force_refresh) return view(await this.analyse(acting, target, false));
+    if (dto.force_refresh) return view(await this.analyse(acting, target));
 
-    const hit = await this.findCached(this.results.manager, acting.orgId, target.cacheKey);
+    const hit = await this.findCached(acting.orgId, target.cacheKey);
     if (hit) return view({ row: hit, cached: true });
 
     const flightKey = `${acting.orgId}:${target.cacheKey}`;
@@ -160,7 +170,7 @@ export class AnalysisService {
       const o = await running;
       return view({ row: o.row, cached: true });
     }
-    const promise = this.analyse(acting, target, true);
+    const promise = this.analyseOnce(acting, target);
     this.inFlight.set(flightKey, promise);
     try {
       return view(await promise);
@@ -174,6 +184,7 @@ export class AnalysisService {
     const qb = this.results
       .createQueryBuilder('r')
       .where('r.organization_id = :orgId', { orgId })
+      .andWhere(`r.status = 'completed'`)
       .orderBy('r.created_at', 'DESC')
       .addOrderBy('r.id', 'DESC')
       .take(limit + 1);
@@ -226,94 +237,125 @@ export class AnalysisService {
     return { exchange, configId: inline ? null : dto.config_id!, def, transcript, cacheKey: cacheKeyOf(def, transcript) };
   }
 
-  private findCached(manager: EntityManager, orgId: string, cacheKey: string): Promise<AnalysisResultEntity | null> {
-    return manager.findOne(AnalysisResultEntity, { where: { organizationId: orgId, cacheKey }, order: { createdAt: 'DESC' } });
+  private findCached(orgId: string, cacheKey: string): Promise<AnalysisResultEntity | null> {
+    return this.results.findOne({ where: { organizationId: orgId, cacheKey, status: 'completed' }, order: { createdAt: 'DESC' } });
   }
 
   /**
-   * Calls the model and stores the result. With `useCache`, other processes are serialized on a transaction-scoped
-   * advisory lock of (organization, cache key) and the cache is checked again under it, so identical analyses make one
-   * upstream call. The embedded database is one process with one session (and its socket server runs one
-   * transaction at a time), so there the in-process coalescing in run() suffices and no transaction is held open.
+   * One upstream call for identical analyses across processes, with no database connection held while upstream
+   * works. The process that takes the claim row of (organization, cache key) calls the model, renewing its lease
+   * meanwhile; the others look for its result every CLAIM_POLL_MS, and take the claim over when it ends without
+   * one (the analysis failed: a failure is not cached) or when its lease lapses (its holder died).
    */
-  private async analyse(acting: ActingContext, target: Target, useCache: boolean): Promise<Outcome> {
-    const work = async (manager: EntityManager): Promise<Outcome> => {
-      if (useCache) {
-        const hit = await this.findCached(manager, acting.orgId, target.cacheKey);
-        if (hit) return { row: hit, cached: true };
-      }
-      // analysis calls spend the same budgets as proxied calls (a cached result costs nothing and is never refused)
-      const admission = await this.limits.admit(acting, { model: target.def.model, body: target.transcript });
-      const { key, answer, usage, model } = await this.callModel(acting, target.def, target.transcript).catch((err: unknown) => {
-        void this.limits.settle(admission, null);
-        throw err;
-      });
-      const cost = this.pricing.cost(model, { input: usage.input, cached: usage.cached, output: usage.output });
-      await this.limits.settle(admission, { tokens: usage.total, cost });
-      this.metrics.observeAnalysis({ model, inputTokens: usage.input, outputTokens: usage.output, cost });
-      const row = manager.create(AnalysisResultEntity, {
-        organizationId: acting.orgId,
-        exchangeId: target.exchange.id,
-        responseId: target.exchange.responseId,
-        configId: target.configId,
-        userId: acting.userId,
-        personaId: target.exchange.personaId,
-        cacheKey: target.cacheKey,
-        analysisType: target.def.analysisType,
-        primaryCategory: answer.primaryCategory,
-        confidence: answer.confidence,
-        reasoning: answer.reasoning,
-        categories: answer.categories,
-        metadata: answer.metadata,
-        model: target.def.model,
-        inputTokens: usage.input,
-        outputTokens: usage.output,
-        totalTokens: usage.total,
-        cost,
-        keyId: key.keyId,
-      });
-      return { row: await manager.save(row), cached: false };
-    };
-
-    if (!useCache || this.db.embedded) return work(this.results.manager);
-    return this.dataSource.transaction(async (manager) => {
-      await this.lockCacheKey(manager, `analysis:${acting.orgId}:${target.cacheKey}`);
-      return work(manager);
-    });
-  }
-
-  /**
-   * Waits for the advisory lock in slices shorter than the driver's query timeout (the holder may be waiting on the
-   * upstream for longer than one query may take). Past any plausible holder's lifetime it goes ahead unlocked: a
-   * duplicate upstream call is better than a failed analysis.
-   */
-  private async lockCacheKey(manager: EntityManager, lockKey: string): Promise<void> {
-    const deadline = Date.now() + MAX_ATTEMPTS * this.config.upstreamTimeoutMs + 10_000;
-    await manager.query(`SET LOCAL lock_timeout = '${LOCK_WAIT_SLICE_MS}ms'`);
+  private async analyseOnce(acting: ActingContext, target: Target): Promise<Outcome> {
+    const { orgId } = acting;
     for (;;) {
-      await manager.query('SAVEPOINT analysis_lock');
-      try {
-        await manager.query('SELECT pg_advisory_xact_lock(hashtextextended($1, 0))', [lockKey]);
-        return;
-      } catch (err) {
-        const e = err as { code?: string; driverError?: { code?: string } };
-        if ((e.code ?? e.driverError?.code) !== LOCK_NOT_AVAILABLE) throw err;
-        await manager.query('ROLLBACK TO SAVEPOINT analysis_lock');
-        if (Date.now() > deadline) {
-          this.logger.write('warn', 'analysis lock wait gave up; calling upstream without it', { lock: lockKey });
-          return;
+      const holder = await this.claims.tryClaim(orgId, target.cacheKey, CLAIM_LEASE_MS);
+      if (holder) {
+        const renewal = setInterval(() => {
+          this.claims.renew(orgId, target.cacheKey, holder, CLAIM_LEASE_MS).catch((err) => {
+            this.logger.write('warn', 'analysis claim could not be renewed', { org_id: orgId, err });
+          });
+        }, CLAIM_RENEW_MS);
+        renewal.unref();
+        try {
+          // a previous holder may have stored the result since this caller first looked
+          const hit = await this.findCached(orgId, target.cacheKey);
+          if (hit) return { row: hit, cached: true };
+          return await this.analyse(acting, target);
+        } finally {
+          clearInterval(renewal);
+          await this.claims.release(orgId, target.cacheKey, holder).catch((err) => {
+            // the claim lapses by itself; waiters take it over then
+            this.logger.write('warn', 'analysis claim could not be released', { org_id: orgId, err });
+          });
         }
       }
+      await new Promise((resolve) => setTimeout(resolve, CLAIM_POLL_MS));
+      const hit = await this.findCached(orgId, target.cacheKey);
+      if (hit) return { row: hit, cached: true };
     }
   }
 
-  /** The structured-output call; a non-conforming answer is asked again once. Usage covers every attempt. */
-  private async callModel(
-    acting: ActingContext,
-    def: AnalysisDefinition,
-    transcript: string,
-  ): Promise<{ key: ResolvedKey; answer: ParsedAnswer; usage: Usage; model: string }> {
+  /**
+   * Calls the model and stores the result. Analysis calls spend the same budgets as proxied calls (a cached result
+   * costs nothing and is never refused); what upstream billed is charged whether the analysis succeeds or not.
+   */
+  private async analyse(acting: ActingContext, target: Target): Promise<Outcome> {
+    const admission = await this.limits.admit(acting, { model: target.def.model, body: target.transcript });
+    const spent: Spent = { usage: { input: 0, cached: 0, output: 0, total: 0 }, model: target.def.model, key: null, answers: 0 };
+    let answer: ParsedAnswer;
+    try {
+      answer = await this.callModel(acting, target.def, target.transcript, spent);
+    } catch (err) {
+      const cost = await this.charge(admission, spent);
+      if (spent.answers > 0) await this.recordFailure(acting, target, spent, cost, err);
+      throw err;
+    }
+    const cost = await this.charge(admission, spent);
+    const row = this.results.create({
+      ...this.rowBase(acting, target, spent, cost),
+      status: 'completed',
+      primaryCategory: answer.primaryCategory,
+      confidence: answer.confidence,
+      reasoning: answer.reasoning,
+      categories: answer.categories,
+      metadata: answer.metadata,
+    });
+    return { row: await this.results.save(row), cached: false };
+  }
+
+  /** Settles the call's budgets and metrics with what upstream billed (nothing when no answer came); the cost. */
+  private async charge(admission: Admission, spent: Spent): Promise<number | null> {
+    const { usage, model } = spent;
+    const cost = spent.answers > 0 ? this.pricing.cost(model, { input: usage.input, cached: usage.cached, output: usage.output }) : 0;
+    await this.limits.settle(admission, spent.answers > 0 ? { tokens: usage.total, cost } : null);
+    if (spent.answers > 0) this.metrics.observeAnalysis({ model, inputTokens: usage.input, outputTokens: usage.output, cost });
+    return cost;
+  }
+
+  /** A failed analysis that upstream billed is kept as a usage record without a result (never listed nor cached). */
+  private async recordFailure(acting: ActingContext, target: Target, spent: Spent, cost: number | null, err: unknown): Promise<void> {
+    try {
+      await this.results.insert({
+        ...this.rowBase(acting, target, spent, cost),
+        status: 'failed',
+        error: err instanceof Error ? err.message.slice(0, 1000) : String(err).slice(0, 1000),
+        primaryCategory: null,
+        confidence: null,
+        reasoning: null,
+      });
+    } catch (writeErr) {
+      this.logger.write('error', 'the usage of a failed analysis could not be recorded', { org_id: acting.orgId, usage: spent.usage, err: writeErr });
+    }
+  }
+
+  private rowBase(acting: ActingContext, target: Target, spent: Spent, cost: number | null) {
+    return {
+      organizationId: acting.orgId,
+      exchangeId: target.exchange.id,
+      responseId: target.exchange.responseId,
+      configId: target.configId,
+      userId: acting.userId,
+      personaId: target.exchange.personaId,
+      cacheKey: target.cacheKey,
+      analysisType: target.def.analysisType,
+      model: target.def.model,
+      inputTokens: spent.usage.input,
+      outputTokens: spent.usage.output,
+      totalTokens: spent.usage.total,
+      cost,
+      keyId: spent.key?.keyId ?? null,
+    };
+  }
+
+  /**
+   * The structured-output call; a non-conforming answer is asked again once. Every answer's usage (and the key and
+   * the answering model) is added to `spent` as it arrives, so a failure still knows what was billed.
+   */
+  private async callModel(acting: ActingContext, def: AnalysisDefinition, transcript: string, spent: Spent): Promise<ParsedAnswer> {
     const key = await this.keys.resolve({ orgId: acting.orgId, userId: acting.userId });
+    spent.key = key;
     const body = JSON.stringify({
       model: def.model,
       instructions: buildAnalysisInstructions(def),
@@ -321,19 +363,18 @@ export class AnalysisService {
       text: { format: { type: 'json_schema', name: SCHEMA_NAME, strict: true, schema: buildAnswerSchema(def) } },
       store: false,
     });
-    const usage: Usage = { input: 0, cached: 0, output: 0, total: 0 };
     let problem = '';
     for (let attempt = 1; attempt <= MAX_ATTEMPTS; attempt++) {
       const response = await this.post(key, body);
       const u = usageOf(response);
-      usage.input += u.input;
-      usage.cached += u.cached;
-      usage.output += u.output;
-      usage.total += u.total;
+      spent.answers++;
+      spent.usage.input += u.input;
+      spent.usage.cached += u.cached;
+      spent.usage.output += u.output;
+      spent.usage.total += u.total;
+      if (typeof response.model === 'string') spent.model = response.model;
       try {
-        const answer = parseAnswer(outputTextOf(response), def);
-        const model = typeof response.model === 'string' ? response.model : def.model;
-        return { key, answer, usage, model };
+        return parseAnswer(outputTextOf(response), def);
       } catch (err) {
         if (!(err instanceof NonConformingAnswer)) throw err;
         problem = err.message;

@@ -155,7 +155,7 @@ export class AnalyticsRepository {
          FROM (SELECT DISTINCT ON (a.exchange_id, a.analysis_type) a.analysis_type, a.primary_category
                  FROM analysis_results a
                  JOIN exchanges e ON e.id = a.exchange_id
-                WHERE ${PERSONA_EXCHANGES} AND a.organization_id = $2
+                WHERE ${PERSONA_EXCHANGES} AND a.organization_id = $2 AND a.status = 'completed'
                 ORDER BY a.exchange_id, a.analysis_type, a.created_at DESC, a.id DESC) latest
         GROUP BY latest.analysis_type, latest.primary_category
         ORDER BY latest.analysis_type, latest.primary_category`,
@@ -184,7 +184,7 @@ export class AnalyticsRepository {
                 coalesce(sum(a.output_tokens), 0)::float8 AS output_tokens,
                 coalesce(sum(a.total_tokens), 0)::float8 AS total_tokens,
                 coalesce(sum(a.cost), 0)::float8 AS cost,
-                0 AS errors
+                (count(*) FILTER (WHERE a.status = 'failed'))::int AS errors
            FROM analysis_results a ${userJoin}
           WHERE a.organization_id = $1 AND a.created_at >= $2::timestamptz AND a.created_at < $3::timestamptz
           GROUP BY 1

@@ -1,4 +1,4 @@
-import { Injectable, OnApplicationShutdown, OnModuleInit } from '@nestjs/common';
+import { Injectable, OnApplicationShutdown } from '@nestjs/common';
 import { Client } from 'pg';
 import { DataSource, EntityManager } from 'typeorm';
 import { AppConfig } from '../config/app-config';
@@ -9,25 +9,50 @@ export type ChangeKind = 'org' | 'user' | 'key' | 'token' | 'persona' | 'limits'
 export type ChangeHandler = (ref: string) => void;
 
 const CHANNEL = 'proxy_cache_invalidation';
-// a change's transaction is expected to commit within this long after it wrote its row
-const RECHECK_WINDOW_S = 30;
+/** Rows older than this are pruned: every following process has read them long before. */
+export const CHANGE_RETENTION_S = 600;
+const PRUNE_EVERY_MS = 60_000;
+const PRUNE_BATCH = 5_000;
+
+/** What a process has read up to: the database snapshot of its last poll (`xmin:xmax:xip,…`). */
+interface ReadHorizon {
+  /** transactions from this id on had not begun (or had no id) */
+  xmax: string;
+  /** transactions in progress then: their changes become visible later */
+  inProgress: string[];
+}
+
+function horizonOf(snapshot: string): ReadHorizon {
+  const [, xmax, xip] = snapshot.split(':');
+  return { xmax, inProgress: xip ? xip.split(',') : [] };
+}
 
 /**
  * Keeps the in-memory caches of every process coherent. A change is written to `cache_invalidations` in the
  * same transaction as the data it invalidates, and announced with NOTIFY; each process reads new rows when
  * notified, and on a short timer as a backstop (a dropped listener connection, or the embedded database,
  * where NOTIFY does not cross connections).
+ *
+ * Which rows are new is decided by transaction, not by id or time. Ids are assigned at insert but rows become
+ * visible at commit, so a lower id can appear after a higher one; a time window to re-read recent rows either
+ * misses a slow commit or, once it holds more rows than one read takes, starves everything after them. Each row
+ * carries the id of the transaction that wrote it; a poll reads, in one statement, the rows visible now that were
+ * not visible in the previous poll's snapshot: written by a transaction that had not begun then (id ≥ its
+ * xmax) or that was still in progress then (its xip list, at most one entry per open connection). Every
+ * committed change is read exactly once, whatever the number of rows or the order of commits, and the read
+ * is two index range scans on `tx`.
  */
 @Injectable()
-export class ChangeFeedService implements OnModuleInit, OnApplicationShutdown {
+export class ChangeFeedService implements OnApplicationShutdown {
   private readonly handlers = new Map<ChangeKind, ChangeHandler[]>();
-  private lastId = 0n;
-  /** ids applied recently (re-read within the recheck window) */
-  private readonly applied = new Map<string, number>();
+  private horizon?: ReadHorizon;
+  private lastReadAt = 0;
+  private lastPruneAt = 0;
   private timer?: NodeJS.Timeout;
   private listener?: Client;
-  private polling = false;
-  private polls = 0;
+  private polling?: Promise<void>;
+  /** a poll was asked for while one ran (its snapshot may predate the commit that was announced) */
+  private again = false;
   private stopped = false;
   private started = false;
 
@@ -55,19 +80,15 @@ export class ChangeFeedService implements OnModuleInit, OnApplicationShutdown {
   async follow(): Promise<void> {
     if (this.started) return;
     this.started = true;
-    const rows: { max: string | null }[] = await this.dataSource.query('SELECT max(id)::text AS max FROM cache_invalidations');
-    this.lastId = BigInt(rows[0]?.max ?? 0);
-    // changes committed before this point are already reflected in what this process will load
-    const recent: { id: string }[] = await this.dataSource.query(
-      `SELECT id::text AS id FROM cache_invalidations WHERE created_at > now() - interval '${RECHECK_WINDOW_S} seconds'`,
-    );
-    for (const r of recent) this.applied.set(r.id, Date.now());
-    this.timer = setInterval(() => void this.poll(), this.config.cacheSyncIntervalMs);
+    // changes committed before this snapshot are already reflected in what this process will load
+    const rows: { snapshot: string }[] = await this.dataSource.query('SELECT pg_current_snapshot()::text AS snapshot');
+    this.horizon = horizonOf(rows[0].snapshot);
+    this.lastReadAt = Date.now();
+    this.lastPruneAt = Date.now() - Math.random() * PRUNE_EVERY_MS;
+    this.timer = setInterval(() => this.poll(), this.config.cacheSyncIntervalMs);
     this.timer.unref();
     if (!this.db.embedded) void this.listen();
   }
-
-  onModuleInit(): void {}
 
   async onApplicationShutdown(): Promise<void> {
     this.stopped = true;
@@ -75,11 +96,32 @@ export class ChangeFeedService implements OnModuleInit, OnApplicationShutdown {
     await this.listener?.end().catch(() => undefined);
   }
 
+  /**
+   * Deletes changes older than the retention, in batches; processes pruning at once take disjoint batches
+   * (SKIP LOCKED) instead of waiting on each other. Returns the number of rows deleted.
+   */
+  async prune(): Promise<number> {
+    let total = 0;
+    for (;;) {
+      const rows: { n: number }[] = await this.dataSource.query(
+        `WITH gone AS (
+           DELETE FROM cache_invalidations WHERE id IN (
+             SELECT id FROM cache_invalidations WHERE created_at < now() - make_interval(secs => $1)
+              ORDER BY created_at LIMIT ${PRUNE_BATCH} FOR UPDATE SKIP LOCKED)
+           RETURNING 1)
+         SELECT count(*)::int AS n FROM gone`,
+        [CHANGE_RETENTION_S],
+      );
+      total += rows[0].n;
+      if (rows[0].n < PRUNE_BATCH || this.stopped) return total;
+    }
+  }
+
   private async listen(): Promise<void> {
     if (this.stopped) return;
     const client = new Client({ connectionString: this.db.url, application_name: 'openai-proxy-listener' });
     client.on('error', () => undefined);
-    client.on('notification', () => void this.poll());
+    client.on('notification', () => this.poll());
     client.on('end', () => {
       if (this.listener === client) this.listener = undefined;
       if (!this.stopped) setTimeout(() => void this.listen(), 1000).unref();
@@ -88,44 +130,57 @@ export class ChangeFeedService implements OnModuleInit, OnApplicationShutdown {
       await client.connect();
       await client.query(`LISTEN ${CHANNEL}`);
       this.listener = client;
-      void this.poll();
+      this.poll();
     } catch {
       await client.end().catch(() => undefined);
     }
   }
 
-  /**
-   * Reads changes not yet applied. Ids are assigned at insert but become visible at commit, so a lower id can
-   * appear after a higher one: recent rows are re-read and de-duplicated rather than trusting `id > last`.
-   */
-  private async poll(): Promise<void> {
-    if (this.polling || this.stopped || !this.dataSource.isInitialized) return;
-    this.polling = true;
+  /** Reads new changes; a request during a poll runs one more right after (notifications are never dropped). */
+  private poll(): void {
+    if (this.stopped || !this.horizon) return;
+    if (this.polling) {
+      this.again = true;
+      return;
+    }
+    this.polling = (async () => {
+      do {
+        this.again = false;
+        await this.readChanges();
+      } while (this.again && !this.stopped);
+      if (Date.now() - this.lastPruneAt >= PRUNE_EVERY_MS && !this.stopped) {
+        this.lastPruneAt = Date.now();
+        await this.prune().catch((err) => {
+          if (!this.stopped) this.logger.write('warn', 'pruning old cache invalidations failed', { err });
+        });
+      }
+    })().finally(() => {
+      this.polling = undefined;
+    });
+  }
+
+  private async readChanges(): Promise<void> {
+    if (!this.dataSource.isInitialized) return;
+    const horizon = this.horizon!;
     try {
-      const rows: { id: string; kind: ChangeKind; ref: string }[] = await this.dataSource.query(
-        `SELECT id::text AS id, kind, ref FROM cache_invalidations
-         WHERE id > $1 OR created_at > now() - interval '${RECHECK_WINDOW_S} seconds'
-         ORDER BY id LIMIT 5000`,
-        [this.lastId.toString()],
+      // one statement: the rows and the snapshot they were read in are the same
+      const rows: { snapshot: string; id: string | null; kind: ChangeKind | null; ref: string | null }[] = await this.dataSource.query(
+        `SELECT s.snapshot::text AS snapshot, c.id::text AS id, c.kind, c.ref
+           FROM (SELECT pg_current_snapshot() AS snapshot) s
+           LEFT JOIN cache_invalidations c ON c.tx >= $1::bigint OR c.tx = ANY($2::bigint[])`,
+        [horizon.xmax, horizon.inProgress],
       );
       const now = Date.now();
-      for (const row of rows) {
-        const id = BigInt(row.id);
-        if (id > this.lastId) this.lastId = id;
-        if (this.applied.has(row.id)) continue;
-        this.applied.set(row.id, now);
-        this.dispatch(row.kind, row.ref);
+      if (now - this.lastReadAt > CHANGE_RETENTION_S * 1000) {
+        this.logger.write('warn', 'the change feed was unreadable for longer than changes are kept; cached data may be stale', {
+          seconds: Math.round((now - this.lastReadAt) / 1000),
+        });
       }
-      if (++this.polls % 3600 === 0) {
-        await this.dataSource.query(`DELETE FROM cache_invalidations WHERE created_at < now() - interval '1 day'`);
-      }
-      for (const [id, at] of this.applied) {
-        if (now - at > 2 * RECHECK_WINDOW_S * 1000) this.applied.delete(id);
-      }
+      this.horizon = horizonOf(rows[0].snapshot);
+      this.lastReadAt = now;
+      for (const row of rows) if (row.kind !== null) this.dispatch(row.kind, row.ref!);
     } catch (err) {
       this.logger.write('debug', 'cache sync poll failed', { err });
-    } finally {
-      this.polling = false;
     }
   }
 

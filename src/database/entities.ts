@@ -1,3 +1,4 @@
+import { AnalysisClaimEntity } from '../analysis/analysis-claim.entity';
 import { AnalysisConfigEntity } from '../analysis/analysis-config.entity';
 import { AnalysisResultEntity } from '../analysis/analysis-result.entity';
 import { OrganizationEntity } from '../auth/organization.entity';
@@ -26,4 +27,5 @@ export const ENTITIES = [
   AnalysisResultEntity,
   LimitEntity,
   LimitCounterEntity,
+  AnalysisClaimEntity,
 ];

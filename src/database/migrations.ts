@@ -2,7 +2,19 @@ import { InitialSchema1795488166900 } from '../../migrations/1795488166900-Initi
 import { AddAnalyticsIndexes1795490000000 } from '../../migrations/1795490000000-AddAnalyticsIndexes';
 import { AddLimits1795500000000 } from '../../migrations/1795500000000-AddLimits';
 import { DropPersonaCreatedIndex1795510000000 } from '../../migrations/1795510000000-DropPersonaCreatedIndex';
+import { OrderCacheInvalidationsByTransaction1795520100000 } from '../../migrations/1795520100000-OrderCacheInvalidationsByTransaction';
+import { AddAnalysisClaims1795520200000 } from '../../migrations/1795520200000-AddAnalysisClaims';
+import { RecordFailedAnalyses1795520300000 } from '../../migrations/1795520300000-RecordFailedAnalyses';
 import { AddLimitCountersTake1795523400000 } from '../../migrations/1795523400000-AddLimitCountersTake';
 
 /** Every migration, in order (listed explicitly, never globbed). */
-export const MIGRATIONS = [InitialSchema1795488166900, AddAnalyticsIndexes1795490000000, AddLimits1795500000000, DropPersonaCreatedIndex1795510000000, AddLimitCountersTake1795523400000];
+export const MIGRATIONS = [
+  InitialSchema1795488166900,
+  AddAnalyticsIndexes1795490000000,
+  AddLimits1795500000000,
+  DropPersonaCreatedIndex1795510000000,
+  OrderCacheInvalidationsByTransaction1795520100000,
+  AddAnalysisClaims1795520200000,
+  RecordFailedAnalyses1795520300000,
+  AddLimitCountersTake1795523400000,
+];

@@ -3,6 +3,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createTestApp, TestApp } from '../support/create-test-app';
 import { api, createKey, createOrg, createUser } from '../support/factories';
 import { FakeUpstream, startFakeUpstream, StructuredFaultMode } from '../support/fake-upstream';
+import { LimitsService } from '../../src/limits/limits.service';
 
 const INTENT_CATEGORIES = [
   { name: 'technical_support', description: 'Bugs, crashes, error messages' },
@@ -309,7 +310,7 @@ describe('conversation analysis', () => {
     expect(res.body.cost).toBeGreaterThan(single.body.cost);
   });
 
-  it.each(FAULTS)('answers 502 after two %s answers and stores and caches nothing', async (mode) => {
+  it.each(FAULTS)('answers 502 after two %s answers and stores no result and caches nothing', async (mode) => {
     const org = await setupOrg();
     const ex = await proxyExchange(org);
     const config = await createIntentConfig(org.call);
@@ -318,13 +319,83 @@ describe('conversation analysis', () => {
     expect(res.status).toBe(502);
     expect(res.body.error).toMatchObject({ type: 'upstream_error' });
     expect(org.upstreamCalls()).toHaveLength(2);
-    const rows = await app.dataSource.query('SELECT count(*)::int AS n FROM analysis_results WHERE organization_id = $1', [org.orgId]);
-    expect(rows[0].n).toBe(0);
+    // only the usage record of the billed attempts, without a result
+    const rows = await app.dataSource.query(
+      'SELECT status, primary_category, categories FROM analysis_results WHERE organization_id = $1',
+      [org.orgId],
+    );
+    expect(rows).toEqual([{ status: 'failed', primary_category: null, categories: null }]);
+    expect((await org.call('GET', `/v1/analysis/results?request_id=${ex.id}`)).body.data).toEqual([]);
 
     const retry = await org.call('POST', '/v1/analysis', { request_id: ex.id, config_id: config.id });
     expect(retry.status).toBe(200);
     expect(retry.body.cached).toBe(false);
     expect(org.upstreamCalls()).toHaveLength(3);
+  });
+
+  it('charges a failed analysis what upstream billed for each attempt: budget, usage analytics and metrics', async () => {
+    const org = await setupOrg();
+    const ex = await proxyExchange(org);
+    await app.app.get(LimitsService).setUserLimits(org.userId, { daily_budget_usd: 1000 });
+    const spentBefore = (await org.call('GET', '/v1/limits')).body.user.usage.cost_today_usd as number;
+    const day = new Date().toISOString().slice(0, 10);
+    const period = `from=${day}&to=${new Date(Date.now() + 86_400_000).toISOString().slice(0, 10)}`;
+    const analysisUsage = async () =>
+      ((await org.call('GET', `/v1/analytics/usage?${period}&group_by=day`)).body.data as any[]).find((r) => r.source === 'analysis');
+    expect(await analysisUsage()).toBeUndefined();
+
+    const body = { request_id: ex.id, config: { analysis_type: 'sentiment' } };
+    fake.enqueue({ kind: 'structured', mode: 'wrong-category' }, { kind: 'structured', mode: 'wrong-category' });
+    const failed = await org.call('POST', '/v1/analysis', body);
+    expect(failed.status).toBe(502);
+    expect(org.upstreamCalls()).toHaveLength(2);
+    const [row] = await app.dataSource.query(
+      `SELECT input_tokens, output_tokens, total_tokens, cost, model, error FROM analysis_results WHERE organization_id = $1`,
+      [org.orgId],
+    );
+    expect(row.error).toContain('did not fit the schema twice');
+    // what a good answer to the same request costs in input: each of the two attempts paid it
+    const good = await org.call('POST', '/v1/analysis', body);
+    expect(good.status).toBe(200);
+    expect(good.body.cached).toBe(false);
+    expect(row.input_tokens).toBe(2 * good.body.usage.input_tokens);
+    expect(row.output_tokens).toBeGreaterThan(0);
+    expect(row.total_tokens).toBe(row.input_tokens + row.output_tokens);
+    expect(row.cost).toBeCloseTo((row.input_tokens * GPT_4O_MINI.input + row.output_tokens * GPT_4O_MINI.output) / 1e6, 12);
+
+    // the budget counts both analyses
+    const spentAfter = (await org.call('GET', '/v1/limits')).body.user.usage.cost_today_usd as number;
+    expect(spentAfter - spentBefore).toBeCloseTo(row.cost + good.body.cost, 12);
+    // usage analytics: two analysis calls, one of them an error, with both calls' tokens and cost
+    const usage = await analysisUsage();
+    expect(usage).toMatchObject({ requests: 2, errors: 1 });
+    expect(usage.tokens.input).toBe(row.input_tokens + good.body.usage.input_tokens);
+    expect(usage.cost).toBeCloseTo(row.cost + good.body.cost, 12);
+    // a budget seeded from the records (set after the calls) counts the failed one too
+    await app.app.get(LimitsService).setUserLimits(org.userId, { daily_budget_usd: null });
+    await app.app.get(LimitsService).setUserLimits(org.userId, { daily_budget_usd: 1000 });
+    const reseeded = (await org.call('GET', '/v1/limits')).body.user.usage.cost_today_usd as number;
+    expect(reseeded).toBeCloseTo(spentAfter, 12);
+  });
+
+  it('charges what the first attempt billed when the retry fails upstream', async () => {
+    const org = await setupOrg();
+    const ex = await proxyExchange(org);
+    fake.enqueue({ kind: 'structured', mode: 'invalid-json' }, { kind: 'status', status: 500 });
+    const res = await org.call('POST', '/v1/analysis', { request_id: ex.id, config: { analysis_type: 'urgency' } });
+    expect(res.status).toBe(502);
+    expect(org.upstreamCalls()).toHaveLength(2);
+    const rows = await app.dataSource.query(`SELECT status, input_tokens, cost FROM analysis_results WHERE organization_id = $1`, [org.orgId]);
+    expect(rows).toHaveLength(1);
+    expect(rows[0].status).toBe('failed');
+    expect(rows[0].input_tokens).toBeGreaterThan(0);
+    expect(rows[0].cost).toBeGreaterThan(0);
+
+    // an attempt that got no answer was not billed and leaves no record
+    fake.enqueue({ kind: 'status', status: 500 });
+    expect((await org.call('POST', '/v1/analysis', { request_id: ex.id, config: { analysis_type: 'sentiment' } })).status).toBe(502);
+    const after = await app.dataSource.query(`SELECT count(*)::int AS n FROM analysis_results WHERE organization_id = $1`, [org.orgId]);
+    expect(after[0].n).toBe(1);
   });
 
   it('accepts an answer that is only out of order and returns it sorted, without a retry', async () => {
