@@ -36,7 +36,7 @@ function toView(p: PersonaEntity): PersonaView {
 }
 
 function toVersionView(v: PersonaVersionEntity): PersonaVersionView {
-  return { version: v.version, content: v.content, created_at: v.createdAt.toISOString() };
+  return { id: v.id, version: v.version, content: v.content, created_at: v.createdAt.toISOString() };
 }
 
 const isLiveNameTaken = (err: unknown) => isUniqueViolation(err, 'uq_personas_org_live_name');
@@ -149,11 +149,21 @@ export class PersonasService {
     });
   }
 
-  /** Every version, oldest first, each with its full content; not paged (versions are addressed by number, not id). */
-  async listVersions(orgId: string, id: string): Promise<ListPage<PersonaVersionView>> {
+  /** The versions, oldest first, each with its full content; paged by version id like every list. */
+  async listVersions(orgId: string, id: string, page: PageQuery): Promise<ListPage<PersonaVersionView>> {
     const persona = await this.findLive(this.dataSource.manager, orgId, id);
-    const rows = await this.versions.find({ where: { personaId: persona.id }, order: { version: 'ASC' } });
-    return { object: 'list', data: rows.map(toVersionView), has_more: false, first_id: null, last_id: null };
+    const qb = this.versions
+      .createQueryBuilder('v')
+      .where('v.personaId = :personaId', { personaId: persona.id })
+      .orderBy('v.version', 'ASC')
+      .take(page.limit + 1);
+    if (page.after !== undefined) {
+      const cursor = isUuid(page.after) ? await this.versions.findOne({ select: { version: true }, where: { id: page.after, personaId: persona.id } }) : null;
+      if (!cursor) throw AppException.invalid(`No version of this persona found with id '${page.after}' to page after`, 'after');
+      qb.andWhere('v.version > :after', { after: cursor.version });
+    }
+    const rows = await qb.getMany();
+    return toListPage(rows.map(toVersionView), page.limit);
   }
 
   private async findLive(m: EntityManager, orgId: string, id: string, lock = false): Promise<PersonaEntity> {
