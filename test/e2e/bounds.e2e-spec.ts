@@ -2,10 +2,12 @@ import { createServer } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { KeyResolver } from '../../src/keys/key-resolver';
 import { KeysService } from '../../src/keys/keys.service';
+import { LimitsService } from '../../src/limits/limits.service';
 import { createTestApp, TestApp } from '../support/create-test-app';
 import { createKey } from '../support/factories';
 import { FakeUpstream, startFakeUpstream } from '../support/fake-upstream';
 import { proxyOrg, waitFor } from '../support/proxy-test-helpers';
+import { cliEnvFor, runCli } from '../support/run-cli';
 
 /** A port nothing listens on: an upstream that is down. */
 async function deadPort(): Promise<number> {
@@ -125,6 +127,13 @@ describe('bounds on what tenants and upstreams can make the proxy hold', () => {
       expect(usage.text).toContain('"cost":0.0000033,');
       const day = await o.call('GET', '/v1/analytics/usage');
       expect(day.body.data[0].cost).toBe(0.0000033);
+
+      // the CLI prints the day's spending at the same precision (it printed $0.000003, cut to 6 decimals)
+      await app.app.get(LimitsService).setOrganizationLimits(o.orgId, { daily_budget_usd: 1 });
+      const [prose, json] = await Promise.all([runCli(['org', 'show', o.orgId], cliEnvFor(app)), runCli(['org', 'show', o.orgId, '--json'], cliEnvFor(app))]);
+      expect(prose.code, prose.stderr).toBe(0);
+      expect(prose.stdout).toMatch(/daily budget:\s+\$1 \(\$0\.0000033 used today/);
+      expect(json.json.usage.cost_today_usd).toBe(0.0000033);
     });
   });
 
