@@ -1,7 +1,6 @@
 import { ApiPropertyOptional } from '@nestjs/swagger';
 import { IsIn, IsString } from 'class-validator';
-import { IsInstant, parseInstant } from '../common/dates';
-import { AppException } from '../common/app-exception';
+import { checkRange, IsInstant, parseInstant } from '../common/dates';
 import { OptionalParam } from '../common/pagination';
 
 /** Half-open reporting period [from, to). */
@@ -44,7 +43,7 @@ export function parsePeriod(query: PeriodQueryDto, now = new Date()): Period {
   const from = parseInstant(query.from, 'from');
   const to = parseInstant(query.to, 'to') ?? now;
   const start = from ?? new Date(to.getTime() - DEFAULT_PERIOD_DAYS * 86_400_000);
-  if (start.getTime() > to.getTime()) throw AppException.invalid('from must not be later than to', 'from');
+  checkRange(start, to);
   return { from: start, to };
 }
 
