@@ -34,7 +34,7 @@ const EXCHANGE_EXAMPLE = {
 };
 const LIST_EXAMPLE = { object: 'list', data: [{ ...EXCHANGE_EXAMPLE, omitted_fields: [] }], has_more: false, first_id: EXCHANGE_EXAMPLE.id, last_id: EXCHANGE_EXAMPLE.id };
 const LIST_BODIES =
-  `In a list, a body field (request_body, response_body, output_text, error) larger than ${LIST_BODY_MAX_BYTES / 1024} KiB ` +
+  `In a list, a body field (request_body, response_body, output_text, error) larger than ${LIST_BODY_MAX_BYTES / 1024} KiB (as stored or as JSON text) ` +
   'is null and named in the exchange\'s omitted_fields; GET /v1/requests/{request_id} has it whole.';
 const NOT_FOUND = { schema: { example: { error: { message: "No request found with id 'req_…'", type: 'not_found_error', code: 'not_found', param: null } } } };
 

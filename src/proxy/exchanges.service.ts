@@ -53,16 +53,24 @@ export const BODY_FIELDS = ['request_body', 'response_body', 'output_text', 'err
 export type BodyField = (typeof BODY_FIELDS)[number];
 
 /**
- * A list page carries a body field only up to this size (its JSON text, in bytes), so a page of 100 exchanges is
- * at most 100 × 4 × 32 KiB whatever the stored bodies weigh; larger ones are omitted and flagged.
+ * A list page carries a body field only up to this size (in bytes, as stored and as JSON text), so a page of 100
+ * exchanges is at most 100 × 4 × 32 KiB whatever the stored bodies weigh; larger ones are omitted and flagged.
  */
 export const LIST_BODY_MAX_BYTES = 32 * 1024;
 
-const BODY_COLUMNS: Record<BodyField, { column: string; size: string }> = {
-  request_body: { column: 'e.request_body', size: 'octet_length(e.request_body::text)' },
-  response_body: { column: 'e.response_body', size: 'octet_length(e.response_body::text)' },
-  output_text: { column: 'e.output_text', size: 'octet_length(e.output_text)' },
-  error: { column: 'e.error', size: 'octet_length(e.error::text)' },
+/**
+ * The SQL of a body column as a list shows it: the value when small enough, else NULL. The stored size is checked
+ * first: it costs nothing (a large value is not read), and a value stored larger than the bound is larger as text
+ * too unless it is mostly numbers; only what passes it is rendered as text to be measured exactly.
+ */
+const listed = (column: string, asText: string) =>
+  `CASE WHEN pg_column_size(${column}) > ${LIST_BODY_MAX_BYTES} THEN NULL ` +
+  `WHEN octet_length(${asText}) > ${LIST_BODY_MAX_BYTES} THEN NULL ELSE ${column} END`;
+const BODY_COLUMNS: Record<BodyField, string> = {
+  request_body: listed('e.request_body', 'e.request_body::text'),
+  response_body: listed('e.response_body', 'e.response_body::text'),
+  output_text: listed('e.output_text', 'e.output_text'),
+  error: listed('e.error', 'e.error::text'),
 };
 const ENTITY_FIELD: Record<BodyField, keyof ExchangeEntity> = {
   request_body: 'requestBody',
@@ -214,9 +222,9 @@ export class ExchangesService {
       .filter((c) => !(Object.values(ENTITY_FIELD) as string[]).includes(c.propertyName))
       .map((c) => `e.${c.propertyName}`);
     qb.select(columns);
-    for (const [field, { column, size }] of Object.entries(BODY_COLUMNS)) {
-      qb.addSelect(`CASE WHEN ${size} <= ${LIST_BODY_MAX_BYTES} THEN ${column} END`, `listed_${field}`);
-      qb.addSelect(`${column} IS NOT NULL AND ${size} > ${LIST_BODY_MAX_BYTES}`, `omitted_${field}`);
+    for (const field of BODY_FIELDS) {
+      qb.addSelect(BODY_COLUMNS[field], `listed_${field}`);
+      qb.addSelect(`e.${field} IS NOT NULL`, `stored_${field}`);
     }
     const { entities, raw } = await qb
       .orderBy('e.created_at', dir)
@@ -226,8 +234,9 @@ export class ExchangesService {
     const views = entities.map((row, i) => {
       const omitted: BodyField[] = [];
       for (const field of BODY_FIELDS) {
-        (row as unknown as Record<string, unknown>)[ENTITY_FIELD[field]] = raw[i][`listed_${field}`] ?? null;
-        if (raw[i][`omitted_${field}`] === true) omitted.push(field);
+        const value = raw[i][`listed_${field}`] ?? null;
+        (row as unknown as Record<string, unknown>)[ENTITY_FIELD[field]] = value;
+        if (value === null && raw[i][`stored_${field}`] === true) omitted.push(field);
       }
       return { ...toExchangeView(row), omitted_fields: omitted };
     });

@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { createServer } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { KeyResolver } from '../../src/keys/key-resolver';
@@ -38,6 +39,11 @@ describe('bounds on what tenants and upstreams can make the proxy hold', () => {
       expect(big.status).toBe(200);
       const small = await o.call('POST', '/v1/responses', { model: 'gpt-4o-mini', input: 'hi' }, { 'x-session-id': 'bounded-list' });
       expect(small.status).toBe(200);
+      // incompressible: larger than the bound as stored too
+      const random = randomBytes(30 * 1024).toString('base64');
+      const noisy = await o.call('POST', '/v1/responses', { model: 'gpt-4o-mini', input: random }, { 'x-session-id': 'bounded-list' });
+      expect(noisy.status).toBe(200);
+      const noisyId = noisy.headers.get('x-request-id')!;
       const bigId = big.headers.get('x-request-id')!;
       const smallId = small.headers.get('x-request-id')!;
 
@@ -49,10 +55,12 @@ describe('bounds on what tenants and upstreams can make the proxy hold', () => {
         expect(bigRow).toMatchObject({ request_body: null, response_body: null, output_text: null, status: 'completed' });
         expect(bigRow.omitted_fields.sort()).toEqual(['output_text', 'request_body', 'response_body']);
         expect(bigRow.usage.total_tokens).toBeGreaterThan(0);
+        const noisyRow = list.body.data.find((e: any) => e.id === noisyId);
+        expect(noisyRow.omitted_fields.sort()).toEqual(['output_text', 'request_body', 'response_body']);
         expect(smallRow.omitted_fields).toEqual([]);
         expect(smallRow.request_body).toEqual({ model: 'gpt-4o-mini', input: 'hi' });
         expect(smallRow.output_text).toBe('Echo: hi');
-        expect(list.text.length).toBeLessThan(32 * 1024);
+        expect(list.text.length).toBeLessThan(16 * 1024);
       }
       const whole = await o.call('GET', `/v1/requests/${bigId}`);
       expect(whole.body.request_body.input).toBe(large);
