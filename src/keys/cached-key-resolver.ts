@@ -27,13 +27,13 @@ export class CachedKeyResolver extends KeyResolver {
     changes: ChangeFeedService,
   ) {
     super();
-    this.cache = new BoundedPromiseCache(config.keyCacheSize);
+    this.cache = new BoundedPromiseCache({ capacity: config.keyCacheSize });
     changes.on('key', (orgId) => this.cache.dropGroup(orgId));
     changes.on('org', (orgId) => this.cache.dropGroup(orgId));
   }
 
   async resolve(acting: { orgId: string; userId: string }): Promise<ResolvedKey> {
-    const resolved = await this.cache.get(acting.orgId, acting.userId, () => this.load(acting.orgId, acting.userId));
+    const resolved = await this.cache.get(`${acting.orgId}\n${acting.userId}`, () => this.load(acting.orgId, acting.userId), acting.orgId);
     if (!resolved) {
       throw new AppException('no_api_key', 'No upstream API key is configured for this user or organization');
     }
