@@ -157,6 +157,17 @@ describe('bounds on what tenants and upstreams can make the proxy hold', () => {
       // a list within the bound still passes
       expect((await o.call('GET', '/v1/models')).status).toBe(200);
     });
+
+    it('an analysis answer larger than UPSTREAM_MAX_BODY is a 502, and nothing is stored', async () => {
+      const o = await proxyOrg(app, fake.url);
+      const call = await o.call('POST', '/v1/responses', { model: 'gpt-4o-mini', input: 'My invoice is wrong' });
+      const requestId = call.headers.get('x-request-id');
+      fake.enqueue({ kind: 'huge', bytes: 100 * 1024 });
+      const res = await o.call('POST', '/v1/analysis', { request_id: requestId, config: { analysis_type: 'sentiment' } });
+      expect(res.status, res.text).toBe(502);
+      expect(res.body.error.message).toContain('UPSTREAM_MAX_BODY');
+      expect((await o.call('GET', `/v1/analysis/results?request_id=${requestId}`)).body.data).toEqual([]);
+    });
   });
 
   describe('the key cache', () => {
