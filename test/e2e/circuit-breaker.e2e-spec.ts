@@ -100,5 +100,13 @@ describe('circuit breaker per upstream and key', () => {
     const refused = await ask(d);
     expect(refused.status).toBe(503);
     expect(refused.body.error.code).toBe('circuit_open');
+
+    // after the cool-down, an abandoned probe does not close the circuit: the next call is the probe, and its
+    // failure re-opens it at once
+    await new Promise((r) => setTimeout(r, 1600));
+    await abandon();
+    fake.enqueue({ kind: 'status', status: 500 });
+    expect((await ask(d)).status).toBe(502);
+    expect((await ask(d)).status).toBe(503);
   });
 });
