@@ -1,16 +1,20 @@
 import { Injectable } from '@nestjs/common';
+import { PricingService } from '../proxy/pricing.service';
 import { AppException } from '../common/app-exception';
 import { isUuid } from '../common/ids';
 import type { ActingContext } from '../common/request-context';
-import { parsePeriod, parseUsageGroup } from './analytics-query';
+import { parsePeriod, PeriodQueryDto, UsageQueryDto, usageGroupOf } from './analytics-query';
 import { AnalyticsRepository, PersonaSliceRow, RatingSliceRow, UsageRow } from './analytics.repository';
 import type { PersonaAnalyticsDto, RatingDistribution, UsageListDto, UsageRowDto } from './analytics.dto';
 
 @Injectable()
 export class AnalyticsService {
-  constructor(private readonly repo: AnalyticsRepository) {}
+  constructor(
+    private readonly repo: AnalyticsRepository,
+    private readonly pricing: PricingService,
+  ) {}
 
-  async personaReport(acting: ActingContext, personaId: string, query: Record<string, unknown>): Promise<PersonaAnalyticsDto> {
+  async personaReport(acting: ActingContext, personaId: string, query: PeriodQueryDto): Promise<PersonaAnalyticsDto> {
     const period = parsePeriod(query);
     const name = isUuid(personaId) ? await this.repo.findPersonaName(acting.orgId, personaId) : undefined;
     if (name === undefined) throw AppException.notFound('persona', personaId);
@@ -45,7 +49,7 @@ export class AnalyticsService {
       sessions: people.sessions,
       errors: totals.errors,
       tokens: { input: totals.input_tokens, output: totals.output_tokens, total: totals.total_tokens },
-      cost: totals.cost,
+      cost: this.pricing.roundUsd(totals.cost),
       latency_ms: { avg: latency.avg, p50: p50 ?? null, p95: p95 ?? null },
       ratings: { count: allRatings.count, average: allRatings.average, distribution },
       analysis: analysisByType,
@@ -54,23 +58,23 @@ export class AnalyticsService {
         .map(({ key, rows }) => {
           const sum = sumSlices(rows);
           const rated = ratingStats(ratings.filter((r) => r.version === key));
-          return { version: key, requests: sum.requests, average_rating: rated.average, cost: sum.cost };
+          return { version: key, requests: sum.requests, average_rating: rated.average, cost: this.pricing.roundUsd(sum.cost) };
         }),
       daily: groupBy(slices, (s) => s.day)
         .sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0))
         .map(({ key, rows }) => {
           const sum = sumSlices(rows);
           const rated = ratingStats(ratings.filter((r) => r.day === key));
-          return { date: key, requests: sum.requests, tokens: sum.total_tokens, cost: sum.cost, average_rating: rated.average };
+          return { date: key, requests: sum.requests, tokens: sum.total_tokens, cost: this.pricing.roundUsd(sum.cost), average_rating: rated.average };
         }),
     };
   }
 
-  async usage(acting: ActingContext, query: Record<string, unknown>): Promise<UsageListDto> {
+  async usage(acting: ActingContext, query: UsageQueryDto): Promise<UsageListDto> {
     const period = parsePeriod(query);
-    const group = parseUsageGroup(query);
+    const group = usageGroupOf(query);
     const rows = await this.repo.usage(acting.orgId, period, group);
-    return { object: 'list', data: rows.map(toUsageRow) };
+    return { object: 'list', data: rows.map((row) => ({ ...toUsageRow(row), cost: this.pricing.roundUsd(row.cost) })) };
   }
 
 }

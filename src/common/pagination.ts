@@ -1,3 +1,5 @@
+import { ApiPropertyOptional } from '@nestjs/swagger';
+import { IsString, Matches, MaxLength, ValidateIf } from 'class-validator';
 import { AppException } from './app-exception';
 
 export interface ListPage<T> {
@@ -13,13 +15,46 @@ export interface PageQuery {
   after?: string;
 }
 
-/** Reads `?limit=` (1–100, default 20) and `?after=`; anything else is a 400. */
+export const DEFAULT_PAGE_LIMIT = 20;
+export const MAX_PAGE_LIMIT = 100;
+const LIMIT_MESSAGE = `limit must be an integer between 1 and ${MAX_PAGE_LIMIT}`;
+// PostgreSQL refuses NUL in text: a query parameter holding one must be a 400, not a failed query
+export const NO_NUL = /^[^\u0000]*$/;
+
+/** A query parameter that may be left out or sent empty (`?after=`), as before the DTOs: both mean "not given". */
+export const OptionalParam = (): PropertyDecorator =>
+  ValidateIf((_o: object, value: unknown) => value !== undefined && value !== '');
+
+/** `?limit=&after=` of every list route, validated like a body (a bad value is a 400 naming it). */
+export class PageQueryDto {
+  @ApiPropertyOptional({ type: 'integer', minimum: 1, maximum: MAX_PAGE_LIMIT, default: DEFAULT_PAGE_LIMIT, description: `1–${MAX_PAGE_LIMIT}, default ${DEFAULT_PAGE_LIMIT}` })
+  @ValidateIf((_o: object, value: unknown) => value !== undefined)
+  @Matches(/^0*(?:[1-9]\d?|100)$/, { message: LIMIT_MESSAGE })
+  limit?: string;
+
+  @ApiPropertyOptional({ description: 'cursor: the last id of the previous page' })
+  @OptionalParam()
+  @IsString()
+  @MaxLength(256)
+  @Matches(NO_NUL, { message: 'after must not contain NUL characters' })
+  after?: string;
+}
+
+/** The page a validated `PageQueryDto` asks for. */
+export function pageOf(query: PageQueryDto): PageQuery {
+  return {
+    limit: query.limit === undefined ? DEFAULT_PAGE_LIMIT : Number(query.limit),
+    after: query.after === undefined || query.after === '' ? undefined : query.after,
+  };
+}
+
+/** Reads `?limit=` (1–100, default 20) and `?after=` from an unvalidated query; anything else is a 400. */
 export function parsePageQuery(query: Record<string, unknown>): PageQuery {
-  let limit = 20;
+  let limit = DEFAULT_PAGE_LIMIT;
   if (query.limit !== undefined) {
     const raw = String(query.limit);
-    if (!/^\d+$/.test(raw) || Number(raw) < 1 || Number(raw) > 100) {
-      throw AppException.invalid('limit must be an integer between 1 and 100', 'limit');
+    if (!/^\d+$/.test(raw) || Number(raw) < 1 || Number(raw) > MAX_PAGE_LIMIT) {
+      throw AppException.invalid(LIMIT_MESSAGE, 'limit');
     }
     limit = Number(raw);
   }

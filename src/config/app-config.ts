@@ -31,6 +31,8 @@ export class AppConfig {
   recordPendingAfterMs: number;
   circuitFailureThreshold: number;
   circuitCooldownMs: number;
+  /** resolved upstream keys kept in memory, one per (organization, user); the least recently used go first */
+  keyCacheSize: number;
   /** completed exchange records wait for the WAL flush (durable across a database crash) */
   recordSyncCommit: boolean;
   /**
@@ -155,6 +157,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
   c.recordPendingAfterMs = int(env, 'RECORD_PENDING_AFTER_MS', 20, 0, 60_000);
   c.circuitFailureThreshold = int(env, 'CIRCUIT_FAILURE_THRESHOLD', 10, 1, 100_000);
   c.circuitCooldownMs = int(env, 'CIRCUIT_COOLDOWN_MS', 30_000, 100);
+  c.keyCacheSize = int(env, 'KEY_CACHE_SIZE', 50_000, 1);
   const sync = (env.RECORD_SYNC_COMMIT || 'on').toLowerCase();
   if (!['on', 'off', 'true', 'false', '1', '0'].includes(sync)) throw new ConfigError('RECORD_SYNC_COMMIT must be on or off');
   c.recordSyncCommit = ['on', 'true', '1'].includes(sync);

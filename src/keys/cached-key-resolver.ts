@@ -2,6 +2,7 @@ import { Injectable } from '@nestjs/common';
 import { InjectRepository } from '@nestjs/typeorm';
 import { IsNull, Repository } from 'typeorm';
 import { AppException } from '../common/app-exception';
+import { BoundedPromiseCache } from '../common/bounded-promise-cache';
 import { JsonLogger } from '../common/logger';
 import { AppConfig } from '../config/app-config';
 import { ChangeFeedService } from '../database/change-feed.service';
@@ -10,12 +11,13 @@ import { KeyCryptoService } from './key-crypto.service';
 import { KeyResolver, ResolvedKey } from './key-resolver';
 
 /**
- * Key resolution with the decrypted result cached per (organization, user); a created or revoked key
- * drops the organization's entries in every process through the change feed.
+ * Key resolution with the decrypted result cached per (organization, user), at most KEY_CACHE_SIZE of them (least
+ * recently used dropped first); a created or revoked key drops the organization's entries in every process through
+ * the change feed.
  */
 @Injectable()
 export class CachedKeyResolver extends KeyResolver {
-  private readonly cache = new Map<string, Map<string, Promise<ResolvedKey | null>>>();
+  private readonly cache: BoundedPromiseCache<ResolvedKey | null>;
 
   constructor(
     @InjectRepository(ApiKeyEntity) private readonly keys: Repository<ApiKeyEntity>,
@@ -25,24 +27,13 @@ export class CachedKeyResolver extends KeyResolver {
     changes: ChangeFeedService,
   ) {
     super();
-    changes.on('key', (orgId) => this.cache.delete(orgId));
-    changes.on('org', (orgId) => this.cache.delete(orgId));
+    this.cache = new BoundedPromiseCache({ capacity: config.keyCacheSize });
+    changes.on('key', (orgId) => this.cache.dropGroup(orgId));
+    changes.on('org', (orgId) => this.cache.dropGroup(orgId));
   }
 
   async resolve(acting: { orgId: string; userId: string }): Promise<ResolvedKey> {
-    let forOrg = this.cache.get(acting.orgId);
-    if (!forOrg) {
-      forOrg = new Map();
-      this.cache.set(acting.orgId, forOrg);
-    }
-    let pending = forOrg.get(acting.userId);
-    if (!pending) {
-      pending = this.load(acting.orgId, acting.userId);
-      forOrg.set(acting.userId, pending);
-      // a failed lookup (database down) must not stay cached
-      pending.catch(() => forOrg!.get(acting.userId) === pending && forOrg!.delete(acting.userId));
-    }
-    const resolved = await pending;
+    const resolved = await this.cache.get(`${acting.orgId}\n${acting.userId}`, () => this.load(acting.orgId, acting.userId), acting.orgId);
     if (!resolved) {
       throw new AppException('no_api_key', 'No upstream API key is configured for this user or organization');
     }

@@ -46,6 +46,11 @@ const LATENCY_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10
 const OVERHEAD_BUCKETS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1];
 const SNAPSHOT_SUFFIXES = [/-\d{4}-\d{2}-\d{2}$/, /-\d{4}$/];
 const MAX_MODEL_MEMO = 1000;
+/**
+ * Longer model names are 'other' without being looked up or remembered: the memo's keys are what clients send,
+ * so its size in bytes, not only in entries, must be bounded (1,000 names of 9 MB would be 9 GB).
+ */
+export const MAX_MODEL_NAME_LENGTH = 256;
 const HTTP_METHODS = new Set(['GET', 'POST', 'PUT', 'PATCH', 'DELETE', 'HEAD', 'OPTIONS']);
 
 interface PgPoolLike {
@@ -264,6 +269,7 @@ export class MetricsService implements OnApplicationBootstrap {
   /** A model name as a label: its price-table family (dated snapshots folded in), or 'other'. */
   modelLabel(model: string | null | undefined): string {
     if (!model) return 'none';
+    if (model.length > MAX_MODEL_NAME_LENGTH) return 'other';
     const memo = this.modelMemo.get(model);
     if (memo) return memo;
     const name = model.toLowerCase();

@@ -1,7 +1,7 @@
 import { Body, Controller, Delete, Get, HttpCode, Param, Patch, Post, Query } from '@nestjs/common';
-import { ApiCreatedResponse, ApiNoContentResponse, ApiOkResponse, ApiOperation, ApiQuery, ApiResponse, ApiTags } from '@nestjs/swagger';
+import { ApiCreatedResponse, ApiNoContentResponse, ApiOkResponse, ApiOperation, ApiResponse, ApiTags } from '@nestjs/swagger';
 import { ApiProtected } from '../common/api-docs';
-import { ListPage, parsePageQuery } from '../common/pagination';
+import { ListPage, PageQueryDto, pageOf } from '../common/pagination';
 import { Acting, ActingContext } from '../common/request-context';
 import { CreatePersonaDto, PersonaVersionView, PersonaView, UpdatePersonaDto } from './personas.dto';
 import { PersonasService } from './personas.service';
@@ -15,6 +15,8 @@ const PERSONA_EXAMPLE: PersonaView = {
   created_at: '2026-06-05T18:30:00.000Z',
   updated_at: '2026-06-06T09:12:00.000Z',
 };
+
+const VERSION_IDS = ['0d9b1f4e-6a2c-4c1e-8f3a-5b7d9e1f2a3c', '7e2a4c6b-1d3f-4b5a-9c8e-2f4a6b8c0d1e'];
 
 const notFound = { status: 404, description: 'Unknown persona, deleted, or of another organization', schema: { example: { error: { message: "No persona found with id '…'", type: 'not_found_error', code: 'not_found', param: null } } } };
 const conflict = { status: 409, description: 'Another live persona of the organization has this name', schema: { example: { error: { message: "A persona named 'Support agent' already exists in this organization", type: 'conflict_error', code: 'conflict', param: 'name' } } } };
@@ -35,11 +37,9 @@ export class PersonasController {
 
   @Get()
   @ApiOperation({ summary: "List the organization's personas, oldest first" })
-  @ApiQuery({ name: 'limit', required: false, description: '1–100, default 20' })
-  @ApiQuery({ name: 'after', required: false, description: 'id of the last persona of the previous page' })
   @ApiOkResponse({ schema: { example: { object: 'list', data: [PERSONA_EXAMPLE], has_more: false, first_id: PERSONA_EXAMPLE.id, last_id: PERSONA_EXAMPLE.id } } })
-  list(@Acting() acting: ActingContext, @Query() query: Record<string, unknown>): Promise<ListPage<PersonaView>> {
-    return this.personas.list(acting.orgId, parsePageQuery(query));
+  list(@Acting() acting: ActingContext, @Query() query: PageQueryDto): Promise<ListPage<PersonaView>> {
+    return this.personas.list(acting.orgId, pageOf(query));
   }
 
   @Get(':id')
@@ -69,23 +69,23 @@ export class PersonasController {
   }
 
   @Get(':id/versions')
-  @ApiOperation({ summary: 'Every version of a persona with its content, oldest first' })
+  @ApiOperation({ summary: 'The versions of a persona with their content, oldest first, paged like every list (`after` is a version id)' })
   @ApiOkResponse({
     schema: {
       example: {
         object: 'list',
         data: [
-          { version: 1, content: 'You are a support agent.', created_at: '2026-06-05T18:30:00.000Z' },
-          { version: 2, content: 'You are a friendly support agent for ACME.', created_at: '2026-06-06T09:12:00.000Z' },
+          { id: VERSION_IDS[0], version: 1, content: 'You are a support agent.', created_at: '2026-06-05T18:30:00.000Z' },
+          { id: VERSION_IDS[1], version: 2, content: 'You are a friendly support agent for ACME.', created_at: '2026-06-06T09:12:00.000Z' },
         ],
         has_more: false,
-        first_id: null,
-        last_id: null,
+        first_id: VERSION_IDS[0],
+        last_id: VERSION_IDS[1],
       },
     },
   })
   @ApiResponse(notFound)
-  versions(@Acting() acting: ActingContext, @Param('id') id: string): Promise<ListPage<PersonaVersionView>> {
-    return this.personas.listVersions(acting.orgId, id);
+  versions(@Acting() acting: ActingContext, @Param('id') id: string, @Query() query: PageQueryDto): Promise<ListPage<PersonaVersionView>> {
+    return this.personas.listVersions(acting.orgId, id, pageOf(query));
   }
 }

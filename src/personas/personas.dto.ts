@@ -61,6 +61,8 @@ export interface PersonaView {
 }
 
 export interface PersonaVersionView {
+  /** the version's own id, the `after` cursor of the versions list */
+  id: string;
   version: number;
   content: string;
   created_at: string;

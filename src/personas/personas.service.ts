@@ -2,6 +2,7 @@ import { Injectable } from '@nestjs/common';
 import { InjectRepository } from '@nestjs/typeorm';
 import { DataSource, EntityManager, IsNull, Repository } from 'typeorm';
 import { AppException, isUniqueViolation } from '../common/app-exception';
+import { BoundedPromiseCache } from '../common/bounded-promise-cache';
 import { isUuid } from '../common/ids';
 import { ListPage, PageQuery, toListPage } from '../common/pagination';
 import { ChangeFeedService } from '../database/change-feed.service';
@@ -18,11 +19,6 @@ const MAX_CACHED_PERSONAS = 10_000;
 /** A backstop only: the change feed drops entries at once; this bounds the damage of a missed notification. */
 const MAX_CACHE_AGE_MS = 60_000;
 
-interface CacheEntry {
-  loadedAt: number;
-  pending: Promise<CachedPersona | null>;
-}
-
 function toView(p: PersonaEntity): PersonaView {
   return {
     id: p.id,
@@ -36,14 +32,14 @@ function toView(p: PersonaEntity): PersonaView {
 }
 
 function toVersionView(v: PersonaVersionEntity): PersonaVersionView {
-  return { version: v.version, content: v.content, created_at: v.createdAt.toISOString() };
+  return { id: v.id, version: v.version, content: v.content, created_at: v.createdAt.toISOString() };
 }
 
 const isLiveNameTaken = (err: unknown) => isUniqueViolation(err, 'uq_personas_org_live_name');
 
 @Injectable()
 export class PersonasService {
-  private readonly cache = new Map<string, CacheEntry>();
+  private readonly cache = new BoundedPromiseCache<CachedPersona | null>({ capacity: MAX_CACHED_PERSONAS, maxAgeMs: MAX_CACHE_AGE_MS });
 
   constructor(
     private readonly dataSource: DataSource,
@@ -51,7 +47,7 @@ export class PersonasService {
     @InjectRepository(PersonaVersionEntity) private readonly versions: Repository<PersonaVersionEntity>,
     private readonly changes: ChangeFeedService,
   ) {
-    changes.on('persona', (id) => this.cache.delete(id));
+    changes.on('persona', (id) => this.cache.drop(id));
   }
 
   /**
@@ -61,17 +57,7 @@ export class PersonasService {
   async resolveForRequest(orgId: string, personaId: string): Promise<ResolvedPersona> {
     if (!isUuid(personaId)) throw AppException.notFound('persona', personaId);
     const id = personaId.toLowerCase();
-    let entry = this.cache.get(id);
-    if (!entry || performance.now() - entry.loadedAt > MAX_CACHE_AGE_MS) {
-      const fresh: CacheEntry = { loadedAt: performance.now(), pending: this.loadForCache(id) };
-      this.cache.delete(id);
-      if (this.cache.size >= MAX_CACHED_PERSONAS) this.cache.delete(this.cache.keys().next().value!);
-      this.cache.set(id, fresh);
-      // a failed lookup (database down) must not stay cached
-      fresh.pending.catch(() => this.cache.get(id) === fresh && this.cache.delete(id));
-      entry = fresh;
-    }
-    const persona = await entry.pending;
+    const persona = await this.cache.get(id, () => this.loadForCache(id));
     if (!persona || persona.orgId !== orgId) throw AppException.notFound('persona', personaId);
     return { id: persona.id, version: persona.version, content: persona.content };
   }
@@ -149,11 +135,21 @@ export class PersonasService {
     });
   }
 
-  /** Every version, oldest first, each with its full content; not paged (versions are addressed by number, not id). */
-  async listVersions(orgId: string, id: string): Promise<ListPage<PersonaVersionView>> {
+  /** The versions, oldest first, each with its full content; paged by version id like every list. */
+  async listVersions(orgId: string, id: string, page: PageQuery): Promise<ListPage<PersonaVersionView>> {
     const persona = await this.findLive(this.dataSource.manager, orgId, id);
-    const rows = await this.versions.find({ where: { personaId: persona.id }, order: { version: 'ASC' } });
-    return { object: 'list', data: rows.map(toVersionView), has_more: false, first_id: null, last_id: null };
+    const qb = this.versions
+      .createQueryBuilder('v')
+      .where('v.personaId = :personaId', { personaId: persona.id })
+      .orderBy('v.version', 'ASC')
+      .take(page.limit + 1);
+    if (page.after !== undefined) {
+      const cursor = isUuid(page.after) ? await this.versions.findOne({ select: { version: true }, where: { id: page.after, personaId: persona.id } }) : null;
+      if (!cursor) throw AppException.invalid(`No version of this persona found with id '${page.after}' to page after`, 'after');
+      qb.andWhere('v.version > :after', { after: cursor.version });
+    }
+    const rows = await qb.getMany();
+    return toListPage(rows.map(toVersionView), page.limit);
   }
 
   private async findLive(m: EntityManager, orgId: string, id: string, lock = false): Promise<PersonaEntity> {
@@ -179,7 +175,7 @@ export class PersonasService {
     try {
       const result = await this.dataSource.transaction(work);
       const changed = id ?? (result as { id: string } | undefined)?.id;
-      if (changed) this.cache.delete(changed);
+      if (changed) this.cache.drop(changed);
       return result;
     } catch (err) {
       if (name !== undefined && isLiveNameTaken(err)) {

@@ -4,6 +4,9 @@ import { AppConfig } from '../config/app-config';
 import type { CircuitStates } from '../metrics/metrics.service';
 import type { ResolvedKey } from '../keys/key-resolver';
 
+/** What a call says about its upstream: it answered, it failed, or nothing (the client went away first). */
+export type CallOutcome = 'ok' | 'failed' | 'neutral';
+
 interface Circuit {
   failures: number;
   openedAt: number | null;
@@ -28,7 +31,7 @@ export class CircuitBreakers {
   }
 
   /** Throws 503 when the circuit is open; returns a function to report the call's outcome. */
-  enter(key: ResolvedKey): (ok: boolean) => void {
+  enter(key: ResolvedKey): (outcome: CallOutcome) => void {
     const id = this.id(key);
     const c = this.circuits.get(id);
     if (c?.openedAt != null) {
@@ -43,16 +46,22 @@ export class CircuitBreakers {
       c.probing = true;
     }
     let reported = false;
-    return (ok: boolean) => {
+    return (outcome: CallOutcome) => {
       if (reported) return;
       reported = true;
-      this.report(id, ok);
+      this.report(id, outcome);
     };
   }
 
-  private report(id: string, ok: boolean): void {
-    if (ok) {
+  private report(id: string, outcome: CallOutcome): void {
+    if (outcome === 'ok') {
       this.circuits.delete(id);
+      return;
+    }
+    if (outcome === 'neutral') {
+      // an abandoned call neither closes nor counts: an abandoned probe just lets the next call probe instead
+      const c = this.circuits.get(id);
+      if (c) c.probing = false;
       return;
     }
     const c = this.circuits.get(id) ?? { failures: 0, openedAt: null, probing: false };

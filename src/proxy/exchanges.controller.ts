@@ -1,9 +1,10 @@
 import { Controller, Get, Param, Query } from '@nestjs/common';
-import { ApiNotFoundResponse, ApiOkResponse, ApiOperation, ApiParam, ApiQuery, ApiTags } from '@nestjs/swagger';
+import { ApiNotFoundResponse, ApiOkResponse, ApiOperation, ApiParam, ApiTags } from '@nestjs/swagger';
 import { ApiProtected } from '../common/api-docs';
-import type { ListPage } from '../common/pagination';
+import { ListPage, PageQueryDto } from '../common/pagination';
 import { Acting, ActingContext } from '../common/request-context';
-import { ExchangesService, ExchangeView } from './exchanges.service';
+import { ListExchangesQueryDto } from './exchanges.dto';
+import { ExchangesService, ExchangeView, LIST_BODY_MAX_BYTES } from './exchanges.service';
 
 const EXCHANGE_EXAMPLE = {
   id: 'req_Xw3v0mQ2bq9Hn1sYtZcA4eLk',
@@ -31,7 +32,10 @@ const EXCHANGE_EXAMPLE = {
   created_at: '2026-06-05T18:30:00.000Z',
   completed_at: '2026-06-05T18:30:00.412Z',
 };
-const LIST_EXAMPLE = { object: 'list', data: [EXCHANGE_EXAMPLE], has_more: false, first_id: EXCHANGE_EXAMPLE.id, last_id: EXCHANGE_EXAMPLE.id };
+const LIST_EXAMPLE = { object: 'list', data: [{ ...EXCHANGE_EXAMPLE, omitted_fields: [] }], has_more: false, first_id: EXCHANGE_EXAMPLE.id, last_id: EXCHANGE_EXAMPLE.id };
+const LIST_BODIES =
+  `In a list, a body field (request_body, response_body, output_text, error) larger than ${LIST_BODY_MAX_BYTES / 1024} KiB (as stored or as JSON text) ` +
+  'is null and named in the exchange\'s omitted_fields; GET /v1/requests/{request_id} has it whole.';
 const NOT_FOUND = { schema: { example: { error: { message: "No request found with id 'req_…'", type: 'not_found_error', code: 'not_found', param: null } } } };
 
 @ApiTags('exchanges')
@@ -51,16 +55,8 @@ export class ExchangesController {
 
   @Get('requests')
   @ApiOperation({ summary: 'Stored exchanges of the organization, newest first' })
-  @ApiQuery({ name: 'session_id', required: false })
-  @ApiQuery({ name: 'user_id', required: false, description: 'the X-User-ID value' })
-  @ApiQuery({ name: 'persona_id', required: false })
-  @ApiQuery({ name: 'model', required: false })
-  @ApiQuery({ name: 'from', required: false, description: 'ISO-8601, inclusive' })
-  @ApiQuery({ name: 'to', required: false, description: 'ISO-8601, exclusive' })
-  @ApiQuery({ name: 'limit', required: false, description: '1–100, default 20' })
-  @ApiQuery({ name: 'after', required: false, description: 'cursor: the last id of the previous page' })
-  @ApiOkResponse({ schema: { example: LIST_EXAMPLE } })
-  list(@Acting() acting: ActingContext, @Query() query: Record<string, unknown>): Promise<ListPage<ExchangeView>> {
+  @ApiOkResponse({ description: LIST_BODIES, schema: { example: LIST_EXAMPLE } })
+  list(@Acting() acting: ActingContext, @Query() query: ListExchangesQueryDto): Promise<ListPage<ExchangeView>> {
     return this.exchanges.list(acting.orgId, query);
   }
 
@@ -76,14 +72,12 @@ export class ExchangesController {
   @Get('sessions/:session_id')
   @ApiOperation({ summary: 'A session’s exchanges, oldest first' })
   @ApiParam({ name: 'session_id', example: EXCHANGE_EXAMPLE.session_id })
-  @ApiQuery({ name: 'limit', required: false })
-  @ApiQuery({ name: 'after', required: false })
-  @ApiOkResponse({ schema: { example: LIST_EXAMPLE } })
+  @ApiOkResponse({ description: LIST_BODIES, schema: { example: LIST_EXAMPLE } })
   @ApiNotFoundResponse(NOT_FOUND)
   session(
     @Acting() acting: ActingContext,
     @Param('session_id') sessionId: string,
-    @Query() query: Record<string, unknown>,
+    @Query() query: PageQueryDto,
   ): Promise<ListPage<ExchangeView>> {
     return this.exchanges.session(acting.orgId, sessionId, query);
   }

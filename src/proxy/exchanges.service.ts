@@ -2,8 +2,9 @@ import { Injectable } from '@nestjs/common';
 import { InjectRepository } from '@nestjs/typeorm';
 import { Repository, SelectQueryBuilder } from 'typeorm';
 import { AppException } from '../common/app-exception';
-import { isUuid } from '../common/ids';
-import { ListPage, parsePageQuery, toListPage } from '../common/pagination';
+import { checkRange, parseInstant } from '../common/dates';
+import { ListPage, PageQueryDto, pageOf, toListPage } from '../common/pagination';
+import { ListExchangesQueryDto } from './exchanges.dto';
 import { ExchangeEntity } from './exchange.entity';
 import { ExchangeRecorder } from './exchange-recorder.service';
 
@@ -40,7 +41,43 @@ export interface ExchangeView {
   error: unknown;
   created_at: string;
   completed_at: string | null;
+  /**
+   * In lists only: the body fields left out (null above) because they are larger than LIST_BODY_MAX_BYTES;
+   * `GET /v1/requests/{id}` has them whole.
+   */
+  omitted_fields?: BodyField[];
 }
+
+/** The fields of an exchange that hold what was sent and answered, and can be as large as the body limit. */
+export const BODY_FIELDS = ['request_body', 'response_body', 'output_text', 'error'] as const;
+export type BodyField = (typeof BODY_FIELDS)[number];
+
+/**
+ * A list page carries a body field only up to this size (in bytes, as stored and as JSON text), so a page of 100
+ * exchanges is at most 100 × 4 × 32 KiB whatever the stored bodies weigh; larger ones are omitted and flagged.
+ */
+export const LIST_BODY_MAX_BYTES = 32 * 1024;
+
+/**
+ * The SQL of a body column as a list shows it: the value when small enough, else NULL. The stored size is checked
+ * first: it costs nothing (a large value is not read), and a value stored larger than the bound is larger as text
+ * too unless it is mostly numbers; only what passes it is rendered as text to be measured exactly.
+ */
+const listed = (column: string, asText: string) =>
+  `CASE WHEN pg_column_size(${column}) > ${LIST_BODY_MAX_BYTES} THEN NULL ` +
+  `WHEN octet_length(${asText}) > ${LIST_BODY_MAX_BYTES} THEN NULL ELSE ${column} END`;
+const BODY_COLUMNS: Record<BodyField, string> = {
+  request_body: listed('e.request_body', 'e.request_body::text'),
+  response_body: listed('e.response_body', 'e.response_body::text'),
+  output_text: listed('e.output_text', 'e.output_text'),
+  error: listed('e.error', 'e.error::text'),
+};
+const ENTITY_FIELD: Record<BodyField, keyof ExchangeEntity> = {
+  request_body: 'requestBody',
+  response_body: 'responseBody',
+  output_text: 'outputText',
+  error: 'error',
+};
 
 export function toExchangeView(e: ExchangeEntity): ExchangeView {
   return {
@@ -75,16 +112,6 @@ export function toExchangeView(e: ExchangeEntity): ExchangeView {
     created_at: e.createdAt.toISOString(),
     completed_at: e.completedAt ? e.completedAt.toISOString() : null,
   };
-}
-
-const ISO_8601 = /^\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?(?:Z|[+-]\d{2}:?\d{2})?)?$/i;
-
-export function parseInstant(value: unknown, param: string): Date | undefined {
-  if (value === undefined || value === '') return undefined;
-  const raw = String(value);
-  const t = ISO_8601.test(raw) ? Date.parse(raw) : NaN;
-  if (Number.isNaN(t)) throw AppException.invalid(`${param} must be an ISO-8601 date or time`, param);
-  return new Date(t);
 }
 
 const SESSION_CACHE_MAX = 50_000;
@@ -146,38 +173,26 @@ export class ExchangesService {
   }
 
   /** Newest first, filtered. */
-  async list(orgId: string, query: Record<string, unknown>): Promise<ListPage<ExchangeView>> {
-    await this.recorder.caughtUp();
-    const page = parsePageQuery(query);
+  async list(orgId: string, query: ListExchangesQueryDto): Promise<ListPage<ExchangeView>> {
+    const page = pageOf(query);
     const from = parseInstant(query.from, 'from');
     const to = parseInstant(query.to, 'to');
+    checkRange(from, to);
+    await this.recorder.caughtUp();
     const qb = this.exchanges.createQueryBuilder('e').where('e.organization_id = :orgId', { orgId });
-    const str = (name: string): string | undefined => {
-      const v = query[name];
-      if (v === undefined || v === '') return undefined;
-      if (typeof v !== 'string') throw AppException.invalid(`${name} must be given once`, name);
-      return v;
-    };
-    const sessionId = str('session_id');
-    const userId = str('user_id');
-    const personaId = str('persona_id');
-    const model = str('model');
-    if (sessionId) qb.andWhere('e.session_id = :sessionId', { sessionId });
-    if (userId) qb.andWhere('e.external_user_id = :userId', { userId });
-    if (personaId) {
-      if (!isUuid(personaId)) throw AppException.invalid('persona_id must be a UUID', 'persona_id');
-      qb.andWhere('e.persona_id = :personaId', { personaId });
-    }
-    if (model) qb.andWhere('e.model = :model', { model });
+    if (query.session_id) qb.andWhere('e.session_id = :sessionId', { sessionId: query.session_id });
+    if (query.user_id) qb.andWhere('e.external_user_id = :userId', { userId: query.user_id });
+    if (query.persona_id) qb.andWhere('e.persona_id = :personaId', { personaId: query.persona_id });
+    if (query.model) qb.andWhere('e.model = :model', { model: query.model });
     if (from) qb.andWhere('e.created_at >= :from', { from });
     if (to) qb.andWhere('e.created_at < :to', { to });
     return this.page(qb, orgId, page.limit, page.after, 'DESC');
   }
 
   /** A session's exchanges, oldest first. */
-  async session(orgId: string, sessionId: string, query: Record<string, unknown>): Promise<ListPage<ExchangeView>> {
+  async session(orgId: string, sessionId: string, query: PageQueryDto): Promise<ListPage<ExchangeView>> {
+    const page = pageOf(query);
     await this.recorder.caughtUp();
-    const page = parsePageQuery(query);
     const qb = this.exchanges
       .createQueryBuilder('e')
       .where('e.organization_id = :orgId AND e.session_id = :sessionId', { orgId, sessionId });
@@ -202,11 +217,29 @@ export class ExchangesService {
         { after, cursorOrg: orgId },
       );
     }
-    const rows = await qb
+    // the body columns come from the database only when small enough: a large one never reaches this process
+    const columns = this.exchanges.metadata.columns
+      .filter((c) => !(Object.values(ENTITY_FIELD) as string[]).includes(c.propertyName))
+      .map((c) => `e.${c.propertyName}`);
+    qb.select(columns);
+    for (const field of BODY_FIELDS) {
+      qb.addSelect(BODY_COLUMNS[field], `listed_${field}`);
+      qb.addSelect(`e.${field} IS NOT NULL`, `stored_${field}`);
+    }
+    const { entities, raw } = await qb
       .orderBy('e.created_at', dir)
       .addOrderBy('e.id', dir)
       .limit(limit + 1)
-      .getMany();
-    return toListPage(rows.map(toExchangeView), limit);
+      .getRawAndEntities<Record<string, unknown>>();
+    const views = entities.map((row, i) => {
+      const omitted: BodyField[] = [];
+      for (const field of BODY_FIELDS) {
+        const value = raw[i][`listed_${field}`] ?? null;
+        (row as unknown as Record<string, unknown>)[ENTITY_FIELD[field]] = value;
+        if (value === null && raw[i][`stored_${field}`] === true) omitted.push(field);
+      }
+      return { ...toExchangeView(row), omitted_fields: omitted };
+    });
+    return toListPage(views, limit);
   }
 }

@@ -35,10 +35,34 @@ function readPriceTable(raw: unknown, source: string): Map<string, ModelPrice> {
   return table;
 }
 
-/** Prices proxied and analysis calls from the built-in list-price table, extended or overridden by PRICES_FILE. */
+/** Decimal places of a price as written (0.075 → 3, 1e-7 → 7). */
+function decimalsOf(n: number): number {
+  const [mantissa, exponent] = n.toString().split('e');
+  const fraction = mantissa.split('.')[1]?.length ?? 0;
+  return Math.max(0, fraction - Number(exponent ?? 0));
+}
+
+const MAX_MONEY_DECIMALS = 12;
+
+/** A USD amount as text without float noise or exponent: 0.000000255 → "0.000000255", 1.5 → "1.5". */
+export function formatUsd(usd: number, decimals: number): string {
+  const text = usd.toFixed(decimals);
+  return text.includes('.') ? text.replace(/\.?0+$/, '') : text;
+}
+
+/**
+ * Prices proxied and analysis calls from the built-in list-price table, extended or overridden by PRICES_FILE.
+ * A model's own entry wins over its family's, so a dated snapshot priced unlike its family (gpt-4o-2024-05-13,
+ * gpt-3.5-turbo-0613) is listed by name; other snapshots take their family's price.
+ */
 @Injectable()
 export class PricingService {
   private readonly table: Map<string, ModelPrice>;
+  /**
+   * Decimal places a cost can carry: prices are per million tokens and token counts are whole, so a price with d
+   * decimals gives costs with d + 6. Money is rounded to this before it is stored, summed into a report, or shown.
+   */
+  readonly moneyDecimals: number;
 
   constructor(config: AppConfig) {
     this.table = readPriceTable(BUILTIN_PRICES, 'built-in price table');
@@ -51,6 +75,20 @@ export class PricingService {
       }
       for (const [model, price] of readPriceTable(parsed, `PRICES_FILE ${config.pricesFile}`)) this.table.set(model, price);
     }
+    let decimals = 0;
+    for (const p of this.table.values()) decimals = Math.max(decimals, decimalsOf(p.input), decimalsOf(p.cached_input), decimalsOf(p.output));
+    this.moneyDecimals = Math.min(MAX_MONEY_DECIMALS, decimals + 6);
+  }
+
+  /** A USD amount (a cost, or a sum of costs) rounded to the precision the price table carries. */
+  roundUsd(usd: number): number {
+    const scale = 10 ** this.moneyDecimals;
+    return Math.round(usd * scale) / scale;
+  }
+
+  /** A USD amount as text at the table's precision, for people to read. */
+  formatUsd(usd: number): string {
+    return formatUsd(this.roundUsd(usd), this.moneyDecimals);
   }
 
   /** The price of a model or of one of its dated snapshots (`gpt-4o-mini-2024-07-18` → `gpt-4o-mini`); null if unknown. */
@@ -77,6 +115,6 @@ export class PricingService {
     const cached = Math.min(input, Math.max(0, tokens.cached ?? 0));
     const output = Math.max(0, tokens.output ?? 0);
     const usd = ((input - cached) * price.input + cached * price.cached_input + output * price.output) / 1_000_000;
-    return Math.round(usd * 1e12) / 1e12;
+    return this.roundUsd(usd);
   }
 }

@@ -186,6 +186,8 @@ class ProxiedCall {
           body: this.payload,
           headers: { accept },
           signal: this.abort.signal,
+          retry: attempt,
+          requestId: this.req.requestId,
         });
       } catch (err) {
         if (this.clientGone) return void (await this.finish('client_aborted', { upstreamStatus: null }));

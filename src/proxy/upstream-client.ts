@@ -6,6 +6,8 @@ import { AppConfig } from '../config/app-config';
 import { MetricsService } from '../metrics/metrics.service';
 import { CircuitBreakers } from './circuit-breakers';
 import { AppException } from '../common/app-exception';
+import { JsonLogger } from '../common/logger';
+import { BodyTooLarge, readBounded } from '../common/read-bounded';
 import { upstreamErrorAnswer, upstreamFailure } from './upstream-errors';
 import type { ResolvedKey } from '../keys/key-resolver';
 
@@ -22,6 +24,9 @@ export interface UpstreamRequest {
   headersTimeoutMs?: number;
   /** longest silence while reading the body; default STREAM_IDLE_TIMEOUT_MS */
   bodyTimeoutMs?: number;
+  /** for the log: how many times this call was retried before this attempt, and the request it serves */
+  retry?: number;
+  requestId?: string;
 }
 
 export interface UpstreamResponse {
@@ -30,20 +35,28 @@ export interface UpstreamResponse {
   body: Readable & { text(): Promise<string>; dump(): Promise<void> };
 }
 
+/** The system or undici code of a failure to reach the upstream (ECONNREFUSED, UND_ERR_SOCKET, …), else its name. */
+function errorCode(err: unknown): string {
+  const e = err as { code?: unknown; name?: unknown; cause?: { code?: unknown }; errors?: { code?: unknown }[] } | null;
+  for (const code of [e?.code, e?.cause?.code, e?.errors?.[0]?.code]) if (typeof code === 'string' && code) return code;
+  return typeof e?.name === 'string' ? e.name : 'unknown';
+}
+
 /** One keep-alive connection pool per upstream origin (undici); redirects are never followed. */
 @Injectable()
 export class UpstreamClient implements OnApplicationShutdown {
-  private readonly pools = new Map<string, { pool: Pool; basePath: string }>();
+  private readonly pools = new Map<string, { pool: Pool; basePath: string; host: string }>();
 
   constructor(
     private readonly config: AppConfig,
     private readonly circuits: CircuitBreakers,
     metrics: MetricsService,
+    private readonly logger: JsonLogger,
   ) {
     metrics.registerCircuitStates(() => circuits.states());
   }
 
-  private poolFor(baseUrl: string): { pool: Pool; basePath: string } {
+  private poolFor(baseUrl: string): { pool: Pool; basePath: string; host: string } {
     let entry = this.pools.get(baseUrl);
     if (!entry) {
       const u = new URL(baseUrl);
@@ -56,6 +69,7 @@ export class UpstreamClient implements OnApplicationShutdown {
           connect: { timeout: Math.min(this.config.upstreamTimeoutMs, 10_000) },
         }),
         basePath: u.pathname.replace(/\/+$/, ''),
+        host: u.host,
       };
       this.pools.set(baseUrl, entry);
     }
@@ -63,7 +77,7 @@ export class UpstreamClient implements OnApplicationShutdown {
   }
 
   async send(req: UpstreamRequest): Promise<UpstreamResponse> {
-    const { pool, basePath } = this.poolFor(req.key.baseUrl);
+    const { pool, basePath, host } = this.poolFor(req.key.baseUrl);
     const headers: Record<string, string> = {
       authorization: `Bearer ${req.key.apiKey}`,
       accept: 'application/json, text/event-stream',
@@ -83,13 +97,20 @@ export class UpstreamClient implements OnApplicationShutdown {
         bodyTimeout: req.bodyTimeoutMs ?? this.config.streamIdleTimeoutMs,
       });
     } catch (err) {
-      // a call the client abandoned says nothing about the upstream's health
-      if (!req.signal?.aborted) report(false);
-      else report(true);
+      // a call the client abandoned says nothing about the upstream's health, either way
+      const aborted = req.signal?.aborted === true;
+      report(aborted ? 'neutral' : 'failed');
+      // the cause, where the answer can only say 502/504: which upstream, what failed, which attempt (never the key)
+      if (!aborted) this.logger.write('warn', 'upstream call failed', { ...this.where(req, host), code: errorCode(err) });
       throw err;
     }
-    report(res.statusCode < 500);
+    report(res.statusCode < 500 ? 'ok' : 'failed');
+    if (res.statusCode >= 500) this.logger.write('warn', 'upstream answered with an error', { ...this.where(req, host), upstream_status: res.statusCode });
     return { statusCode: res.statusCode, headers: res.headers, body: res.body as UpstreamResponse['body'] };
+  }
+
+  private where(req: UpstreamRequest, host: string): Record<string, unknown> {
+    return { request_id: req.requestId, host, method: req.method, path: req.path, retry: req.retry ?? 0 };
   }
 
   /**
@@ -97,13 +118,20 @@ export class UpstreamClient implements OnApplicationShutdown {
    * for a failure to reach the upstream, a redirect, an error answer (key scrubbed) or a body that is not JSON.
    */
   async json(req: UpstreamRequest): Promise<unknown> {
+    const max = this.config.upstreamMaxBodyBytes;
+    const tooLarge = () => new AppException('upstream_error', 'The upstream answer is larger than the configured limit (UPSTREAM_MAX_BODY)');
     let statusCode: number;
     let text: string;
     try {
       const res = await this.send(req);
       statusCode = res.statusCode;
-      text = await res.body.text();
+      if (Number(res.headers['content-length']) > max) {
+        res.body.destroy();
+        throw tooLarge();
+      }
+      text = (await readBounded(res.body, max)).toString('utf8');
     } catch (err) {
+      if (err instanceof BodyTooLarge) throw tooLarge();
       throw upstreamFailure(err);
     }
     if (statusCode >= 300 && statusCode < 400) {

@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestApp, TestApp } from '../support/create-test-app';
 import { FakeUpstream, startFakeUpstream } from '../support/fake-upstream';
-import { proxyOrg } from '../support/proxy-test-helpers';
+import { proxyOrg, waitFor } from '../support/proxy-test-helpers';
 
 describe('circuit breaker per upstream and key', () => {
   let fake: FakeUpstream;
@@ -66,5 +66,47 @@ describe('circuit breaker per upstream and key', () => {
       expect((await ask(c)).status).toBe(400);
     }
     expect((await ask(c)).status).toBe(200);
+  });
+
+  it('a call the client abandons is neutral: it neither closes the circuit nor resets its failure count', async () => {
+    const d = await proxyOrg(app, fake.url, 'sk-circuit-org-d-0004');
+    const abandon = async () => {
+      const before = upstreamCallsWith('sk-circuit-org-d-0004');
+      const abortedBefore = (await d.call('GET', '/v1/requests?limit=100')).body.data.filter((e: any) => e.status === 'client_aborted').length;
+      fake.enqueue({ kind: 'delay', ms: 10_000 });
+      const controller = new AbortController();
+      const call = fetch(`${app.url}/v1/responses`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${d.token}`, 'x-user-id': d.userId, 'content-type': 'application/json' },
+        body: JSON.stringify({ model: 'gpt-4o-mini', input: 'hi' }),
+        signal: controller.signal,
+      }).catch(() => undefined);
+      // abandoned once the upstream has it, before its answer
+      await waitFor(() => upstreamCallsWith('sk-circuit-org-d-0004') > before, 5000, 'the call to reach upstream');
+      controller.abort();
+      await call;
+      const aborted = async () => (await d.call('GET', '/v1/requests?limit=100')).body.data.filter((e: any) => e.status === 'client_aborted').length;
+      await waitFor(async () => (await aborted()) > abortedBefore, 8000, 'the abandoned call to be recorded');
+    };
+    // two failures, then abandoned calls, then a third failure: the threshold (3) is reached and the circuit opens
+    for (let i = 0; i < 2; i++) {
+      fake.enqueue({ kind: 'status', status: 500 });
+      expect((await ask(d)).status).toBe(502);
+    }
+    await abandon();
+    await abandon();
+    fake.enqueue({ kind: 'status', status: 500 });
+    expect((await ask(d)).status).toBe(502);
+    const refused = await ask(d);
+    expect(refused.status).toBe(503);
+    expect(refused.body.error.code).toBe('circuit_open');
+
+    // after the cool-down, an abandoned probe does not close the circuit: the next call is the probe, and its
+    // failure re-opens it at once
+    await new Promise((r) => setTimeout(r, 1600));
+    await abandon();
+    fake.enqueue({ kind: 'status', status: 500 });
+    expect((await ask(d)).status).toBe(502);
+    expect((await ask(d)).status).toBe(503);
   });
 });

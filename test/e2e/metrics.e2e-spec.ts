@@ -183,4 +183,16 @@ describe('GET /metrics', () => {
     expect(metrics.modelLabel('my-fine-tune:ft-abc123')).toBe('other');
     expect(metrics.modelLabel(null)).toBe('none');
   });
+
+  it('model names clients send cannot grow memory: long names are "other" and never remembered', () => {
+    const metrics = app.app.get(MetricsService);
+    const memo = (metrics as unknown as { modelMemo: Map<string, string> }).modelMemo;
+    // 2,000 distinct 64 KiB names (as 1,000 × 9 MB would be, at a scale a test can afford)
+    for (let i = 0; i < 2000; i++) expect(metrics.modelLabel(`${i}-`.padEnd(64 * 1024, 'x'))).toBe('other');
+    expect(metrics.modelLabel('gpt-4o-2024-05-13')).toBe('gpt-4o-2024-05-13');
+    let bytes = 0;
+    for (const key of memo.keys()) bytes += key.length;
+    expect(memo.size).toBeLessThanOrEqual(1000);
+    expect(bytes).toBeLessThanOrEqual(1000 * 256);
+  });
 });

@@ -119,7 +119,41 @@ describe('personas', () => {
       [2, 'v2 text'],
       [3, 'v3 text'],
     ]);
-    for (const v of versions.body.data) expect(Object.keys(v).sort()).toEqual(['content', 'created_at', 'version']);
+    for (const v of versions.body.data) expect(Object.keys(v).sort()).toEqual(['content', 'created_at', 'id', 'version']);
+  });
+
+  it('versions are paged like every list: limit 1–100 (default 20), after a version id, has_more, first_id/last_id', async () => {
+    const { call } = await newOrg();
+    const { body: p } = await call('POST', '/v1/personas', { name: 'Paged', content: 'text 1' });
+    for (let v = 2; v <= 23; v++) expect((await call('PATCH', `/v1/personas/${p.id}`, { content: `text ${v}` })).status).toBe(200);
+
+    const first = await call('GET', `/v1/personas/${p.id}/versions`);
+    expect(first.body.data).toHaveLength(20);
+    expect(first.body).toMatchObject({ has_more: true, first_id: first.body.data[0].id, last_id: first.body.data[19].id });
+    const rest = await call('GET', `/v1/personas/${p.id}/versions?limit=100&after=${first.body.last_id}`);
+    expect(rest.body.data.map((v: any) => v.version)).toEqual([21, 22, 23]);
+    expect(rest.body.has_more).toBe(false);
+    const two = await call('GET', `/v1/personas/${p.id}/versions?limit=2&after=${first.body.data[4].id}`);
+    expect(two.body.data.map((v: any) => v.content)).toEqual(['text 6', 'text 7']);
+    expect(two.body.has_more).toBe(true);
+
+    for (const [query, param] of [
+      ['limit=0', 'limit'],
+      ['limit=101', 'limit'],
+      ['limit=abc', 'limit'],
+      ['limit=1&limit=2', 'limit'],
+      [`after=${randomUUID()}`, 'after'],
+      ['after=not-a-version', 'after'],
+      ['order=desc', 'order'],
+    ]) {
+      const res = await call('GET', `/v1/personas/${p.id}/versions?${query}`);
+      expect(res.status, query).toBe(400);
+      expect(res.body.error).toMatchObject({ type: 'invalid_request_error', param });
+    }
+    // another persona's version is no cursor here
+    const { body: other } = await call('POST', '/v1/personas', { name: 'Other', content: 'x' });
+    const otherVersion = (await call('GET', `/v1/personas/${other.id}/versions`)).body.data[0].id;
+    expect((await call('GET', `/v1/personas/${p.id}/versions?after=${otherVersion}`)).status).toBe(400);
   });
 
   it('concurrent content changes each get their own version', async () => {

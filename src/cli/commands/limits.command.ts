@@ -2,14 +2,15 @@ import { Option, SubCommand } from 'nest-commander';
 import { LimitOptionValues, parseLimitOptions } from '../../limits/limit-options';
 import type { LimitUsage, LimitValues } from '../../limits/limits.service';
 import { LimitsService } from '../../limits/limits.service';
+import { PricingService } from '../../proxy/pricing.service';
 import { AdminCommand, JsonOption, record } from '../admin-command';
 
 interface LimitsOptions extends JsonOption, LimitOptionValues {}
 
-const money = (n: number) => `$${Number(n.toFixed(6))}`;
-
 /** The limit lines of `org show` / `org limits` / `user limits`: each limit with what its window has used. */
-function limitLines(limits: LimitValues, usage: LimitUsage): [string, string][] {
+function limitLines(limits: LimitValues, usage: LimitUsage, pricing: PricingService): [string, string][] {
+  // money at the price table's precision: a sum of costs must not print as 0.00010259999999999999
+  const money = (n: number) => `$${pricing.formatUsd(n)}`;
   const line = (limit: number | null, used: number | null, fmt: (n: number) => string, window: string) =>
     limit === null ? 'none' : `${fmt(limit)} (${fmt(used ?? 0)} used ${window})`;
   return [
@@ -49,13 +50,16 @@ abstract class LimitsOptionsCommand extends AdminCommand<LimitsOptions> {
   description: "set an organization's limits and budgets (without options: show them)",
 })
 export class OrgLimitsCommand extends LimitsOptionsCommand {
-  constructor(private readonly limits: LimitsService) {
+  constructor(
+    private readonly limits: LimitsService,
+    private readonly pricing: PricingService,
+  ) {
     super();
   }
 
   async run([orgId]: string[], options: LimitsOptions): Promise<void> {
     const org = await this.limits.setOrganizationLimits(orgId, parseLimitOptions(options));
-    this.print(options, org, () => record(`Limits of organization '${org.name}' (${org.id})`, limitLines(org.limits, org.usage)));
+    this.print(options, org, () => record(`Limits of organization '${org.name}' (${org.id})`, limitLines(org.limits, org.usage, this.pricing)));
   }
 }
 
@@ -65,19 +69,25 @@ export class OrgLimitsCommand extends LimitsOptionsCommand {
   description: "set a user's limits and budgets, by the internal id `user create` printed (without options: show them)",
 })
 export class UserLimitsCommand extends LimitsOptionsCommand {
-  constructor(private readonly limits: LimitsService) {
+  constructor(
+    private readonly limits: LimitsService,
+    private readonly pricing: PricingService,
+  ) {
     super();
   }
 
   async run([userId]: string[], options: LimitsOptions): Promise<void> {
     const user = await this.limits.setUserLimits(userId, parseLimitOptions(options));
-    this.print(options, user, () => record(`Limits of user '${user.external_id}' (${user.id})`, limitLines(user.limits, user.usage)));
+    this.print(options, user, () => record(`Limits of user '${user.external_id}' (${user.id})`, limitLines(user.limits, user.usage, this.pricing)));
   }
 }
 
 @SubCommand({ name: 'show', arguments: '<org-id>', description: 'show an organization with its limits and current consumption' })
 export class OrgShowCommand extends AdminCommand {
-  constructor(private readonly limits: LimitsService) {
+  constructor(
+    private readonly limits: LimitsService,
+    private readonly pricing: PricingService,
+  ) {
     super();
   }
 
@@ -88,7 +98,7 @@ export class OrgShowCommand extends AdminCommand {
         ['id', org.id],
         ['status', org.disabled ? 'disabled' : 'active'],
         ['created', org.created_at],
-        ...limitLines(org.limits, org.usage),
+        ...limitLines(org.limits, org.usage, this.pricing),
       ]),
     );
   }
