@@ -408,7 +408,7 @@ export class LimitsService {
     const values = await this.counters.get(keys);
     const usage: LimitUsage = { requests_this_minute: null, tokens_this_minute: null, cost_today_usd: null, cost_this_month_usd: null };
     let i = 0;
-    for (const [field, k] of wanted) if (k !== null) usage[field] = Math.round(values[i++] * 1e9) / 1e9;
+    for (const [field, k] of wanted) if (k !== null) usage[field] = field.startsWith('cost_') ? this.pricing.roundUsd(values[i++]) : values[i++];
     return {
       id,
       limits,
