@@ -364,10 +364,11 @@ class ProxiedCall {
 
   /**
    * Whether the upstream may have billed a call it reported no usage for: it answered 2xx (a stream cut short, an
-   * answer without usage, a background response still running), or the client left after the request was sent.
+   * answer without usage, a background response still running) and did not itself report the response failed, or
+   * the client left after the request was sent.
    */
   private mayHaveBeenBilled(status: ExchangeStatus, upstreamStatus: number | null): boolean {
-    if (upstreamStatus !== null) return upstreamStatus >= 200 && upstreamStatus < 300;
+    if (upstreamStatus !== null) return upstreamStatus >= 200 && upstreamStatus < 300 && status !== 'failed';
     return status === 'client_aborted' && this.upstreamStartedAt !== null;
   }
 

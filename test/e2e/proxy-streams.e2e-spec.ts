@@ -1,8 +1,9 @@
-import { randomBytes } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { LimitsService } from '../../src/limits/limits.service';
 import { createTestApp, TestApp } from '../support/create-test-app';
 import { FakeUpstream, startFakeUpstream } from '../support/fake-upstream';
-import { parseSse, pollRequest, proxyOrg, ProxyTestOrg } from '../support/proxy-test-helpers';
+import { parseSse, pollRequest, proxyOrg, ProxyTestOrg, waitFor } from '../support/proxy-test-helpers';
 
 /** A Responses stream as OpenAI sends it, in the given line ending, one event per chunk. */
 function responsesScript(id: string, eol = '\n'): string[] {
@@ -210,6 +211,41 @@ describe('proxy streams: SSE by the specification, usage always counted, whole c
       expect(rec.usage.input_tokens).toBeGreaterThan(0);
       expect(rec.response_body.usage.estimated).toBe(true);
     });
+  });
+
+  describe('a budget cannot be escaped by the shape of a request', () => {
+    const shapes: [string, (b: ProxyTestOrg) => Promise<void>][] = [
+      ['a chat stream without include_usage', async (b) => {
+        await (await b.call('POST', '/v1/chat/completions', { model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'hi' }], stream: true })).text;
+      }],
+      ['an aborted chat stream', async (b) => {
+        fake.enqueue({ kind: 'slow-stream', firstByteMs: 0, eventIntervalMs: 300 });
+        const ac = new AbortController();
+        const res = await fetch(`${app.url}/v1/chat/completions`, {
+          method: 'POST',
+          headers: { authorization: `Bearer ${b.token}`, 'x-user-id': b.userId, 'content-type': 'application/json' },
+          body: JSON.stringify({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'hi' }], stream: true }),
+          signal: ac.signal,
+        });
+        await res.body!.getReader().read();
+        ac.abort();
+      }],
+      ['a cut Responses stream', async (b) => {
+        fake.enqueue({ kind: 'reset-mid-stream', afterEvents: 5 });
+        await b.call('POST', '/v1/responses', { model: 'gpt-4o-mini', input: 'hi', stream: true });
+      }],
+    ];
+    for (const [name, spend] of shapes) {
+      it(name, async () => {
+        const b = await proxyOrg(app, fake.url, `sk-budget-${randomUUID()}`);
+        await app.app.get(LimitsService).setOrganizationLimits(b.orgId, { daily_budget_usd: 1e-9 });
+        await spend(b);
+        await waitFor(async () => (await b.call('GET', '/v1/limits')).body.organization.usage.cost_today_usd > 0, 5000, 'the call to be counted');
+        const next = await b.call('POST', '/v1/responses', { model: 'gpt-4o-mini', input: 'more' });
+        expect(next.status).toBe(429);
+        expect(next.body.error.code).toBe('budget_exceeded');
+      });
+    }
   });
 
   describe('streamed chat records equal the non-streamed answer (item 7)', () => {
