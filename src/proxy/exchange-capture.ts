@@ -252,8 +252,9 @@ class ChoiceParts {
     }
     if (isObj(c.logprobs)) {
       const lp = (this.logprobs ??= { content: null, refusal: null });
-      if (Array.isArray(c.logprobs.content)) lp.content = (lp.content ?? []).concat(c.logprobs.content);
-      if (Array.isArray(c.logprobs.refusal)) lp.refusal = (lp.refusal ?? []).concat(c.logprobs.refusal);
+      // a few entries per chunk, pushed (a concat per chunk would copy the whole list each time)
+      if (Array.isArray(c.logprobs.content)) for (const x of c.logprobs.content) (lp.content ??= []).push(x);
+      if (Array.isArray(c.logprobs.refusal)) for (const x of c.logprobs.refusal) (lp.refusal ??= []).push(x);
     }
     if (c.finish_reason !== null && c.finish_reason !== undefined) this.finishReason = c.finish_reason;
   }
@@ -309,7 +310,7 @@ function callJson(tc: ToolCallParts): Json {
 function joinInto(target: Json, key: string, v: unknown): void {
   const prev = target[key];
   if (typeof v === 'string' && typeof prev === 'string') target[key] = prev + v;
-  else if (Array.isArray(v) && Array.isArray(prev)) target[key] = prev.concat(v);
+  else if (Array.isArray(v) && Array.isArray(prev)) for (const x of v) prev.push(x);
   else if (v !== null || !(key in target)) target[key] = v;
 }
 
