@@ -16,7 +16,6 @@ const SESSION_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 export const MAX_MODEL_LENGTH = 256;
 /** upstream response ids are a prefix and some 50 characters */
 export const MAX_RESPONSE_ID_LENGTH = 256;
-// eslint-disable-next-line no-control-regex
 const CONTROL = /[\u0000-\u001f\u007f]/;
 
 export function readSessionHeader(value: string | string[] | undefined): string | null {
