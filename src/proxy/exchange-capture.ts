@@ -8,6 +8,8 @@ export interface TokenUsage {
   total: number | null;
   cached: number | null;
   reasoning: number | null;
+  /** counted by the proxy from what was sent and streamed (the upstream never reported usage: a cut stream) */
+  estimated?: boolean;
 }
 
 export interface Captured {
@@ -20,6 +22,10 @@ export interface Captured {
   responseBody: unknown;
   /** an error the upstream reported inside a 200 answer (an `error` event, a failed response) */
   upstreamError: unknown;
+  /** a stream's generated text as it arrived (every choice, refusals, tool arguments): what an estimate counts */
+  streamedText?: string;
+  /** the upstream answered with a response still queued or in progress (`background: true`) */
+  unfinished?: boolean;
 }
 
 type Json = Record<string, any>;
@@ -85,6 +91,7 @@ export function captureJson(endpoint: ProxyEndpoint, body: unknown): Captured {
     outputText: responses ? responsesOutputText(body) : chatOutputText(body),
     responseBody: body,
     upstreamError: responses && body.status === 'failed' ? (body.error ?? null) : null,
+    unfinished: responses && (body.status === 'queued' || body.status === 'in_progress'),
   };
 }
 
@@ -96,6 +103,11 @@ export abstract class StreamCapture {
   /** how an answer the upstream itself reported as failed is recorded */
   errorStatus: 'failed' | 'upstream_error' | null = null;
   protected events = 0;
+  /** the last event is the usage chunk the proxy asked for itself: it is not relayed */
+  hideLast = false;
+
+  /** @param usageUnrequested usage was asked of the upstream by the proxy, not by the client */
+  constructor(protected readonly usageUnrequested = false) {}
 
   abstract onEvent(event: string, data: string): void;
   abstract result(): Captured;
@@ -114,8 +126,8 @@ export abstract class StreamCapture {
     return undefined;
   }
 
-  static for(endpoint: ProxyEndpoint): StreamCapture {
-    return endpoint === 'responses' ? new ResponsesStreamCapture() : new ChatStreamCapture();
+  static for(endpoint: ProxyEndpoint, usageUnrequested = false): StreamCapture {
+    return endpoint === 'responses' ? new ResponsesStreamCapture() : new ChatStreamCapture(usageUnrequested);
   }
 }
 
@@ -134,6 +146,8 @@ class ResponsesStreamCapture extends StreamCapture {
   private responseId: string | null = null;
   private model: string | null = null;
   private text: string[] = [];
+  /** every streamed delta (text, refusals, tool arguments, reasoning summaries), for an estimate of a cut stream */
+  private generated: string[] = [];
   private final: Json | null = null;
   private provisional: Json | null = null;
   private error: unknown = null;
@@ -145,7 +159,12 @@ class ResponsesStreamCapture extends StreamCapture {
     if (!ev) return;
     const type = event || (typeof ev.type === 'string' ? ev.type : '');
     if (type === 'response.output_text.delta') {
-      if (typeof ev.delta === 'string') this.text.push(ev.delta);
+      if (typeof ev.delta === 'string') {
+        this.text.push(ev.delta);
+        this.generated.push(ev.delta);
+      }
+    } else if (type.endsWith('.delta')) {
+      if (typeof ev.delta === 'string') this.generated.push(ev.delta);
     } else if (type === 'response.created' || type === 'response.in_progress') {
       if (isObj(ev.response)) this.seen(ev.response);
     } else if (RESPONSES_FINAL.has(type)) {
@@ -185,24 +204,136 @@ class ResponsesStreamCapture extends StreamCapture {
       outputText: finalText ?? (this.text.length ? this.text.join('') : null),
       responseBody: body,
       upstreamError: this.error,
+      streamedText: this.generated.join(''),
     };
   }
 }
 
+interface ToolCallParts {
+  /** the fields other than the streamed `arguments` (id, type, function name…) */
+  fields: Json;
+  name: string[];
+  args: string[];
+}
+
+/** One choice of a streamed chat completion, gathered from its deltas. */
+class ChoiceParts {
+  role: unknown = undefined;
+  content: string[] | null = null;
+  refusal: string[] | null = null;
+  refusalSeen = false;
+  readonly toolCalls = new Map<number, ToolCallParts>();
+  functionCall: ToolCallParts | null = null;
+  /** other message fields (annotations, audio…): strings and arrays joined, anything else replaced */
+  readonly other: Json = {};
+  logprobs: { content: unknown[] | null; refusal: unknown[] | null } | null = null;
+  finishReason: unknown = null;
+
+  constructor(readonly index: number) {}
+
+  add(c: Json): void {
+    const d = c.delta;
+    if (isObj(d)) {
+      for (const k of Object.keys(d)) {
+        const v = d[k];
+        if (k === 'role') {
+          if (v !== null && v !== undefined) this.role = v;
+        } else if (k === 'content') {
+          if (typeof v === 'string') (this.content ??= []).push(v);
+        } else if (k === 'refusal') {
+          this.refusalSeen = true;
+          if (typeof v === 'string') (this.refusal ??= []).push(v);
+        } else if (k === 'tool_calls') {
+          if (Array.isArray(v)) for (let i = 0; i < v.length; i++) if (isObj(v[i])) this.toolCall(v[i], i);
+        } else if (k === 'function_call') {
+          if (isObj(v)) this.functionCall = mergeCall(this.functionCall, v);
+        } else joinInto(this.other, k, v);
+      }
+    }
+    if (isObj(c.logprobs)) {
+      const lp = (this.logprobs ??= { content: null, refusal: null });
+      // a few entries per chunk, pushed (a concat per chunk would copy the whole list each time)
+      if (Array.isArray(c.logprobs.content)) for (const x of c.logprobs.content) (lp.content ??= []).push(x);
+      if (Array.isArray(c.logprobs.refusal)) for (const x of c.logprobs.refusal) (lp.refusal ??= []).push(x);
+    }
+    if (c.finish_reason !== null && c.finish_reason !== undefined) this.finishReason = c.finish_reason;
+  }
+
+  private toolCall(tc: Json, position: number): void {
+    const index = typeof tc.index === 'number' ? tc.index : position;
+    const fn = isObj(tc.function) ? tc.function : null;
+    let parts = this.toolCalls.get(index);
+    if (!parts) {
+      parts = { fields: {}, name: [], args: [] };
+      this.toolCalls.set(index, parts);
+    }
+    for (const k of Object.keys(tc)) if (k !== 'index' && k !== 'function' && tc[k] !== null && tc[k] !== undefined) parts.fields[k] = tc[k];
+    if (fn) {
+      if (typeof fn.name === 'string') parts.name.push(fn.name);
+      if (typeof fn.arguments === 'string') parts.args.push(fn.arguments);
+    }
+  }
+
+  /** the streamed text a tokenizer can count (content, refusal, tool names and arguments) */
+  text(out: string[]): void {
+    if (this.content) out.push(...this.content);
+    if (this.refusal) out.push(...this.refusal);
+    for (const tc of this.toolCalls.values()) out.push(...tc.name, ...tc.args);
+    if (this.functionCall) out.push(...this.functionCall.name, ...this.functionCall.args);
+  }
+
+  toJson(): Json {
+    const message: Json = { role: this.role ?? 'assistant', content: this.content ? this.content.join('') : null };
+    if (this.refusalSeen) message.refusal = this.refusal ? this.refusal.join('') : null;
+    Object.assign(message, this.other);
+    if (this.toolCalls.size) {
+      message.tool_calls = [...this.toolCalls.entries()].sort(([a], [b]) => a - b).map(([, tc]) => callJson(tc));
+    }
+    if (this.functionCall) message.function_call = { name: this.functionCall.name.join(''), arguments: this.functionCall.args.join('') };
+    return { index: this.index, message, logprobs: this.logprobs, finish_reason: this.finishReason };
+  }
+}
+
+function mergeCall(parts: ToolCallParts | null, v: Json): ToolCallParts {
+  const p = parts ?? { fields: {}, name: [], args: [] };
+  if (typeof v.name === 'string') p.name.push(v.name);
+  if (typeof v.arguments === 'string') p.args.push(v.arguments);
+  return p;
+}
+
+function callJson(tc: ToolCallParts): Json {
+  const out: Json = { ...tc.fields };
+  if (tc.name.length || tc.args.length) out.function = { name: tc.name.join(''), arguments: tc.args.join('') };
+  return out;
+}
+
+function joinInto(target: Json, key: string, v: unknown): void {
+  const prev = target[key];
+  if (typeof v === 'string' && typeof prev === 'string') target[key] = prev + v;
+  else if (Array.isArray(v) && Array.isArray(prev)) for (const x of v) prev.push(x);
+  else if (v !== null || !(key in target)) target[key] = v;
+}
+
+// chunk fields that are not part of the completion object (`obfuscation` pads chunks against length analysis)
+const CHUNK_ONLY = new Set(['choices', 'object', 'usage', 'obfuscation', 'id', 'created', 'model']);
+
+/**
+ * Rebuilds a streamed chat completion as the non-streamed answer would have been: every choice by index, its text,
+ * refusal, tool calls (arguments joined by index), logprobs and finish reason, the completion's other fields and usage.
+ */
 class ChatStreamCapture extends StreamCapture {
   private id: string | null = null;
   private model: string | null = null;
   private created: number | null = null;
-  private fingerprint: unknown = undefined;
-  private text: string[] = [];
-  private role = 'assistant';
-  private finishReason: string | null = null;
+  private readonly top: Json = {};
+  private readonly choices = new Map<number, ChoiceParts>();
   private usage: unknown = null;
   private error: unknown = null;
   private done = false;
 
   onEvent(event: string, data: string): void {
     this.events++;
+    this.hideLast = false;
     if (data === '[DONE]') {
       this.done = true;
       this.terminal = true;
@@ -220,39 +351,46 @@ class ChatStreamCapture extends StreamCapture {
       this.id = chunk.id;
       this.model = typeof chunk.model === 'string' ? chunk.model : null;
       this.created = num(chunk.created);
-      this.fingerprint = chunk.system_fingerprint;
     }
-    if (isObj(chunk.usage)) this.usage = chunk.usage;
+    for (const k of Object.keys(chunk)) if (!CHUNK_ONLY.has(k) && chunk[k] !== null && chunk[k] !== undefined) this.top[k] = chunk[k];
+    if (isObj(chunk.usage)) {
+      this.usage = chunk.usage;
+      // the usage chunk the proxy asked for on its own account: the client did not ask to see it
+      if (this.usageUnrequested && Array.isArray(chunk.choices) && chunk.choices.length === 0) this.hideLast = true;
+    }
     if (Array.isArray(chunk.choices)) {
-      for (const c of chunk.choices) {
-        if (!isObj(c) || (c.index ?? 0) !== 0) continue;
-        if (isObj(c.delta)) {
-          if (typeof c.delta.content === 'string') this.text.push(c.delta.content);
-          if (typeof c.delta.role === 'string') this.role = c.delta.role;
+      for (let i = 0; i < chunk.choices.length; i++) {
+        const c = chunk.choices[i];
+        if (!isObj(c)) continue;
+        const index = typeof c.index === 'number' ? c.index : i;
+        let choice = this.choices.get(index);
+        if (!choice) {
+          choice = new ChoiceParts(index);
+          this.choices.set(index, choice);
         }
-        if (typeof c.finish_reason === 'string') this.finishReason = c.finish_reason;
+        choice.add(c);
       }
     }
   }
 
   get complete(): boolean {
-    return this.error === null && (this.done || this.finishReason !== null);
+    if (this.error !== null) return false;
+    if (this.done) return true;
+    if (!this.choices.size) return false;
+    for (const c of this.choices.values()) if (c.finishReason === null) return false;
+    return true;
   }
 
   result(): Captured {
-    const content = this.text.join('');
+    const choices = [...this.choices.entries()].sort(([a], [b]) => a - b).map(([, c]) => c.toJson());
     const body =
       this.id === null
         ? null
-        : {
-            id: this.id,
-            object: 'chat.completion',
-            created: this.created,
-            model: this.model,
-            choices: [{ index: 0, message: { role: this.role, content }, finish_reason: this.finishReason }],
-            usage: this.usage ?? null,
-            ...(this.fingerprint !== undefined ? { system_fingerprint: this.fingerprint } : {}),
-          };
+        : { id: this.id, object: 'chat.completion', created: this.created, model: this.model, choices, usage: this.usage ?? null, ...this.top };
+    const first = this.choices.get(0);
+    const content = first?.content ? first.content.join('') : '';
+    const streamed: string[] = [];
+    for (const c of this.choices.values()) c.text(streamed);
     return {
       responseId: this.id,
       model: this.model,
@@ -260,6 +398,7 @@ class ChatStreamCapture extends StreamCapture {
       outputText: this.id === null && !content ? null : content,
       responseBody: body,
       upstreamError: this.error,
+      streamedText: streamed.join(''),
     };
   }
 }

@@ -14,7 +14,9 @@ export type ExchangeStatus =
   | 'upstream_error'
   | 'upstream_timeout'
   | 'client_aborted'
-  | 'interrupted';
+  | 'interrupted'
+  /** a background response the upstream has not finished */
+  | 'queued';
 
 /** The row written before the upstream is called. */
 export interface PendingExchange {

@@ -7,6 +7,7 @@ import { ListPage, PageQueryDto, pageOf, toListPage } from '../common/pagination
 import { ListExchangesQueryDto } from './exchanges.dto';
 import { ExchangeEntity } from './exchange.entity';
 import { ExchangeRecorder } from './exchange-recorder.service';
+import { UNFINISHED_STATUSES, UnfinishedResponses } from './unfinished-responses';
 
 /** A stored exchange as clients see it (`GET /v1/requests/{id}`). */
 export interface ExchangeView {
@@ -125,6 +126,7 @@ export class ExchangesService {
   constructor(
     @InjectRepository(ExchangeEntity) private readonly exchanges: Repository<ExchangeEntity>,
     private readonly recorder: ExchangeRecorder,
+    private readonly unfinished: UnfinishedResponses,
   ) {}
 
   rememberResponse(orgId: string, responseId: string, sessionId: string): void {
@@ -156,12 +158,13 @@ export class ExchangesService {
     await this.recorder.caughtUp();
     const row = await this.exchanges
       .createQueryBuilder('e')
-      .select(['e.id', 'e.responseBody'])
+      .select(['e.id', 'e.responseBody', 'e.status', 'e.userId'])
       .where('e.organization_id = :orgId AND e.response_id = :responseId AND e.response_body IS NOT NULL', { orgId, responseId })
       .orderBy('e.created_at', 'DESC')
       .limit(1)
       .getOne();
     if (!row) throw AppException.notFound('response', responseId);
+    if (UNFINISHED_STATUSES.has(row.status)) return this.unfinished.current(orgId, row.userId, responseId);
     return row.responseBody;
   }
 

@@ -12,6 +12,11 @@ export interface ProxyBodyFields {
 }
 
 const SESSION_ID = /^[A-Za-z0-9._:-]{1,128}$/;
+/** OpenAI's longest model names (fine-tuned snapshots, `ft:…:org:suffix:id`) stay far below this */
+export const MAX_MODEL_LENGTH = 256;
+/** upstream response ids are a prefix and some 50 characters */
+export const MAX_RESPONSE_ID_LENGTH = 256;
+const CONTROL = /[\u0000-\u001f\u007f]/;
 
 export function readSessionHeader(value: string | string[] | undefined): string | null {
   if (value === undefined) return null;
@@ -29,10 +34,16 @@ export function readProxyBody(endpoint: ProxyEndpoint, parsed: unknown, raw: Buf
   const body = parsed as Record<string, unknown>;
   const { model, stream, persona_id: personaId, previous_response_id: previous } = body;
   if (model !== undefined && typeof model !== 'string') throw AppException.invalid('model must be a string', 'model');
+  if (typeof model === 'string' && (model.length > MAX_MODEL_LENGTH || CONTROL.test(model))) {
+    throw AppException.invalid(`model must be a model name: at most ${MAX_MODEL_LENGTH} characters, no control characters`, 'model');
+  }
   if (stream !== undefined && stream !== null && typeof stream !== 'boolean') throw AppException.invalid('stream must be a boolean', 'stream');
   if (personaId !== undefined && personaId !== null && !isUuid(personaId)) throw AppException.invalid('persona_id must be a UUID', 'persona_id');
   if (previous !== undefined && previous !== null && typeof previous !== 'string') {
     throw AppException.invalid('previous_response_id must be a string', 'previous_response_id');
+  }
+  if (typeof previous === 'string' && (previous.length > MAX_RESPONSE_ID_LENGTH || CONTROL.test(previous))) {
+    throw AppException.invalid(`previous_response_id must be a response id: at most ${MAX_RESPONSE_ID_LENGTH} characters, no control characters`, 'previous_response_id');
   }
   if (personaId) {
     if (endpoint === 'responses' && body.instructions !== undefined && body.instructions !== null && typeof body.instructions !== 'string') {
@@ -49,8 +60,22 @@ export function readProxyBody(endpoint: ProxyEndpoint, parsed: unknown, raw: Buf
   };
 }
 
+/** A chat stream whose client did not ask for usage: the proxy asks for it (budgets and token limits need it). */
+export function lacksStreamUsage(endpoint: ProxyEndpoint, fields: ProxyBodyFields): boolean {
+  if (endpoint !== 'chat.completions' || !fields.stream) return false;
+  const options = fields.body.stream_options as { include_usage?: unknown } | null | undefined;
+  return !(options && typeof options === 'object' && options.include_usage === true);
+}
+
+const INCLUDE_USAGE = Buffer.from('"stream_options":{"include_usage":true},');
+
+function streamOptionsWithUsage(options: unknown): Record<string, unknown> {
+  const own = options && typeof options === 'object' && !Array.isArray(options) ? options : {};
+  return { ...own, include_usage: true };
+}
+
 /** The body sent upstream when a persona applies: persona_id removed, the persona's content as instructions / system message. */
-export function withPersona(endpoint: ProxyEndpoint, body: Record<string, unknown>, content: string): string {
+export function withPersona(endpoint: ProxyEndpoint, body: Record<string, unknown>, content: string, askUsage = false): string {
   const { persona_id: _drop, ...rest } = body;
   if (endpoint === 'responses') {
     const own = typeof rest.instructions === 'string' && rest.instructions !== '' ? rest.instructions : null;
@@ -58,12 +83,24 @@ export function withPersona(endpoint: ProxyEndpoint, body: Record<string, unknow
   } else {
     rest.messages = [{ role: 'system', content }, ...(rest.messages as unknown[])];
   }
+  if (askUsage) rest.stream_options = streamOptionsWithUsage(rest.stream_options);
   return JSON.stringify(rest);
 }
 
-/** The body sent upstream without a persona: the client's bytes, unless a `persona_id: null` must be dropped. */
-export function withoutPersona(body: Record<string, unknown>, raw: Buffer): Buffer | string {
-  if (!('persona_id' in body)) return raw;
+/**
+ * The body sent upstream without a persona: the client's bytes, unless a `persona_id: null` must be dropped. With
+ * `askUsage`, `stream_options.include_usage: true`: without `stream_options` the member is inserted after the
+ * opening brace, the client's bytes otherwise kept; a `stream_options` that says otherwise is rewritten.
+ */
+export function withoutPersona(body: Record<string, unknown>, raw: Buffer, askUsage = false): Buffer | string {
+  if (!('persona_id' in body)) {
+    if (!askUsage) return raw;
+    if (body.stream_options === undefined) {
+      const brace = raw.indexOf(0x7b);
+      return Buffer.concat([raw.subarray(0, brace + 1), INCLUDE_USAGE, raw.subarray(brace + 1)]);
+    }
+  }
   const { persona_id: _drop, ...rest } = body;
+  if (askUsage) rest.stream_options = streamOptionsWithUsage(rest.stream_options);
   return JSON.stringify(rest);
 }

@@ -14,11 +14,12 @@ import { ProxyService } from './proxy.service';
 import { ProxyDispatch } from './proxy-dispatch';
 import { CircuitBreakers } from './circuit-breakers';
 import { UpstreamClient } from './upstream-client';
+import { UnfinishedResponses } from './unfinished-responses';
 
 @Module({
   imports: [AuthModule, KeysModule, PersonasModule, LimitsModule],
   controllers: [ModelsController, ProxyController, ExchangesController],
-  providers: [CircuitBreakers, UpstreamClient, ModelsService, ProxyService, ProxyDispatch, ExchangeRecorder, ExchangesService, PricingService],
+  providers: [CircuitBreakers, UpstreamClient, ModelsService, ProxyService, ProxyDispatch, ExchangeRecorder, ExchangesService, PricingService, UnfinishedResponses],
   exports: [UpstreamClient, PricingService, ExchangeRecorder, ExchangesService],
 })
 export class ProxyModule {}

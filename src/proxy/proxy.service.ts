@@ -9,16 +9,17 @@ import type { ProxiedRequest } from '../common/request-context';
 import { AppConfig } from '../config/app-config';
 import { KeyResolver, ResolvedKey } from '../keys/key-resolver';
 import { PersonasService } from '../personas/personas.service';
-import { Captured, captureJson, ProxyEndpoint, StreamCapture } from './exchange-capture';
+import { Captured, captureJson, ProxyEndpoint, StreamCapture, TokenUsage } from './exchange-capture';
 import { ExchangeRecorder, ExchangeStatus } from './exchange-recorder.service';
 import { ExchangesService } from './exchanges.service';
 import { PricingService } from './pricing.service';
-import { ProxyBodyFields, readProxyBody, readSessionHeader, withoutPersona, withPersona } from './proxy-body';
-import { SseParser } from './sse-parser';
+import { lacksStreamUsage, ProxyBodyFields, readProxyBody, readSessionHeader, withoutPersona, withPersona } from './proxy-body';
+import { SseFramer, SseParser } from './sse-parser';
 import { UpstreamClient, UpstreamResponse } from './upstream-client';
 import { Admission, LimitsService } from '../limits/limits.service';
 import { MetricsService } from '../metrics/metrics.service';
-import { scrubUpstreamText, upstreamErrorAnswer, upstreamFailure } from './upstream-errors';
+import { KeyScrubber, scrubUpstreamText, upstreamErrorAnswer, upstreamFailure } from './upstream-errors';
+import { estimateUsage } from './usage-estimate';
 
 const RETRYABLE_STATUS = new Set([429, 500, 502, 503, 504]);
 const BACKOFF_BASE_MS = 100;
@@ -83,7 +84,11 @@ export class ProxyService {
       newSessionId();
     res.setHeader('X-Session-ID', sessionId);
     res.setHeader('X-Key-Source', key.source);
-    const payload = persona ? withPersona(endpoint, fields.body, persona.content) : withoutPersona(fields.body, req.rawBody!);
+    // a chat stream is asked for its usage even when the client did not (budgets and token limits count it)
+    const askUsage = lacksStreamUsage(endpoint, fields);
+    const payload = persona
+      ? withPersona(endpoint, fields.body, persona.content, askUsage)
+      : withoutPersona(fields.body, req.rawBody!, askUsage);
 
     // rate limits and budgets, before anything is recorded or sent upstream (429 with Retry-After)
     const admission = await this.limits.admit(acting, { model: fields.model, body: fields.body, instructions: persona?.content });
@@ -103,7 +108,7 @@ export class ProxyService {
       endpoint,
       model: fields.model,
       stream: fields.stream,
-      requestBody: typeof payload === 'string' ? payload : (req.rawText ?? payload.toString('utf8')),
+      requestBody: typeof payload === 'string' ? payload : payload === req.rawBody && req.rawText !== undefined ? req.rawText : payload.toString('utf8'),
       keyId: key.keyId,
       keySource: key.source,
       createdAt: new Date(),
@@ -124,7 +129,7 @@ export class ProxyService {
       }
       written = Promise.resolve();
     }
-    const call = new ProxiedCall(this, endpoint, fields, req, res, key, sessionId, payload, written, admission);
+    const call = new ProxiedCall(this, endpoint, fields, req, res, key, sessionId, payload, written, admission, askUsage);
     try {
       await call.run();
     } catch (err) {
@@ -145,6 +150,8 @@ class ProxiedCall {
   recorded = false;
   /** the pending row was written (undefined: not known yet) */
   private pendingWritten?: boolean;
+  /** takes the call's key out of whatever the upstream sends */
+  private readonly scrubber: KeyScrubber;
 
   constructor(
     private readonly svc: ProxyService,
@@ -158,7 +165,10 @@ class ProxiedCall {
     /** the pending row's write */
     private readonly written: Promise<void>,
     private readonly admission: Admission,
+    /** the proxy asked a chat stream for usage the client did not ask for */
+    private readonly usageUnrequested = false,
   ) {
+    this.scrubber = new KeyScrubber(key.apiKey);
     res.once('close', () => {
       if (!res.writableFinished) {
         this.clientGone = true;
@@ -293,18 +303,27 @@ class ProxiedCall {
     const { pricing, exchanges, recorder, logger, limits, metrics } = this.svc;
     const upstreamEndedAt = performance.now();
     const captured = o.captured ?? null;
-    const usage = captured?.usage ?? null;
+    let usage = captured?.usage ?? null;
+    let responseBody: unknown = o.responseBody !== undefined ? o.responseBody : (captured?.responseBody ?? null);
+    if (!usage && this.mayHaveBeenBilled(status, o.upstreamStatus)) {
+      // nothing a client does (a cut or abandoned stream, no usage asked for) makes a call free: what was sent and
+      // what was streamed is counted, and the record says it is an estimate
+      usage = estimateUsage(this.endpoint, this.sentBody(), captured?.streamedText ?? captured?.outputText ?? '');
+      responseBody = withEstimatedUsage(this.endpoint, captured?.responseBody ?? null, usage);
+    }
     const cost = usage ? pricing.cost(captured?.model ?? this.fields.model, usage) : null;
     const responseId = captured?.responseId ?? null;
     if (responseId) exchanges.rememberResponse(this.req.acting!.orgId, responseId, this.sessionId);
+    const upstreamError = o.error ?? captured?.upstreamError ?? null;
     const outcome = {
       id: this.req.requestId,
       status,
       upstreamStatus: o.upstreamStatus,
       responseId,
-      responseBody: o.responseBody !== undefined ? o.responseBody : (captured?.responseBody ?? null),
+      responseBody,
       outputText: captured?.outputText ?? null,
-      error: o.error ?? captured?.upstreamError ?? null,
+      // an upstream error quoting the key (or a part of it) is stored without it
+      error: upstreamError === null ? null : parseJson(scrubUpstreamText(JSON.stringify(upstreamError), this.key.apiKey)) ?? null,
       usage,
       cost,
       latencyMs: performance.now() - this.req.startedAt,
@@ -348,6 +367,23 @@ class ProxiedCall {
     return committed;
   }
 
+  /**
+   * Whether the upstream may have billed a call it reported no usage for: it answered 2xx (a stream cut short, an
+   * answer without usage, a background response still running) and did not itself report the response failed, or
+   * the client left after the request was sent.
+   */
+  private mayHaveBeenBilled(status: ExchangeStatus, upstreamStatus: number | null): boolean {
+    if (upstreamStatus !== null) return upstreamStatus >= 200 && upstreamStatus < 300 && status !== 'failed';
+    return status === 'client_aborted' && this.upstreamStartedAt !== null;
+  }
+
+  /** the body as sent upstream (with a persona's instructions), read again only for an estimate */
+  private sentBody(): Record<string, unknown> {
+    if (typeof this.payload !== 'string') return this.fields.body;
+    const parsed = parseJson(this.payload);
+    return parsed && typeof parsed === 'object' ? (parsed as Record<string, unknown>) : this.fields.body;
+  }
+
   private async relayJson(up: UpstreamResponse): Promise<void> {
     const max = this.svc.config.upstreamMaxBodyBytes;
     const status = up.statusCode;
@@ -366,14 +402,18 @@ class ProxiedCall {
       const exc = upstreamFailure(err);
       return this.fail(exc, exc.kind === 'upstream_timeout' ? 'upstream_timeout' : 'upstream_error', status);
     }
+    // a failed response may quote the key: neither the client nor the record gets it
+    buf = this.scrubber.bytes(buf);
     const text = buf.toString('utf8');
     const parsed = parseJson(text);
     if (parsed === undefined) {
       return this.fail(new AppException('upstream_error', 'The upstream sent a body that is not valid JSON'), 'upstream_error', status);
     }
     const captured = captureJson(this.endpoint, parsed);
+    // a background response still queued or running is not over: it is not recorded as completed
+    const exStatus: ExchangeStatus = captured.upstreamError ? 'failed' : captured.unfinished ? 'queued' : 'completed';
     // read-your-writes: the record is committed before the answer leaves
-    const recorded = await this.finish(captured.upstreamError ? 'failed' : 'completed', { upstreamStatus: status, captured, responseBody: text });
+    const recorded = await this.finish(exStatus, { upstreamStatus: status, captured, responseBody: text });
     if (!recorded) throw AppException.databaseUnavailable();
     if (this.clientGone) return;
     this.res.writeHead(status, { 'content-type': 'application/json', 'content-length': buf.length });
@@ -381,18 +421,41 @@ class ProxiedCall {
   }
 
   /**
-   * Pipes the upstream bytes to the client as they arrive, parsing SSE on the side. Headers go out once the first
-   * event has been checked (a malformed stream is still a clean 502) and the pending row is written. The chunk that
-   * completes the final event is held until the record is committed. The upstream read pauses while the client's
-   * socket is full.
+   * Relays the upstream's events to the client as they complete, byte for byte, parsing SSE on the side. Headers go
+   * out once the first event has been checked (a malformed stream is still a clean 502) and the pending row is
+   * written. The chunk that completes the final event is held until the record is committed. The upstream read
+   * pauses while the client's socket is full. An event is relayed once whole: the call's key is taken out of it
+   * first, and the usage chunk the proxy asked for on its own account is left out.
    */
   private relayStream(up: UpstreamResponse): Promise<void> {
     const { res } = this;
     const body = up.body;
     const status = up.statusCode;
     const max = this.svc.config.upstreamMaxBodyBytes;
-    const capture = StreamCapture.for(this.endpoint);
+    const capture = StreamCapture.for(this.endpoint, this.usageUnrequested);
     const parser = new SseParser((event, data) => capture.onEvent(event, data));
+    const framer = new SseFramer();
+    const scrubber = this.scrubber;
+    const hiding = this.usageUnrequested;
+    /** whole events, parsed and ready for the client */
+    const take = (region: Buffer): Buffer => {
+      if (!hiding) {
+        const out = scrubber.bytes(region);
+        parser.push(out);
+        return out;
+      }
+      // event by event, so the one the client did not ask for can be left out
+      const kept: Buffer[] = [];
+      let from = 0;
+      for (const end of framer.ends) {
+        const event = scrubber.bytes(region.subarray(from, end));
+        from = end;
+        capture.hideLast = false;
+        parser.push(event);
+        if (!capture.hideLast) kept.push(event);
+      }
+      return kept.length === 1 ? kept[0] : Buffer.concat(kept);
+    };
 
     return new Promise<void>((resolve, reject) => {
       let started = false;
@@ -431,7 +494,8 @@ class ProxiedCall {
         res.once('drain', onDrain);
         res.once('close', done);
       };
-      const errorEvent = (exc: AppException) => `${parser.midEvent ? '\n\n' : ''}event: error\ndata: ${JSON.stringify(exc.toBody())}\n\n`;
+      // only whole events have been relayed, so the error event is read as one
+      const errorEvent = (exc: AppException) => `event: error\ndata: ${JSON.stringify(exc.toBody())}\n\n`;
 
       const stop = async (exStatus: ExchangeStatus, exc: AppException): Promise<void> => {
         if (settled || holding) return;
@@ -445,7 +509,6 @@ class ProxiedCall {
         }
         await this.finish(exStatus, { upstreamStatus: status, captured, error: exc.toBody().error });
         if (!started) return settle(this.pendingWritten === false ? AppException.databaseUnavailable() : exc);
-        // a stream cut inside an event first ends that event, so the error event reaches SSE parsers intact
         res.end(errorEvent(exc));
         settle();
       };
@@ -470,7 +533,9 @@ class ProxiedCall {
             res.writeHead(200, SSE_HEADERS);
           }
           for (const b of out) res.write(b);
-          for (const b of held) res.write(b);
+          // what followed the final event in its chunk, then what came after it
+          if (framer.held) res.write(scrubber.bytes(framer.rest()));
+          for (const b of held) res.write(scrubber.bytes(b));
           held = [];
           // the answer is complete and recorded: an upstream that failed after it does not matter
           if (ended || heldError !== undefined || body.destroyed) {
@@ -492,7 +557,7 @@ class ProxiedCall {
         }
         if (this.recorded) {
           // bytes after the final event (normally none): relayed as they are
-          if (!res.write(chunk)) waitForDrain();
+          if (!res.write(scrubber.bytes(chunk))) waitForDrain();
           return;
         }
         bytes += chunk.length;
@@ -500,15 +565,16 @@ class ProxiedCall {
           void stop('upstream_error', new AppException('upstream_error', 'The upstream answer is larger than the configured limit (UPSTREAM_MAX_BODY)'));
           return;
         }
-        parser.push(chunk);
-        if (parser.malformed || capture.malformed) {
+        const region = framer.push(chunk);
+        if (!region) return;
+        let out = take(region);
+        if (capture.malformed) {
           void stop('upstream_error', new AppException('upstream_error', 'The upstream sent malformed server-sent events'));
           return;
         }
-        let out = chunk;
         if (!started) {
           if (parser.events === 0) {
-            pre.push(chunk);
+            if (out.length) pre.push(out);
             return;
           }
           if (pre.length) {
@@ -521,7 +587,7 @@ class ProxiedCall {
           res.writeHead(200, SSE_HEADERS);
         }
         if (capture.terminal) return completeWith([out]);
-        if (!res.write(out)) waitForDrain();
+        if (out.length && !res.write(out)) waitForDrain();
       };
 
       const onEnd = () => {
@@ -531,7 +597,8 @@ class ProxiedCall {
           res.end();
           return settle();
         }
-        if (capture.complete) return completeWith(pre);
+        // an event the upstream did not end with a blank line is not dispatched, but its bytes are relayed
+        if (capture.complete) return completeWith(framer.held ? [...pre, scrubber.bytes(framer.rest())] : pre);
         void stop('upstream_error', new AppException('upstream_error', started ? 'The upstream stream ended before the answer was complete' : 'The upstream sent an empty or incomplete event stream'));
       };
 
@@ -577,6 +644,15 @@ class ProxiedCall {
       }
     });
   }
+}
+
+/** The answer's body with the estimated usage (flagged `estimated`), in the endpoint's own usage shape. */
+function withEstimatedUsage(endpoint: ProxyEndpoint, body: unknown, u: TokenUsage): unknown {
+  const usage =
+    endpoint === 'responses'
+      ? { input_tokens: u.input, output_tokens: u.output, total_tokens: u.total, estimated: true }
+      : { prompt_tokens: u.input, completion_tokens: u.output, total_tokens: u.total, estimated: true };
+  return body && typeof body === 'object' && !Array.isArray(body) ? { ...body, usage } : { usage };
 }
 
 const SSE_HEADERS = { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', 'x-accel-buffering': 'no' };

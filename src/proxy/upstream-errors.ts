@@ -19,6 +19,43 @@ export function scrubUpstreamText(text: string, apiKey?: string): string {
   return redact(out);
 }
 
+/** a key echoed at this length or longer (from its start) is the key; a shorter or masked echo is not */
+const MIN_ECHO_IN_STREAM = 16;
+const REDACTED = Buffer.from('[redacted]');
+
+/**
+ * Takes the call's key out of upstream bytes (a streamed error event, a `response.failed`, a JSON answer) before they
+ * reach the client or the record. One native search per buffer while the key is absent, so it runs on every relayed
+ * event; the bytes are returned unchanged (the same buffer) when the key is not in them.
+ */
+export class KeyScrubber {
+  private readonly key: Buffer;
+  private readonly head: Buffer | null;
+
+  constructor(apiKey: string) {
+    this.key = Buffer.from(apiKey, 'utf8');
+    this.head = this.key.length >= MIN_ECHOED_KEY_PART ? this.key.subarray(0, Math.min(this.key.length, MIN_ECHO_IN_STREAM)) : null;
+  }
+
+  bytes(buf: Buffer): Buffer {
+    const head = this.head;
+    if (!head) return buf;
+    let at = buf.indexOf(head);
+    if (at < 0) return buf;
+    const parts: Buffer[] = [];
+    let from = 0;
+    while (at >= 0) {
+      let end = at + head.length;
+      while (end - at < this.key.length && end < buf.length && buf[end] === this.key[end - at]) end++;
+      parts.push(buf.subarray(from, at), REDACTED);
+      from = end;
+      at = buf.indexOf(head, from);
+    }
+    parts.push(buf.subarray(from));
+    return Buffer.concat(parts);
+  }
+}
+
 /** Maps a failure to reach or read the upstream to the contract's 502/504. */
 export function upstreamFailure(err: unknown): AppException {
   if (err instanceof AppException) return err; // e.g. an open circuit: already an answer

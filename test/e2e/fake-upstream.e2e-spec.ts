@@ -193,6 +193,46 @@ describe('fake upstream', () => {
     expect(raw.trimEnd().endsWith('data: [DONE]')).toBe(true);
   });
 
+  it('chat: several choices, parallel tool calls, refusals and logprobs, streamed as the SDK accumulates them into the plain answer', async () => {
+    const tools = ['get_weather', 'get_time'].map((name) => ({ type: 'function' as const, function: { name, parameters: { type: 'object', properties: {} } } }));
+    const shapes: Record<string, unknown>[] = [{ n: 2 }, { tools }, { messages: [{ role: 'user', content: 'REFUSE it' }] }, { logprobs: true }];
+    for (const shape of shapes) {
+      const body: any = { model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'same' }], ...shape };
+      const plain = await client.chat.completions.create(body);
+      const final = await client.chat.completions.stream(body).finalChatCompletion();
+      expect(final.choices).toHaveLength(plain.choices.length);
+      final.choices.forEach((c, i) => {
+        const p = plain.choices[i];
+        expect(c.finish_reason).toBe(p.finish_reason);
+        expect(c.message.content).toBe(p.message.content);
+        expect(c.message.refusal).toBe(p.message.refusal);
+        expect(c.message.tool_calls?.map((t: any) => ({ name: t.function.name, arguments: t.function.arguments }))).toEqual(
+          p.message.tool_calls?.map((t: any) => ({ name: t.function.name, arguments: t.function.arguments })),
+        );
+        expect(c.logprobs?.content ?? null).toEqual(p.logprobs?.content ?? null);
+      });
+    }
+    const calls = (await client.chat.completions.create({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'x' }], tools })).choices[0];
+    expect(calls.finish_reason).toBe('tool_calls');
+    expect(calls.message.tool_calls!.map((t: any) => t.function.name)).toEqual(['get_weather', 'get_time']);
+  });
+
+  it('fault: a scripted event stream is sent as given; a background response is queued, then finished when asked for', async () => {
+    const chunks = ['event: ping\n\n', 'data: {"a":1}\r\r', ': c\n\n'];
+    fake.enqueue({ kind: 'sse', chunks });
+    const r = await post('/responses', { model: 'gpt-4o-mini', input: 'x', stream: true });
+    expect(r.headers.get('content-type')).toContain('text/event-stream');
+    expect(await r.text()).toBe(chunks.join(''));
+
+    const queued = await client.responses.create({ model: 'gpt-4o-mini', input: 'later', background: true });
+    expect(queued.status).toBe('queued');
+    expect(queued.usage).toBeNull();
+    const done = await client.responses.retrieve(queued.id);
+    expect(done.status).toBe('completed');
+    expect(done.output_text).toBe('Echo: later');
+    await expect(client.responses.retrieve('resp_unknown')).rejects.toMatchObject({ status: 404 });
+  });
+
   it('models.list', async () => {
     const ids: string[] = [];
     for await (const m of client.models.list()) ids.push(m.id);

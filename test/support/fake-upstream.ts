@@ -46,7 +46,9 @@ export type Fault =
   | { kind: 'huge'; bytes: number }
   | { kind: 'set-cookie' }
   | { kind: 'slow-stream'; firstByteMs: number; eventIntervalMs: number }
-  | { kind: 'structured'; mode: StructuredFaultMode };
+  | { kind: 'structured'; mode: StructuredFaultMode }
+  /** a 200 event stream of exactly these chunks (each written on its own), then the end of the answer */
+  | { kind: 'sse'; chunks: (string | Buffer)[] };
 
 export interface FakeUpstreamOptions {
   /** number of text delta events per stream (default 5) */
@@ -75,6 +77,8 @@ export interface FakeUpstream {
   options: FakeUpstreamOptions;
   /** answer json_schema structured-output requests with this value instead of the generated one */
   structuredAnswer?: (schema: any, body: any) => unknown;
+  /** background responses (`background: true`) by id, as a later GET /v1/responses/{id} answers them */
+  backgroundResponses: Map<string, any>;
   /** clear requests, queue, default fault, structuredAnswer */
   reset(): void;
   /** closes the server AND destroys all open sockets (stalled ones too) */
@@ -583,6 +587,18 @@ async function sendSse(ctx: Ctx, chunks: string[]): Promise<void> {
   res.end();
 }
 
+/** a scripted event stream: each chunk written on its own (a separate read for the proxy), then the end */
+async function sendSseScript(ctx: Ctx, chunks: (string | Buffer)[]): Promise<void> {
+  if (ctx.closed) return;
+  ctx.res.writeHead(200, { ...commonHeaders(ctx), 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache' });
+  for (const c of chunks) {
+    if (ctx.closed) return;
+    if (!ctx.res.write(c)) await waitDrain(ctx);
+    await sleep(ctx, 2);
+  }
+  if (!ctx.closed) ctx.res.end();
+}
+
 function sseEvent(ev: { type: string }): string {
   return `event: ${ev.type}\ndata: ${JSON.stringify(ev)}\n\n`;
 }
@@ -686,6 +702,12 @@ async function handleResponses(ctx: Ctx, body: any, fake: FakeUpstream): Promise
   }
 
   const final = buildResponse(body, ids, text, inputTokens);
+  if (body.background === true && body.stream !== true) {
+    // a background response is answered at once, queued; it is finished when it is next asked for
+    fake.backgroundResponses.set(ids.id, final);
+    await sendJsonPaced(ctx, 200, { ...buildResponse(body, ids, null, inputTokens), status: 'queued' });
+    return;
+  }
   if (body.stream !== true) {
     await sendJsonPaced(ctx, 200, final);
     return;
@@ -768,21 +790,78 @@ function chatUsage(promptTokens: number, text: string) {
   };
 }
 
-function chatCompletion(body: any, id: string, created: number, text: string, promptTokens: number): any {
+/** One choice of a chat answer: text, a refusal, or tool calls. */
+interface ChoicePlan {
+  content: string | null;
+  refusal: string | null;
+  toolCalls: { id: string; name: string; args: string }[];
+  finish: string;
+}
+
+const REFUSAL = "I'm sorry, but I can't help with that.";
+
+/**
+ * What a chat call answers, choice by choice: `n` choices (the second and later ones marked), a refusal when the
+ * user's text says REFUSE, calls to the first two function tools (parallel tool calls) when tools are given.
+ */
+function chatPlan(body: any, text: string): ChoicePlan[] {
+  const n = Number.isInteger(body.n) && body.n > 1 ? Math.min(body.n, 8) : 1;
+  const fns = Array.isArray(body.tools) && body.tool_choice !== 'none'
+    ? body.tools.filter((t: any) => t?.type === 'function' && typeof t.function?.name === 'string').slice(0, 2)
+    : [];
+  const refuse = text.includes('REFUSE');
+  return Array.from({ length: n }, (_, i) => {
+    const t = i === 0 ? text : `${text} (${i + 1})`;
+    if (refuse) return { content: null, refusal: REFUSAL, toolCalls: [], finish: 'stop' };
+    if (fns.length) {
+      return {
+        content: null,
+        refusal: null,
+        toolCalls: fns.map((f: any, k: number) => ({ id: `call_${hex(12)}`, name: f.function.name, args: JSON.stringify({ text: t, call: k }) })),
+        finish: 'tool_calls',
+      };
+    }
+    return { content: t, refusal: null, toolCalls: [], finish: 'stop' };
+  });
+}
+
+function planText(c: ChoicePlan): string {
+  return c.content ?? c.refusal ?? c.toolCalls.map((tc) => tc.args).join(' ');
+}
+
+function planUsage(promptTokens: number, plan: ChoicePlan[]) {
+  const usage = chatUsage(promptTokens, '');
+  const completion = plan.reduce((n, c) => n + wordCount(planText(c)), 0);
+  return { ...usage, completion_tokens: completion, total_tokens: promptTokens + completion };
+}
+
+/** a logprobs entry per streamed piece (when the request asks for logprobs) */
+function logprob(piece: string): any {
+  return { token: piece, logprob: -0.25, bytes: [...Buffer.from(piece, 'utf8')], top_logprobs: [] };
+}
+
+function chatCompletion(body: any, id: string, created: number, text: string, promptTokens: number, deltaCount = 5): any {
+  const plan = chatPlan(body, text);
+  const withLogprobs = body.logprobs === true;
   return {
     id,
     object: 'chat.completion',
     created,
     model: body.model,
-    choices: [
-      {
-        index: 0,
-        message: { role: 'assistant', content: text, refusal: null, annotations: [] },
-        logprobs: null,
-        finish_reason: 'stop',
-      },
-    ],
-    usage: chatUsage(promptTokens, text),
+    choices: plan.map((c, index) => {
+      const message: any = { role: 'assistant', content: c.content, refusal: c.refusal, annotations: [] };
+      if (c.toolCalls.length) {
+        message.tool_calls = c.toolCalls.map((tc) => ({ id: tc.id, type: 'function', function: { name: tc.name, arguments: tc.args } }));
+      }
+      const logprobs = !withLogprobs
+        ? null
+        : {
+            content: c.content === null ? null : splitChunks(c.content, deltaCount).map(logprob),
+            refusal: c.refusal === null ? null : splitChunks(c.refusal, deltaCount).map(logprob),
+          };
+      return { index, message, logprobs, finish_reason: c.finish };
+    }),
+    usage: planUsage(promptTokens, plan),
     service_tier: 'default',
     system_fingerprint: SYSTEM_FINGERPRINT,
   };
@@ -802,11 +881,12 @@ async function handleChat(ctx: Ctx, body: any, fake: FakeUpstream): Promise<void
   }
 
   if (body.stream !== true) {
-    await sendJsonPaced(ctx, 200, chatCompletion(body, id, created, text, promptTokens));
+    await sendJsonPaced(ctx, 200, chatCompletion(body, id, created, text, promptTokens, ctx.deltaCount));
     return;
   }
 
   const includeUsage = body.stream_options?.include_usage === true;
+  const withLogprobs = body.logprobs === true;
   const base = {
     id,
     object: 'chat.completion.chunk',
@@ -818,12 +898,38 @@ async function handleChat(ctx: Ctx, body: any, fake: FakeUpstream): Promise<void
   const chunk = (choices: any[], usage?: any) =>
     includeUsage ? { ...base, choices, usage: usage ?? null } : { ...base, choices };
   const chunks: any[] = [];
-  chunks.push(chunk([{ index: 0, delta: { role: 'assistant', content: '', refusal: null }, logprobs: null, finish_reason: null }]));
-  for (const piece of splitChunks(text, ctx.deltaCount)) {
-    chunks.push(chunk([{ index: 0, delta: { content: piece }, logprobs: null, finish_reason: null }]));
-  }
-  chunks.push(chunk([{ index: 0, delta: {}, logprobs: null, finish_reason: 'stop' }]));
-  if (includeUsage) chunks.push(chunk([], chatUsage(promptTokens, text)));
+  const plan = chatPlan(body, text);
+  plan.forEach((c, index) => {
+    const lp = (field: 'content' | 'refusal', piece: string) =>
+      withLogprobs ? { content: field === 'content' ? [logprob(piece)] : null, refusal: field === 'refusal' ? [logprob(piece)] : null } : null;
+    const first: any = { role: 'assistant', content: c.content === null ? null : '', refusal: null, annotations: [] };
+    if (c.toolCalls.length) {
+      const tc = c.toolCalls[0];
+      first.tool_calls = [{ index: 0, id: tc.id, type: 'function', function: { name: tc.name, arguments: '' } }];
+    }
+    chunks.push(chunk([{ index, delta: first, logprobs: null, finish_reason: null }]));
+    if (c.content !== null) {
+      for (const piece of splitChunks(c.content, ctx.deltaCount)) {
+        chunks.push(chunk([{ index, delta: { content: piece }, logprobs: lp('content', piece), finish_reason: null }]));
+      }
+    }
+    if (c.refusal !== null) {
+      for (const piece of splitChunks(c.refusal, ctx.deltaCount)) {
+        chunks.push(chunk([{ index, delta: { refusal: piece }, logprobs: lp('refusal', piece), finish_reason: null }]));
+      }
+    }
+    c.toolCalls.forEach((tc, k) => {
+      if (k > 0) {
+        const opening = { index: k, id: tc.id, type: 'function', function: { name: tc.name, arguments: '' } };
+        chunks.push(chunk([{ index, delta: { tool_calls: [opening] }, logprobs: null, finish_reason: null }]));
+      }
+      for (const piece of splitChunks(tc.args, 3)) {
+        chunks.push(chunk([{ index, delta: { tool_calls: [{ index: k, function: { arguments: piece } }] }, logprobs: null, finish_reason: null }]));
+      }
+    });
+    chunks.push(chunk([{ index, delta: {}, logprobs: null, finish_reason: c.finish }]));
+  });
+  if (includeUsage) chunks.push(chunk([], planUsage(promptTokens, plan)));
   const lines = chunks.map((c) => `data: ${JSON.stringify(c)}\n\n`);
   lines.push('data: [DONE]\n\n');
   await sendSse(ctx, lines);
@@ -831,7 +937,7 @@ async function handleChat(ctx: Ctx, body: any, fake: FakeUpstream): Promise<void
 
 // ---- request dispatch ---------------------------------------------------------------------------
 
-type Route = 'responses' | 'chat' | 'models' | 'model';
+type Route = 'responses' | 'chat' | 'models' | 'model' | 'response';
 
 function matchRoute(method: string, pathname: string): Route | undefined {
   const p = pathname.length > 1 && pathname.endsWith('/') ? pathname.slice(0, -1) : pathname;
@@ -839,6 +945,7 @@ function matchRoute(method: string, pathname: string): Route | undefined {
   if (method === 'POST' && p === '/v1/chat/completions') return 'chat';
   if (method === 'GET' && p === '/v1/models') return 'models';
   if (method === 'GET' && p.startsWith('/v1/models/')) return 'model';
+  if (method === 'GET' && p.startsWith('/v1/responses/')) return 'response';
   return undefined;
 }
 
@@ -870,6 +977,7 @@ export async function startFakeUpstream(opts: Partial<FakeUpstreamOptions> = {})
     requests: [],
     options,
     structuredAnswer: undefined,
+    backgroundResponses: new Map(),
     enqueue(...faults: Fault[]) {
       queue.push(...faults);
     },
@@ -881,6 +989,7 @@ export async function startFakeUpstream(opts: Partial<FakeUpstreamOptions> = {})
       queue.length = 0;
       defaultFault = undefined;
       fake.structuredAnswer = undefined;
+      fake.backgroundResponses.clear();
     },
     close() {
       if (!closing) {
@@ -972,7 +1081,7 @@ export async function startFakeUpstream(opts: Partial<FakeUpstreamOptions> = {})
     }
 
     // faults: queued one-shot, else default, else none
-    const fault: Fault | undefined = route === 'model' ? undefined : queue.length > 0 ? queue.shift() : defaultFault;
+    const fault: Fault | undefined = route === 'model' || route === 'response' ? undefined : queue.length > 0 ? queue.shift() : defaultFault;
     if (fault) {
       switch (fault.kind) {
         case 'status': {
@@ -993,6 +1102,9 @@ export async function startFakeUpstream(opts: Partial<FakeUpstreamOptions> = {})
           return;
         case 'malformed-sse':
           sendRaw(ctx, 200, 'text/event-stream; charset=utf-8', MALFORMED_SSE_BODY);
+          return;
+        case 'sse':
+          await sendSseScript(ctx, fault.chunks);
           return;
         case 'redirect':
           sendJson(ctx, 302, errorEnvelope('Found', 'invalid_request_error', null), {
@@ -1053,6 +1165,13 @@ export async function startFakeUpstream(opts: Partial<FakeUpstreamOptions> = {})
 
     if (route === 'models') {
       await sendJsonPaced(ctx, 200, { object: 'list', data: MODELS });
+      return;
+    }
+    if (route === 'response') {
+      const id = decodeURIComponent(pathname.slice('/v1/responses/'.length));
+      const stored = fake.backgroundResponses.get(id);
+      if (stored) await sendJsonPaced(ctx, 200, stored);
+      else sendJson(ctx, 404, errorEnvelope(`Response with id '${id}' not found.`, 'invalid_request_error', null, 'response_id'));
       return;
     }
     if (route === 'model') {
