@@ -1,17 +1,17 @@
 import { INestApplication } from '@nestjs/common';
+import { Reflector } from '@nestjs/core';
 import { DocumentBuilder, SwaggerModule } from '@nestjs/swagger';
 import type { NextFunction, Request, Response } from 'express';
-import { AppConfig } from '../config/app-config';
-import { BEARER, USER_HEADER } from './api-docs';
-import { AppExceptionFilter } from './http-exception.filter';
-import { startRequest, unreadBodyDiscardBound } from './request-start';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
+import { AppConfig } from '../config/app-config';
 import { ProxyDispatch } from '../proxy/proxy-dispatch';
-import { JsonLogger } from './logger';
-import type { ProxyRequest } from './request-context';
-import { Reflector } from '@nestjs/core';
-import { RequestBodyInterceptor } from './request-body.interceptor';
+import { BEARER, USER_HEADER } from './api-docs';
 import { answerClientErrors } from './client-errors';
+import { AppExceptionFilter } from './http-exception.filter';
+import { JsonLogger } from './logger';
+import { RequestBodyInterceptor } from './request-body.interceptor';
+import type { ProxyRequest } from './request-context';
+import { startRequest, unreadBodyDiscardBound } from './request-start';
 import { createValidationPipe } from './validation';
 
 /** Everything about the HTTP app that production and the tests share. */
@@ -50,7 +50,7 @@ export function configureApp(app: INestApplication, config: AppConfig, logger: J
     .setTitle('OpenAI inference proxy')
     .setDescription(
       'An OpenAI-compatible proxy with per-user upstream keys, durable exchange records, ratings, personas, ' +
-        'conversation analysis and analytics. Authorize with a JWT (from `cli jwt create`) and an X-User-ID.',
+        'conversation analysis and analytics. Authorize with a JWT (from `npm run -s cli -- jwt create --org-id <org-id>`) and an X-User-ID.',
     )
     .setVersion('0.1.0')
     .addBearerAuth({ type: 'http', scheme: 'bearer', bearerFormat: 'JWT' }, BEARER)
