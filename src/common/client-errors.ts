@@ -37,15 +37,16 @@ export function answerClientErrors(
 
   server.on('clientError', (err: NodeJS.ErrnoException & { reason?: string }, socket: Socket) => {
     const current = serving.get(socket);
-    if (current && !current.res.headersSent && !current.res.writableEnded) {
-      // the app holds this request (reading its body): answer through its response, then close
+    if (current && !current.req.complete && !current.res.headersSent && !current.res.writableEnded) {
+      // the app holds this request and is still reading its body: answer through its response, then close
       current.res.shouldKeepAlive = false;
       current.res.setHeader('Connection', 'close');
       current.res.once('finish', () => socket.destroy());
       filter.answer(clientErrorAnswer(err), current.path, current.res);
       return;
     }
-    // an answer already under way, or one given while the body was still coming (this error is about that body)
+    // an answer under way (this error is about data pipelined behind its request), or one given while the body was
+    // still coming (this error is about that body): the connection is beyond repair
     const busy = current && (!current.res.writableFinished || !current.req.complete);
     if (busy || err.code === 'ECONNRESET' || !socket.writable) {
       socket.destroy();
