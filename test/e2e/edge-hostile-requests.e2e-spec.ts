@@ -1,5 +1,7 @@
 import * as http from 'node:http';
+import { gzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadConfig } from '../../src/config/app-config';
 import { createTestApp, TestApp } from '../support/create-test-app';
 import { api } from '../support/factories';
 import { FakeUpstream, startFakeUpstream } from '../support/fake-upstream';
@@ -149,6 +151,41 @@ describe('hostile requests at the HTTP edge', () => {
     expect(await app.dataSource.query('SELECT 1 FROM personas WHERE organization_id = $1', [attacker.orgId])).toHaveLength(0);
     expect(app.logs.filter((l) => l.includes('"status":500') || l.includes('"level":"error"'))).toEqual([]);
   }, 60_000);
+
+  it('a body 10,000 levels deep is a 400 on every route that takes a body, compressed or not', async () => {
+    const persona = await attacker.call('POST', '/v1/personas', { name: 'deep', content: 'c' });
+    const config = await attacker.call('POST', '/v1/analysis/configs', { name: 'deep', analysis_type: 'sentiment' });
+    const made = await attacker.call('POST', '/v1/responses', { model: 'gpt-4o-mini', input: 'x' });
+    const requestId = made.headers.get('x-request-id');
+    const deep = `{"name":${'['.repeat(10_000)}${']'.repeat(10_000)}}`;
+    const routes: [string, string][] = [
+      ['POST', '/v1/personas'],
+      ['PATCH', `/v1/personas/${persona.body.id}`],
+      ['POST', '/v1/analysis/configs'],
+      ['PATCH', `/v1/analysis/configs/${config.body.id}`],
+      ['POST', '/v1/analysis'],
+      ['POST', `/v1/requests/${requestId}/rating`],
+      ['POST', '/v1/responses'],
+      ['POST', '/v1/chat/completions'],
+    ];
+    for (const [method, path] of routes) {
+      for (const zip of [false, true]) {
+        const res = await fetch(`${app.url}${path}`, {
+          method,
+          headers: { ...auth(attacker), 'content-type': 'application/json', ...(zip ? { 'content-encoding': 'gzip' } : {}) },
+          body: zip ? gzipSync(deep) : deep,
+        });
+        const body = (await res.json()) as any;
+        expect(res.status, `${method} ${path} zip=${zip}`).toBe(400);
+        expect(body.error).toMatchObject({ type: 'invalid_request_error', code: 'json_too_deep' });
+      }
+    }
+  });
+
+  it('HEADERS_TIMEOUT_MS over REQUEST_TIMEOUT_MS is a configuration error', () => {
+    expect(() => loadConfig({ ...app.env, HEADERS_TIMEOUT_MS: '5000', REQUEST_TIMEOUT_MS: '4000' })).toThrow(/HEADERS_TIMEOUT_MS/);
+    expect(() => loadConfig({ ...app.env, REQUEST_TIMEOUT_MS: 'soon' })).toThrow(/REQUEST_TIMEOUT_MS/);
+  });
 
   it('an 11 MB body is answered 413 every time, never a reset, on the proxied and the managed routes', async () => {
     const body = Buffer.alloc(11 * MB, 'a');
