@@ -1,4 +1,5 @@
 import { Injectable } from '@nestjs/common';
+import { isUtf8 } from 'node:buffer';
 import type { IncomingHttpHeaders } from 'node:http';
 import { AppException } from '../common/app-exception';
 import type { ActingContext } from '../common/request-context';
@@ -21,6 +22,15 @@ export class RequestAuthenticator {
     if (!header) throw new AppException('authentication', 'Missing bearer token in the Authorization header', { code: 'missing_token' });
     const m = /^Bearer[ ]+([A-Za-z0-9_\-.=]+)\s*$/i.exec(header);
     if (!m) throw new AppException('authentication', 'Malformed Authorization header; expected "Bearer <token>"', { code: 'invalid_token' });
+    if (/^sk-/.test(m[1])) {
+      throw new AppException(
+        'authentication',
+        'This looks like an OpenAI API key, but the proxy takes its own JWT as the bearer token. Make one with ' +
+          '`npm run -s cli -- jwt create --org-id <org-id>`; the OpenAI key belongs in the proxy: ' +
+          '`npm run -s cli -- key create <org-id> <sk-…>`',
+        { code: 'openai_key_as_token' },
+      );
+    }
     const claims = this.tokens.verify(m[1]);
     const org = await this.orgs.state(claims.org_id);
     if (!org) throw new AppException('authentication', 'Unknown organization', { code: 'invalid_organization' });
@@ -31,7 +41,7 @@ export class RequestAuthenticator {
   /** `X-User-ID`: the end user the call acts for, recorded on first sight. */
   async actingFor(claims: TokenClaims, headers: IncomingHttpHeaders): Promise<ActingContext> {
     const raw = headers['x-user-id'];
-    const externalId = Array.isArray(raw) ? raw[0] : raw;
+    const externalId = headerText(Array.isArray(raw) ? raw[0] : raw);
     const problem = externalIdProblem(externalId);
     if (problem === 'missing_user_id') throw new AppException('missing_user_id', 'The X-User-ID header is required');
     if (problem) throw new AppException('invalid_user_id', 'X-User-ID must be at most 256 characters without control characters');
@@ -47,4 +57,15 @@ export class RequestAuthenticator {
       jti: claims.jti,
     };
   }
+}
+
+/**
+ * Node reads header bytes as Latin-1: a value sent as UTF-8 (`José`) arrives as `JosÃ©`. Bytes that form valid UTF-8
+ * are read as UTF-8; anything else stays as Latin-1 (a client that did send Latin-1 keeps its `José`).
+ */
+export function headerText(value: string | undefined): string | undefined {
+  // eslint-disable-next-line no-control-regex
+  if (value === undefined || !/[\u0080-\u00ff]/.test(value)) return value;
+  const bytes = Buffer.from(value, 'latin1');
+  return isUtf8(bytes) ? bytes.toString('utf8') : value;
 }

@@ -1,16 +1,17 @@
 import { INestApplication } from '@nestjs/common';
+import { Reflector } from '@nestjs/core';
 import { DocumentBuilder, SwaggerModule } from '@nestjs/swagger';
 import type { NextFunction, Request, Response } from 'express';
-import { json } from 'express';
-import { AppConfig } from '../config/app-config';
-import { BEARER, USER_HEADER } from './api-docs';
-import { AppExceptionFilter } from './http-exception.filter';
-import { startRequest } from './request-start';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
+import { AppConfig } from '../config/app-config';
 import { ProxyDispatch } from '../proxy/proxy-dispatch';
+import { BEARER, USER_HEADER } from './api-docs';
+import { answerClientErrors } from './client-errors';
+import { AppExceptionFilter } from './http-exception.filter';
 import { JsonLogger } from './logger';
+import { RequestBodyInterceptor } from './request-body.interceptor';
 import type { ProxyRequest } from './request-context';
-import { BodyErrorInterceptor } from './body-error.interceptor';
+import { startRequest, unreadBodyDiscardBound } from './request-start';
 import { createValidationPipe } from './validation';
 
 /** Everything about the HTTP app that production and the tests share. */
@@ -19,41 +20,29 @@ export function configureApp(app: INestApplication, config: AppConfig, logger: J
   express.disable('x-powered-by');
   express.set('etag', false);
 
+  const discardBytes = unreadBodyDiscardBound(config.bodyLimitBytes);
   app.use((req: Request, res: Response, next: NextFunction) => {
-    startRequest(req as ProxyRequest, res, logger, req.path);
+    startRequest(req as ProxyRequest, res, logger, req.path, discardBytes);
     next();
-  });
-
-  // Body errors are kept on the request and raised after the guards, so a call without a token is 401
-  // whatever else is wrong with it. The raw bytes are kept for forwarding unchanged.
-  const parser = json({
-    limit: config.bodyLimitBytes,
-    type: ['application/json', 'application/*+json'],
-    verify: (req, _res, buf) => {
-      (req as ProxyRequest).rawBody = buf;
-    },
-  });
-  app.use((req: Request, res: Response, next: NextFunction) => {
-    parser(req, res, (err?: unknown) => {
-      if (err) (req as ProxyRequest).bodyError = err as ProxyRequest['bodyError'];
-      next();
-    });
   });
 
   const filter = new AppExceptionFilter(logger, config.bodyLimitBytes);
   app.useGlobalFilters(filter);
-  app.useGlobalInterceptors(new BodyErrorInterceptor(config.bodyLimitBytes));
+  // bodies are read after the guards (see RequestBodyInterceptor)
+  app.useGlobalInterceptors(new RequestBodyInterceptor(app.get(Reflector), config.bodyLimitBytes));
   app.useGlobalPipes(createValidationPipe());
 
   // the proxy routes' plain requests are served ahead of Express (see ProxyDispatch)
   const dispatch = app.get(ProxyDispatch);
   dispatch.answerErrorsWith(filter);
   const server = app.getHttpServer() as Server;
+  const serving = answerClientErrors(server, filter, logger, config);
   const viaExpress = server.listeners('request') as ((req: IncomingMessage, res: ServerResponse) => void)[];
   if (viaExpress.length !== 1) throw new Error(`expected Express as the HTTP server's one request listener, found ${viaExpress.length}`);
   const viaExpressApp = viaExpress[0];
   server.removeAllListeners('request');
   server.on('request', (req: IncomingMessage, res: ServerResponse) => {
+    serving(req, res, pathOf(req.url));
     if (!dispatch.take(req, res)) viaExpressApp(req, res);
   });
 
@@ -61,7 +50,7 @@ export function configureApp(app: INestApplication, config: AppConfig, logger: J
     .setTitle('OpenAI inference proxy')
     .setDescription(
       'An OpenAI-compatible proxy with per-user upstream keys, durable exchange records, ratings, personas, ' +
-        'conversation analysis and analytics. Authorize with a JWT (from `cli jwt create`) and an X-User-ID.',
+        'conversation analysis and analytics. Authorize with a JWT (from `npm run -s cli -- jwt create --org-id <org-id>`) and an X-User-ID.',
     )
     .setVersion('0.1.0')
     .addBearerAuth({ type: 'http', scheme: 'bearer', bearerFormat: 'JWT' }, BEARER)
@@ -69,4 +58,9 @@ export function configureApp(app: INestApplication, config: AppConfig, logger: J
     .build();
   const document = SwaggerModule.createDocument(app, doc);
   SwaggerModule.setup('docs', app, document, { jsonDocumentUrl: 'docs-json', swaggerOptions: { persistAuthorization: true } });
+}
+
+function pathOf(url: string | undefined): string {
+  const q = url?.indexOf('?') ?? -1;
+  return q < 0 ? (url ?? '/') : url!.slice(0, q);
 }

@@ -3,6 +3,7 @@ import type { Request, Response } from 'express';
 import type { ServerResponse } from 'node:http';
 import { AppException, isDatabaseUnavailable } from './app-exception';
 import { JsonLogger } from './logger';
+import { noteAnswerError } from './request-start';
 
 /** Turns errors thrown by Express body parsing (kept on the request until the guards have run) into API errors. */
 export function bodyParserError(err: { type?: string; status?: number; message?: string }, limit: number): AppException {
@@ -60,7 +61,9 @@ export class AppExceptionFilter implements ExceptionFilter {
     }
     const headers = err.options.headers;
     if (headers) for (const [k, v] of Object.entries(headers)) res.setHeader(k, v);
-    const body = JSON.stringify(err.toBody());
+    const envelope = err.toBody();
+    noteAnswerError(res, envelope.error);
+    const body = JSON.stringify(envelope);
     res.statusCode = err.status;
     res.setHeader('Content-Type', 'application/json; charset=utf-8');
     res.setHeader('Content-Length', Buffer.byteLength(body));

@@ -18,7 +18,6 @@ export interface RequestState {
   acting?: ActingContext;
   requestId: string;
   rawBody?: Buffer;
-  bodyError?: { type?: string; status?: number; message?: string };
   startedAt: number;
 }
 

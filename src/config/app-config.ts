@@ -23,6 +23,10 @@ export class AppConfig {
   upstreamMaxBodyBytes: number;
   logLevel: LogLevel;
   bodyLimitBytes: number;
+  /** a request's headers must arrive within this (then 408) */
+  headersTimeoutMs: number;
+  /** a request, headers and body, must arrive within this (then 408) */
+  requestTimeoutMs: number;
   dbPoolSize: number;
   pricesFile: string | undefined;
   cacheSyncIntervalMs: number;
@@ -150,6 +154,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
   if (!LOG_LEVELS.includes(level)) throw new ConfigError(`LOG_LEVEL must be one of ${LOG_LEVELS.join(', ')}`);
   c.logLevel = level;
   c.bodyLimitBytes = env.BODY_LIMIT ? parseSize('BODY_LIMIT', env.BODY_LIMIT) : 10 * 1024 ** 2;
+  c.headersTimeoutMs = int(env, 'HEADERS_TIMEOUT_MS', 10_000, 100, 600_000);
+  c.requestTimeoutMs = int(env, 'REQUEST_TIMEOUT_MS', 60_000, 100, 3_600_000);
+  if (c.headersTimeoutMs > c.requestTimeoutMs) throw new ConfigError('HEADERS_TIMEOUT_MS must not be greater than REQUEST_TIMEOUT_MS');
   c.dbPoolSize = int(env, 'DB_POOL_SIZE', 10, 1, 1000);
   c.pricesFile = env.PRICES_FILE || undefined;
   c.cacheSyncIntervalMs = int(env, 'CACHE_SYNC_INTERVAL_MS', 1000, 50);

@@ -4,8 +4,9 @@ import { RequestAuthenticator } from '../auth/request-authenticator';
 import { AppException } from '../common/app-exception';
 import { BodyTooLarge, readBounded } from '../common/read-bounded';
 import { AppExceptionFilter, bodyParserError } from '../common/http-exception.filter';
+import { FORWARDED_JSON_BOUNDS, refuseOversizedJson } from '../common/json-limits';
 import type { ProxiedRequest } from '../common/request-context';
-import { startRequest } from '../common/request-start';
+import { startRequest, unreadBodyDiscardBound } from '../common/request-start';
 import { JsonLogger } from '../common/logger';
 import { AppConfig } from '../config/app-config';
 import { MetricsService } from '../metrics/metrics.service';
@@ -53,7 +54,7 @@ export class ProxyDispatch {
     if (type === undefined || !JSON_TYPE.test(type)) return false;
 
     const r = req as ProxiedRequest;
-    startRequest(r, res, this.logger, path);
+    startRequest(r, res, this.logger, path, unreadBodyDiscardBound(this.config.bodyLimitBytes));
     res.once('finish', () => this.metrics.observeHttp('POST', path, res.statusCode, (performance.now() - r.startedAt) / 1000));
     void this.serve(endpoint, r, res, path);
     return true;
@@ -65,18 +66,15 @@ export class ProxyDispatch {
       req.acting = await this.auth.actingFor(claims, req.headers);
       const raw = await this.readBody(req);
       if (raw.length) {
+        refuseOversizedJson(raw, FORWARDED_JSON_BOUNDS);
         req.rawBody = raw;
         req.rawText = raw.toString('utf8');
         req.body = parseStrictJson(req.rawText);
       }
       await this.proxy.forward(endpoint, req, res);
     } catch (err) {
-      if (err instanceof BodyTooLarge) {
-        // the rest of an oversized body is not read: the connection closes after the answer
-        res.shouldKeepAlive = false;
-        res.once('finish', () => req.destroy());
-        err = bodyParserError({ status: 413 }, this.config.bodyLimitBytes);
-      }
+      // the rest of an oversized body is read and discarded within a bound after the answer (see startRequest)
+      if (err instanceof BodyTooLarge) err = bodyParserError({ status: 413 }, this.config.bodyLimitBytes);
       this.filter!.answer(err, path, res);
     }
   }

@@ -3,6 +3,7 @@ import { ApiBody, ApiHeader, ApiOkResponse, ApiOperation, ApiResponse, ApiTags }
 import type { Response } from 'express';
 import { ApiProtected } from '../common/api-docs';
 import type { ProxyRequest } from '../common/request-context';
+import { ForwardsBody } from '../common/request-body.interceptor';
 import { ProxyService } from './proxy.service';
 
 const SESSION_HEADER = {
@@ -30,6 +31,7 @@ const ProxyErrors = () => (target: object, key: string | symbol, desc: PropertyD
 @ApiTags('proxy')
 @ApiProtected()
 @ApiHeader(SESSION_HEADER)
+@ForwardsBody()
 @Controller('v1')
 export class ProxyController {
   constructor(private readonly proxy: ProxyService) {}
