@@ -296,4 +296,12 @@ describe('hostile requests at the HTTP edge', () => {
     expect(of(bad.headers.get('x-request-id'))).toMatchObject({ status: 401, error_type: 'authentication_error', error_code: 'invalid_token' });
     expect(of(missing.headers.get('x-request-id'))).toMatchObject({ status: 404, error_type: 'not_found_error', error_code: 'not_found' });
   });
+
+  it('an upstream error answer relayed as it came is logged with the upstream error type and code', async () => {
+    fake.enqueue({ kind: 'status', status: 400, body: { error: { message: 'Invalid value for model.', type: 'invalid_request_error', code: 'model_not_found', param: 'model' } } });
+    const res = await victim.call('POST', '/v1/responses', { model: 'gpt-4o-mini', input: 'hello' });
+    expect(res.status).toBe(400);
+    const line = app.logs.map((l) => JSON.parse(l)).find((l) => l.msg === 'request' && l.request_id === res.headers.get('x-request-id'));
+    expect(line).toMatchObject({ status: 400, error_type: 'invalid_request_error', error_code: 'model_not_found' });
+  });
 });
