@@ -38,9 +38,12 @@ export function pgFloat(v: number | null | undefined): number | null {
 // an escaped backslash (kept as it is, so the escape after it is read right), \u0000, or a UTF-16 surrogate escape
 const JSON_ESCAPES = /\\(?:\\|u(?:0000|[dD][89abAB][0-9a-fA-F]{2}(?:\\u[dD][c-fC-F][0-9a-fA-F]{2})?|[dD][c-fC-F][0-9a-fA-F]{2}))/g;
 
+// what may need fixing: a quick test before the full pass (escaped non-ASCII text is common, these are not)
+const SUSPECT_ESCAPE = /\\u(?:0000|[dD][89a-fA-F])/;
+
 /** \u0000 and unpaired surrogate escapes, which jsonb refuses, become \ufffd; a surrogate pair is kept */
 function fixEscapes(json: string): string {
-  if (json.indexOf('\\u') === -1) return json;
+  if (json.indexOf('\\u') === -1 || !SUSPECT_ESCAPE.test(json)) return json;
   return json.replace(JSON_ESCAPES, (m) => {
     if (m === '\\\\') return m;
     if (m.length === 12) return m; // a high surrogate followed by its low one
@@ -48,10 +51,17 @@ function fixEscapes(json: string): string {
   });
 }
 
+/** Occurrences of `ch`, counted up to `limit + 1` (indexOf runs far faster than a loop over the characters). */
+function countUpTo(s: string, ch: string, limit: number): number {
+  let n = 0;
+  for (let i = s.indexOf(ch); i !== -1 && n <= limit; i = s.indexOf(ch, i + 1)) n++;
+  return n;
+}
+
 /** Whether the JSON text nests deeper than `max` (brackets inside strings do not count). */
 export function jsonDeeperThan(json: string, max: number): boolean {
-  // every level takes two characters at least
-  if (json.length <= 2 * max) return false;
+  // every level takes two characters at least, and one opening bracket: most bodies are ruled out without a scan
+  if (json.length <= 2 * max || countUpTo(json, '[', max) + countUpTo(json, '{', max) <= max) return false;
   let depth = 0;
   const n = json.length;
   for (let i = 0; i < n; i++) {
