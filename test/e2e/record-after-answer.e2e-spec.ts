@@ -115,7 +115,7 @@ describe.skipIf(!process.env.DATABASE_URL)('RECORD_WRITE=after_answer under a da
         const r = await o.call('POST', '/v1/responses', { model: 'gpt-4o-mini', input: `slow db ${i}` });
         answers.push({ status: r.status, id: r.headers.get('x-request-id')! });
       });
-      await waitFor(() => answers.length >= 4, 5000, 'the first answers');
+      await waitFor(() => answers.length >= 4 && fake.requests.length === 12, 10000, 'the first answers');
       await new Promise((r) => setTimeout(r, 500));
       // the bound holds: four answered ahead of their records, the other eight wait for theirs
       expect(answers).toHaveLength(4);
