@@ -71,6 +71,8 @@ interface InsertItem {
   /** the call ended before its pending row was sent: the row is written whole, in one INSERT */
   outcome?: ExchangeOutcome;
   completedAt?: Date;
+  /** a row written again (its earlier attempt may have committed after all): the INSERT is idempotent */
+  again?: boolean;
 }
 interface UpdateItem {
   kind: 'update';
@@ -150,22 +152,25 @@ function paddedSize(n: number): number {
 const sqlCache = new Map<string, string>();
 
 /** The statement writing `inserts` pending rows and `updates` completions (rows with a null id are padding). */
-function batchSql(inserts: number, updates: number): string {
-  const key = `${inserts}:${updates}`;
+function batchSql(inserts: number, updates: number, idempotent: boolean): string {
+  const key = `${inserts}:${updates}:${idempotent}`;
   let sql = sqlCache.get(key);
   if (sql) return sql;
   let n = 0;
   const rows = (count: number, fields: [string, Cast][]) =>
     Array.from({ length: count }, () => `(${fields.map(([, cast]) => `$${++n}::${cast}`).join(', ')})`).join(', ');
   const columns = INSERT_ROW.map(([c]) => c).join(', ');
-  // Idempotent: a row already there (an earlier attempt that committed after its client gave up on it) is not
-  // written again; a pending one takes the outcome of a row written whole, and so does one marked interrupted
-  // by a sweep before the outcome could be written.
+  // A row written again is idempotent: one already there (an earlier attempt that committed after its client gave
+  // up on it) is not written twice; a pending one takes the outcome of a row written whole, and so does one
+  // marked interrupted by a sweep before the outcome could be written. A first attempt cannot meet its own row
+  // (the server cancels a write past RECORD_WRITE_TIMEOUT_MS), so it spares the speculative insertion's cost.
   const outcomeColumns = UPDATE_FIELDS.slice(1).map(([c]) => c);
-  const insertSql = inserts
-    ? `INSERT INTO exchanges AS x (${columns}) SELECT * FROM (VALUES ${rows(inserts, INSERT_ROW)}) AS v(${columns}) WHERE v.id IS NOT NULL
-        ON CONFLICT (id) DO UPDATE SET ${outcomeColumns.map((c) => `${c} = excluded.${c}`).join(', ')}
+  const onConflict = idempotent
+    ? ` ON CONFLICT (id) DO UPDATE SET ${outcomeColumns.map((c) => `${c} = excluded.${c}`).join(', ')}
         WHERE x.status IN ('pending', 'interrupted') AND excluded.status <> 'pending'`
+    : '';
+  const insertSql = inserts
+    ? `INSERT INTO exchanges AS x (${columns}) SELECT * FROM (VALUES ${rows(inserts, INSERT_ROW)}) AS v(${columns}) WHERE v.id IS NOT NULL${onConflict}`
     : '';
   const updateSql = updates
     ? `UPDATE exchanges e SET ${UPDATE_FIELDS.slice(1)
@@ -297,12 +302,12 @@ export class ExchangeRecorder implements OnApplicationBootstrap, OnApplicationSh
    * that long first: a call completed sooner is written once, whole (`complete()`), and a call still running then
    * gets its pending row as usual.
    */
-  begin(row: PendingExchange, afterMs = 0): Promise<void> {
+  begin(row: PendingExchange, afterMs = 0, again = false): Promise<void> {
     this.open.set(row.id, row);
     this.unwritten.delete(row.id);
     let item!: InsertItem;
     const written = new Promise<void>((resolve, reject) => {
-      item = { kind: 'insert', row, resolve, reject, state: 'held' };
+      item = { kind: 'insert', row, resolve, reject, state: 'held', again };
     });
     this.inserting.set(row.id, { item, written });
     const settled = () => {
@@ -497,7 +502,7 @@ export class ExchangeRecorder implements OnApplicationBootstrap, OnApplicationSh
       };
       const outcome: ExchangeOutcome = u.withheld ? { ...(u.outcome ?? blank), status: 'interrupted', error: UNDELIVERED } : u.outcome!;
       const write = new Promise<void>((resolve, reject) =>
-        this.enqueue({ kind: 'insert', row: u.row, resolve, reject, state: 'queued', outcome, completedAt: u.completedAt ?? new Date() }),
+        this.enqueue({ kind: 'insert', row: u.row, resolve, reject, state: 'queued', outcome, completedAt: u.completedAt ?? new Date(), again: true }),
       );
       attempts.push(this.settleKept(write, `${id}`, () => this.unwritten.get(id) === u && this.unwritten.delete(id)));
     }
@@ -643,6 +648,7 @@ export class ExchangeRecorder implements OnApplicationBootstrap, OnApplicationSh
         return;
       }
       // one bad row must not fail its neighbours: write them one by one
+      for (const item of batch) if (item.kind === 'insert') item.again = true;
       await Promise.all(batch.map((item) => this.write([item])));
     }
   }
@@ -658,7 +664,7 @@ export class ExchangeRecorder implements OnApplicationBootstrap, OnApplicationSh
     this.logger.write('warn', 'exchange pending row was lost by the database; writing it again', { request_id: item.row.id });
     this.open.delete(item.row.id);
     try {
-      await this.begin(pending);
+      await this.begin(pending, 0, true);
       await this.complete(item.row);
       item.resolve();
     } catch (err) {
@@ -673,6 +679,7 @@ export class ExchangeRecorder implements OnApplicationBootstrap, OnApplicationSh
     // this is an edge such as a number beyond numeric's range; the row is kept, with less of its bodies
     if (batch.length === 1 && (code.startsWith('22') || code.startsWith('54')) && (item.degrade ?? 0) < 2) {
       item.degrade = ((item.degrade ?? 0) + 1) as Degrade;
+      if (item.kind === 'insert') item.again = true;
       this.logger.write('warn', item.degrade === 1 ? 'exchange bodies not storable as jsonb; stored as text' : 'exchange bodies not storable; stored without them', {
         request_id: item.row.id,
         code,
@@ -771,9 +778,10 @@ export class ExchangeRecorder implements OnApplicationBootstrap, OnApplicationSh
       pushValues(params, OUTCOME_FIELDS, this.outcomeValues(item.row, item.completedAt), item.degrade ?? 0);
     }
 
-    const text = batchSql(insertRows, updateRows);
+    const idempotent = inserts.some((item) => item.again);
+    const text = batchSql(insertRows, updateRows, idempotent);
     const query = prepared && insertRows <= MAX_PREPARED_ROWS && updateRows <= MAX_PREPARED_ROWS
-      ? { name: `exchanges_${insertRows}_${updateRows}`, text, values: params }
+      ? { name: `exchanges_${insertRows}_${updateRows}${idempotent ? '_again' : ''}`, text, values: params }
       : { text, values: params };
     // a completion (or a row written whole) waits for the WAL flush; pending rows alone do not
     const durable = updates.length > 0 || inserts.some((item) => item.outcome);
