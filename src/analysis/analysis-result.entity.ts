@@ -1,4 +1,5 @@
 import { Column, CreateDateColumn, Entity, Index, PrimaryGeneratedColumn } from 'typeorm';
+import { BIGINT_AS_NUMBER } from '../database/bigint-column';
 
 export type AnalysisStatus = 'completed' | 'failed';
 
@@ -65,13 +66,13 @@ export class AnalysisResultEntity {
   @Column({ type: 'text' })
   model: string;
 
-  @Column({ name: 'input_tokens', type: 'integer', default: 0 })
+  @Column({ name: 'input_tokens', type: 'bigint', default: 0, transformer: BIGINT_AS_NUMBER })
   inputTokens: number;
 
-  @Column({ name: 'output_tokens', type: 'integer', default: 0 })
+  @Column({ name: 'output_tokens', type: 'bigint', default: 0, transformer: BIGINT_AS_NUMBER })
   outputTokens: number;
 
-  @Column({ name: 'total_tokens', type: 'integer', default: 0 })
+  @Column({ name: 'total_tokens', type: 'bigint', default: 0, transformer: BIGINT_AS_NUMBER })
   totalTokens: number;
 
   @Column({ type: 'double precision', nullable: true })

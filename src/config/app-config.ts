@@ -44,6 +44,10 @@ export class AppConfig {
    * everywhere); after_answer: the answer leaves first and the record is committed a moment later
    */
   recordWrite: 'before_answer' | 'after_answer';
+  /** RECORD_WRITE=after_answer: completions waiting for the database beyond which answers wait for their records */
+  recordAfterAnswerMax: number;
+  /** a record write the database has not finished in this time is cancelled and counts as the database being unreachable */
+  recordWriteTimeoutMs: number;
   /** shared limit counters; unset → counters live in PostgreSQL */
   redisUrl: string | undefined;
   /** prefix of every Redis key this deployment writes (several deployments may share one Redis) */
@@ -171,6 +175,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
   const write = (env.RECORD_WRITE || 'before_answer').toLowerCase();
   if (write !== 'before_answer' && write !== 'after_answer') throw new ConfigError('RECORD_WRITE must be before_answer or after_answer');
   c.recordWrite = write;
+  c.recordAfterAnswerMax = int(env, 'RECORD_AFTER_ANSWER_MAX', 1000, 1, 1_000_000);
+  c.recordWriteTimeoutMs = int(env, 'RECORD_WRITE_TIMEOUT_MS', 5000, 100, 600_000);
   c.redisUrl = env.REDIS_URL?.trim() || undefined;
   if (c.redisUrl && !/^rediss?:\/\//.test(c.redisUrl)) throw new ConfigError('REDIS_URL must be a redis:// or rediss:// URL');
   c.redisKeyPrefix = env.REDIS_KEY_PREFIX ?? 'openai-proxy:';

@@ -2,6 +2,7 @@ import { InitialSchema1795488166900 } from '../../migrations/1795488166900-Initi
 import { AddAnalyticsIndexes1795490000000 } from '../../migrations/1795490000000-AddAnalyticsIndexes';
 import { AddLimits1795500000000 } from '../../migrations/1795500000000-AddLimits';
 import { DropPersonaCreatedIndex1795510000000 } from '../../migrations/1795510000000-DropPersonaCreatedIndex';
+import { WidenTokenCounters1795520000000 } from '../../migrations/1795520000000-WidenTokenCounters';
 import { OrderCacheInvalidationsByTransaction1795520100000 } from '../../migrations/1795520100000-OrderCacheInvalidationsByTransaction';
 import { AddAnalysisClaims1795520200000 } from '../../migrations/1795520200000-AddAnalysisClaims';
 import { RecordFailedAnalyses1795520300000 } from '../../migrations/1795520300000-RecordFailedAnalyses';
@@ -13,6 +14,7 @@ export const MIGRATIONS = [
   AddAnalyticsIndexes1795490000000,
   AddLimits1795500000000,
   DropPersonaCreatedIndex1795510000000,
+  WidenTokenCounters1795520000000,
   OrderCacheInvalidationsByTransaction1795520100000,
   AddAnalysisClaims1795520200000,
   RecordFailedAnalyses1795520300000,

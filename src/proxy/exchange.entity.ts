@@ -1,4 +1,5 @@
 import { Column, Entity, Index, PrimaryColumn } from 'typeorm';
+import { BIGINT_AS_NUMBER } from '../database/bigint-column';
 
 /** One proxied call (or a failed attempt at one), stored under its req_ id. */
 @Entity('exchanges')
@@ -59,19 +60,19 @@ export class ExchangeEntity {
   @Column({ type: 'jsonb', nullable: true })
   error: unknown;
 
-  @Column({ name: 'input_tokens', type: 'integer', nullable: true })
+  @Column({ name: 'input_tokens', type: 'bigint', nullable: true, transformer: BIGINT_AS_NUMBER })
   inputTokens: number | null;
 
-  @Column({ name: 'output_tokens', type: 'integer', nullable: true })
+  @Column({ name: 'output_tokens', type: 'bigint', nullable: true, transformer: BIGINT_AS_NUMBER })
   outputTokens: number | null;
 
-  @Column({ name: 'total_tokens', type: 'integer', nullable: true })
+  @Column({ name: 'total_tokens', type: 'bigint', nullable: true, transformer: BIGINT_AS_NUMBER })
   totalTokens: number | null;
 
-  @Column({ name: 'cached_tokens', type: 'integer', nullable: true })
+  @Column({ name: 'cached_tokens', type: 'bigint', nullable: true, transformer: BIGINT_AS_NUMBER })
   cachedTokens: number | null;
 
-  @Column({ name: 'reasoning_tokens', type: 'integer', nullable: true })
+  @Column({ name: 'reasoning_tokens', type: 'bigint', nullable: true, transformer: BIGINT_AS_NUMBER })
   reasoningTokens: number | null;
 
   @Column({ type: 'double precision', nullable: true })

@@ -251,8 +251,9 @@ class ProxiedCall {
         () => false,
       );
       if (!this.pendingWritten) {
+        // the answer is withheld, but the upstream was called: the recorder writes the row once it can
         this.recorded = true;
-        this.svc.recorder.forget(this.req.requestId);
+        this.svc.recorder.withheld(this.req.requestId);
       }
     }
     return this.pendingWritten;
@@ -298,7 +299,8 @@ class ProxiedCall {
     o: { upstreamStatus: number | null; captured?: Captured | null; responseBody?: unknown; error?: unknown },
   ): Promise<boolean> {
     if (this.recorded) return true;
-    const afterAnswer = this.svc.afterAnswer;
+    // past RECORD_AFTER_ANSWER_MAX completions waiting for the database, the answer waits for its record
+    const afterAnswer = this.svc.afterAnswer && this.svc.recorder.takesAfterAnswer;
     this.recorded = true;
     const { pricing, exchanges, recorder, logger, limits, metrics } = this.svc;
     const upstreamEndedAt = performance.now();

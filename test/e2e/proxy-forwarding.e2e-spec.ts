@@ -381,7 +381,7 @@ describe('proxy: forwarding through the official SDK, records, sessions, persona
         [orgId],
       );
       expect(stored.map((r: any) => r.id)).toEqual([...all].sort());
-      expect(stored.every((r: any) => r.status === 'completed' && r.output_text === `out ${r.id}` && r.total_tokens === 7)).toBe(true);
+      expect(stored.every((r: any) => r.status === 'completed' && r.output_text === `out ${r.id}` && Number(r.total_tokens) === 7)).toBe(true);
       if (process.env.DATABASE_URL) {
         // one statement per step, padded to 1, 2, 4, 8 … rows; over 64 rows a statement is not prepared
         expect(names).toEqual(['exchanges_1_0', 'exchanges_4_1', 'exchanges_8_4', 'exchanges_32_8', undefined, undefined, 'exchanges_0_2']);

@@ -3,7 +3,8 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { ConfigError, loadConfig } from '../../src/config/app-config';
 import { createTestApp, TEST_ENCRYPTION_KEY, TEST_JWT_SECRET, TestApp } from '../support/create-test-app';
 import { FakeUpstream, startFakeUpstream } from '../support/fake-upstream';
-import { parseSse, proxyOrg } from '../support/proxy-test-helpers';
+import { parseSse, proxyOrg, waitFor } from '../support/proxy-test-helpers';
+import { ExchangeRecorder } from '../../src/proxy/exchange-recorder.service';
 
 describe('RECORD_WRITE=after_answer: answers first, records a moment later, reads still see them', () => {
   let app: TestApp;
@@ -83,5 +84,52 @@ describe('RECORD_WRITE=after_answer: answers first, records a moment later, read
     } finally {
       await blocker.end();
     }
+  });
+});
+
+describe.skipIf(!process.env.DATABASE_URL)('RECORD_WRITE=after_answer under a database slower than the traffic', () => {
+  let app: TestApp;
+  let fake: FakeUpstream;
+
+  beforeAll(async () => {
+    fake = await startFakeUpstream();
+    // the write timeout is out of the way: this is about a slow database, not an unreachable one
+    app = await createTestApp({ RECORD_WRITE: 'after_answer', RECORD_AFTER_ANSWER_MAX: '4', RECORD_WRITE_TIMEOUT_MS: '60000' });
+  });
+  afterAll(async () => {
+    await app?.close();
+    await fake?.close();
+  });
+
+  it('past RECORD_AFTER_ANSWER_MAX completions waiting for the database, answers wait for their records; none is lost', async () => {
+    const o = await proxyOrg(app, fake.url);
+    const recorder = app.app.get(ExchangeRecorder);
+    const blocker = new Client({ connectionString: app.db.url });
+    await blocker.connect();
+    const answers: { status: number; id: string }[] = [];
+    let calls: Promise<void>[] = [];
+    try {
+      await blocker.query('BEGIN');
+      await blocker.query('LOCK TABLE exchanges IN SHARE MODE');
+      calls = Array.from({ length: 12 }, async (_, i) => {
+        const r = await o.call('POST', '/v1/responses', { model: 'gpt-4o-mini', input: `slow db ${i}` });
+        answers.push({ status: r.status, id: r.headers.get('x-request-id')! });
+      });
+      await waitFor(() => answers.length >= 4 && fake.requests.length === 12, 10000, 'the first answers');
+      await new Promise((r) => setTimeout(r, 500));
+      // the bound holds: four answered ahead of their records, the other eight wait for theirs
+      expect(answers).toHaveLength(4);
+      expect(recorder.takesAfterAnswer).toBe(false);
+      expect(fake.requests.length).toBe(12);
+    } finally {
+      await blocker.query('COMMIT').catch(() => undefined);
+      await blocker.end();
+    }
+    await Promise.all(calls);
+    expect(answers.map((a) => a.status)).toEqual(answers.map(() => 200));
+    const list = await o.call('GET', '/v1/requests?limit=100');
+    const byId = new Map(list.body.data.map((e: { id: string; status: string }) => [e.id, e.status]));
+    expect(answers.map((a) => byId.get(a.id))).toEqual(answers.map(() => 'completed'));
+    expect(recorder.takesAfterAnswer).toBe(true);
   });
 });

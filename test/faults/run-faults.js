@@ -2,9 +2,12 @@
 /*
  * Database and process faults, against the built server and a real PostgreSQL (DATABASE_URL):
  *  1. under 20 concurrent clients, PostgreSQL is stopped (immediate) and started again: meanwhile only 503s with
- *     Retry-After (no 401/403, no crash), full recovery within seconds, every 2xx of the run has its record;
- *  2. kill -9 of the server mid-load, then a restart: no `pending` rows, no 2xx without a record;
- *  3. 200 concurrent streams by 150 distinct users: all recorded, none overwritten.
+ *     Retry-After (no 401/403, no crash), full recovery within seconds, every 2xx of the run has its record, every
+ *     call that reached the upstream has its row, and none stays `pending` past the bound;
+ *  2. `LOCK TABLE exchanges` held 25 s under 50 clients: only 200/503, every call that reached the upstream has
+ *     its row, none `pending` past the bound after the unlock, no write applied twice (`duplicate key`);
+ *  3. kill -9 of the server mid-load, then a restart: no `pending` rows, no 2xx without a record;
+ *  4. 200 concurrent streams by 150 distinct users: all recorded, none overwritten.
  * Stops PostgreSQL on this machine: run it alone (CI runs it after the test suite). Exits 1 on any violation.
  */
 'use strict';
@@ -106,8 +109,20 @@ async function main() {
   const dataDir = mkdtempSync(join(tmpdir(), 'proxy-faults-'));
   const env = { DATABASE_URL, JWT_SECRET, ENCRYPTION_KEY, DATA_DIR: dataDir, LOG_LEVEL: 'warn', NODE_ENV: 'production', CACHE_SYNC_INTERVAL_MS: '500' };
 
-  const upstream = await start(NODE, [join(ROOT, 'dist/test/support/fake-upstream.js'), '--port', '0', '--delta-count', '20', '--event-interval-ms', '2'], {}, /listening on (http:\/\/\S+\/v1)/);
+  const upstream = await start(
+    NODE,
+    [join(ROOT, 'dist/test/support/fake-upstream.js'), '--port', '0', '--delta-count', '20', '--event-interval-ms', '2', '--max-recorded', '1000000'],
+    {},
+    /listening on (http:\/\/\S+\/v1)/,
+  );
   const upstreamUrl = upstream.match[1];
+  const upstreamBase = upstreamUrl.replace(/\/v1$/, '');
+  /** the inputs of the calls the upstream received since the last reset */
+  const upstreamInputs = async () => {
+    const r = await (await fetch(`${upstreamBase}/__fake/requests`)).json();
+    return r.requests.map((q) => q.body && q.body.input).filter((x) => typeof x === 'string');
+  };
+  const resetUpstream = () => fetch(`${upstreamBase}/__fake/reset`, { method: 'POST' });
 
   console.log(`upstream stand-in at ${upstreamUrl}; database ${dbName}`);
   await cli(env, 'migrate');
@@ -117,8 +132,11 @@ async function main() {
 
   const port = 20000 + Math.floor(Math.random() * 20000);
   const serverEnv = { ...env, PORT: String(port), HOST: '127.0.0.1', UPSTREAM_TIMEOUT_MS: '5000' };
+  // the server's log lines (warn and error), searched for writes applied twice
+  let serverLog = '';
   const startServer = async () => {
-    const child = spawn(NODE, [join(ROOT, 'dist/src/main.js')], { env: { PATH: process.env.PATH, ...serverEnv }, stdio: ['ignore', 'ignore', 'inherit'] });
+    const child = spawn(NODE, [join(ROOT, 'dist/src/main.js')], { env: { PATH: process.env.PATH, ...serverEnv }, stdio: ['ignore', 'pipe', 'inherit'] });
+    child.stdout.on('data', (d) => (serverLog = (serverLog + d).slice(-5_000_000)));
     children.add(child);
     child.on('exit', () => children.delete(child));
     return { child };
@@ -128,23 +146,57 @@ async function main() {
   const url = `http://127.0.0.1:${port}`;
   check(await waitHealthy(url), 'server healthy');
 
-  const post = (user, stream = false, signal) =>
+  const post = (user, stream = false, signal, input = `hello from ${user}`) =>
     fetch(`${url}/v1/responses`, {
       method: 'POST',
       headers: { authorization: `Bearer ${token}`, 'x-user-id': user, 'content-type': 'application/json' },
-      body: JSON.stringify({ model: 'gpt-4o-mini', input: `hello from ${user}`, stream }),
+      body: JSON.stringify({ model: 'gpt-4o-mini', input, stream }),
       signal,
     });
+
+  // A row stays pending only while its call runs: once the database takes writes again, a record kept in memory is
+  // written within the recorder's longest retry wait (10 s), and a row no call owns is swept within 15 s.
+  const PENDING_BOUND_MS = 30_000;
+  /** Waits up to PENDING_BOUND_MS for no pending row; returns how many are left. */
+  const pendingLeft = async () => {
+    const until = Date.now() + PENDING_BOUND_MS;
+    let n = -1;
+    while (Date.now() < until) {
+      n = await withDb(DATABASE_URL, async (c) => (await c.query(`SELECT count(*)::int AS n FROM exchanges WHERE status = 'pending'`)).rows[0].n).catch(() => -1);
+      if (n === 0) return 0;
+      await sleep(500);
+    }
+    return n;
+  };
+  /** Every call the upstream received whose input starts with `tag` has its row (waits the same bound). */
+  const unrecordedUpstreamCalls = async (tag) => {
+    const inputs = (await upstreamInputs()).filter((x) => x.startsWith(tag));
+    const until = Date.now() + PENDING_BOUND_MS;
+    let missing = inputs;
+    while (Date.now() < until) {
+      const stored = await withDb(DATABASE_URL, async (c) =>
+        (await c.query(`SELECT request_body->>'input' AS input FROM exchanges WHERE request_body->>'input' = ANY($1)`, [inputs])).rows.map((r) => r.input),
+      ).catch(() => null);
+      if (stored) {
+        const have = new Set(stored);
+        missing = inputs.filter((x) => !have.has(x));
+        if (!missing.length) break;
+      }
+      await sleep(500);
+    }
+    return { reached: inputs.length, missing: missing.length };
+  };
 
   // --- 1. database stopped and started under load
   {
     const results = [];
     let running = true;
+    let n = 0;
     const worker = async (i) => {
       while (running) {
         const t = Date.now();
         try {
-          const r = await post(`db-user-${i}`, i % 2 === 0);
+          const r = await post(`db-user-${i}`, i % 2 === 0, undefined, `db-outage ${i} #${n++}`);
           const text = await r.text();
           results.push({ t, status: r.status, id: r.headers.get('x-request-id'), retryAfter: r.headers.get('retry-after'), text });
         } catch (err) {
@@ -186,12 +238,54 @@ async function main() {
     const withheld = results.filter((r) => r.status === 200 && r.text.includes('event: error')).length;
     const stored = await withDb(DATABASE_URL, async (c) => (await c.query('SELECT id FROM exchanges WHERE id = ANY($1) AND status = $2', [ok, 'completed'])).rows.length);
     check(stored === ok.length, `every successful answer has its completed record (${stored}/${ok.length}; ${withheld} streams ended with an error event)`);
-    await sleep(3000);
-    const stuck = await withDb(DATABASE_URL, async (c) => (await c.query(`SELECT count(*)::int AS n FROM exchanges WHERE status = 'pending'`)).rows[0].n);
-    check(stuck === 0, `no exchange left pending once the database is back (${stuck})`);
+    const stuck = await pendingLeft();
+    check(stuck === 0, `no exchange left pending ${PENDING_BOUND_MS / 1000} s after the database is back (${stuck})`);
+    const upstreamCalls = await unrecordedUpstreamCalls('db-outage');
+    check(upstreamCalls.missing === 0, `every call that reached the upstream has its row (${upstreamCalls.missing} of ${upstreamCalls.reached} missing)`);
   }
 
-  // --- 2. kill -9 mid-load, restart
+  // --- 2. exchanges locked for 25 s under 50 clients
+  {
+    await resetUpstream();
+    const results = [];
+    let running = true;
+    let n = 0;
+    const worker = async (i) => {
+      while (running) {
+        try {
+          const r = await post(`lock-user-${i}`, i % 2 === 0, undefined, `locked ${i} #${n++}`);
+          await r.text();
+          results.push(r.status);
+        } catch {
+          results.push(0);
+        }
+        await sleep(20);
+      }
+    };
+    const workers = Array.from({ length: 50 }, (_, i) => worker(i));
+    await sleep(1000);
+    const blocker = new Client({ connectionString: DATABASE_URL });
+    await blocker.connect();
+    await blocker.query('BEGIN');
+    await blocker.query('LOCK TABLE exchanges');
+    await sleep(25_000);
+    await blocker.query('COMMIT');
+    await blocker.end();
+    await sleep(3000);
+    running = false;
+    await Promise.all(workers);
+    const statuses = {};
+    for (const r of results) statuses[r] = (statuses[r] || 0) + 1;
+    console.log(`exchanges locked 25 s: ${results.length} requests, statuses ${JSON.stringify(statuses)}`);
+    check(results.every((r) => r === 200 || r === 503), 'only 200 and 503 answers while exchanges was locked');
+    const stuck = await pendingLeft();
+    check(stuck === 0, `no exchange left pending ${PENDING_BOUND_MS / 1000} s after the unlock (${stuck})`);
+    const upstreamCalls = await unrecordedUpstreamCalls('locked');
+    check(upstreamCalls.missing === 0, `every call that reached the upstream has its row (${upstreamCalls.missing} of ${upstreamCalls.reached} missing)`);
+    check(!/duplicate key/.test(serverLog), 'no record write applied twice (no duplicate key in the log)');
+  }
+
+  // --- 3. kill -9 mid-load, restart
   {
     const ids = [];
     let killed = false;
@@ -223,7 +317,7 @@ async function main() {
     check(stored === ok.length, `no 2xx without a record after kill -9 (${stored}/${ok.length})`);
   }
 
-  // --- 3. 200 concurrent streams by 150 users
+  // --- 4. 200 concurrent streams by 150 users
   {
     const res = await Promise.all(
       Array.from({ length: 200 }, async (_, i) => {

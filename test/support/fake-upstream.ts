@@ -35,7 +35,7 @@ export type StructuredFaultMode =
   | 'unsorted';
 
 export type Fault =
-  | { kind: 'status'; status: number; body?: any; retryAfter?: string }
+  | { kind: 'status'; status: number; body?: any; retryAfter?: string; contentType?: string }
   | { kind: 'stall' }
   | { kind: 'delay'; ms: number }
   | { kind: 'reset' }
@@ -1088,7 +1088,7 @@ export async function startFakeUpstream(opts: Partial<FakeUpstreamOptions> = {})
           const extra: Record<string, string> = {};
           if (fault.retryAfter !== undefined) extra['retry-after'] = fault.retryAfter;
           const b = fault.body === undefined ? defaultErrorBody(fault.status) : fault.body;
-          if (typeof b === 'string') sendRaw(ctx, fault.status, 'text/plain; charset=utf-8', b, extra);
+          if (typeof b === 'string') sendRaw(ctx, fault.status, fault.contentType ?? 'text/plain; charset=utf-8', b, extra);
           else sendJson(ctx, fault.status, b, extra);
           return;
         }
