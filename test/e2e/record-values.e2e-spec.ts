@@ -55,16 +55,22 @@ describe('exchange records: every value the upstream or the client sends is stor
     return pollRequest(o.call, id, (r) => r.status !== 'pending', 5000);
   }
 
-  it('a NUL in the model (JSON call and stream) is stored as U+FFFD; the answer is a 200', async () => {
+  it('a NUL in the model is a 400 before the upstream; a NUL in the upstream response id is stored as U+FFFD', async () => {
     for (const stream of [false, true]) {
       const res = await o.call('POST', '/v1/responses', { model: 'gpt-4o-mini\u0000x', input: `nul model ${stream}`, stream });
-      // the model is the client's to choose; the upstream was called, so the answer is its own
-      expect(fake.requests.length).toBeGreaterThan(0);
-      expect(res.status).toBe(200);
-      const rec = await recordOf(res);
-      expect(rec).toMatchObject({ status: 'completed', model: 'gpt-4o-mini\uFFFDx', output_text: `Echo: nul model ${stream}` });
-      fake.reset();
+      expect(res.status).toBe(400);
+      expect(res.body.error).toMatchObject({ type: 'invalid_request_error', param: 'model' });
+      expect(fake.requests.length).toBe(0);
     }
+    const body = hugeUsageResponse('resp_nul\u0000id');
+    body.usage = { input_tokens: 3, input_tokens_details: { cached_tokens: 0 }, output_tokens: 2, output_tokens_details: { reasoning_tokens: 0 }, total_tokens: 5 };
+    fake.enqueue({ kind: 'status', status: 200, body: JSON.stringify(body), contentType: 'application/json' });
+    const res = await o.call('POST', '/v1/responses', { model: 'gpt-4o-mini', input: 'nul id' });
+    // the upstream was called, so the answer is its own
+    expect(res.status).toBe(200);
+    const rec = await recordOf(res);
+    expect(rec).toMatchObject({ status: 'completed', response_id: 'resp_nul\uFFFDid' });
+    fake.reset();
   });
 
   it('an upstream error whose message holds a NUL keeps its status and is recorded as failed', async () => {
