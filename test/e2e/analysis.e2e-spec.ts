@@ -350,7 +350,7 @@ describe('conversation analysis', () => {
     expect(failed.status).toBe(502);
     expect(org.upstreamCalls()).toHaveLength(2);
     const [row] = await app.dataSource.query(
-      `SELECT input_tokens, output_tokens, total_tokens, cost, model, error FROM analysis_results WHERE organization_id = $1`,
+      `SELECT input_tokens::float8 AS input_tokens, output_tokens::float8 AS output_tokens, total_tokens::float8 AS total_tokens, cost, model, error FROM analysis_results WHERE organization_id = $1`,
       [org.orgId],
     );
     expect(row.error).toContain('did not fit the schema twice');
@@ -385,7 +385,7 @@ describe('conversation analysis', () => {
     const res = await org.call('POST', '/v1/analysis', { request_id: ex.id, config: { analysis_type: 'urgency' } });
     expect(res.status).toBe(502);
     expect(org.upstreamCalls()).toHaveLength(2);
-    const rows = await app.dataSource.query(`SELECT status, input_tokens, cost FROM analysis_results WHERE organization_id = $1`, [org.orgId]);
+    const rows = await app.dataSource.query(`SELECT status, input_tokens::float8 AS input_tokens, cost FROM analysis_results WHERE organization_id = $1`, [org.orgId]);
     expect(rows).toHaveLength(1);
     expect(rows[0].status).toBe('failed');
     expect(rows[0].input_tokens).toBeGreaterThan(0);
