@@ -4,6 +4,7 @@ import type { Response } from 'express';
 import { ApiProtected } from '../common/api-docs';
 import { Acting, ActingContext } from '../common/request-context';
 import { ModelsService } from './models.service';
+import { ModelListObject } from './proxy.responses';
 
 @ApiTags('proxy')
 @ApiProtected()
@@ -13,7 +14,7 @@ export class ModelsController {
 
   @Get()
   @ApiOperation({ summary: 'List the upstream models (forwarded with the resolved key)' })
-  @ApiOkResponse({ schema: { example: { object: 'list', data: [{ id: 'gpt-4o-mini', object: 'model', created: 1721172741, owned_by: 'system' }] } } })
+  @ApiOkResponse({ type: ModelListObject, example: { object: 'list', data: [{ id: 'gpt-4o-mini', object: 'model', created: 1721172741, owned_by: 'system' }] } })
   async list(@Acting() acting: ActingContext, @Res({ passthrough: true }) res: Response): Promise<unknown> {
     const { body, keySource } = await this.models.list(acting);
     res.setHeader('X-Key-Source', keySource);
