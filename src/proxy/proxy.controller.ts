@@ -1,10 +1,10 @@
 import { Controller, HttpCode, Post, Req, Res } from '@nestjs/common';
-import { ApiBody, ApiHeader, ApiOkResponse, ApiOperation, ApiResponse, ApiTags } from '@nestjs/swagger';
+import { ApiBody, ApiHeader, ApiOperation, ApiResponse, ApiTags } from '@nestjs/swagger';
 import type { Response } from 'express';
 import { ApiProtected, apiError } from '../common/api-docs';
 import type { ProxyRequest } from '../common/request-context';
 import { ProxyService } from './proxy.service';
-import { ChatCompletionObject, OpenAIResponseObject } from './proxy.responses';
+import { ApiModelAnswer, ChatCompletionObject, OpenAIResponseObject } from './proxy.responses';
 
 const SESSION_HEADER = {
   name: 'X-Session-ID',
@@ -63,10 +63,10 @@ export class ProxyController {
       persona: { summary: 'with a persona', description: PERSONA_EXAMPLE_NOTE, value: { model: 'gpt-4o-mini', input: 'Say hello', persona_id: '3f1c2a9e-4d7b-4c1e-9a51-2b7f0c3d9e10' } },
     },
   })
-  @ApiOkResponse({
-    description: 'The upstream response object (or an SSE stream of Responses events)',
-    type: OpenAIResponseObject,
-    example: {
+  @ApiModelAnswer(
+    'The upstream response object (or an SSE stream of Responses events)',
+    OpenAIResponseObject,
+    {
       id: 'resp_67ccd2bed1ec8190b14f964abc054267',
       object: 'response',
       status: 'completed',
@@ -74,7 +74,9 @@ export class ProxyController {
       output: [{ type: 'message', role: 'assistant', content: [{ type: 'output_text', text: 'Hello!', annotations: [] }] }],
       usage: { input_tokens: 9, output_tokens: 2, total_tokens: 11 },
     },
-  })
+    'event: response.output_text.delta\ndata: {"type":"response.output_text.delta","item_id":"msg_67ccd3a9","output_index":0,"content_index":0,"delta":"Hello"}\n\n' +
+      'event: response.completed\ndata: {"type":"response.completed","response":{"id":"resp_67ccd2bed1ec8190b14f964abc054267","object":"response","status":"completed"}}\n\n',
+  )
   @ProxyErrors()
   async responses(@Req() req: ProxyRequest, @Res() res: Response): Promise<void> {
     await this.proxy.forward('responses', req, res);
@@ -104,17 +106,19 @@ export class ProxyController {
       persona: { summary: 'with a persona', description: PERSONA_EXAMPLE_NOTE, value: { model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'Say hello' }], persona_id: '3f1c2a9e-4d7b-4c1e-9a51-2b7f0c3d9e10' } },
     },
   })
-  @ApiOkResponse({
-    description: 'The upstream chat completion (or an SSE stream of chunks)',
-    type: ChatCompletionObject,
-    example: {
+  @ApiModelAnswer(
+    'The upstream chat completion (or an SSE stream of chunks)',
+    ChatCompletionObject,
+    {
       id: 'chatcmpl-B9MBs8CjcvOU2jLn4n570S5qMJKcT',
       object: 'chat.completion',
       model: 'gpt-4o-mini-2024-07-18',
       choices: [{ index: 0, message: { role: 'assistant', content: 'Hello!' }, finish_reason: 'stop' }],
       usage: { prompt_tokens: 9, completion_tokens: 2, total_tokens: 11 },
     },
-  })
+    'data: {"id":"chatcmpl-B9MBs8CjcvOU2jLn4n570S5qMJKcT","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"Hello!"},"finish_reason":null}]}\n\n' +
+      'data: [DONE]\n\n',
+  )
   @ProxyErrors()
   async chatCompletions(@Req() req: ProxyRequest, @Res() res: Response): Promise<void> {
     await this.proxy.forward('chat.completions', req, res);

@@ -1,4 +1,5 @@
-import { ApiProperty, ApiPropertyOptional } from '@nestjs/swagger';
+import { applyDecorators, type Type } from '@nestjs/common';
+import { ApiExtraModels, ApiOkResponse, ApiProperty, ApiPropertyOptional, getSchemaPath } from '@nestjs/swagger';
 import { ApiObject } from '../common/api-docs';
 
 // The proxy relays OpenAI's objects unchanged, so these describe their main fields and leave the rest open:
@@ -132,4 +133,18 @@ export class ModelListObject {
 
   @ApiProperty({ type: [ModelObject] })
   data!: ModelObject[];
+}
+
+/** A model call's 200: the OpenAI object as JSON, or with `"stream": true` the upstream's server-sent events. */
+export function ApiModelAnswer(description: string, type: Type<unknown>, example: object, events: string): MethodDecorator {
+  return applyDecorators(
+    ApiExtraModels(type),
+    ApiOkResponse({
+      description,
+      content: {
+        'application/json': { schema: { $ref: getSchemaPath(type) }, example },
+        'text/event-stream': { schema: { type: 'string', description: 'the upstream events, relayed unchanged and in order' }, example: events },
+      },
+    }),
+  );
 }
