@@ -45,8 +45,8 @@ export class AnalysisConfigsController {
 
   @Get()
   @ApiOperation({ summary: "List the organization's analysis configurations, newest first" })
-  @ApiQuery({ name: 'limit', required: false, example: 20 })
-  @ApiQuery({ name: 'after', required: false, description: 'id of the last configuration of the previous page' })
+  @ApiQuery({ name: 'limit', required: false, type: 'integer', minimum: 1, maximum: 100, example: 20 })
+  @ApiQuery({ name: 'after', type: String, required: false, description: 'id of the last configuration of the previous page' })
   @ApiOkResponse({ type: AnalysisConfigList, example: { object: 'list', data: [CONFIG_EXAMPLE], has_more: false, first_id: CONFIG_EXAMPLE.id, last_id: CONFIG_EXAMPLE.id } })
   list(@Acting() acting: ActingContext, @Query() query: Record<string, unknown>): Promise<ListPage<AnalysisConfigView>> {
     return this.configs.list(acting.orgId, query);

@@ -49,11 +49,11 @@ export class AnalysisController {
 
   @Get('results')
   @ApiOperation({ summary: 'Stored analysis results, newest first' })
-  @ApiQuery({ name: 'request_id', required: false })
-  @ApiQuery({ name: 'response_id', required: false })
-  @ApiQuery({ name: 'config_id', required: false })
-  @ApiQuery({ name: 'limit', required: false, example: 20 })
-  @ApiQuery({ name: 'after', required: false, description: 'id of the last result of the previous page' })
+  @ApiQuery({ name: 'request_id', type: String, required: false })
+  @ApiQuery({ name: 'response_id', type: String, required: false })
+  @ApiQuery({ name: 'config_id', type: String, required: false })
+  @ApiQuery({ name: 'limit', required: false, type: 'integer', minimum: 1, maximum: 100, example: 20 })
+  @ApiQuery({ name: 'after', type: String, required: false, description: 'id of the last result of the previous page' })
   @ApiOkResponse({ type: AnalysisResultList, example: { object: 'list', data: [RESULT_EXAMPLE], has_more: false, first_id: RESULT_EXAMPLE.id, last_id: RESULT_EXAMPLE.id } })
   results(@Acting() acting: ActingContext, @Query() query: Record<string, unknown>): Promise<ListPage<AnalysisResultView>> {
     return this.analysis.listResults(acting.orgId, query);

@@ -50,7 +50,7 @@ export class ProxyController {
       additionalProperties: true,
       properties: {
         model: { type: 'string' },
-        input: {},
+        input: { oneOf: [{ type: 'string' }, { type: 'array', items: { type: 'object', additionalProperties: true } }], description: 'text, or a list of input items' },
         instructions: { type: 'string' },
         stream: { type: 'boolean' },
         previous_response_id: { type: 'string' },

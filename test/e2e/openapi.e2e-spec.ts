@@ -103,7 +103,7 @@ describe('the OpenAPI document', () => {
     await fake?.close();
   });
 
-  it('types every success answer with a schema and every error answer with the error envelope', () => {
+  it('types every success answer and parameter with a schema, and every error answer with the error envelope', () => {
     const missing: string[] = [];
     const errors: string[] = [];
     for (const { method, path, op } of operations(doc)) {
@@ -125,6 +125,9 @@ describe('the OpenAPI document', () => {
           if (schema?.$ref !== '#/components/schemas/ErrorEnvelope') errors.push(`${where}: ${JSON.stringify(schema ?? null)}`);
         }
       }
+    }
+    for (const { method, path, op } of operations(doc)) {
+      for (const param of op.parameters ?? []) if (!isTyped(param.schema)) missing.push(`${method.toUpperCase()} ${path} parameter ${param.name}: ${JSON.stringify(param.schema ?? null)}`);
     }
     expect(missing).toEqual([]);
     expect(errors).toEqual([]);
