@@ -1,21 +1,14 @@
 import { Body, Controller, Delete, Get, HttpCode, Param, Patch, Post, Query } from '@nestjs/common';
 import { ApiBody, ApiCreatedResponse, ApiNoContentResponse, ApiOkResponse, ApiOperation, ApiQuery, ApiResponse, ApiTags } from '@nestjs/swagger';
-import { ApiProtected } from '../common/api-docs';
+import { ApiProtected, apiError } from '../common/api-docs';
 import { ListPage } from '../common/pagination';
 import { Acting, ActingContext } from '../common/request-context';
 import { AnalysisConfigsService } from './analysis-configs.service';
+import { AnalysisConfigList, AnalysisConfigResponse } from './analysis.responses';
 import { AnalysisConfigView, CONFIG_EXAMPLE, CreateAnalysisConfigDto, UpdateAnalysisConfigDto } from './analysis.dto';
 
-const notFound = {
-  status: 404,
-  description: 'Unknown configuration (or one of another organization)',
-  schema: { example: { error: { message: "No analysis configuration found with id '…'", type: 'not_found_error', code: 'not_found', param: null } } },
-};
-const invalid = {
-  status: 400,
-  description: 'Validation error; `param` names the field',
-  schema: { example: { error: { message: "category names must be unique; 'billing' appears twice", type: 'invalid_request_error', code: null, param: 'categories' } } },
-};
+const notFound = apiError(404, 'Unknown configuration (or one of another organization)', 'not_found_error', 'not_found', "No analysis configuration found with id '…'");
+const invalid = apiError(400, 'Validation error; `param` names the field', 'invalid_request_error', null, "category names must be unique; 'billing' appears twice", 'categories');
 
 @ApiTags('analysis')
 @ApiProtected()
@@ -44,7 +37,7 @@ export class AnalysisConfigsController {
       sentiment: { value: { name: 'Sentiment', analysis_type: 'sentiment' } },
     },
   })
-  @ApiCreatedResponse({ schema: { example: CONFIG_EXAMPLE } })
+  @ApiCreatedResponse({ type: AnalysisConfigResponse, example: CONFIG_EXAMPLE })
   @ApiResponse(invalid)
   create(@Acting() acting: ActingContext, @Body() dto: CreateAnalysisConfigDto): Promise<AnalysisConfigView> {
     return this.configs.create(acting.orgId, dto);
@@ -52,16 +45,16 @@ export class AnalysisConfigsController {
 
   @Get()
   @ApiOperation({ summary: "List the organization's analysis configurations, newest first" })
-  @ApiQuery({ name: 'limit', required: false, example: 20 })
-  @ApiQuery({ name: 'after', required: false, description: 'id of the last configuration of the previous page' })
-  @ApiOkResponse({ schema: { example: { object: 'list', data: [CONFIG_EXAMPLE], has_more: false, first_id: CONFIG_EXAMPLE.id, last_id: CONFIG_EXAMPLE.id } } })
+  @ApiQuery({ name: 'limit', required: false, type: 'integer', minimum: 1, maximum: 100, example: 20 })
+  @ApiQuery({ name: 'after', type: String, required: false, description: 'id of the last configuration of the previous page' })
+  @ApiOkResponse({ type: AnalysisConfigList, example: { object: 'list', data: [CONFIG_EXAMPLE], has_more: false, first_id: CONFIG_EXAMPLE.id, last_id: CONFIG_EXAMPLE.id } })
   list(@Acting() acting: ActingContext, @Query() query: Record<string, unknown>): Promise<ListPage<AnalysisConfigView>> {
     return this.configs.list(acting.orgId, query);
   }
 
   @Get(':id')
   @ApiOperation({ summary: 'Get an analysis configuration' })
-  @ApiOkResponse({ schema: { example: CONFIG_EXAMPLE } })
+  @ApiOkResponse({ type: AnalysisConfigResponse, example: CONFIG_EXAMPLE })
   @ApiResponse(notFound)
   get(@Acting() acting: ActingContext, @Param('id') id: string): Promise<AnalysisConfigView> {
     return this.configs.get(acting.orgId, id);
@@ -70,7 +63,7 @@ export class AnalysisConfigsController {
   @Patch(':id')
   @ApiOperation({ summary: 'Change an analysis configuration (later analyses with it no longer hit results cached before the change)' })
   @ApiBody({ type: UpdateAnalysisConfigDto, examples: { instructions: { value: { instructions: 'Treat refund requests as billing.' } } } })
-  @ApiOkResponse({ schema: { example: CONFIG_EXAMPLE } })
+  @ApiOkResponse({ type: AnalysisConfigResponse, example: CONFIG_EXAMPLE })
   @ApiResponse(invalid)
   @ApiResponse(notFound)
   update(@Acting() acting: ActingContext, @Param('id') id: string, @Body() dto: UpdateAnalysisConfigDto): Promise<AnalysisConfigView> {

@@ -1,17 +1,14 @@
 import { Controller, Get, Param, Query } from '@nestjs/common';
 import { ApiOkResponse, ApiOperation, ApiResponse, ApiTags } from '@nestjs/swagger';
-import { ApiProtected } from '../common/api-docs';
+import { ApiProtected, apiError } from '../common/api-docs';
 import { Acting, ActingContext } from '../common/request-context';
 import { PERSONA_ANALYTICS_EXAMPLE, PersonaAnalyticsDto, USAGE_EXAMPLE, UsageListDto } from './analytics.dto';
 import { PeriodQueryDto, UsageQueryDto } from './analytics-query';
 import { AnalyticsService } from './analytics.service';
+import { PersonaAnalyticsResponse, UsageListResponse } from './analytics.responses';
 
 const ApiBadPeriod = () =>
-  ApiResponse({
-  status: 400,
-  description: 'from/to not ISO-8601, from later than to, or an unknown group_by',
-  schema: { example: { error: { message: 'from must not be later than to', type: 'invalid_request_error', code: null, param: 'from' } } },
-});
+  ApiResponse(apiError(400, 'from/to not ISO-8601, from later than to, or an unknown group_by', 'invalid_request_error', null, 'from must not be later than to', 'from'));
 
 @ApiTags('analytics')
 @ApiProtected()
@@ -27,9 +24,9 @@ export class AnalyticsController {
       'Ratings and analysis results belong to the period of the exchange they are about. Latency percentiles are ' +
       'interpolated (percentile_cont). Days are UTC. A deleted persona still answers.',
   })
-  @ApiOkResponse({ schema: { example: PERSONA_ANALYTICS_EXAMPLE } })
+  @ApiOkResponse({ type: PersonaAnalyticsResponse, example: PERSONA_ANALYTICS_EXAMPLE })
   @ApiBadPeriod()
-  @ApiResponse({ status: 404, description: 'Unknown persona, or one of another organization' })
+  @ApiResponse(apiError(404, 'Unknown persona, or one of another organization', 'not_found_error', 'not_found', "No persona found with id '…'"))
   persona(@Acting() acting: ActingContext, @Param('id') id: string, @Query() query: PeriodQueryDto): Promise<PersonaAnalyticsDto> {
     return this.analytics.personaReport(acting, id, query);
   }
@@ -41,7 +38,7 @@ export class AnalyticsController {
       'One row per group key and source: `proxy` (proxied exchanges) and `analysis` (conversation-analysis calls, ' +
       'one per stored result). `user` keys are X-User-ID values; `persona` keys are persona ids (null: no persona).',
   })
-  @ApiOkResponse({ schema: { example: USAGE_EXAMPLE } })
+  @ApiOkResponse({ type: UsageListResponse, example: USAGE_EXAMPLE })
   @ApiBadPeriod()
   usage(@Acting() acting: ActingContext, @Query() query: UsageQueryDto): Promise<UsageListDto> {
     return this.analytics.usage(acting, query);

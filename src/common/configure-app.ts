@@ -50,7 +50,11 @@ export function configureApp(app: INestApplication, config: AppConfig, logger: J
     .setTitle('OpenAI inference proxy')
     .setDescription(
       'An OpenAI-compatible proxy with per-user upstream keys, durable exchange records, ratings, personas, ' +
-        'conversation analysis and analytics. Authorize with a JWT (from `npm run -s cli -- jwt create --org-id <org-id>`) and an X-User-ID.',
+        'conversation analysis and analytics.\n\n' +
+        'Authorize with a JWT and an X-User-ID (the end user the call acts for). Make a token with the admin CLI: ' +
+        '`npm run -s cli -- jwt create --org-id <org-id>` in the project, or `openai-proxy jwt create --org-id <org-id>` ' +
+        'when installed (`org create <name>` prints an organization id; `key create <org-id> <api-key>` gives it an upstream key). ' +
+        'Errors always come in the OpenAI error envelope (ErrorEnvelope).',
     )
     .setVersion('0.1.0')
     .addBearerAuth({ type: 'http', scheme: 'bearer', bearerFormat: 'JWT' }, BEARER)

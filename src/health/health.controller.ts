@@ -3,6 +3,7 @@ import { ApiOkResponse, ApiOperation, ApiTags } from '@nestjs/swagger';
 import type { Response } from 'express';
 import { Public } from '../auth/public.decorator';
 import { HealthService } from './health.service';
+import { HealthResponse } from './health.responses';
 
 @ApiTags('health')
 @Controller()
@@ -12,7 +13,7 @@ export class HealthController {
   @Public()
   @Get('health')
   @ApiOperation({ summary: 'Liveness and database check (no token needed)' })
-  @ApiOkResponse({ schema: { example: { status: 'ok', database: 'ok' } } })
+  @ApiOkResponse({ type: HealthResponse, example: { status: 'ok', database: 'ok' } })
   async check(@Res({ passthrough: true }) res: Response): Promise<{ status: string; database: string }> {
     const ok = await this.health.databaseOk();
     if (!ok) {

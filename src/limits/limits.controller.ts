@@ -3,6 +3,7 @@ import { ApiOkResponse, ApiOperation, ApiTags } from '@nestjs/swagger';
 import { ApiProtected } from '../common/api-docs';
 import { Acting, ActingContext } from '../common/request-context';
 import { LimitsResponse, LimitsService } from './limits.service';
+import { LimitsResponseBody } from './limits.responses';
 
 const view = (id: string) => ({
   id,
@@ -25,12 +26,11 @@ export class LimitsController {
       'each limit that is set (null where none is); windows are fixed (UTC minute, day, month) and reset at `resets_at`.',
   })
   @ApiOkResponse({
-    schema: {
-      example: {
-        object: 'limits',
-        organization: view('9b2f4c1e-5d3a-4f7b-8c6d-1e2f3a4b5c6d'),
-        user: { ...view('1c2d3e4f-5a6b-4c7d-8e9f-0a1b2c3d4e5f'), external_id: 'alice@example.com' },
-      },
+    type: LimitsResponseBody,
+    example: {
+      object: 'limits',
+      organization: view('9b2f4c1e-5d3a-4f7b-8c6d-1e2f3a4b5c6d'),
+      user: { ...view('1c2d3e4f-5a6b-4c7d-8e9f-0a1b2c3d4e5f'), external_id: 'alice@example.com' },
     },
   })
   get(@Acting() acting: ActingContext): Promise<LimitsResponse> {

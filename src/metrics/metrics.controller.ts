@@ -12,7 +12,7 @@ export class MetricsController {
   @Public()
   @Get('metrics')
   @ApiOperation({ summary: 'Prometheus metrics (text exposition format, no token needed)' })
-  @ApiOkResponse({ content: { 'text/plain': { example: 'openai_proxy_http_requests_total{method="POST",route="/v1/responses",status="200"} 42' } } })
+  @ApiOkResponse({ content: { 'text/plain': { schema: { type: 'string' }, example: 'openai_proxy_http_requests_total{method="POST",route="/v1/responses",status="200"} 42' } } })
   async scrape(@Res({ passthrough: true }) res: Response): Promise<string> {
     const { contentType, body } = await this.metrics.exposition();
     res.setHeader('Content-Type', contentType);

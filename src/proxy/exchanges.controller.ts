@@ -1,10 +1,12 @@
 import { Controller, Get, Param, Query } from '@nestjs/common';
-import { ApiNotFoundResponse, ApiOkResponse, ApiOperation, ApiParam, ApiTags } from '@nestjs/swagger';
-import { ApiProtected } from '../common/api-docs';
+import { ApiOkResponse, ApiOperation, ApiParam, ApiResponse, ApiTags } from '@nestjs/swagger';
+import { ApiProtected, apiError } from '../common/api-docs';
 import { ListPage, PageQueryDto } from '../common/pagination';
 import { Acting, ActingContext } from '../common/request-context';
 import { ListExchangesQueryDto } from './exchanges.dto';
 import { ExchangesService, ExchangeView, LIST_BODY_MAX_BYTES } from './exchanges.service';
+import { ExchangeList, ExchangeResponse } from './exchanges.responses';
+import { OpenAIResponseObject } from './proxy.responses';
 
 const EXCHANGE_EXAMPLE = {
   id: 'req_Xw3v0mQ2bq9Hn1sYtZcA4eLk',
@@ -36,7 +38,7 @@ const LIST_EXAMPLE = { object: 'list', data: [{ ...EXCHANGE_EXAMPLE, omitted_fie
 const LIST_BODIES =
   `In a list, a body field (request_body, response_body, output_text, error) larger than ${LIST_BODY_MAX_BYTES / 1024} KiB (as stored or as JSON text) ` +
   'is null and named in the exchange\'s omitted_fields; GET /v1/requests/{request_id} has it whole.';
-const NOT_FOUND = { schema: { example: { error: { message: "No request found with id 'req_…'", type: 'not_found_error', code: 'not_found', param: null } } } };
+const NOT_FOUND = apiError(404, 'Unknown id, or one of another organization', 'not_found_error', 'not_found', "No request found with id 'req_…'");
 
 @ApiTags('exchanges')
 @ApiProtected()
@@ -47,15 +49,15 @@ export class ExchangesController {
   @Get('responses/:response_id')
   @ApiOperation({ summary: 'The stored final response object of a response made through the proxy by this organization' })
   @ApiParam({ name: 'response_id', example: 'resp_67ccd2bed1ec8190b14f964abc054267' })
-  @ApiOkResponse({ schema: { example: EXCHANGE_EXAMPLE.response_body } })
-  @ApiNotFoundResponse(NOT_FOUND)
+  @ApiOkResponse({ type: OpenAIResponseObject, example: EXCHANGE_EXAMPLE.response_body })
+  @ApiResponse(NOT_FOUND)
   response(@Acting() acting: ActingContext, @Param('response_id') responseId: string): Promise<unknown> {
     return this.exchanges.response(acting.orgId, responseId);
   }
 
   @Get('requests')
   @ApiOperation({ summary: 'Stored exchanges of the organization, newest first' })
-  @ApiOkResponse({ description: LIST_BODIES, schema: { example: LIST_EXAMPLE } })
+  @ApiOkResponse({ description: LIST_BODIES, type: ExchangeList, example: LIST_EXAMPLE })
   list(@Acting() acting: ActingContext, @Query() query: ListExchangesQueryDto): Promise<ListPage<ExchangeView>> {
     return this.exchanges.list(acting.orgId, query);
   }
@@ -63,8 +65,8 @@ export class ExchangesController {
   @Get('requests/:request_id')
   @ApiOperation({ summary: 'One stored exchange by its req_ id (the X-Request-ID it answered with)' })
   @ApiParam({ name: 'request_id', example: EXCHANGE_EXAMPLE.id })
-  @ApiOkResponse({ schema: { example: EXCHANGE_EXAMPLE } })
-  @ApiNotFoundResponse(NOT_FOUND)
+  @ApiOkResponse({ type: ExchangeResponse, example: EXCHANGE_EXAMPLE })
+  @ApiResponse(NOT_FOUND)
   request(@Acting() acting: ActingContext, @Param('request_id') requestId: string): Promise<ExchangeView> {
     return this.exchanges.request(acting.orgId, requestId);
   }
@@ -72,8 +74,8 @@ export class ExchangesController {
   @Get('sessions/:session_id')
   @ApiOperation({ summary: 'A session’s exchanges, oldest first' })
   @ApiParam({ name: 'session_id', example: EXCHANGE_EXAMPLE.session_id })
-  @ApiOkResponse({ description: LIST_BODIES, schema: { example: LIST_EXAMPLE } })
-  @ApiNotFoundResponse(NOT_FOUND)
+  @ApiOkResponse({ description: LIST_BODIES, type: ExchangeList, example: LIST_EXAMPLE })
+  @ApiResponse(NOT_FOUND)
   session(
     @Acting() acting: ActingContext,
     @Param('session_id') sessionId: string,

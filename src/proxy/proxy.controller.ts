@@ -1,10 +1,11 @@
 import { Controller, HttpCode, Post, Req, Res } from '@nestjs/common';
-import { ApiBody, ApiHeader, ApiOkResponse, ApiOperation, ApiResponse, ApiTags } from '@nestjs/swagger';
+import { ApiBody, ApiHeader, ApiOperation, ApiResponse, ApiTags } from '@nestjs/swagger';
 import type { Response } from 'express';
-import { ApiProtected } from '../common/api-docs';
+import { ApiProtected, apiError } from '../common/api-docs';
 import type { ProxyRequest } from '../common/request-context';
 import { ForwardsBody } from '../common/request-body.interceptor';
 import { ProxyService } from './proxy.service';
+import { ApiModelAnswer, ChatCompletionObject, OpenAIResponseObject } from './proxy.responses';
 
 const SESSION_HEADER = {
   name: 'X-Session-ID',
@@ -12,8 +13,8 @@ const SESSION_HEADER = {
   description: 'Groups exchanges into a session (1–128 of [A-Za-z0-9._:-]). Without it, previous_response_id joins that response’s session, else a new session_… is minted.',
 };
 
-const errors = (status: number, type: string, code: string | null, message: string) =>
-  ApiResponse({ status, description: message, schema: { example: { error: { message, type, code, param: null } } } });
+const errors = (status: number, type: string, code: string | null, message: string) => ApiResponse(apiError(status, message, type, code, message));
+const PERSONA_EXAMPLE_NOTE = 'persona_id must be the id of one of your personas (POST /v1/personas answers it); an unknown id is a 404.';
 
 const ProxyErrors = () => (target: object, key: string | symbol, desc: PropertyDescriptor) => {
   for (const d of [
@@ -51,28 +52,33 @@ export class ProxyController {
       additionalProperties: true,
       properties: {
         model: { type: 'string' },
-        input: {},
+        input: { oneOf: [{ type: 'string' }, { type: 'array', items: { type: 'object', additionalProperties: true } }], description: 'text, or a list of input items' },
         instructions: { type: 'string' },
         stream: { type: 'boolean' },
         previous_response_id: { type: 'string' },
         persona_id: { type: 'string', format: 'uuid', description: 'extension: the persona whose content becomes the instructions' },
       },
-      example: { model: 'gpt-4o-mini', input: 'Say hello', persona_id: '3f1c2a9e-4d7b-4c1e-9a51-2b7f0c3d9e10', stream: false },
+    },
+    examples: {
+      hello: { summary: 'a plain request', value: { model: 'gpt-4o-mini', input: 'Say hello' } },
+      stream: { summary: 'streamed as server-sent events', value: { model: 'gpt-4o-mini', input: 'Say hello', stream: true } },
+      persona: { summary: 'with a persona', description: PERSONA_EXAMPLE_NOTE, value: { model: 'gpt-4o-mini', input: 'Say hello', persona_id: '3f1c2a9e-4d7b-4c1e-9a51-2b7f0c3d9e10' } },
     },
   })
-  @ApiOkResponse({
-    description: 'The upstream response object (or an SSE stream of Responses events)',
-    schema: {
-      example: {
-        id: 'resp_67ccd2bed1ec8190b14f964abc054267',
-        object: 'response',
-        status: 'completed',
-        model: 'gpt-4o-mini-2024-07-18',
-        output: [{ type: 'message', role: 'assistant', content: [{ type: 'output_text', text: 'Hello!', annotations: [] }] }],
-        usage: { input_tokens: 9, output_tokens: 2, total_tokens: 11 },
-      },
+  @ApiModelAnswer(
+    'The upstream response object (or an SSE stream of Responses events)',
+    OpenAIResponseObject,
+    {
+      id: 'resp_67ccd2bed1ec8190b14f964abc054267',
+      object: 'response',
+      status: 'completed',
+      model: 'gpt-4o-mini-2024-07-18',
+      output: [{ type: 'message', role: 'assistant', content: [{ type: 'output_text', text: 'Hello!', annotations: [] }] }],
+      usage: { input_tokens: 9, output_tokens: 2, total_tokens: 11 },
     },
-  })
+    'event: response.output_text.delta\ndata: {"type":"response.output_text.delta","item_id":"msg_67ccd3a9","output_index":0,"content_index":0,"delta":"Hello"}\n\n' +
+      'event: response.completed\ndata: {"type":"response.completed","response":{"id":"resp_67ccd2bed1ec8190b14f964abc054267","object":"response","status":"completed"}}\n\n',
+  )
   @ProxyErrors()
   async responses(@Req() req: ProxyRequest, @Res() res: Response): Promise<void> {
     await this.proxy.forward('responses', req, res);
@@ -93,23 +99,28 @@ export class ProxyController {
         model: { type: 'string' },
         messages: { type: 'array', items: { type: 'object', additionalProperties: true } },
         stream: { type: 'boolean' },
-        persona_id: { type: 'string', format: 'uuid' },
-      },
-      example: { model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'Say hello' }], stream: true, stream_options: { include_usage: true } },
-    },
-  })
-  @ApiOkResponse({
-    description: 'The upstream chat completion (or an SSE stream of chunks)',
-    schema: {
-      example: {
-        id: 'chatcmpl-B9MBs8CjcvOU2jLn4n570S5qMJKcT',
-        object: 'chat.completion',
-        model: 'gpt-4o-mini-2024-07-18',
-        choices: [{ index: 0, message: { role: 'assistant', content: 'Hello!' }, finish_reason: 'stop' }],
-        usage: { prompt_tokens: 9, completion_tokens: 2, total_tokens: 11 },
+        persona_id: { type: 'string', format: 'uuid', description: 'extension: the persona whose content becomes a leading system message' },
       },
     },
+    examples: {
+      hello: { summary: 'a plain request', value: { model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'Say hello' }] } },
+      stream: { summary: 'streamed as server-sent events', value: { model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'Say hello' }], stream: true, stream_options: { include_usage: true } } },
+      persona: { summary: 'with a persona', description: PERSONA_EXAMPLE_NOTE, value: { model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'Say hello' }], persona_id: '3f1c2a9e-4d7b-4c1e-9a51-2b7f0c3d9e10' } },
+    },
   })
+  @ApiModelAnswer(
+    'The upstream chat completion (or an SSE stream of chunks)',
+    ChatCompletionObject,
+    {
+      id: 'chatcmpl-B9MBs8CjcvOU2jLn4n570S5qMJKcT',
+      object: 'chat.completion',
+      model: 'gpt-4o-mini-2024-07-18',
+      choices: [{ index: 0, message: { role: 'assistant', content: 'Hello!' }, finish_reason: 'stop' }],
+      usage: { prompt_tokens: 9, completion_tokens: 2, total_tokens: 11 },
+    },
+    'data: {"id":"chatcmpl-B9MBs8CjcvOU2jLn4n570S5qMJKcT","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"Hello!"},"finish_reason":null}]}\n\n' +
+      'data: [DONE]\n\n',
+  )
   @ProxyErrors()
   async chatCompletions(@Req() req: ProxyRequest, @Res() res: Response): Promise<void> {
     await this.proxy.forward('chat.completions', req, res);

@@ -1,10 +1,11 @@
 import { Body, Controller, Get, Param, Post, Res } from '@nestjs/common';
-import { ApiCreatedResponse, ApiOkResponse, ApiOperation, ApiParam, ApiResponse, ApiTags } from '@nestjs/swagger';
+import { ApiBody, ApiCreatedResponse, ApiOkResponse, ApiOperation, ApiParam, ApiResponse, ApiTags } from '@nestjs/swagger';
 import type { Response } from 'express';
-import { ApiProtected } from '../common/api-docs';
+import { ApiProtected, apiError } from '../common/api-docs';
 import { Acting, ActingContext } from '../common/request-context';
 import { RateExchangeDto, RatingView } from './ratings.dto';
 import { RatingsService } from './ratings.service';
+import { RatingResponse } from './ratings.responses';
 
 const RATING_EXAMPLE: RatingView = {
   request_id: 'req_Xk3v9QmT2bLp8WzR4nYc7HdA',
@@ -14,9 +15,10 @@ const RATING_EXAMPLE: RatingView = {
   comment: null,
   rated_at: '2026-06-05T18:30:00.000Z',
 };
-const rated = { schema: { example: RATING_EXAMPLE } };
-const notFound = { status: 404, description: 'Unknown exchange (or one of another organization), or no rating of yours', schema: { example: { error: { message: "No request found with id 'req_…'", type: 'not_found_error', code: 'not_found', param: null } } } };
-const invalid = { status: 400, description: 'rating is not a JSON integer from 1 to 5, or comment is too long', schema: { example: { error: { message: 'rating must be an integer from 1 to 5', type: 'invalid_request_error', code: null, param: 'rating' } } } };
+const rated = { type: RatingResponse, example: RATING_EXAMPLE };
+const RATE_BODY = { type: RateExchangeDto, examples: { rating: { value: { rating: 5, comment: 'Solved my problem' } } } };
+const notFound = apiError(404, 'Unknown exchange (or one of another organization), or no rating of yours', 'not_found_error', 'not_found', "No request found with id 'req_…'");
+const invalid = apiError(400, 'rating is not a JSON integer from 1 to 5, or comment is too long', 'invalid_request_error', null, 'rating must be an integer from 1 to 5', 'rating');
 
 @ApiTags('ratings')
 @ApiProtected()
@@ -27,6 +29,7 @@ export class RatingsController {
   @Post('requests/:request_id/rating')
   @ApiOperation({ summary: 'Rate an exchange by its request id (rating again replaces your earlier rating)' })
   @ApiParam({ name: 'request_id', example: RATING_EXAMPLE.request_id })
+  @ApiBody(RATE_BODY)
   @ApiCreatedResponse({ description: 'first rating of this exchange by you', ...rated })
   @ApiOkResponse({ description: 'your earlier rating was replaced', ...rated })
   @ApiResponse(invalid)
@@ -43,6 +46,7 @@ export class RatingsController {
   @Post('responses/:response_id/rating')
   @ApiOperation({ summary: 'Rate an exchange by its upstream response id (rating again replaces your earlier rating)' })
   @ApiParam({ name: 'response_id', example: RATING_EXAMPLE.response_id })
+  @ApiBody(RATE_BODY)
   @ApiCreatedResponse({ description: 'first rating of this exchange by you', ...rated })
   @ApiOkResponse({ description: 'your earlier rating was replaced', ...rated })
   @ApiResponse(invalid)

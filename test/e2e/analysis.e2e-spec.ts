@@ -681,7 +681,8 @@ describe('conversation analysis', () => {
       expect(doc.paths[path], path).toBeDefined();
     }
     const run = doc.paths['/v1/analysis'].post;
-    expect(run.responses['200'].content['application/json'].schema.example).toMatchObject({ primary_category: 'technical_support', cached: false });
+    expect(run.responses['200'].content['application/json'].schema).toEqual({ $ref: '#/components/schemas/AnalysisResult' });
+    expect(run.responses['200'].content['application/json'].example).toMatchObject({ primary_category: 'technical_support', cached: false });
     expect(Object.keys(run.requestBody.content['application/json'].examples)).toEqual(['saved', 'inline']);
     expect(doc.paths['/v1/analysis/configs/{id}'].delete.responses['204']).toBeDefined();
   });

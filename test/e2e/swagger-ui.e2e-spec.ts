@@ -1,8 +1,9 @@
 import { existsSync } from 'node:fs';
-import { chromium, type Browser } from 'playwright-core';
+import { chromium, type Browser, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestApp, type TestApp } from '../support/create-test-app';
-import { api, createOrg } from '../support/factories';
+import { api, createKey, createOrg } from '../support/factories';
+import { startFakeUpstream, type FakeUpstream } from '../support/fake-upstream';
 
 // Debian's Chromium (apt-get install chromium; .ci/run installs it). Without it the test is skipped on a
 // developer machine, but fails under CI, where a silently skipped browser test would hide a broken /docs.
@@ -18,19 +19,42 @@ const CHROMIUM_ARGS = [
   '--disable-quic',
 ];
 
-describe.skipIf(!haveChromium && !process.env.CI)('Swagger UI in a browser', () => {
+/** Fills both security schemes of the Authorize dialog: the bearer JWT and the X-User-ID api key. */
+async function authorize(page: Page, token: string, userId: string): Promise<void> {
+  await page.locator('.scheme-container button.authorize').click();
+  const dialog = page.locator('.dialog-ux .modal-ux');
+  await dialog.waitFor();
+  const bearer = dialog.locator('.auth-container').filter({ hasText: 'bearer' }).first();
+  await bearer.locator('input').fill(token);
+  await bearer.locator('button.authorize').click();
+  const user = dialog.locator('.auth-container').filter({ hasText: 'X-User-ID' }).first();
+  await user.locator('input').fill(userId);
+  await user.locator('button.authorize').click();
+  expect(await dialog.locator('button', { hasText: 'Logout' }).count()).toBe(2);
+  await dialog.locator('button.btn-done').first().click();
+  await dialog.waitFor({ state: 'detached' });
+}
+
+const MISSING = `Chromium is not installed at ${CHROMIUM} (apt-get install -y chromium)`;
+const TITLE = haveChromium ? 'Swagger UI in a browser' : `Swagger UI in a browser (skipped: ${MISSING})`;
+if (!haveChromium && !process.env.CI) console.warn(`Swagger UI browser tests skipped: ${MISSING}`);
+
+describe.skipIf(!haveChromium && !process.env.CI)(TITLE, () => {
+  let fake: FakeUpstream;
   let app: TestApp;
   let browser: Browser;
 
   beforeAll(async () => {
-    if (!haveChromium) throw new Error(`Chromium is not installed at ${CHROMIUM} (apt-get install -y chromium)`);
-    app = await createTestApp();
+    if (!haveChromium) throw new Error(MISSING);
+    fake = await startFakeUpstream();
+    app = await createTestApp({ OPENAI_BASE_URL: fake.url });
     browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS });
   });
 
   afterAll(async () => {
     await browser?.close();
     await app?.close();
+    await fake?.close();
   });
 
   it('authorizes with a token and X-User-ID, then creates a persona with "Try it out"', async () => {
@@ -49,19 +73,7 @@ describe.skipIf(!haveChromium && !process.env.CI)('Swagger UI in a browser', () 
     await page.locator('.swagger-ui .info .title').waitFor();
     expect(await page.locator('.swagger-ui .info .title').textContent()).toContain('OpenAI inference proxy');
 
-    // Authorize: one form per security scheme (bearer JWT, X-User-ID api key)
-    await page.locator('.scheme-container button.authorize').click();
-    const dialog = page.locator('.dialog-ux .modal-ux');
-    await dialog.waitFor();
-    const bearer = dialog.locator('.auth-container').filter({ hasText: 'bearer' }).first();
-    await bearer.locator('input').fill(org.token);
-    await bearer.locator('button.authorize').click();
-    const user = dialog.locator('.auth-container').filter({ hasText: 'X-User-ID' }).first();
-    await user.locator('input').fill(userId);
-    await user.locator('button.authorize').click();
-    expect(await dialog.locator('button', { hasText: 'Logout' }).count()).toBe(2);
-    await dialog.locator('button.btn-done').first().click();
-    await dialog.waitFor({ state: 'detached' });
+    await authorize(page, org.token, userId);
 
     // POST /v1/personas → Try it out → Execute
     const op = page.locator('.opblock.opblock-post', { has: page.locator('[data-path="/v1/personas"]') }).first();
@@ -86,6 +98,30 @@ describe.skipIf(!haveChromium && !process.env.CI)('Swagger UI in a browser', () 
     expect(list.body.data.map((p: { name: string }) => p.name)).toContain(personaName);
     // the UI is served by the app itself (works offline, no CDN)
     expect(externalRequests).toEqual([]);
+
+    await context.close();
+  });
+
+  it('runs the default example of POST /v1/responses as shown', async () => {
+    const org = await createOrg(app);
+    await createKey(app, org.orgId, 'sk-swagger-org-key-4444', { baseUrl: fake.url });
+    const context = await browser.newContext();
+    const page = await context.newPage();
+    await page.goto(`${app.url}/docs`);
+    await page.locator('.swagger-ui .info .title').waitFor();
+    await authorize(page, org.token, 'swagger-user@example.com');
+
+    const op = page.locator('.opblock.opblock-post', { has: page.locator('[data-path="/v1/responses"]') }).first();
+    await op.locator('.opblock-summary').first().click();
+    await op.locator('button.try-out__btn').click();
+    expect(await op.locator('textarea.body-param__text').inputValue()).not.toContain('persona_id');
+    await op.locator('button.execute').click();
+
+    const answer = op.locator('.live-responses-table tr.response');
+    await answer.waitFor();
+    expect((await answer.locator('td.response-col_status').textContent())?.trim()).toBe('200');
+    expect(await answer.locator('td.response-col_description').textContent()).toContain('"object": "response"');
+    expect(fake.requests.filter((r) => r.path === '/v1/responses')).toHaveLength(1);
 
     await context.close();
   });

@@ -1,0 +1,111 @@
+import { ApiProperty, ApiPropertyOptional } from '@nestjs/swagger';
+import { ApiObject, ListOf } from '../common/api-docs';
+import { BODY_FIELDS, type BodyField, type ExchangeView } from './exchanges.service';
+
+const nullable = (type: 'string' | 'integer' | 'number', description?: string, example?: unknown) => ({ type, nullable: true, description, example });
+const json = (description: string) => ({ type: 'object' as const, additionalProperties: true, nullable: true, description });
+
+@ApiObject('ExchangeUsage')
+class ExchangeUsageResponse {
+  @ApiProperty(nullable('integer', undefined, 9))
+  input_tokens!: number | null;
+
+  @ApiProperty(nullable('integer', undefined, 2))
+  output_tokens!: number | null;
+
+  @ApiProperty(nullable('integer', undefined, 11))
+  total_tokens!: number | null;
+
+  @ApiProperty(nullable('integer', undefined, 0))
+  cached_tokens!: number | null;
+
+  @ApiProperty(nullable('integer', undefined, 0))
+  reasoning_tokens!: number | null;
+}
+
+@ApiObject('Exchange', { description: 'A proxied call as stored under its req_ id' })
+export class ExchangeResponse implements ExchangeView {
+  @ApiProperty({ example: 'req_Xw3v0mQ2bq9Hn1sYtZcA4eLk', description: 'the X-Request-ID the call answered with' })
+  id!: string;
+
+  @ApiProperty({ enum: ['exchange'], example: 'exchange' })
+  object!: 'exchange';
+
+  @ApiProperty(nullable('string', 'the upstream response or completion id', 'resp_67ccd2bed1ec8190b14f964abc054267'))
+  response_id!: string | null;
+
+  @ApiProperty({ example: 'session_Jr8Kq2Lm4Np6Qs8Tu0Vw2Xy4' })
+  session_id!: string;
+
+  @ApiProperty({ example: 'user@example.com', description: 'the X-User-ID value' })
+  user_id!: string;
+
+  @ApiProperty({ type: String, format: 'uuid', nullable: true, example: null })
+  persona_id!: string | null;
+
+  @ApiProperty(nullable('integer', undefined, null))
+  persona_version!: number | null;
+
+  @ApiProperty({ example: 'responses', description: 'responses or chat.completions' })
+  endpoint!: string;
+
+  @ApiProperty(nullable('string', 'the model the client asked for', 'gpt-4o-mini'))
+  model!: string | null;
+
+  @ApiProperty({ example: false })
+  stream!: boolean;
+
+  @ApiProperty({
+    example: 'completed',
+    description: 'completed, failed, client_aborted, upstream_error, upstream_timeout, interrupted or pending',
+  })
+  status!: string;
+
+  @ApiProperty(nullable('integer', undefined, 200))
+  upstream_status!: number | null;
+
+  @ApiProperty({ type: ExchangeUsageResponse })
+  usage!: ExchangeUsageResponse;
+
+  @ApiProperty(nullable('number', 'USD; null when the model has no known price', 0.00000255))
+  cost!: number | null;
+
+  @ApiProperty(nullable('integer', undefined, 412))
+  latency_ms!: number | null;
+
+  @ApiProperty(nullable('integer', undefined, 405))
+  time_to_first_byte_ms!: number | null;
+
+  @ApiProperty({ type: String, format: 'uuid', nullable: true, description: 'the upstream key used (never the key itself)' })
+  key_id!: string | null;
+
+  @ApiProperty(nullable('string', 'user or organization', 'organization'))
+  key_source!: string | null;
+
+  @ApiProperty(json('the JSON body sent upstream'))
+  request_body!: unknown;
+
+  @ApiProperty(json('the final response body (for a stream, the completed response or what arrived)'))
+  response_body!: unknown;
+
+  @ApiProperty(nullable('string', undefined, 'Hello!'))
+  output_text!: string | null;
+
+  @ApiProperty(json('the error the call ended with, in the shape of the OpenAI error object'))
+  error!: unknown;
+
+  @ApiProperty({ format: 'date-time', example: '2026-06-05T18:30:00.000Z' })
+  created_at!: string;
+
+  @ApiProperty({ type: String, format: 'date-time', nullable: true, example: '2026-06-05T18:30:00.412Z' })
+  completed_at!: string | null;
+
+  @ApiPropertyOptional({
+    enum: BODY_FIELDS,
+    isArray: true,
+    description: 'in lists only: the body fields left out (null above) for their size; GET /v1/requests/{request_id} has them whole',
+  })
+  omitted_fields?: BodyField[];
+}
+
+export const ExchangeList = ListOf(ExchangeResponse, 'ExchangeList');
