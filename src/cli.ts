@@ -5,7 +5,7 @@ import { AppException, isDatabaseUnavailable } from './common/app-exception';
 import { JsonLogger } from './common/logger';
 import { AppConfig, ConfigError, loadConfig } from './config/app-config';
 import { DatabaseHandle, openDatabase } from './database/embedded-database';
-import { migrate } from './server';
+import { migrate } from './database/migrate';
 
 function fail(message: string): void {
   process.stderr.write(`${CLI_NAME}: ${message}\n`);

@@ -4,16 +4,14 @@ import { NestFactory } from '@nestjs/core';
 import type { NestExpressApplication } from '@nestjs/platform-express';
 import { randomBytes } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
-import { DataSource } from 'typeorm';
 import { AppModule } from './app.module';
 import { TokensService } from './auth/tokens.service';
-import { configureApp } from './common/configure-app';
+import { configureApp } from './app.setup';
 import { JsonLogger, LogSink } from './common/logger';
 import { AppConfig } from './config/app-config';
 import { ChangeFeedService } from './database/change-feed.service';
 import { DatabaseHandle, startEmbeddedDatabase } from './database/embedded-database';
-import { runMigrations } from './database/migrate';
-import { buildTypeOrmOptions } from './database/typeorm-options';
+import { migrate } from './database/migrate';
 import { KeysService } from './keys/keys.service';
 
 export interface RunningServer {
@@ -29,17 +27,6 @@ export interface RunningServer {
 export async function openServerDatabase(config: AppConfig): Promise<DatabaseHandle> {
   if (config.databaseUrl) return { url: config.databaseUrl, embedded: false, maxPool: config.dbPoolSize, close: async () => {} };
   return startEmbeddedDatabase(config.dataDir, config.dbPoolSize);
-}
-
-/** Applies pending migrations on a short-lived connection. */
-export async function migrate(db: DatabaseHandle): Promise<string[]> {
-  const ds = new DataSource(buildTypeOrmOptions(db.url, 3, 'openai-proxy-migrate'));
-  await ds.initialize();
-  try {
-    return await runMigrations(ds);
-  } finally {
-    await ds.destroy();
-  }
 }
 
 /** Builds, migrates and starts the HTTP server: used by main.ts and by the tests alike. */

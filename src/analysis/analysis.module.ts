@@ -1,7 +1,13 @@
 import { Module } from '@nestjs/common';
+import { TypeOrmModule } from '@nestjs/typeorm';
+import { ExchangesModule } from '../exchanges/exchanges.module';
 import { KeysModule } from '../keys/keys.module';
 import { LimitsModule } from '../limits/limits.module';
-import { ProxyModule } from '../proxy/proxy.module';
+import { PricingModule } from '../pricing/pricing.module';
+import { UpstreamModule } from '../upstream/upstream.module';
+import { AnalysisClaimEntity } from './analysis-claim.entity';
+import { AnalysisConfigEntity } from './analysis-config.entity';
+import { AnalysisResultEntity } from './analysis-result.entity';
 import { AnalysisClaimsRepository } from './analysis-claims.repository';
 import { AnalysisConfigsController } from './analysis-configs.controller';
 import { AnalysisConfigsService } from './analysis-configs.service';
@@ -9,7 +15,14 @@ import { AnalysisController } from './analysis.controller';
 import { AnalysisService } from './analysis.service';
 
 @Module({
-  imports: [KeysModule, ProxyModule, LimitsModule],
+  imports: [
+    TypeOrmModule.forFeature([AnalysisConfigEntity, AnalysisResultEntity, AnalysisClaimEntity]),
+    KeysModule,
+    ExchangesModule,
+    UpstreamModule,
+    PricingModule,
+    LimitsModule,
+  ],
   controllers: [AnalysisConfigsController, AnalysisController],
   providers: [AnalysisConfigsService, AnalysisClaimsRepository, AnalysisService],
   exports: [AnalysisService],

@@ -10,10 +10,10 @@ import type { ActingContext } from '../common/request-context';
 import { KeyResolver, ResolvedKey } from '../keys/key-resolver';
 import { Admission, LimitsService } from '../limits/limits.service';
 import { MetricsService } from '../metrics/metrics.service';
-import { ExchangeRecorder } from '../proxy/exchange-recorder.service';
+import { ExchangesRepository } from '../exchanges/exchanges.repository';
 import { ExchangeEntity } from '../proxy/exchange.entity';
-import { PricingService } from '../proxy/pricing.service';
-import { UpstreamClient } from '../proxy/upstream-client';
+import { PricingService } from '../pricing/pricing.service';
+import { UpstreamClient } from '../upstream/upstream-client';
 import { AnalysisClaimsRepository } from './analysis-claims.repository';
 import { AnalysisConfigsService, definitionOf } from './analysis-configs.service';
 import { AnalysisResultEntity } from './analysis-result.entity';
@@ -136,11 +136,10 @@ export class AnalysisService {
 
   constructor(
     @InjectRepository(AnalysisResultEntity) private readonly results: Repository<AnalysisResultEntity>,
-    @InjectRepository(ExchangeEntity) private readonly exchanges: Repository<ExchangeEntity>,
     private readonly configs: AnalysisConfigsService,
     private readonly claims: AnalysisClaimsRepository,
     private readonly keys: KeyResolver,
-    private readonly recorder: ExchangeRecorder,
+    private readonly exchanges: ExchangesRepository,
     private readonly upstream: UpstreamClient,
     private readonly pricing: PricingService,
     private readonly logger: JsonLogger,
@@ -222,10 +221,9 @@ export class AnalysisService {
     const inline = hasInline ? this.configs.normalizeDefinition(dto.config!, 'config.') : null;
     const def = inline ?? definitionOf(await this.configs.findLive(orgId, dto.config_id!));
 
-    await this.recorder.caughtUp();
     const exchange = hasRequest
-      ? await this.exchanges.findOneBy({ id: dto.request_id!, organizationId: orgId })
-      : await this.exchanges.findOne({ where: { responseId: dto.response_id!, organizationId: orgId }, order: { createdAt: 'DESC' } });
+      ? await this.exchanges.findById(orgId, dto.request_id!)
+      : await this.exchanges.findNewestByResponseId(orgId, dto.response_id!);
     if (!exchange) {
       throw hasRequest ? AppException.notFound('request', dto.request_id!) : AppException.notFound('response', dto.response_id!);
     }

@@ -1,11 +1,12 @@
 import { Module } from '@nestjs/common';
-import { ProxyModule } from '../proxy/proxy.module';
+import { ExchangesModule } from '../exchanges/exchanges.module';
+import { PricingModule } from '../pricing/pricing.module';
 import { AnalyticsController } from './analytics.controller';
 import { AnalyticsRepository } from './analytics.repository';
 import { AnalyticsService } from './analytics.service';
 
 @Module({
-  imports: [ProxyModule],
+  imports: [ExchangesModule, PricingModule],
   controllers: [AnalyticsController],
   providers: [AnalyticsRepository, AnalyticsService],
 })

@@ -1,16 +1,19 @@
 import { Injectable } from '@nestjs/common';
-import { PricingService } from '../proxy/pricing.service';
+import type { PersonaSliceRow, RatingSliceRow, UsageRow } from '../exchanges/exchange-reports';
+import { ExchangesRepository } from '../exchanges/exchanges.repository';
+import { PricingService } from '../pricing/pricing.service';
 import { AppException } from '../common/app-exception';
 import { isUuid } from '../common/ids';
 import type { ActingContext } from '../common/request-context';
 import { parsePeriod, PeriodQueryDto, UsageQueryDto, usageGroupOf } from './analytics-query';
-import { AnalyticsRepository, PersonaSliceRow, RatingSliceRow, UsageRow } from './analytics.repository';
+import { AnalyticsRepository } from './analytics.repository';
 import type { PersonaAnalyticsDto, RatingDistribution, UsageListDto, UsageRowDto } from './analytics.dto';
 
 @Injectable()
 export class AnalyticsService {
   constructor(
     private readonly repo: AnalyticsRepository,
+    private readonly exchanges: ExchangesRepository,
     private readonly pricing: PricingService,
   ) {}
 
@@ -21,11 +24,11 @@ export class AnalyticsService {
 
     // independent aggregates: on separate pool connections they run side by side
     const [slices, people, latency, ratings, analysis] = await Promise.all([
-      this.repo.personaSlices(acting.orgId, personaId, period),
-      this.repo.personaPeople(acting.orgId, personaId, period),
-      this.repo.personaLatency(acting.orgId, personaId, period),
-      this.repo.personaRatings(acting.orgId, personaId, period),
-      this.repo.personaAnalysis(acting.orgId, personaId, period),
+      this.exchanges.personaSlices(acting.orgId, personaId, period),
+      this.exchanges.personaPeople(acting.orgId, personaId, period),
+      this.exchanges.personaLatency(acting.orgId, personaId, period),
+      this.exchanges.personaRatings(acting.orgId, personaId, period),
+      this.exchanges.personaAnalysis(acting.orgId, personaId, period),
     ]);
 
     const totals = sumSlices(slices);
@@ -73,7 +76,7 @@ export class AnalyticsService {
   async usage(acting: ActingContext, query: UsageQueryDto): Promise<UsageListDto> {
     const period = parsePeriod(query);
     const group = usageGroupOf(query);
-    const rows = await this.repo.usage(acting.orgId, period, group);
+    const rows = await this.exchanges.usageByGroup(acting.orgId, period, group);
     return { object: 'list', data: rows.map((row) => ({ ...toUsageRow(row), cost: this.pricing.roundUsd(row.cost) })) };
   }
 

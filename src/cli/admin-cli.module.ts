@@ -1,6 +1,7 @@
 import { DynamicModule, Injectable, Module, OnApplicationBootstrap } from '@nestjs/common';
 import { InjectCommander } from 'nest-commander';
 import { JsonLogger } from '../common/logger';
+import { LoggerModule } from '../common/logger.module';
 import { AppConfig } from '../config/app-config';
 import { ConfigModule } from '../config/config.module';
 import { DatabaseModule } from '../database/database.module';
@@ -73,7 +74,7 @@ export class AdminCliModule {
   static forRoot(config: AppConfig, db: DatabaseHandle, logger: JsonLogger, appliedMigrations: string[]): DynamicModule {
     return {
       module: AdminCliModule,
-      imports: [ConfigModule.forRoot(config, logger), DatabaseModule.forRoot(db, `${CLI_NAME}-cli`), ...FEATURE_MODULES],
+      imports: [ConfigModule.forRoot(config), LoggerModule.forRoot(logger), DatabaseModule.forRoot(db, `${CLI_NAME}-cli`), ...FEATURE_MODULES],
       providers: [...COMMANDS, CommanderSetup, { provide: StartupMigrations, useValue: new StartupMigrations(appliedMigrations) }],
     };
   }

@@ -1,10 +1,11 @@
 import { DynamicModule, Global, Module } from '@nestjs/common';
 import { TypeOrmModule } from '@nestjs/typeorm';
-import { ENTITIES } from './entities';
+import { CacheInvalidationEntity } from './cache-invalidation.entity';
 import { ChangeFeedService } from './change-feed.service';
 import { DatabaseHandle } from './embedded-database';
 import { buildTypeOrmOptions } from './typeorm-options';
 
+/** The connection; each feature module registers its own entities (TypeOrmModule.forFeature), loaded from there. */
 @Global()
 @Module({})
 export class DatabaseModule {
@@ -12,8 +13,8 @@ export class DatabaseModule {
     return {
       module: DatabaseModule,
       imports: [
-        TypeOrmModule.forRoot({ ...buildTypeOrmOptions(db.url, db.maxPool, applicationName), retryAttempts: 3, retryDelay: 500 }),
-        TypeOrmModule.forFeature(ENTITIES),
+        TypeOrmModule.forRoot({ ...buildTypeOrmOptions(db.url, db.maxPool, applicationName), autoLoadEntities: true, retryAttempts: 3, retryDelay: 500 }),
+        TypeOrmModule.forFeature([CacheInvalidationEntity]),
       ],
       providers: [{ provide: DatabaseHandle, useValue: db }, ChangeFeedService],
       exports: [TypeOrmModule, DatabaseHandle, ChangeFeedService],

@@ -1,4 +1,6 @@
-import type { DataSource } from 'typeorm';
+import { DataSource } from 'typeorm';
+import type { DatabaseHandle } from './embedded-database';
+import { buildTypeOrmOptions } from './typeorm-options';
 
 // Any constant shared by every process of this project; serializes concurrent migration runs.
 const MIGRATION_LOCK_ID = 7_345_112_001;
@@ -14,5 +16,16 @@ export async function runMigrations(dataSource: DataSource): Promise<string[]> {
   } finally {
     await runner.query('SELECT pg_advisory_unlock($1)', [MIGRATION_LOCK_ID]).catch(() => undefined);
     await runner.release();
+  }
+}
+
+/** Applies pending migrations on a short-lived connection. */
+export async function migrate(db: DatabaseHandle): Promise<string[]> {
+  const ds = new DataSource(buildTypeOrmOptions(db.url, 3, 'openai-proxy-migrate'));
+  await ds.initialize();
+  try {
+    return await runMigrations(ds);
+  } finally {
+    await ds.destroy();
   }
 }

@@ -1,13 +1,20 @@
 import type { DataSourceOptions } from 'typeorm';
-import { ENTITIES } from './entities';
 import { MIGRATIONS } from './migrations';
 
-/** The one place the TypeORM options are built: for the app, the CLI, the TypeORM CLI and the tests. */
-export function buildTypeOrmOptions(url: string, poolSize: number, applicationName = 'openai-proxy'): DataSourceOptions {
+/**
+ * The one place the TypeORM options are built: for the app, the CLI, the TypeORM CLI and the tests. The entities
+ * are not listed here: the app and the CLI load those their modules register, the TypeORM CLI finds them by name.
+ */
+export function buildTypeOrmOptions(
+  url: string,
+  poolSize: number,
+  applicationName = 'openai-proxy',
+  entities: NonNullable<DataSourceOptions['entities']> = [],
+): DataSourceOptions {
   return {
     type: 'postgres',
     url,
-    entities: ENTITIES,
+    entities,
     migrations: MIGRATIONS,
     migrationsTableName: 'migrations',
     migrationsRun: false,

@@ -1,10 +1,15 @@
 import { Module } from '@nestjs/common';
+import { TypeOrmModule } from '@nestjs/typeorm';
+import { OrganizationEntity } from '../auth/organization.entity';
+import { UserEntity } from '../auth/user.entity';
+import { ApiKeyEntity } from './api-key.entity';
 import { CachedKeyResolver } from './cached-key-resolver';
 import { KeyCryptoService } from './key-crypto.service';
 import { KeyResolver } from './key-resolver';
 import { KeysService } from './keys.service';
 
 @Module({
+  imports: [TypeOrmModule.forFeature([ApiKeyEntity, OrganizationEntity, UserEntity])],
   providers: [KeyCryptoService, KeysService, { provide: KeyResolver, useClass: CachedKeyResolver }],
   exports: [KeysService, KeyResolver, KeyCryptoService],
 })

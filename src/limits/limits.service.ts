@@ -9,8 +9,9 @@ import { isUuid } from '../common/ids';
 import { JsonLogger } from '../common/logger';
 import { AppConfig } from '../config/app-config';
 import { ChangeFeedService } from '../database/change-feed.service';
+import { ExchangesRepository } from '../exchanges/exchanges.repository';
 import { MetricsService } from '../metrics/metrics.service';
-import { PricingService } from '../proxy/pricing.service';
+import { PricingService } from '../pricing/pricing.service';
 import { CallRequest, estimateCall } from './call-estimate';
 import type { CounterAdd, CounterStore, CounterTake } from './counter-store';
 import { LimitCountersService } from './limit-counters.service';
@@ -159,6 +160,7 @@ export class LimitsService {
     private readonly config: AppConfig,
     private readonly logger: JsonLogger,
     private readonly pricing: PricingService,
+    private readonly exchanges: ExchangesRepository,
     @Optional() private readonly metrics?: MetricsService,
   ) {
     changes.on('limits', (key) => this.definitions.delete(key));
@@ -463,20 +465,13 @@ export class LimitsService {
     const now = this.clock();
     const day = windowAt('day', now);
     const month = windowAt('month', now);
-    const byUser = def.scope === 'user';
-    const rows: { day: number | null; month: number | null }[] = await this.dataSource.query(
-      `SELECT sum(cost) FILTER (WHERE created_at >= $3) AS day, sum(cost) AS month FROM (
-         SELECT cost, created_at FROM exchanges
-          WHERE organization_id = $1 AND ($4::uuid IS NULL OR user_id = $4) AND created_at >= $2 AND cost IS NOT NULL
-         UNION ALL
-         SELECT cost, created_at FROM analysis_results
-          WHERE organization_id = $1 AND ($4::uuid IS NULL OR user_id = $4) AND created_at >= $2 AND cost IS NOT NULL
-       ) spent`,
-      [orgId, new Date(month.start).toISOString(), new Date(day.start).toISOString(), byUser ? def.id : null],
-    );
+    const spent = await this.exchanges.recordedSpend(orgId, def.scope === 'user' ? def.id : null, {
+      month: new Date(month.start),
+      day: new Date(day.start),
+    });
     const items: CounterAdd[] = [];
-    if (def.daily_budget_usd !== null) items.push(this.addItem(def, 'day', 'day', Number(rows[0]?.day ?? 0), now));
-    if (def.monthly_budget_usd !== null) items.push(this.addItem(def, 'month', 'month', Number(rows[0]?.month ?? 0), now));
+    if (def.daily_budget_usd !== null) items.push(this.addItem(def, 'day', 'day', spent.day, now));
+    if (def.monthly_budget_usd !== null) items.push(this.addItem(def, 'month', 'month', spent.month, now));
     await this.counters.set(items, now);
   }
 

@@ -1,11 +1,7 @@
-import { Injectable, OnApplicationBootstrap } from '@nestjs/common';
-import { ModuleRef } from '@nestjs/core';
-import { readFileSync } from 'node:fs';
+import { Injectable } from '@nestjs/common';
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { DataSource } from 'typeorm';
-import { AppConfig } from '../config/app-config';
-import { ExchangeRecorder } from '../proxy/exchange-recorder.service';
-import BUILTIN_PRICES from '../proxy/prices.json';
+import { PricingService } from '../pricing/pricing.service';
 
 /** What the proxy reports about one proxied call once it is over. */
 export interface ExchangeObservation {
@@ -44,7 +40,6 @@ const EXCHANGE_STATUSES = new Set([
 ]);
 const LATENCY_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300];
 const OVERHEAD_BUCKETS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1];
-const SNAPSHOT_SUFFIXES = [/-\d{4}-\d{2}-\d{2}$/, /-\d{4}$/];
 const MAX_MODEL_MEMO = 1000;
 /**
  * Longer model names are 'other' without being looked up or remembered: the memo's keys are what clients send,
@@ -65,7 +60,7 @@ interface PgPoolLike {
  * key, or free text ever becomes a label. Hot-path methods only bump pre-resolved children (no label hashing).
  */
 @Injectable()
-export class MetricsService implements OnApplicationBootstrap {
+export class MetricsService {
   readonly registry = new Registry();
 
   private readonly httpRequests: Counter<'method' | 'route' | 'status'>;
@@ -80,28 +75,17 @@ export class MetricsService implements OnApplicationBootstrap {
   private readonly retries: Counter<'route'>;
   private readonly refusals: Counter<'kind' | 'scope'>;
 
-  private readonly knownModels: Set<string>;
   private readonly modelMemo = new Map<string, string>();
   private readonly children = new Map<object, Map<string, unknown>>();
   private recordQueueDepth?: () => number;
   private circuitStates?: () => CircuitStates;
 
   constructor(
-    config: AppConfig,
     dataSource: DataSource,
-    private readonly moduleRef: ModuleRef,
+    private readonly pricing: PricingService,
   ) {
     const registers = [this.registry];
     collectDefaultMetrics({ register: this.registry });
-    this.knownModels = new Set(Object.keys(BUILTIN_PRICES as Record<string, unknown>).map((m) => m.toLowerCase()));
-    if (config.pricesFile) {
-      try {
-        const extra = JSON.parse(readFileSync(config.pricesFile, 'utf8')) as Record<string, unknown>;
-        for (const m of Object.keys(extra)) this.knownModels.add(m.toLowerCase());
-      } catch {
-        // PricingService reports a bad PRICES_FILE; here its models just count as 'other'
-      }
-    }
 
     this.httpRequests = new Counter({
       name: 'openai_proxy_http_requests_total',
@@ -210,16 +194,6 @@ export class MetricsService implements OnApplicationBootstrap {
     });
   }
 
-  onApplicationBootstrap(): void {
-    if (this.recordQueueDepth) return;
-    try {
-      const recorder = this.moduleRef.get(ExchangeRecorder, { strict: false });
-      this.recordQueueDepth = () => recorder.queueDepth;
-    } catch {
-      // no recorder in this application: the gauge stays at 0
-    }
-  }
-
   // ---------------------------------------------------------------- hot path
 
   observeHttp(method: string, route: string, status: number, seconds: number): void {
@@ -272,18 +246,7 @@ export class MetricsService implements OnApplicationBootstrap {
     if (model.length > MAX_MODEL_NAME_LENGTH) return 'other';
     const memo = this.modelMemo.get(model);
     if (memo) return memo;
-    const name = model.toLowerCase();
-    let label = 'other';
-    if (this.knownModels.has(name)) label = name;
-    else {
-      for (const re of SNAPSHOT_SUFFIXES) {
-        const family = name.replace(re, '');
-        if (family !== name && this.knownModels.has(family)) {
-          label = family;
-          break;
-        }
-      }
-    }
+    const label = this.pricing.tableEntryOf(model) ?? 'other';
     // the memo is keyed by what clients send, so it is bounded; the labels themselves always are
     if (this.modelMemo.size < MAX_MODEL_MEMO) this.modelMemo.set(model, label);
     return label;

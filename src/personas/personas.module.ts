@@ -1,8 +1,12 @@
 import { Module } from '@nestjs/common';
+import { TypeOrmModule } from '@nestjs/typeorm';
+import { PersonaVersionEntity } from './persona-version.entity';
+import { PersonaEntity } from './persona.entity';
 import { PersonasController } from './personas.controller';
 import { PersonasService } from './personas.service';
 
 @Module({
+  imports: [TypeOrmModule.forFeature([PersonaEntity, PersonaVersionEntity])],
   controllers: [PersonasController],
   providers: [PersonasService],
   exports: [PersonasService],

@@ -1,7 +1,7 @@
 import { Injectable } from '@nestjs/common';
 import type { ActingContext } from '../common/request-context';
 import { KeyResolver, KeySource } from '../keys/key-resolver';
-import { UpstreamClient } from './upstream-client';
+import { UpstreamClient } from '../upstream/upstream-client';
 
 @Injectable()
 export class ModelsService {

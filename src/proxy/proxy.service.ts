@@ -11,14 +11,14 @@ import { KeyResolver, ResolvedKey } from '../keys/key-resolver';
 import { PersonasService } from '../personas/personas.service';
 import { Captured, captureJson, ProxyEndpoint, StreamCapture, TokenUsage } from './exchange-capture';
 import { ExchangeRecorder, ExchangeStatus } from './exchange-recorder.service';
-import { ExchangesService } from './exchanges.service';
-import { PricingService } from './pricing.service';
+import { ExchangesService } from '../exchanges/exchanges.service';
+import { PricingService } from '../pricing/pricing.service';
 import { lacksStreamUsage, ProxyBodyFields, readProxyBody, readSessionHeader, withoutPersona, withPersona } from './proxy-body';
 import { SseFramer, SseParser } from './sse-parser';
-import { UpstreamClient, UpstreamResponse } from './upstream-client';
+import { UpstreamClient, UpstreamResponse } from '../upstream/upstream-client';
 import { Admission, LimitsService } from '../limits/limits.service';
 import { MetricsService } from '../metrics/metrics.service';
-import { KeyScrubber, scrubUpstreamText, upstreamErrorAnswer, upstreamFailure } from './upstream-errors';
+import { KeyScrubber, scrubUpstreamText, upstreamErrorAnswer, upstreamFailure } from '../upstream/upstream-errors';
 import { estimateUsage } from './usage-estimate';
 
 const RETRYABLE_STATUS = new Set([429, 500, 502, 503, 504]);

@@ -1,10 +1,12 @@
 import { Module } from '@nestjs/common';
-import { ProxyModule } from '../proxy/proxy.module';
+import { TypeOrmModule } from '@nestjs/typeorm';
+import { ExchangesModule } from '../exchanges/exchanges.module';
+import { RatingEntity } from './rating.entity';
 import { RatingsController } from './ratings.controller';
 import { RatingsService } from './ratings.service';
 
 @Module({
-  imports: [ProxyModule],
+  imports: [TypeOrmModule.forFeature([RatingEntity]), ExchangesModule],
   controllers: [RatingsController],
   providers: [RatingsService],
   exports: [RatingsService],

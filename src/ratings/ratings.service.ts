@@ -1,18 +1,12 @@
 import { Injectable } from '@nestjs/common';
 import { DataSource } from 'typeorm';
-import { ExchangeRecorder } from '../proxy/exchange-recorder.service';
 import { AppException } from '../common/app-exception';
 import { ActingContext } from '../common/request-context';
+import { ExchangesRepository, RatedExchangeRow } from '../exchanges/exchanges.repository';
 import { RateExchangeDto, RatingView } from './ratings.dto';
 
 /** How a rating route names its exchange: by our `req_` id or by the upstream response id. */
 export type ExchangeRef = { requestId: string } | { responseId: string };
-
-interface ExchangeRow {
-  id: string;
-  response_id: string | null;
-  persona_id: string | null;
-}
 
 interface RatingRow {
   rating: number;
@@ -20,7 +14,7 @@ interface RatingRow {
   rated_at: Date;
 }
 
-function toView(exchange: ExchangeRow, acting: ActingContext, r: RatingRow): RatingView {
+function toView(exchange: RatedExchangeRow, acting: ActingContext, r: RatingRow): RatingView {
   return {
     request_id: exchange.id,
     response_id: exchange.response_id,
@@ -35,7 +29,7 @@ function toView(exchange: ExchangeRow, acting: ActingContext, r: RatingRow): Rat
 export class RatingsService {
   constructor(
     private readonly dataSource: DataSource,
-    private readonly recorder: ExchangeRecorder,
+    private readonly exchanges: ExchangesRepository,
   ) {}
 
   /** One rating per exchange per user: a second one replaces the first (`created` tells which happened). */
@@ -65,23 +59,15 @@ export class RatingsService {
   }
 
   /** Only within the acting organization: another organization's exchange is an unknown one. */
-  private async findExchange(orgId: string, ref: ExchangeRef): Promise<ExchangeRow> {
-    await this.recorder.caughtUp();
-    const rows: ExchangeRow[] =
+  private async findExchange(orgId: string, ref: ExchangeRef): Promise<RatedExchangeRow> {
+    // a response id can be stored twice (e.g. an upstream that reuses ids); the newest exchange is the one rated
+    const row =
       'requestId' in ref
-        ? await this.dataSource.query(
-            'SELECT id, response_id, persona_id FROM exchanges WHERE id = $1 AND organization_id = $2',
-            [ref.requestId, orgId],
-          )
-        : // a response id can be stored twice (e.g. an upstream that reuses ids); the newest exchange is the one rated
-          await this.dataSource.query(
-            `SELECT id, response_id, persona_id FROM exchanges
-             WHERE organization_id = $1 AND response_id = $2 ORDER BY created_at DESC, id DESC LIMIT 1`,
-            [orgId, ref.responseId],
-          );
-    if (!rows.length) {
+        ? await this.exchanges.findRatedById(orgId, ref.requestId)
+        : await this.exchanges.findRatedByResponseId(orgId, ref.responseId);
+    if (!row) {
       throw 'requestId' in ref ? AppException.notFound('request', ref.requestId) : AppException.notFound('response', ref.responseId);
     }
-    return rows[0];
+    return row;
   }
 }

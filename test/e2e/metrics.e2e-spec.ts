@@ -165,7 +165,7 @@ describe('GET /metrics', () => {
       state: /^(closed|open|half_open|total|idle|waiting)$/,
       le: /^([0-9.e+-]+|\+Inf)$/,
     };
-    const known = new Set(['none', 'other', ...Object.keys((await import('../../src/proxy/prices.json')).default)]);
+    const known = new Set(['none', 'other', ...Object.keys((await import('../../src/pricing/prices.json')).default)]);
     for (const s of samples.filter((x) => x.name.startsWith('openai_proxy_'))) {
       for (const [label, v] of Object.entries(s.labels)) {
         expect(allowed[label], `label ${label} of ${s.name}`).toBeDefined();

@@ -2,7 +2,7 @@ import { Option, SubCommand } from 'nest-commander';
 import { LimitOptionValues, parseLimitOptions } from '../../limits/limit-options';
 import type { LimitUsage, LimitValues } from '../../limits/limits.service';
 import { LimitsService } from '../../limits/limits.service';
-import { PricingService } from '../../proxy/pricing.service';
+import { PricingService } from '../../pricing/pricing.service';
 import { AdminCommand, JsonOption, record } from '../admin-command';
 
 interface LimitsOptions extends JsonOption, LimitOptionValues {}

@@ -93,14 +93,22 @@ export class PricingService {
 
   /** The price of a model or of one of its dated snapshots (`gpt-4o-mini-2024-07-18` → `gpt-4o-mini`); null if unknown. */
   priceOf(model: string | null | undefined): ModelPrice | null {
+    const entry = this.tableEntryOf(model);
+    return entry === null ? null : this.table.get(entry)!;
+  }
+
+  /**
+   * The price-table entry a model is priced by, in lower case: its own name, or its family's for a dated snapshot
+   * priced with its family; null if unknown.
+   */
+  tableEntryOf(model: string | null | undefined): string | null {
     if (!model) return null;
     const name = model.toLowerCase();
-    const exact = this.table.get(name);
-    if (exact) return exact;
+    if (this.table.has(name)) return name;
     for (const re of [SNAPSHOT_DATE, SNAPSHOT_MMDD]) {
       if (re.test(name)) {
-        const family = this.table.get(name.replace(re, ''));
-        if (family) return family;
+        const family = name.replace(re, '');
+        if (this.table.has(family)) return family;
       }
     }
     return null;

@@ -4,9 +4,10 @@ import { ApiProtected, apiError } from '../common/api-docs';
 import { ListPage, PageQueryDto } from '../common/pagination';
 import { Acting, ActingContext } from '../common/request-context';
 import { ListExchangesQueryDto } from './exchanges.dto';
-import { ExchangesService, ExchangeView, LIST_BODY_MAX_BYTES } from './exchanges.service';
+import { LIST_BODY_MAX_BYTES } from './exchanges.repository';
+import { ExchangesService, ExchangeView } from './exchanges.service';
 import { ExchangeList, ExchangeResponse } from './exchanges.responses';
-import { OpenAIResponseObject } from './proxy.responses';
+import { OpenAIResponseObject } from '../proxy/proxy.responses';
 
 const EXCHANGE_EXAMPLE = {
   id: 'req_Xw3v0mQ2bq9Hn1sYtZcA4eLk',

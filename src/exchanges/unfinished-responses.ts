@@ -1,6 +1,6 @@
 import { Injectable } from '@nestjs/common';
 import { KeyResolver } from '../keys/key-resolver';
-import { UpstreamClient } from './upstream-client';
+import { UpstreamClient } from '../upstream/upstream-client';
 
 /** Record statuses of a response the upstream has not finished (`background: true`): its stored object is not final. */
 export const UNFINISHED_STATUSES: ReadonlySet<string> = new Set(['queued']);

@@ -3,16 +3,16 @@ import { Reflector } from '@nestjs/core';
 import { DocumentBuilder, SwaggerModule } from '@nestjs/swagger';
 import type { NextFunction, Request, Response } from 'express';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
-import { AppConfig } from '../config/app-config';
-import { ProxyDispatch } from '../proxy/proxy-dispatch';
-import { BEARER, USER_HEADER } from './api-docs';
-import { answerClientErrors } from './client-errors';
-import { AppExceptionFilter } from './http-exception.filter';
-import { JsonLogger } from './logger';
-import { RequestBodyInterceptor } from './request-body.interceptor';
-import type { ProxyRequest } from './request-context';
-import { startRequest, unreadBodyDiscardBound } from './request-start';
-import { createValidationPipe } from './validation';
+import { AppConfig } from './config/app-config';
+import { ProxyDispatch } from './proxy/proxy-dispatch';
+import { BEARER, USER_HEADER } from './common/api-docs';
+import { answerClientErrors } from './common/client-errors';
+import { AppExceptionFilter } from './common/http-exception.filter';
+import { JsonLogger } from './common/logger';
+import { RequestBodyInterceptor } from './common/request-body.interceptor';
+import type { ProxyRequest } from './common/request-context';
+import { startRequest, unreadBodyDiscardBound } from './common/request-start';
+import { createValidationPipe } from './common/validation';
 
 /** Everything about the HTTP app that production and the tests share. */
 export function configureApp(app: INestApplication, config: AppConfig, logger: JsonLogger): void {

@@ -1,6 +1,7 @@
 import { ApiProperty, ApiPropertyOptional } from '@nestjs/swagger';
 import { ApiObject, ListOf } from '../common/api-docs';
-import { BODY_FIELDS, type BodyField, type ExchangeView } from './exchanges.service';
+import { BODY_FIELDS, type BodyField } from './exchanges.repository';
+import type { ExchangeView } from './exchanges.service';
 
 const nullable = (type: 'string' | 'integer' | 'number', description?: string, example?: unknown) => ({ type, nullable: true, description, example });
 const json = (description: string) => ({ type: 'object' as const, additionalProperties: true, nullable: true, description });

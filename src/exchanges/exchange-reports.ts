@@ -1,0 +1,84 @@
+/** Half-open reporting period [from, to). */
+export interface ReportPeriod {
+  from: Date;
+  to: Date;
+}
+
+/** Requests, errors, tokens and cost of one (persona version, UTC day) slice of the period. */
+export interface PersonaSliceRow {
+  version: number | null;
+  day: string;
+  requests: number;
+  errors: number;
+  input_tokens: number;
+  output_tokens: number;
+  total_tokens: number;
+  cost: number;
+}
+
+export interface PersonaPeopleRow {
+  users: number;
+  sessions: number;
+}
+
+export interface PersonaLatencyRow {
+  avg: number | null;
+  /** [p50, p95], or null without any latency */
+  pct: (number | null)[] | null;
+}
+
+/** Ratings with one value given to exchanges of one (persona version, UTC day) slice. */
+export interface RatingSliceRow {
+  version: number | null;
+  day: string;
+  rating: number;
+  count: number;
+}
+
+export interface AnalysisCountRow {
+  analysis_type: string;
+  primary_category: string;
+  count: number;
+}
+
+export interface UsageRow {
+  key: string | null;
+  source: 'proxy' | 'analysis';
+  requests: number;
+  input_tokens: number;
+  output_tokens: number;
+  total_tokens: number;
+  cost: number;
+  errors: number;
+}
+
+/** Recorded cost in USD since the start of the day and of the month. */
+export interface SpendSince {
+  day: number;
+  month: number;
+}
+
+// The report queries are aggregates only, the database does the counting (no exchange row is loaded into the
+// process). Money and token sums come back as float8 so the driver returns numbers.
+
+const UTC_DAY = (column: string) => `to_char(${column} AT TIME ZONE 'UTC', 'YYYY-MM-DD')`;
+/** the UTC date of an exchange as a date (cheaper to group by than text; formatted after grouping) */
+export const UTC_DATE = `(e.created_at AT TIME ZONE 'UTC')::date`;
+
+/** An exchange that did not complete and is not still running counts as an error. */
+export const IS_ERROR = `status NOT IN ('completed', 'pending')`;
+
+/**
+ * The persona's exchanges in the period. $1 persona, $2 organization, $3/$4 the period. Served by the covering
+ * index ix_exchanges_persona_analytics (migration AddAnalyticsIndexes) as an index-only scan.
+ */
+export const PERSONA_EXCHANGES = `e.persona_id = $1 AND e.organization_id = $2 AND e.created_at >= $3::timestamptz AND e.created_at < $4::timestamptz`;
+
+/** Group keys of the usage report, per source; only these fixed expressions are ever put into the SQL. */
+export const USAGE_KEYS = {
+  user: { proxy: 'e.external_user_id', analysis: 'u.external_id' },
+  model: { proxy: 'e.model', analysis: 'a.model' },
+  persona: { proxy: 'e.persona_id::text', analysis: 'a.persona_id::text' },
+  day: { proxy: UTC_DAY('e.created_at'), analysis: UTC_DAY('a.created_at') },
+} as const satisfies Record<string, { proxy: string; analysis: string }>;
+export type UsageGroup = keyof typeof USAGE_KEYS;

@@ -1,0 +1,343 @@
+import { Injectable } from '@nestjs/common';
+import { InjectRepository } from '@nestjs/typeorm';
+import { Repository, SelectQueryBuilder } from 'typeorm';
+import { ExchangeEntity } from '../proxy/exchange.entity';
+import { ExchangeRecorder } from '../proxy/exchange-recorder.service';
+import {
+  AnalysisCountRow,
+  IS_ERROR,
+  PERSONA_EXCHANGES,
+  PersonaLatencyRow,
+  PersonaPeopleRow,
+  PersonaSliceRow,
+  RatingSliceRow,
+  ReportPeriod,
+  SpendSince,
+  UTC_DATE,
+  UsageGroup,
+  USAGE_KEYS,
+  UsageRow,
+} from './exchange-reports';
+
+/** The fields of an exchange that hold what was sent and answered, and can be as large as the body limit. */
+export const BODY_FIELDS = ['request_body', 'response_body', 'output_text', 'error'] as const;
+export type BodyField = (typeof BODY_FIELDS)[number];
+
+/**
+ * A list page carries a body field only up to this size (in bytes, as stored and as JSON text), so a page of 100
+ * exchanges is at most 100 × 4 × 32 KiB whatever the stored bodies weigh; larger ones are omitted and flagged.
+ */
+export const LIST_BODY_MAX_BYTES = 32 * 1024;
+
+/**
+ * The SQL of a body column as a list shows it: the value when small enough, else NULL. The stored size is checked
+ * first: it costs nothing (a large value is not read), and a value stored larger than the bound is larger as text
+ * too unless it is mostly numbers; only what passes it is rendered as text to be measured exactly.
+ */
+const listed = (column: string, asText: string) =>
+  `CASE WHEN pg_column_size(${column}) > ${LIST_BODY_MAX_BYTES} THEN NULL ` +
+  `WHEN octet_length(${asText}) > ${LIST_BODY_MAX_BYTES} THEN NULL ELSE ${column} END`;
+const BODY_COLUMNS: Record<BodyField, string> = {
+  request_body: listed('e.request_body', 'e.request_body::text'),
+  response_body: listed('e.response_body', 'e.response_body::text'),
+  output_text: listed('e.output_text', 'e.output_text'),
+  error: listed('e.error', 'e.error::text'),
+};
+const ENTITY_FIELD: Record<BodyField, keyof ExchangeEntity> = {
+  request_body: 'requestBody',
+  response_body: 'responseBody',
+  output_text: 'outputText',
+  error: 'error',
+};
+
+/** An exchange of a list page: its body fields larger than LIST_BODY_MAX_BYTES are null and named in `omitted`. */
+export interface ListedExchange {
+  exchange: ExchangeEntity;
+  omitted: BodyField[];
+}
+
+/** What a list of the organization's exchanges is filtered by. */
+export interface ExchangeFilter {
+  sessionId?: string;
+  externalUserId?: string;
+  personaId?: string;
+  model?: string;
+  from?: Date;
+  to?: Date;
+}
+
+/** What a rating names: the exchange, its upstream response id and the persona it ran under. */
+export interface RatedExchangeRow {
+  id: string;
+  response_id: string | null;
+  persona_id: string | null;
+}
+
+/**
+ * Every read of the `exchanges` table. Rows are written by the ExchangeRecorder, some of them after the answer has
+ * left; each read here waits for those (`caughtUp()`) first, so a client reading right after its answer finds
+ * its exchange, whoever reads it. Reads are always within one organization.
+ */
+@Injectable()
+export class ExchangesRepository {
+  constructor(
+    @InjectRepository(ExchangeEntity) private readonly exchanges: Repository<ExchangeEntity>,
+    private readonly recorder: ExchangeRecorder,
+  ) {}
+
+  /**
+   * The session of the newest exchange that produced this response. On the proxy's path, so it does not wait for
+   * late completions: the session is known from the row's start, written before the answer.
+   */
+  async findSessionOfResponse(orgId: string, responseId: string): Promise<string | null> {
+    const row = await this.exchanges.findOne({
+      select: { sessionId: true },
+      where: { organizationId: orgId, responseId },
+      order: { createdAt: 'DESC' },
+    });
+    return row?.sessionId ?? null;
+  }
+
+  /** The newest exchange that stored a response object with this id: its body, status and user. */
+  async findStoredResponse(orgId: string, responseId: string): Promise<Pick<ExchangeEntity, 'id' | 'responseBody' | 'status' | 'userId'> | null> {
+    await this.recorder.caughtUp();
+    return this.exchanges
+      .createQueryBuilder('e')
+      .select(['e.id', 'e.responseBody', 'e.status', 'e.userId'])
+      .where('e.organization_id = :orgId AND e.response_id = :responseId AND e.response_body IS NOT NULL', { orgId, responseId })
+      .orderBy('e.created_at', 'DESC')
+      .limit(1)
+      .getOne();
+  }
+
+  async findById(orgId: string, id: string): Promise<ExchangeEntity | null> {
+    await this.recorder.caughtUp();
+    return this.exchanges.findOneBy({ organizationId: orgId, id });
+  }
+
+  /** A response id can be stored twice (e.g. an upstream that reuses ids): the newest exchange with it. */
+  async findNewestByResponseId(orgId: string, responseId: string): Promise<ExchangeEntity | null> {
+    await this.recorder.caughtUp();
+    return this.exchanges.findOne({ where: { responseId, organizationId: orgId }, order: { createdAt: 'DESC' } });
+  }
+
+  /** The exchange a rating names by its id, without its bodies. */
+  async findRatedById(orgId: string, id: string): Promise<RatedExchangeRow | null> {
+    await this.recorder.caughtUp();
+    const rows: RatedExchangeRow[] = await this.exchanges.query(
+      'SELECT id, response_id, persona_id FROM exchanges WHERE id = $1 AND organization_id = $2',
+      [id, orgId],
+    );
+    return rows[0] ?? null;
+  }
+
+  /** The exchange a rating names by its response id (the newest one with it), without its bodies. */
+  async findRatedByResponseId(orgId: string, responseId: string): Promise<RatedExchangeRow | null> {
+    await this.recorder.caughtUp();
+    const rows: RatedExchangeRow[] = await this.exchanges.query(
+      `SELECT id, response_id, persona_id FROM exchanges
+       WHERE organization_id = $1 AND response_id = $2 ORDER BY created_at DESC, id DESC LIMIT 1`,
+      [orgId, responseId],
+    );
+    return rows[0] ?? null;
+  }
+
+  /** The organization's exchanges, newest first: up to `limit + 1` rows after the `after` cursor. */
+  async listPage(orgId: string, filter: ExchangeFilter, limit: number, after: string | undefined): Promise<ListedExchange[]> {
+    await this.recorder.caughtUp();
+    const qb = this.exchanges.createQueryBuilder('e').where('e.organization_id = :orgId', { orgId });
+    if (filter.sessionId) qb.andWhere('e.session_id = :sessionId', { sessionId: filter.sessionId });
+    if (filter.externalUserId) qb.andWhere('e.external_user_id = :userId', { userId: filter.externalUserId });
+    if (filter.personaId) qb.andWhere('e.persona_id = :personaId', { personaId: filter.personaId });
+    if (filter.model) qb.andWhere('e.model = :model', { model: filter.model });
+    if (filter.from) qb.andWhere('e.created_at >= :from', { from: filter.from });
+    if (filter.to) qb.andWhere('e.created_at < :to', { to: filter.to });
+    return this.page(qb, orgId, limit, after, 'DESC');
+  }
+
+  /** A session's exchanges, oldest first: up to `limit + 1` rows after the `after` cursor. */
+  async sessionPage(orgId: string, sessionId: string, limit: number, after: string | undefined): Promise<ListedExchange[]> {
+    await this.recorder.caughtUp();
+    const qb = this.exchanges
+      .createQueryBuilder('e')
+      .where('e.organization_id = :orgId AND e.session_id = :sessionId', { orgId, sessionId });
+    return this.page(qb, orgId, limit, after, 'ASC');
+  }
+
+  async sessionExists(orgId: string, sessionId: string): Promise<boolean> {
+    await this.recorder.caughtUp();
+    return this.exchanges.existsBy({ organizationId: orgId, sessionId });
+  }
+
+  /** Requests, errors, tokens and cost of the persona's exchanges per (version, UTC day) slice of the period. */
+  async personaSlices(orgId: string, personaId: string, period: ReportPeriod): Promise<PersonaSliceRow[]> {
+    await this.recorder.caughtUp();
+    return this.exchanges.query(
+      `SELECT version, to_char(day, 'YYYY-MM-DD') AS day, requests, errors, input_tokens, output_tokens, total_tokens, cost
+         FROM (SELECT e.persona_version AS version, ${UTC_DATE} AS day,
+                      count(*)::int AS requests,
+                      (count(*) FILTER (WHERE e.${IS_ERROR}))::int AS errors,
+                      coalesce(sum(e.input_tokens), 0)::float8 AS input_tokens,
+                      coalesce(sum(e.output_tokens), 0)::float8 AS output_tokens,
+                      coalesce(sum(e.total_tokens), 0)::float8 AS total_tokens,
+                      coalesce(sum(e.cost), 0)::float8 AS cost
+                 FROM exchanges e
+                WHERE ${PERSONA_EXCHANGES}
+                GROUP BY 1, 2) slices`,
+      [personaId, orgId, period.from.toISOString(), period.to.toISOString()],
+    );
+  }
+
+  /** Distinct users and sessions of the persona's exchanges, hashed in one pass (count(DISTINCT …) would sort both columns). */
+  async personaPeople(orgId: string, personaId: string, period: ReportPeriod): Promise<PersonaPeopleRow> {
+    await this.recorder.caughtUp();
+    const rows: PersonaPeopleRow[] = await this.exchanges.query(
+      `SELECT (count(*) FILTER (WHERE per_user))::int AS users, (count(*) FILTER (WHERE NOT per_user))::int AS sessions
+         FROM (SELECT GROUPING(e.user_id) = 0 AS per_user
+                 FROM exchanges e
+                WHERE ${PERSONA_EXCHANGES}
+                GROUP BY GROUPING SETS ((e.user_id), (e.session_id))) distinct_values`,
+      [personaId, orgId, period.from.toISOString(), period.to.toISOString()],
+    );
+    return rows[0];
+  }
+
+  /** Average and percentiles of latency_ms; percentile_cont interpolates linearly (numpy's default), nulls are skipped. */
+  async personaLatency(orgId: string, personaId: string, period: ReportPeriod): Promise<PersonaLatencyRow> {
+    await this.recorder.caughtUp();
+    const rows: PersonaLatencyRow[] = await this.exchanges.query(
+      `SELECT avg(e.latency_ms)::float8 AS avg,
+              percentile_cont(ARRAY[0.5, 0.95]::float8[]) WITHIN GROUP (ORDER BY e.latency_ms) AS pct
+         FROM exchanges e
+        WHERE ${PERSONA_EXCHANGES}`,
+      [personaId, orgId, period.from.toISOString(), period.to.toISOString()],
+    );
+    return rows[0];
+  }
+
+  /**
+   * Ratings of the persona's exchanges made in the period (a rating belongs to the period of the exchange it
+   * rates, not to the moment it was given), counted per (version, day of the exchange, value).
+   */
+  async personaRatings(orgId: string, personaId: string, period: ReportPeriod): Promise<RatingSliceRow[]> {
+    await this.recorder.caughtUp();
+    return this.exchanges.query(
+      `SELECT version, to_char(day, 'YYYY-MM-DD') AS day, rating, count
+         FROM (SELECT e.persona_version AS version, ${UTC_DATE} AS day, r.rating::int AS rating, count(*)::int AS count
+                 FROM ratings r
+                 JOIN exchanges e ON e.id = r.exchange_id
+                WHERE ${PERSONA_EXCHANGES} AND r.organization_id = $2
+                GROUP BY 1, 2, 3) rated`,
+      [personaId, orgId, period.from.toISOString(), period.to.toISOString()],
+    );
+  }
+
+  /**
+   * Primary categories per analysis type over the persona's exchanges in the period. An exchange analysed several
+   * times with one type (force_refresh, a changed config) counts once, with its newest result.
+   */
+  async personaAnalysis(orgId: string, personaId: string, period: ReportPeriod): Promise<AnalysisCountRow[]> {
+    await this.recorder.caughtUp();
+    return this.exchanges.query(
+      `SELECT latest.analysis_type, latest.primary_category, count(*)::int AS count
+         FROM (SELECT DISTINCT ON (a.exchange_id, a.analysis_type) a.analysis_type, a.primary_category
+                 FROM analysis_results a
+                 JOIN exchanges e ON e.id = a.exchange_id
+                WHERE ${PERSONA_EXCHANGES} AND a.organization_id = $2 AND a.status = 'completed'
+                ORDER BY a.exchange_id, a.analysis_type, a.created_at DESC, a.id DESC) latest
+        GROUP BY latest.analysis_type, latest.primary_category
+        ORDER BY latest.analysis_type, latest.primary_category`,
+      [personaId, orgId, period.from.toISOString(), period.to.toISOString()],
+    );
+  }
+
+  /** Proxied traffic (exchanges) and analysis calls (stored analysis results) of the organization, per group key. */
+  async usageByGroup(orgId: string, period: ReportPeriod, group: UsageGroup): Promise<UsageRow[]> {
+    await this.recorder.caughtUp();
+    const key = USAGE_KEYS[group];
+    const userJoin = group === 'user' ? 'LEFT JOIN users u ON u.id = a.user_id' : '';
+    return this.exchanges.query(
+      `SELECT * FROM (
+         SELECT ${key.proxy} AS key, 'proxy' AS source, count(*)::int AS requests,
+                coalesce(sum(e.input_tokens), 0)::float8 AS input_tokens,
+                coalesce(sum(e.output_tokens), 0)::float8 AS output_tokens,
+                coalesce(sum(e.total_tokens), 0)::float8 AS total_tokens,
+                coalesce(sum(e.cost), 0)::float8 AS cost,
+                (count(*) FILTER (WHERE e.${IS_ERROR}))::int AS errors
+           FROM exchanges e
+          WHERE e.organization_id = $1 AND e.created_at >= $2::timestamptz AND e.created_at < $3::timestamptz
+          GROUP BY 1
+         UNION ALL
+         SELECT ${key.analysis} AS key, 'analysis' AS source, count(*)::int AS requests,
+                coalesce(sum(a.input_tokens), 0)::float8 AS input_tokens,
+                coalesce(sum(a.output_tokens), 0)::float8 AS output_tokens,
+                coalesce(sum(a.total_tokens), 0)::float8 AS total_tokens,
+                coalesce(sum(a.cost), 0)::float8 AS cost,
+                (count(*) FILTER (WHERE a.status = 'failed'))::int AS errors
+           FROM analysis_results a ${userJoin}
+          WHERE a.organization_id = $1 AND a.created_at >= $2::timestamptz AND a.created_at < $3::timestamptz
+          GROUP BY 1
+       ) usage
+       ORDER BY key COLLATE "C" ASC NULLS LAST, source DESC`,
+      [orgId, period.from.toISOString(), period.to.toISOString()],
+    );
+  }
+
+  /**
+   * The recorded cost of the organization's (or one of its users') proxied and analysis calls since the start of
+   * the month, and the part of it since the start of the day.
+   */
+  async recordedSpend(orgId: string, userId: string | null, since: { month: Date; day: Date }): Promise<SpendSince> {
+    await this.recorder.caughtUp();
+    const rows: { day: number | null; month: number | null }[] = await this.exchanges.query(
+      `SELECT sum(cost) FILTER (WHERE created_at >= $3) AS day, sum(cost) AS month FROM (
+         SELECT cost, created_at FROM exchanges
+          WHERE organization_id = $1 AND ($4::uuid IS NULL OR user_id = $4) AND created_at >= $2 AND cost IS NOT NULL
+         UNION ALL
+         SELECT cost, created_at FROM analysis_results
+          WHERE organization_id = $1 AND ($4::uuid IS NULL OR user_id = $4) AND created_at >= $2 AND cost IS NOT NULL
+       ) spent`,
+      [orgId, since.month.toISOString(), since.day.toISOString(), userId],
+    );
+    return { day: Number(rows[0]?.day ?? 0), month: Number(rows[0]?.month ?? 0) };
+  }
+
+  private async page(
+    qb: SelectQueryBuilder<ExchangeEntity>,
+    orgId: string,
+    limit: number,
+    after: string | undefined,
+    dir: 'ASC' | 'DESC',
+  ): Promise<ListedExchange[]> {
+    if (after) {
+      // keyset cursor; an unknown cursor gives an empty page
+      qb.andWhere(
+        `(e.created_at, e.id) ${dir === 'DESC' ? '<' : '>'} (SELECT c.created_at, c.id FROM exchanges c WHERE c.id = :after AND c.organization_id = :cursorOrg)`,
+        { after, cursorOrg: orgId },
+      );
+    }
+    // the body columns come from the database only when small enough: a large one never reaches this process
+    const columns = this.exchanges.metadata.columns
+      .filter((c) => !(Object.values(ENTITY_FIELD) as string[]).includes(c.propertyName))
+      .map((c) => `e.${c.propertyName}`);
+    qb.select(columns);
+    for (const field of BODY_FIELDS) {
+      qb.addSelect(BODY_COLUMNS[field], `listed_${field}`);
+      qb.addSelect(`e.${field} IS NOT NULL`, `stored_${field}`);
+    }
+    const { entities, raw } = await qb
+      .orderBy('e.created_at', dir)
+      .addOrderBy('e.id', dir)
+      .limit(limit + 1)
+      .getRawAndEntities<Record<string, unknown>>();
+    return entities.map((row, i) => {
+      const omitted: BodyField[] = [];
+      for (const field of BODY_FIELDS) {
+        const value = raw[i][`listed_${field}`] ?? null;
+        (row as unknown as Record<string, unknown>)[ENTITY_FIELD[field]] = value;
+        if (value === null && raw[i][`stored_${field}`] === true) omitted.push(field);
+      }
+      return { exchange: row, omitted };
+    });
+  }
+}
