@@ -1,4 +1,6 @@
 import 'reflect-metadata';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { CommandFactory } from 'nest-commander';
 import { AdminCliModule, CLI_NAME } from './admin-cli.module';
 import { AppException, isDatabaseUnavailable } from '../common/app-exception';
@@ -10,6 +12,11 @@ import { migrate } from '../server';
 function fail(message: string): void {
   process.stderr.write(`${CLI_NAME}: ${message}\n`);
   process.exitCode = 1;
+}
+
+/** The version in package.json (next to dist/ in a checkout and in the image). */
+function packageVersion(): string {
+  return (JSON.parse(readFileSync(join(__dirname, '../../../package.json'), 'utf8')) as { version: string }).version;
 }
 
 function databaseLocation(config: AppConfig): string {
@@ -56,6 +63,7 @@ async function main(): Promise<void> {
     const applied = await migrate(db);
     await CommandFactory.run(AdminCliModule.forRoot(config, db, new JsonLogger('silent'), applied), {
       cliName: CLI_NAME,
+      version: packageVersion(),
       logger: false,
       abortOnError: false,
       errorHandler: (err) => {

@@ -1,5 +1,6 @@
 import { AnalysisConfigEntity } from '../analysis/analysis-config.entity';
 import { AnalysisResultEntity } from '../analysis/analysis-result.entity';
+import { IssuedTokenEntity } from '../auth/issued-token.entity';
 import { OrganizationEntity } from '../auth/organization.entity';
 import { RevokedTokenEntity } from '../auth/revoked-token.entity';
 import { UserEntity } from '../auth/user.entity';
@@ -16,6 +17,7 @@ export const ENTITIES = [
   OrganizationEntity,
   UserEntity,
   RevokedTokenEntity,
+  IssuedTokenEntity,
   ApiKeyEntity,
   CacheInvalidationEntity,
   ExchangeEntity,
