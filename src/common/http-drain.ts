@@ -1,11 +1,9 @@
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
-import { Server as NetServer } from 'node:net';
+import { Server as NetServer, Socket } from 'node:net';
 
 export interface DrainOutcome {
-  /** connections still open at the bound, closed by force (their calls are cut) */
+  /** connections still open at the bound, closed by force (the calls on them are cut) */
   forced: number;
-  /** calls answered while draining (in flight at the signal, or arriving on a kept-alive connection) */
-  answered: number;
 }
 
 /**
@@ -15,45 +13,39 @@ export interface DrainOutcome {
  */
 export const IDLE_GRACE_MS = 1000;
 
+/** How often, after the grace, connections that have turned idle (an answer in flight has ended) are closed. */
+const IDLE_SWEEP_MS = 100;
+
 /**
  * A bounded shutdown of the HTTP server. `server.close()` alone stops accepting connections but lets a
  * keep-alive client go on sending requests on its open connection for as long as it likes, so a busy client
- * keeps an old process serving. Here, once draining: every answer says `Connection: close`, idle connections
- * close after IDLE_GRACE_MS (and as soon as they turn idle after that), and whatever is still open at the
- * bound is cut.
+ * keeps an old process serving. Here, once draining: every answer not yet begun says `Connection: close`,
+ * idle connections close after IDLE_GRACE_MS (and as soon as they turn idle after that), and whatever is
+ * still open at the bound is cut. Outside a drain it costs one boolean test per request.
  */
 export class HttpDrain {
   private draining = false;
-  private closingIdle = false;
-  private readonly inFlight = new Set<ServerResponse>();
-  private answered = 0;
+  private readonly sockets = new Set<Socket>();
 
   constructor(private readonly server: Server) {
+    server.on('connection', (socket: Socket) => {
+      this.sockets.add(socket);
+      socket.once('close', () => this.sockets.delete(socket));
+    });
     // ahead of every other request listener, so that no handler writes its headers before the mark
     server.prependListener('request', (_req: IncomingMessage, res: ServerResponse) => {
-      this.inFlight.add(res);
       if (this.draining) res.setHeader('Connection', 'close');
-      res.once('close', () => {
-        this.inFlight.delete(res);
-        if (this.draining) {
-          this.answered++;
-          // an answer whose headers left before the drain began kept its connection open: close it once idle
-          if (this.closingIdle) setImmediate(() => this.server.closeIdleConnections());
-        }
-      });
     });
-  }
-
-  get isDraining(): boolean {
-    return this.draining;
   }
 
   /** Stops accepting, lets calls in flight finish for at most `timeoutMs`, then cuts what is left. */
   async drain(timeoutMs: number): Promise<DrainOutcome> {
     if (this.draining) throw new Error('the HTTP server is already draining');
     this.draining = true;
-    for (const res of this.inFlight) {
-      if (!res.headersSent) res.setHeader('Connection', 'close');
+    for (const socket of this.sockets) {
+      // the answer being prepared on this connection, if any (Node keeps it there until it ends)
+      const res = (socket as Socket & { _httpMessage?: ServerResponse | null })._httpMessage;
+      if (res && !res.headersSent) res.setHeader('Connection', 'close');
     }
     // net.Server's close: stop accepting, called back once every connection has ended. (http.Server's close
     // would also close idle connections at once, the race IDLE_GRACE_MS avoids.)
@@ -61,26 +53,29 @@ export class HttpDrain {
       if (!this.server.listening) return resolve();
       NetServer.prototype.close.call(this.server, () => resolve());
     });
+    let sweep: NodeJS.Timeout | undefined;
     const grace = setTimeout(() => {
-      this.closingIdle = true;
       this.server.closeIdleConnections();
+      // an answer whose headers left before the drain began kept its connection open: close it once idle
+      sweep = setInterval(() => this.server.closeIdleConnections(), IDLE_SWEEP_MS);
     }, Math.min(IDLE_GRACE_MS, timeoutMs));
 
-    let timer: NodeJS.Timeout | undefined;
+    let bound: NodeJS.Timeout | undefined;
     const timedOut = await Promise.race([
       allClosed.then(() => false),
       new Promise<boolean>((resolve) => {
-        timer = setTimeout(() => resolve(true), timeoutMs);
+        bound = setTimeout(() => resolve(true), timeoutMs);
       }),
     ]);
-    clearTimeout(timer);
+    clearTimeout(bound);
     clearTimeout(grace);
+    clearInterval(sweep);
     let forced = 0;
     if (timedOut) {
-      forced = this.inFlight.size;
+      forced = this.sockets.size;
       this.server.closeAllConnections();
       await allClosed;
     }
-    return { forced, answered: this.answered };
+    return { forced };
   }
 }
