@@ -2,6 +2,9 @@ import 'reflect-metadata';
 import { ConfigError, loadConfig } from './config/app-config';
 import { RunningServer, SHUTDOWN_CLEANUP_MS, startServer } from './server';
 
+/** A second signal within this time of the first is the same request to stop, delivered twice. */
+const REPEAT_SIGNAL_MS = 1000;
+
 /** Starts the server and stops it on SIGTERM/SIGINT within SHUTDOWN_TIMEOUT_MS + SHUTDOWN_CLEANUP_MS. */
 export function main(): void {
   run().catch((err: unknown) => {
@@ -24,6 +27,7 @@ async function run(): Promise<void> {
   const bound = config.shutdownTimeoutMs + SHUTDOWN_CLEANUP_MS;
   let server: RunningServer | undefined;
   let signalled: NodeJS.Signals | undefined;
+  let signalledAt = 0;
   const shutdown = (running: RunningServer, signal: NodeJS.Signals) => {
     running.logger.write('info', 'shutting down', { signal, timeout_ms: config.shutdownTimeoutMs });
     // whatever hangs in the app's own shutdown (a pool that does not close), the process is gone by the bound
@@ -42,11 +46,14 @@ async function run(): Promise<void> {
   // listening for signals from the start: one that arrives while the server starts stops it once it is up
   const onSignal = (signal: NodeJS.Signals) => {
     if (signalled) {
-      // a second signal: the operator does not want to wait for the drain
+      // Ctrl-C under `npm start` arrives twice at once (from the terminal and forwarded by npm): only a
+      // signal sent again later means the operator does not want to wait for the drain
+      if (performance.now() - signalledAt < REPEAT_SIGNAL_MS) return;
       process.stderr.write(`openai-proxy: ${signal} again, exiting now\n`);
       process.exit(1);
     }
     signalled = signal;
+    signalledAt = performance.now();
     if (server) shutdown(server, signal);
   };
   process.on('SIGTERM', onSignal);
