@@ -2,6 +2,8 @@ import { Module } from '@nestjs/common';
 import { JwtModule } from '@nestjs/jwt';
 import { TypeOrmModule } from '@nestjs/typeorm';
 import { JwtAuthGuard, UserIdGuard } from './auth.guards';
+import { IssuedTokenEntity } from './issued-token.entity';
+import { IssuedTokensService } from './issued-tokens.service';
 import { OrganizationEntity } from './organization.entity';
 import { RevokedTokenEntity } from './revoked-token.entity';
 import { UserEntity } from './user.entity';
@@ -11,8 +13,8 @@ import { TokensService } from './tokens.service';
 import { UsersService } from './users.service';
 
 @Module({
-  imports: [JwtModule.register({}), TypeOrmModule.forFeature([OrganizationEntity, UserEntity, RevokedTokenEntity])],
-  providers: [OrganizationsService, UsersService, TokensService, RequestAuthenticator, JwtAuthGuard, UserIdGuard],
-  exports: [OrganizationsService, UsersService, TokensService, RequestAuthenticator, JwtAuthGuard, UserIdGuard],
+  imports: [JwtModule.register({}), TypeOrmModule.forFeature([OrganizationEntity, UserEntity, RevokedTokenEntity, IssuedTokenEntity])],
+  providers: [OrganizationsService, UsersService, TokensService, IssuedTokensService, RequestAuthenticator, JwtAuthGuard, UserIdGuard],
+  exports: [OrganizationsService, UsersService, TokensService, IssuedTokensService, RequestAuthenticator, JwtAuthGuard, UserIdGuard],
 })
 export class AuthModule {}
