@@ -3,6 +3,7 @@ import { InjectRepository } from '@nestjs/typeorm';
 import { createHash } from 'node:crypto';
 import { Repository } from 'typeorm';
 import { AppException } from '../common/app-exception';
+import { Cache } from '../common/cache';
 import { isUuid } from '../common/ids';
 import { JsonLogger } from '../common/logger';
 import { ListPage, parsePageQuery, toListPage } from '../common/pagination';
@@ -36,6 +37,8 @@ const CLAIM_LEASE_MS = 30_000;
 const CLAIM_RENEW_MS = 10_000;
 /** how often a process waiting on another's identical analysis looks for its result */
 const CLAIM_POLL_MS = 200;
+/** analyses joined by identical calls; beyond it, a call runs its own (the claims still keep it from paying twice) */
+const MAX_ANALYSES_IN_FLIGHT = 10_000;
 
 interface Usage {
   input: number;
@@ -132,7 +135,7 @@ function usageOf(response: Record<string, any>): Usage {
 @Injectable()
 export class AnalysisService {
   /** analyses running in this process, by organization and cache key: identical concurrent calls share one */
-  private readonly inFlight = new Map<string, Promise<Outcome>>();
+  private readonly inFlight = new Cache<Outcome>({ max: MAX_ANALYSES_IN_FLIGHT });
 
   constructor(
     @InjectRepository(AnalysisResultEntity) private readonly results: Repository<AnalysisResultEntity>,
@@ -164,18 +167,15 @@ export class AnalysisService {
     if (hit) return view({ row: hit, cached: true });
 
     const flightKey = `${acting.orgId}:${target.cacheKey}`;
-    const running = this.inFlight.get(flightKey);
-    if (running) {
-      // someone else here pays for the call; to this caller the answer is a cache hit
-      const o = await running;
-      return view({ row: o.row, cached: true });
-    }
-    const promise = this.analyseOnce(acting, target);
-    this.inFlight.set(flightKey, promise);
+    let mine = false;
+    const running = this.inFlight.get(flightKey, () => ((mine = true), this.analyseOnce(acting, target)));
     try {
-      return view(await promise);
+      const o = await running;
+      // when someone else here pays for the call, to this caller the answer is a cache hit
+      return view(mine ? o : { row: o.row, cached: true });
     } finally {
-      this.inFlight.delete(flightKey);
+      // the stored result answers later calls; this only joins the ones made while it ran
+      if (mine) this.inFlight.delete(flightKey);
     }
   }
 

@@ -2,6 +2,7 @@ import { Injectable } from '@nestjs/common';
 import { InjectRepository } from '@nestjs/typeorm';
 import { Repository } from 'typeorm';
 import { AppException, isUniqueViolation } from '../common/app-exception';
+import { Cache } from '../common/cache';
 import { isUuid } from '../common/ids';
 import { OrganizationEntity } from './organization.entity';
 import { UserEntity } from './user.entity';
@@ -32,8 +33,7 @@ export function externalIdProblem(value: string | undefined): 'missing_user_id' 
 @Injectable()
 export class UsersService {
   /** "orgId\nexternalId" → internal user id; users never change id, so entries need no invalidation */
-  private readonly ids = new Map<string, Promise<string>>();
-  private static readonly MAX_CACHED = 100_000;
+  private readonly ids = new Cache<string>({ max: 100_000 });
 
   constructor(
     @InjectRepository(UserEntity) private readonly users: Repository<UserEntity>,
@@ -65,15 +65,7 @@ export class UsersService {
 
   /** The internal id of the organization's user with this X-User-ID, recorded on first sight. */
   ensure(orgId: string, externalId: string): Promise<string> {
-    const cacheKey = `${orgId}\n${externalId}`;
-    let pending = this.ids.get(cacheKey);
-    if (!pending) {
-      if (this.ids.size >= UsersService.MAX_CACHED) this.ids.clear();
-      pending = this.upsert(orgId, externalId);
-      this.ids.set(cacheKey, pending);
-      pending.catch(() => this.ids.get(cacheKey) === pending && this.ids.delete(cacheKey));
-    }
-    return pending;
+    return this.ids.get(`${orgId}\n${externalId}`, () => this.upsert(orgId, externalId));
   }
 
   private async upsert(orgId: string, externalId: string): Promise<string> {

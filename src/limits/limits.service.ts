@@ -5,6 +5,7 @@ import { toOrganizationView, OrganizationView } from '../auth/organizations.serv
 import { OrganizationEntity } from '../auth/organization.entity';
 import { UserEntity } from '../auth/user.entity';
 import { AppException, isUniqueViolation } from '../common/app-exception';
+import { Cache } from '../common/cache';
 import { isUuid } from '../common/ids';
 import { JsonLogger } from '../common/logger';
 import { AppConfig } from '../config/app-config';
@@ -144,8 +145,8 @@ const usd = (n: number) => `$${n.toFixed(n < 1 ? 4 : 2)}`;
  */
 @Injectable()
 export class LimitsService {
-  /** "o:<org id>" / "u:<user id>" → the definition, null when none is set, or the pending load */
-  private readonly definitions = new Map<string, Definition | null | Promise<Definition | null>>();
+  /** "o:<org id>" / "u:<user id>" → the definition, null when none is set */
+  private readonly definitions = new Cache<Definition | null>({ max: MAX_CACHED_DEFINITIONS });
   /** the clock the windows are computed with (tests move it to cross a window boundary) */
   clock: () => number = Date.now;
 
@@ -173,8 +174,8 @@ export class LimitsService {
    * Throws 429 `rate_limit_exceeded` / `budget_exceeded` with Retry-After; the admission must be settled.
    */
   admit(subjects: LimitSubjects, call?: CallRequest): Promise<Admission> {
-    const org = this.definitions.get(ref('organization', subjects.orgId));
-    const user = this.definitions.get(ref('user', subjects.userId));
+    const org = this.definitions.peek(ref('organization', subjects.orgId));
+    const user = this.definitions.peek(ref('user', subjects.userId));
     if (org === null && user === null) return Promise.resolve(unlimited(subjects));
     return this.admitWithLimits(subjects, call);
   }
@@ -189,7 +190,7 @@ export class LimitsService {
     admission.settled = true;
     const { subjects, reservation } = admission;
     try {
-      if (!reservation && this.definitions.get(ref('organization', subjects.orgId)) === null && this.definitions.get(ref('user', subjects.userId)) === null) {
+      if (!reservation && this.definitions.peek(ref('organization', subjects.orgId)) === null && this.definitions.peek(ref('user', subjects.userId)) === null) {
         return;
       }
       const tokens = usage?.tokens && usage.tokens > 0 && Number.isFinite(usage.tokens) ? usage.tokens : 0;
@@ -308,22 +309,10 @@ export class LimitsService {
 
   private definition(scope: LimitScope, id: string): Definition | null | Promise<Definition | null> {
     const k = ref(scope, id);
-    const cached = this.definitions.get(k);
+    // the plain value when loaded, so the hot path skips a promise
+    const cached = this.definitions.peek(k);
     if (cached !== undefined) return cached;
-    if (this.definitions.size >= MAX_CACHED_DEFINITIONS) this.definitions.clear();
-    const pending = this.loadDefinition(scope, id).then(
-      (def) => {
-        // keep the plain value so later calls skip the promise; unless a change dropped the entry meanwhile
-        if (this.definitions.get(k) === pending) this.definitions.set(k, def);
-        return def;
-      },
-      (err) => {
-        if (this.definitions.get(k) === pending) this.definitions.delete(k);
-        throw err;
-      },
-    );
-    this.definitions.set(k, pending);
-    return pending;
+    return this.definitions.get(k, () => this.loadDefinition(scope, id));
   }
 
   private async loadDefinition(scope: LimitScope, id: string): Promise<Definition | null> {
