@@ -6,7 +6,7 @@ import { AppException } from '../common/app-exception';
 import { Cache } from '../common/cache';
 import { isUuid } from '../common/ids';
 import { JsonLogger } from '../common/logger';
-import { ListPage, parsePageQuery, toListPage } from '../common/pagination';
+import { ListPage, PageQuery, toListPage } from '../common/pagination';
 import type { ActingContext } from '../common/request-context';
 import { KeyResolver, ResolvedKey } from '../keys/key-resolver';
 import { Admission, LimitsService } from '../limits/limits.service';
@@ -27,7 +27,7 @@ import {
   parseAnswer,
   SCHEMA_NAME,
 } from './analysis-schema';
-import { AnalysisMetadata, AnalysisResultView, AnalysisType, CategoryScore, RunAnalysisDto } from './analysis.dto';
+import { AnalysisMetadata, AnalysisResultView, AnalysisType, CategoryScore, ListAnalysisResultsQueryDto, RunAnalysisDto } from './analysis.dto';
 import { conversationOf, isEmptyConversation, renderConversation } from './conversation';
 
 /** one retry after a non-conforming answer, then 502 */
@@ -64,6 +64,8 @@ interface Target {
   transcript: string;
   cacheKey: string;
 }
+
+type ResultFilters = Pick<ListAnalysisResultsQueryDto, 'request_id' | 'response_id' | 'config_id'>;
 
 interface Outcome {
   row: AnalysisResultEntity;
@@ -179,8 +181,7 @@ export class AnalysisService {
     }
   }
 
-  async listResults(orgId: string, query: Record<string, unknown>): Promise<ListPage<AnalysisResultView>> {
-    const { limit, after } = parsePageQuery(query);
+  async listResults(orgId: string, { limit, after }: PageQuery, filters: ResultFilters): Promise<ListPage<AnalysisResultView>> {
     const qb = this.results
       .createQueryBuilder('r')
       .where('r.organization_id = :orgId', { orgId })
@@ -188,16 +189,11 @@ export class AnalysisService {
       .orderBy('r.created_at', 'DESC')
       .addOrderBy('r.id', 'DESC')
       .take(limit + 1);
-    const filter = (name: string) => (query[name] === undefined || query[name] === '' ? undefined : String(query[name]));
-    const requestId = filter('request_id');
-    const responseId = filter('response_id');
-    const configId = filter('config_id');
+    // an empty filter (`?config_id=`) means none, as the query DTO lets it through
+    const { request_id: requestId, response_id: responseId, config_id: configId } = filters;
     if (requestId) qb.andWhere('r.exchange_id = :requestId', { requestId });
     if (responseId) qb.andWhere('r.response_id = :responseId', { responseId });
-    if (configId) {
-      if (!isUuid(configId)) throw AppException.invalid('config_id must be a UUID', 'config_id');
-      qb.andWhere('r.config_id = :configId', { configId });
-    }
+    if (configId) qb.andWhere('r.config_id = :configId', { configId });
     if (after) {
       const cursor = isUuid(after) ? await this.results.findOneBy({ id: after, organizationId: orgId }) : null;
       if (!cursor) throw AppException.invalid(`Unknown cursor '${after}'`, 'after');

@@ -675,6 +675,37 @@ describe('conversation analysis', () => {
     expect((await run({ request_id: ex.id, config_id: randomUUID() })).status).toBe(404);
     expect(org.upstreamCalls()).toHaveLength(0);
   });
+  it('validates the query of the analysis lists like every list, and documents its parameters', async () => {
+    const org = await setupOrg();
+    const cases: Array<[string, string, string]> = [
+      ['/v1/analysis/results?request_id=%00', 'request_id', 'request_id must not contain NUL (\\u0000) characters'],
+      ['/v1/analysis/results?response_id=a&response_id=b', 'response_id', 'response_id must be a string'],
+      ['/v1/analysis/results?config_id=nope', 'config_id', 'config_id must be a UUID'],
+      ['/v1/analysis/results?colour=red', 'colour', "Unknown field 'colour'"],
+      ['/v1/analysis/results?limit=101', 'limit', 'limit must be an integer between 1 and 100'],
+      ['/v1/analysis/configs?limit=x', 'limit', 'limit must be an integer between 1 and 100'],
+      ['/v1/analysis/configs?after=nope', 'after', "Unknown cursor 'nope'"],
+    ];
+    for (const [path, param, message] of cases) {
+      const res = await org.call('GET', path);
+      expect({ path, status: res.status, error: res.body.error }).toMatchObject({ path, status: 400, error: { type: 'invalid_request_error', param, message } });
+    }
+    // an empty parameter means "not given"
+    expect((await org.call('GET', '/v1/analysis/results?request_id=&response_id=&config_id=&after=')).status).toBe(200);
+    expect((await org.call('GET', '/v1/analysis/configs?after=')).status).toBe(200);
+
+    const doc: any = await (await fetch(`${app.url}/docs-json`)).json();
+    const params = (path: string) => Object.fromEntries(doc.paths[path].get.parameters.map((p: any) => [p.name, { in: p.in, ...p.schema }]));
+    expect(params('/v1/analysis/results')).toMatchObject({
+      request_id: { in: 'query', type: 'string' },
+      response_id: { in: 'query', type: 'string' },
+      config_id: { in: 'query', type: 'string', format: 'uuid' },
+      limit: { in: 'query', type: 'integer', minimum: 1, maximum: 100 },
+      after: { in: 'query', type: 'string' },
+    });
+    expect(params('/v1/analysis/configs')).toMatchObject({ limit: { in: 'query', type: 'integer', minimum: 1, maximum: 100 }, after: { in: 'query', type: 'string' } });
+  });
+
   it('documents the analysis routes with examples in the OpenAPI document', async () => {
     const doc: any = await (await fetch(`${app.url}/docs-json`)).json();
     for (const path of ['/v1/analysis', '/v1/analysis/results', '/v1/analysis/configs', '/v1/analysis/configs/{id}']) {
