@@ -118,6 +118,17 @@ describe('limits and budgets', () => {
     expect(refused.body.error.message).toContain("organization's limit of 1 requests per minute");
   });
 
+  it('an organization id typed in capitals sets the same limits the running server enforces', async () => {
+    const o = await org(app, fake);
+    // the server has already cached "no limits" for the organization
+    expect((await o.call('POST', '/v1/responses', BODY)).status).toBe(200);
+    const view = await adminOf(app).setOrganizationLimits(o.orgId.toUpperCase(), { rpm: 1 });
+    expect(view.id).toBe(o.orgId);
+    expect((await o.call('GET', '/v1/limits')).body.organization.limits.rpm).toBe(1);
+    expect((await o.call('POST', '/v1/responses', BODY)).status).toBe(200);
+    expect429(await o.call('POST', '/v1/responses', BODY), 'rate_limit_exceeded');
+  });
+
   it("X-RateLimit-* headers: present when a rate limit applies, OpenAI's names and formats; absent otherwise", async () => {
     const free = await org(app, fake);
     const plain = await free.call('POST', '/v1/responses', BODY);
