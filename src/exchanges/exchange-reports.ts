@@ -52,6 +52,15 @@ export interface UsageRow {
   errors: number;
 }
 
+/** Whose recorded cost to sum, from the start of the month, with the part since the start of the day. */
+export interface SpendQuery {
+  orgId: string;
+  /** internal user id; null for the whole organization */
+  userId: string | null;
+  monthStart: number;
+  dayStart: number;
+}
+
 /** Recorded cost in USD since the start of the day and of the month. */
 export interface SpendSince {
   day: number;

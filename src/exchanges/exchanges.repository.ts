@@ -12,6 +12,7 @@ import {
   PersonaSliceRow,
   RatingSliceRow,
   ReportPeriod,
+  SpendQuery,
   SpendSince,
   UTC_DATE,
   UsageGroup,
@@ -283,21 +284,13 @@ export class ExchangesRepository {
     );
   }
 
-  /**
-   * The recorded cost of the organization's (or one of its users') proxied and analysis calls since the start of
-   * the month, and the part of it since the start of the day.
-   */
-  async recordedSpend(orgId: string, userId: string | null, since: { month: Date; day: Date }): Promise<SpendSince> {
+  /** The recorded cost of the organization's (or one of its users') proxied calls this month, and the part of it today. */
+  async costSince(q: SpendQuery): Promise<SpendSince> {
     await this.recorder.caughtUp();
     const rows: { day: number | null; month: number | null }[] = await this.exchanges.query(
-      `SELECT sum(cost) FILTER (WHERE created_at >= $3) AS day, sum(cost) AS month FROM (
-         SELECT cost, created_at FROM exchanges
-          WHERE organization_id = $1 AND ($4::uuid IS NULL OR user_id = $4) AND created_at >= $2 AND cost IS NOT NULL
-         UNION ALL
-         SELECT cost, created_at FROM analysis_results
-          WHERE organization_id = $1 AND ($4::uuid IS NULL OR user_id = $4) AND created_at >= $2 AND cost IS NOT NULL
-       ) spent`,
-      [orgId, since.month.toISOString(), since.day.toISOString(), userId],
+      `SELECT sum(cost) FILTER (WHERE created_at >= $3) AS day, sum(cost) AS month FROM exchanges
+        WHERE organization_id = $1 AND ($4::uuid IS NULL OR user_id = $4) AND created_at >= $2 AND cost IS NOT NULL`,
+      [q.orgId, new Date(q.monthStart).toISOString(), new Date(q.dayStart).toISOString(), q.userId],
     );
     return { day: Number(rows[0]?.day ?? 0), month: Number(rows[0]?.month ?? 0) };
   }

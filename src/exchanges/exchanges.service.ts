@@ -1,5 +1,6 @@
 import { Injectable } from '@nestjs/common';
 import { AppException } from '../common/app-exception';
+import { Cache } from '../common/cache';
 import { checkRange, parseInstant } from '../common/dates';
 import { ListPage, PageQueryDto, pageOf, toListPage } from '../common/pagination';
 import { ListExchangesQueryDto } from './exchanges.dto';
@@ -92,7 +93,7 @@ const SESSION_CACHE_MAX = 50_000;
 @Injectable()
 export class ExchangesService {
   // response id → session, for requests that continue a conversation through previous_response_id
-  private readonly sessionsByResponse = new Map<string, string>();
+  private readonly sessionsByResponse = new Cache<string>({ max: SESSION_CACHE_MAX });
 
   constructor(
     private readonly exchanges: ExchangesRepository,
@@ -100,20 +101,12 @@ export class ExchangesService {
   ) {}
 
   rememberResponse(orgId: string, responseId: string, sessionId: string): void {
-    if (this.sessionsByResponse.size >= SESSION_CACHE_MAX) {
-      // drop the oldest entries (Map keeps insertion order)
-      let n = SESSION_CACHE_MAX / 10;
-      for (const k of this.sessionsByResponse.keys()) {
-        this.sessionsByResponse.delete(k);
-        if (--n <= 0) break;
-      }
-    }
     this.sessionsByResponse.set(`${orgId}\n${responseId}`, sessionId);
   }
 
   /** The session of the organization's stored exchange that produced this response, if any. */
   async sessionOfResponse(orgId: string, responseId: string): Promise<string | null> {
-    const cached = this.sessionsByResponse.get(`${orgId}\n${responseId}`);
+    const cached = this.sessionsByResponse.peek(`${orgId}\n${responseId}`);
     if (cached) return cached;
     const sessionId = await this.exchanges.findSessionOfResponse(orgId, responseId);
     if (sessionId) this.rememberResponse(orgId, responseId, sessionId);

@@ -1,21 +1,26 @@
 import { Module } from '@nestjs/common';
 import { TypeOrmModule } from '@nestjs/typeorm';
-import { OrganizationEntity } from '../auth/organization.entity';
-import { UserEntity } from '../auth/user.entity';
+import { AuthModule } from '../auth/auth.module';
 import { ExchangesModule } from '../exchanges/exchanges.module';
 import { PricingModule } from '../pricing/pricing.module';
 import { LimitCounterEntity } from './limit-counter.entity';
 import { LimitEntity } from './limit.entity';
 import { LimitCountersService } from './limit-counters.service';
+import { LimitsAdminService } from './limits-admin.service';
 import { LimitsController } from './limits.controller';
+import { LimitsRepository } from './limits.repository';
 import { LimitsService } from './limits.service';
+import { RecordedSpendRepository } from './recorded-spend.repository';
 
-/** Rate limits and budgets per organization and user; LimitsService is the proxy's and the analysis' entry point. */
+/**
+ * Rate limits and budgets per organization and user: LimitsService is the proxy's and the analysis' entry point,
+ * LimitsAdminService the CLI's and GET /v1/limits'.
+ */
 @Module({
-  // PricingService prices reservations; ExchangesRepository reads the recorded spend a new budget starts from
-  imports: [TypeOrmModule.forFeature([LimitEntity, LimitCounterEntity, OrganizationEntity, UserEntity]), PricingModule, ExchangesModule],
+  // PricingService prices reservations; ExchangesRepository reads the recorded spend of proxied calls a new budget starts from
+  imports: [TypeOrmModule.forFeature([LimitEntity, LimitCounterEntity]), AuthModule, PricingModule, ExchangesModule],
   controllers: [LimitsController],
-  providers: [LimitCountersService, LimitsService],
-  exports: [LimitsService],
+  providers: [LimitCountersService, LimitsRepository, RecordedSpendRepository, LimitsService, LimitsAdminService],
+  exports: [LimitsService, LimitsAdminService],
 })
 export class LimitsModule {}

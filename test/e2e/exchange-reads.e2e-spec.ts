@@ -1,6 +1,6 @@
 import { Client } from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { LimitsService } from '../../src/limits/limits.service';
+import { LimitsAdminService } from '../../src/limits/limits-admin.service';
 import { createTestApp, TestApp } from '../support/create-test-app';
 import { FakeUpstream, startFakeUpstream } from '../support/fake-upstream';
 import { proxyOrg, ProxyTestOrg, waitFor } from '../support/proxy-test-helpers';
@@ -65,7 +65,7 @@ describe.skipIf(!process.env.DATABASE_URL)('reads of exchanges right after an an
   it('a new daily budget starts from the cost of the call', async () => {
     const o = await proxyOrg(app, fake.url);
     const { requestId, settledWhileHeld } = await readAfterHeldCall(o, () =>
-      app.app.get(LimitsService).setOrganizationLimits(o.orgId, { daily_budget_usd: 1 }),
+      app.app.get(LimitsAdminService).setOrganizationLimits(o.orgId, { daily_budget_usd: 1 }),
     );
     expect(settledWhileHeld).toBe(false);
     const cost = (await o.call('GET', `/v1/requests/${requestId}`)).body.cost;
