@@ -9,7 +9,7 @@ import { LimitCounterEntity } from '../limits/limit-counter.entity';
 import { LimitEntity } from '../limits/limit.entity';
 import { PersonaVersionEntity } from '../personas/persona-version.entity';
 import { PersonaEntity } from '../personas/persona.entity';
-import { ExchangeEntity } from '../proxy/exchange.entity';
+import { ExchangeEntity } from '../exchanges/exchange.entity';
 import { RatingEntity } from '../ratings/rating.entity';
 import { CacheInvalidationEntity } from './cache-invalidation.entity';
 

@@ -4,7 +4,7 @@ import { readFileSync } from 'node:fs';
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { DataSource } from 'typeorm';
 import { AppConfig } from '../config/app-config';
-import { ExchangeRecorder } from '../proxy/exchange-recorder.service';
+import { ExchangeRecorder } from '../exchanges/recorder/exchange-recorder.service';
 import BUILTIN_PRICES from '../proxy/prices.json';
 
 /** What the proxy reports about one proxied call once it is over. */

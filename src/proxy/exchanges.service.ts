@@ -5,8 +5,8 @@ import { AppException } from '../common/app-exception';
 import { checkRange, parseInstant } from '../common/dates';
 import { ListPage, PageQueryDto, pageOf, toListPage } from '../common/pagination';
 import { ListExchangesQueryDto } from './exchanges.dto';
-import { ExchangeEntity } from './exchange.entity';
-import { ExchangeRecorder } from './exchange-recorder.service';
+import { ExchangeEntity } from '../exchanges/exchange.entity';
+import { ExchangeRecorder } from '../exchanges/recorder/exchange-recorder.service';
 import { UNFINISHED_STATUSES, UnfinishedResponses } from './unfinished-responses';
 
 /** A stored exchange as clients see it (`GET /v1/requests/{id}`). */

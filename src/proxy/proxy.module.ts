@@ -3,7 +3,7 @@ import { AuthModule } from '../auth/auth.module';
 import { KeysModule } from '../keys/keys.module';
 import { LimitsModule } from '../limits/limits.module';
 import { PersonasModule } from '../personas/personas.module';
-import { ExchangeRecorder } from './exchange-recorder.service';
+import { ExchangeRecorder } from '../exchanges/recorder/exchange-recorder.service';
 import { ExchangesController } from './exchanges.controller';
 import { ExchangesService } from './exchanges.service';
 import { ModelsController } from './models.controller';

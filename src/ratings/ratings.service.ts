@@ -1,6 +1,6 @@
 import { Injectable } from '@nestjs/common';
 import { DataSource } from 'typeorm';
-import { ExchangeRecorder } from '../proxy/exchange-recorder.service';
+import { ExchangeRecorder } from '../exchanges/recorder/exchange-recorder.service';
 import { AppException } from '../common/app-exception';
 import { ActingContext } from '../common/request-context';
 import { RateExchangeDto, RatingView } from './ratings.dto';
