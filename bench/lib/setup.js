@@ -111,9 +111,8 @@ async function startProxy({ databaseUrl, upstreamUrl, pinning, cpuProfDir, dbSet
   const url = `http://127.0.0.1:${port}`;
   await waitHealthy(url, child);
   if (!dbUrl) {
-    // The embedded database is served on a socket by the proxy process; its endpoint file says where.
-    const ep = JSON.parse(readFileSync(path.join(dataDir, 'embedded-db.json'), 'utf8'));
-    dbUrl = `postgres://postgres:postgres@${ep.host}:${ep.port}/postgres?sslmode=disable`;
+    // The embedded database is served on a private Unix socket by the proxy process; its endpoint file says where.
+    dbUrl = JSON.parse(readFileSync(path.join(dataDir, 'embedded-db.json'), 'utf8')).url;
   }
   return { child, url, env, dbUrl, dbName, dataDir, jwtSecret, encryptionKey, mode: databaseUrl ? 'postgresql' : 'embedded' };
 }

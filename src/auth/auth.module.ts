@@ -1,6 +1,7 @@
 import { Module } from '@nestjs/common';
 import { JwtModule } from '@nestjs/jwt';
 import { JwtAuthGuard, UserIdGuard } from './auth.guards';
+import { IssuedTokensService } from './issued-tokens.service';
 import { RequestAuthenticator } from './request-authenticator';
 import { OrganizationsService } from './organizations.service';
 import { TokensService } from './tokens.service';
@@ -8,7 +9,7 @@ import { UsersService } from './users.service';
 
 @Module({
   imports: [JwtModule.register({})],
-  providers: [OrganizationsService, UsersService, TokensService, RequestAuthenticator, JwtAuthGuard, UserIdGuard],
-  exports: [OrganizationsService, UsersService, TokensService, RequestAuthenticator, JwtAuthGuard, UserIdGuard],
+  providers: [OrganizationsService, UsersService, TokensService, IssuedTokensService, RequestAuthenticator, JwtAuthGuard, UserIdGuard],
+  exports: [OrganizationsService, UsersService, TokensService, IssuedTokensService, RequestAuthenticator, JwtAuthGuard, UserIdGuard],
 })
 export class AuthModule {}

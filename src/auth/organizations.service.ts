@@ -69,6 +69,21 @@ export class OrganizationsService {
     });
   }
 
+  /** Lifts `disable`: the organization's tokens are accepted again (those not revoked and not expired). */
+  async enable(id: string): Promise<OrganizationView> {
+    if (!isUuid(id)) throw AppException.notFound('organization', id);
+    return this.dataSource.transaction(async (m) => {
+      const org = await m.findOneBy(OrganizationEntity, { id });
+      if (!org) throw AppException.notFound('organization', id);
+      if (org.disabledAt) {
+        org.disabledAt = null;
+        await m.save(org);
+      }
+      await this.changes.publish(m, 'org', id);
+      return toOrganizationView(org);
+    });
+  }
+
   /** The organization's state for authentication, cached until it changes. */
   state(id: string): Promise<{ name: string; disabled: boolean } | null> {
     let pending = this.states.get(id);

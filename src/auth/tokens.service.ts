@@ -7,6 +7,7 @@ import { AppException } from '../common/app-exception';
 import { isUuid } from '../common/ids';
 import { AppConfig } from '../config/app-config';
 import { ChangeFeedService } from '../database/change-feed.service';
+import { IssuedTokensService } from './issued-tokens.service';
 import { OrganizationEntity } from './organization.entity';
 import { RevokedTokenEntity } from './revoked-token.entity';
 import { externalIdProblem } from './users.service';
@@ -46,6 +47,7 @@ export class TokensService {
     @InjectRepository(RevokedTokenEntity) private readonly revokedRepo: Repository<RevokedTokenEntity>,
     @InjectRepository(OrganizationEntity) private readonly orgs: Repository<OrganizationEntity>,
     private readonly changes: ChangeFeedService,
+    private readonly issued: IssuedTokensService,
   ) {
     changes.on('token', (jti) => this.revoked.add(jti));
   }
@@ -71,6 +73,7 @@ export class TokensService {
     if (this.config.jwtIssuer) claims.iss = this.config.jwtIssuer;
     if (this.config.jwtAudience) claims.aud = this.config.jwtAudience;
     const token = await this.jwt.signAsync(claims, { secret: this.config.jwtSecret, algorithm: 'HS256' });
+    await this.issued.record({ jti, orgId: org.id, userId: input.userId, issuedAt: new Date(now * 1000), expiresAt: new Date((now + seconds) * 1000) });
     return { token, jti, expires_at: new Date((now + seconds) * 1000).toISOString() };
   }
 

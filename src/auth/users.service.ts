@@ -1,8 +1,10 @@
 import { Injectable } from '@nestjs/common';
 import { InjectRepository } from '@nestjs/typeorm';
-import { Repository } from 'typeorm';
+import { DataSource, EntityManager, Repository } from 'typeorm';
 import { AppException, isUniqueViolation } from '../common/app-exception';
 import { isUuid } from '../common/ids';
+import { ChangeFeedService } from '../database/change-feed.service';
+import { ApiKeyEntity } from '../keys/api-key.entity';
 import { OrganizationEntity } from './organization.entity';
 import { UserEntity } from './user.entity';
 
@@ -22,6 +24,21 @@ const toView = (u: UserEntity): UserView => ({
   created_at: u.createdAt.toISOString(),
 });
 
+/**
+ * The organization's user named by `ref`: its internal id (as `user create` printed it) or its external id (the
+ * X-User-ID value, what people type). An internal id wins if a user's external id happens to equal another's id.
+ */
+export async function findUserInOrganization(manager: EntityManager, orgId: string, ref: string): Promise<UserEntity | null> {
+  const users = manager.getRepository(UserEntity);
+  if (isUuid(ref)) {
+    const byId = await users.findOneBy({ id: ref.toLowerCase(), organizationId: orgId });
+    if (byId) return byId;
+  }
+  return users.findOneBy({ organizationId: orgId, externalId: ref });
+}
+
+const cacheKey = (orgId: string, externalId: string) => `${orgId}\n${externalId}`;
+
 /** Checks an X-User-ID value; returns the reason it is refused, or null. */
 export function externalIdProblem(value: string | undefined): 'missing_user_id' | 'invalid_user_id' | null {
   if (value === undefined || value === '') return 'missing_user_id';
@@ -36,9 +53,14 @@ export class UsersService {
   private static readonly MAX_CACHED = 100_000;
 
   constructor(
+    private readonly dataSource: DataSource,
     @InjectRepository(UserEntity) private readonly users: Repository<UserEntity>,
     @InjectRepository(OrganizationEntity) private readonly orgs: Repository<OrganizationEntity>,
-  ) {}
+    private readonly changes: ChangeFeedService,
+  ) {
+    // a deleted user: the next call with that X-User-ID records a new one
+    changes.on('user', (ref) => this.ids.delete(ref));
+  }
 
   async create(orgId: string, externalId: string, name?: string): Promise<UserView> {
     const problem = externalIdProblem(externalId);
@@ -63,15 +85,34 @@ export class UsersService {
     return toView(u);
   }
 
+  /**
+   * Deletes a user (by internal or external id) with their own upstream keys and limits. Their exchanges and
+   * ratings stay: they are the organization's records and keep the external id. Running servers forget the
+   * user and the keys within seconds; a later call with the same X-User-ID records a new user.
+   */
+  async delete(orgId: string, ref: string): Promise<UserView & { deleted_keys: number }> {
+    if (!isUuid(orgId) || !(await this.orgs.existsBy({ id: orgId }))) throw AppException.notFound('organization', orgId);
+    return this.dataSource.transaction(async (m) => {
+      const user = ref ? await findUserInOrganization(m, orgId, ref) : null;
+      if (!user) throw AppException.notFound('user in this organization', ref);
+      const keys = await m.countBy(ApiKeyEntity, { userId: user.id });
+      // api_keys and limits rows of the user go with it (ON DELETE CASCADE)
+      await m.delete(UserEntity, { id: user.id });
+      await this.changes.publish(m, 'user', cacheKey(orgId, user.externalId));
+      if (keys > 0) await this.changes.publish(m, 'key', orgId);
+      return { ...toView(user), deleted_keys: keys };
+    });
+  }
+
   /** The internal id of the organization's user with this X-User-ID, recorded on first sight. */
   ensure(orgId: string, externalId: string): Promise<string> {
-    const cacheKey = `${orgId}\n${externalId}`;
-    let pending = this.ids.get(cacheKey);
+    const key = cacheKey(orgId, externalId);
+    let pending = this.ids.get(key);
     if (!pending) {
       if (this.ids.size >= UsersService.MAX_CACHED) this.ids.clear();
       pending = this.upsert(orgId, externalId);
-      this.ids.set(cacheKey, pending);
-      pending.catch(() => this.ids.get(cacheKey) === pending && this.ids.delete(cacheKey));
+      this.ids.set(key, pending);
+      pending.catch(() => this.ids.get(key) === pending && this.ids.delete(key));
     }
     return pending;
   }

@@ -21,12 +21,14 @@ interface CommanderCommand {
   name(name: string): unknown;
   exitOverride(fn: (err: Error) => never): unknown;
   allowExcessArguments(allow: boolean): unknown;
+  showHelpAfterError(displayHelp: boolean | string): unknown;
 }
 
 /**
  * nest-commander sets the exit override on the root command only; a parse error in a subcommand would call
- * process.exit() before the database is closed. Every command gets it, and refuses stray words (an unquoted
- * `org create My Org` must not create an organization named "My").
+ * process.exit() before the database is closed. Every command gets it. A command refuses stray words (an
+ * unquoted `org create My Org` must not create an organization named "My"); a group (`org`, `user`, …) takes
+ * them so that it can answer an unknown subcommand with its own help (see CommandGroup).
  */
 @Injectable()
 class CommanderSetup implements OnApplicationBootstrap {
@@ -38,7 +40,9 @@ class CommanderSetup implements OnApplicationBootstrap {
       cmd.exitOverride((err) => {
         throw err;
       });
-      cmd.allowExcessArguments(false);
+      const group = cmd.commands.length > 0;
+      cmd.allowExcessArguments(group);
+      cmd.showHelpAfterError(group);
       cmd.commands.forEach(visit);
     };
     visit(this.program);
@@ -50,11 +54,13 @@ const COMMANDS = [
   org.OrgCreateCommand,
   org.OrgListCommand,
   org.OrgDisableCommand,
+  org.OrgEnableCommand,
   limits.OrgShowCommand,
   limits.OrgLimitsCommand,
   user.UserCommand,
   user.UserCreateCommand,
   user.UserListCommand,
+  user.UserDeleteCommand,
   limits.UserLimitsCommand,
   key.KeyCommand,
   key.KeyCreateCommand,
@@ -63,6 +69,7 @@ const COMMANDS = [
   key.KeyRotateMasterCommand,
   jwt.JwtCommand,
   jwt.JwtCreateCommand,
+  jwt.JwtListCommand,
   jwt.JwtRevokeCommand,
   MigrateCommand,
 ];

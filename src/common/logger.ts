@@ -44,8 +44,10 @@ export class JsonLogger implements LoggerService {
     this.write(level, msg, context ? { context } : {});
   }
 
+  // Nest's `log` is the framework's own chatter (modules initialized, every route mapped, "started"): useful when
+  // debugging, noise before the start-up summary otherwise. Our code writes its info lines with write().
   log(message: unknown, ...params: unknown[]): void {
-    this.nest('info', message, params);
+    this.nest('debug', message, params);
   }
   error(message: unknown, ...params: unknown[]): void {
     this.nest('error', message, params);

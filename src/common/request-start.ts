@@ -3,6 +3,9 @@ import { newRequestId } from './ids';
 import { JsonLogger } from './logger';
 import type { RequestState } from './request-context';
 
+// load balancers and Prometheus call these every few seconds: an answered probe is logged at debug only
+const PROBE_PATHS = new Set(['/health', '/metrics']);
+
 /** An unread request body is discarded for at most this long after the answer, then the connection is closed. */
 const DISCARD_MAX_MS = 5_000;
 
@@ -41,7 +44,7 @@ export function startRequest(
   if (logger.enabled('info')) {
     res.on('finish', () => {
       const error = res.statusCode >= 400 ? errorCodes.get(res) : undefined;
-      logger.write('info', 'request', {
+      logger.write(PROBE_PATHS.has(path) && res.statusCode < 400 ? 'debug' : 'info', 'request', {
         request_id: req.requestId,
         method: req.method,
         path,

@@ -52,6 +52,10 @@ export class AppConfig {
   redisUrl: string | undefined;
   /** prefix of every Redis key this deployment writes (several deployments may share one Redis) */
   redisKeyPrefix: string;
+  /** on SIGTERM, how long calls in flight may take to finish before their connections are cut */
+  shutdownTimeoutMs: number;
+  /** development secrets read from (or generated into) DATA_DIR, when the environment did not give both */
+  devSecrets: { file: string; generated: boolean } | undefined;
 }
 
 export class ConfigError extends Error {}
@@ -102,9 +106,10 @@ interface DevSecrets {
 }
 
 /** Development secrets for the embedded mode: generated once, kept in DATA_DIR so data stays readable across restarts. */
-function devSecrets(dataDir: string): DevSecrets {
+function devSecrets(dataDir: string): DevSecrets & { file: string; generated: boolean } {
   const file = join(dataDir, 'secrets.json');
-  if (existsSync(file)) return JSON.parse(readFileSync(file, 'utf8')) as DevSecrets;
+  const read = () => ({ ...(JSON.parse(readFileSync(file, 'utf8')) as DevSecrets), file, generated: false });
+  if (existsSync(file)) return read();
   mkdirSync(dataDir, { recursive: true });
   const secrets: DevSecrets = {
     jwt_secret: randomBytes(48).toString('base64url'),
@@ -114,9 +119,9 @@ function devSecrets(dataDir: string): DevSecrets {
     writeFileSync(file, JSON.stringify(secrets, null, 2) + '\n', { mode: 0o600, flag: 'wx' });
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-    return JSON.parse(readFileSync(file, 'utf8')) as DevSecrets;
+    return read();
   }
-  return secrets;
+  return { ...secrets, file, generated: true };
 }
 
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
@@ -133,6 +138,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
   let encryptionKey = env.ENCRYPTION_KEY;
   if (!c.databaseUrl && (!jwtSecret || !encryptionKey)) {
     const dev = devSecrets(c.dataDir);
+    c.devSecrets = { file: dev.file, generated: dev.generated };
     jwtSecret ||= dev.jwt_secret;
     encryptionKey ||= dev.encryption_key;
   }
@@ -180,5 +186,6 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
   c.redisUrl = env.REDIS_URL?.trim() || undefined;
   if (c.redisUrl && !/^rediss?:\/\//.test(c.redisUrl)) throw new ConfigError('REDIS_URL must be a redis:// or rediss:// URL');
   c.redisKeyPrefix = env.REDIS_KEY_PREFIX ?? 'openai-proxy:';
+  c.shutdownTimeoutMs = int(env, 'SHUTDOWN_TIMEOUT_MS', 10_000, 0, 3_600_000);
   return c;
 }

@@ -1,5 +1,6 @@
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 /** Connections the embedded socket server accepts; the pool of each process stays at or below it. */
@@ -16,12 +17,41 @@ export abstract class DatabaseHandle {
 
 interface EndpointFile {
   pid: number;
-  host: string;
-  port: number;
+  /** the Unix socket the server's embedded database listens on */
+  socket: string;
+  /** a `pg` connection string for it */
+  url: string;
 }
 
 function endpointFile(dataDir: string): string {
   return join(dataDir, 'embedded-db.json');
+}
+
+/** The file name PostgreSQL clients look for in a socket directory (`host=/dir`, port 5432). */
+const SOCKET_PORT = 5432;
+const SOCKET_NAME = `.s.PGSQL.${SOCKET_PORT}`;
+// sun_path holds 108 bytes on Linux, 104 on macOS
+const MAX_SOCKET_PATH = 100;
+
+/**
+ * A directory only this user can enter, for the database's socket: PGlite's socket server checks no password,
+ * so the file system is what keeps other local users out (the directory 0700, the socket 0600).
+ */
+function privateSocketDir(dataDir: string): string {
+  const dir = join(dataDir, 'socket');
+  if (join(dir, SOCKET_NAME).length > MAX_SOCKET_PATH) return mkdtempSync(join(tmpdir(), 'openai-proxy-db-'));
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const st = lstatSync(dir);
+  if (!st.isDirectory() || (process.getuid && st.uid !== process.getuid())) {
+    throw new Error(`${dir} must be a directory owned by this user`);
+  }
+  chmodSync(dir, 0o700);
+  return dir;
+}
+
+function makePrivate(path: string, mode: number): void {
+  mkdirSync(path, { recursive: true, mode });
+  chmodSync(path, mode);
 }
 
 function pidAlive(pid: number): boolean {
@@ -38,9 +68,9 @@ function pidAlive(pid: number): boolean {
   }
 }
 
-function canConnect(host: string, port: number): Promise<boolean> {
+function canConnect(path: string): Promise<boolean> {
   return new Promise((resolveConnect) => {
-    const socket = connect({ host, port });
+    const socket = connect({ path });
     const done = (ok: boolean) => {
       socket.destroy();
       resolveConnect(ok);
@@ -51,8 +81,10 @@ function canConnect(host: string, port: number): Promise<boolean> {
   });
 }
 
-function urlFor(host: string, port: number): string {
-  return `postgres://postgres:postgres@${host}:${port}/postgres?sslmode=disable`;
+// `host` names the socket's directory (libpq's convention, which `pg` follows); the authority part is only there
+// for parsers that read host and database from the URL before `pg` applies the query
+function urlFor(socketDir: string): string {
+  return `postgres://postgres:postgres@localhost/postgres?host=${encodeURIComponent(socketDir)}&port=${SOCKET_PORT}&sslmode=disable`;
 }
 
 /** The socket of an embedded database another process of ours (a running server) already serves, if any. */
@@ -61,7 +93,7 @@ export async function findRunningEmbedded(dataDir: string): Promise<string | und
   if (!existsSync(file)) return undefined;
   try {
     const ep = JSON.parse(readFileSync(file, 'utf8')) as EndpointFile;
-    if (ep.pid !== process.pid && pidAlive(ep.pid) && (await canConnect(ep.host, ep.port))) return urlFor(ep.host, ep.port);
+    if (typeof ep.socket === 'string' && ep.pid !== process.pid && pidAlive(ep.pid) && (await canConnect(ep.socket))) return ep.url;
   } catch {
     // unreadable endpoint file: treat as no running server
   }
@@ -162,9 +194,10 @@ function serializeProtocolSequences(server: unknown, db: ProtocolDb): void {
 }
 
 /**
- * Runs PostgreSQL in-process (PGlite) behind its wire-protocol socket server on a free loopback port,
- * so the ordinary `pg` driver, TypeORM and the same migrations work unchanged.
- * The endpoint is written to DATA_DIR so the CLI can reach the database through a running server.
+ * Runs PostgreSQL in-process (PGlite) behind its wire-protocol socket server, so the ordinary `pg` driver,
+ * TypeORM and the same migrations work unchanged. The socket is a Unix socket in a directory only this user
+ * can enter (see privateSocketDir), never a TCP port: any local user could connect to that. The endpoint is
+ * written to DATA_DIR so the CLI (run by the same user) can reach the database through a running server.
  */
 export async function startEmbeddedDatabase(dataDir: string, poolSize = EMBEDDED_MAX_CONNECTIONS): Promise<DatabaseHandle> {
   mkdirSync(dataDir, { recursive: true });
@@ -173,21 +206,30 @@ export async function startEmbeddedDatabase(dataDir: string, poolSize = EMBEDDED
     const { PGlite } = await import('@electric-sql/pglite');
     const { PGLiteSocketServer } = await import('@electric-sql/pglite-socket');
     const { pgcrypto } = await import('@electric-sql/pglite/contrib/pgcrypto');
+    // PGlite writes its files world-readable (some world-writable); the directory keeps other users out of them
+    makePrivate(join(dataDir, 'pgdata'), 0o700);
     const db = await PGlite.create({ dataDir: join(dataDir, 'pgdata'), extensions: { pgcrypto } });
-    const server = new PGLiteSocketServer({ db, host: '127.0.0.1', port: 0, maxConnections: EMBEDDED_MAX_CONNECTIONS });
+    const socketDir = privateSocketDir(dataDir);
+    const socket = join(socketDir, SOCKET_NAME);
+    // a socket left by a process that died: we hold the lock, so nobody else serves it
+    rmSync(socket, { force: true });
+    const server = new PGLiteSocketServer({ db, path: socket, maxConnections: EMBEDDED_MAX_CONNECTIONS });
     serializeProtocolSequences(server, db as unknown as ProtocolDb);
     await server.start();
-    const [host, port] = server.getServerConn().split(':');
-    const ep: EndpointFile = { pid: process.pid, host, port: Number(port) };
-    writeFileSync(endpointFile(dataDir), JSON.stringify(ep) + '\n');
+    chmodSync(socket, 0o600);
+    const url = urlFor(socketDir);
+    const ep: EndpointFile = { pid: process.pid, socket, url };
+    writeFileSync(endpointFile(dataDir), JSON.stringify(ep) + '\n', { mode: 0o600 });
     return {
-      url: urlFor(host, Number(port)),
+      url,
       embedded: true,
       maxPool: Math.min(poolSize, EMBEDDED_MAX_CONNECTIONS - 4),
       async close() {
         rmSync(endpointFile(dataDir), { force: true });
         await server.stop();
         await db.close();
+        rmSync(socket, { force: true });
+        if (socketDir !== join(dataDir, 'socket')) rmSync(socketDir, { recursive: true, force: true });
         release();
       },
     };

@@ -1,6 +1,7 @@
 import { AnalysisClaimEntity } from '../analysis/analysis-claim.entity';
 import { AnalysisConfigEntity } from '../analysis/analysis-config.entity';
 import { AnalysisResultEntity } from '../analysis/analysis-result.entity';
+import { IssuedTokenEntity } from '../auth/issued-token.entity';
 import { OrganizationEntity } from '../auth/organization.entity';
 import { RevokedTokenEntity } from '../auth/revoked-token.entity';
 import { UserEntity } from '../auth/user.entity';
@@ -17,6 +18,7 @@ export const ENTITIES = [
   OrganizationEntity,
   UserEntity,
   RevokedTokenEntity,
+  IssuedTokenEntity,
   ApiKeyEntity,
   CacheInvalidationEntity,
   ExchangeEntity,

@@ -7,6 +7,7 @@ import { OrderCacheInvalidationsByTransaction1795520100000 } from '../../migrati
 import { AddAnalysisClaims1795520200000 } from '../../migrations/1795520200000-AddAnalysisClaims';
 import { RecordFailedAnalyses1795520300000 } from '../../migrations/1795520300000-RecordFailedAnalyses';
 import { AddLimitCountersTake1795523400000 } from '../../migrations/1795523400000-AddLimitCountersTake';
+import { AddIssuedTokens1795777956120 } from '../../migrations/1795777956120-AddIssuedTokens';
 
 /** Every migration, in order (listed explicitly, never globbed). */
 export const MIGRATIONS = [
@@ -19,4 +20,5 @@ export const MIGRATIONS = [
   AddAnalysisClaims1795520200000,
   RecordFailedAnalyses1795520300000,
   AddLimitCountersTake1795523400000,
+  AddIssuedTokens1795777956120,
 ];

@@ -6,7 +6,7 @@ import { AppException, isDatabaseUnavailable } from '../common/app-exception';
 import { isUuid } from '../common/ids';
 import { ChangeFeedService } from '../database/change-feed.service';
 import { OrganizationEntity } from '../auth/organization.entity';
-import { UserEntity } from '../auth/user.entity';
+import { findUserInOrganization } from '../auth/users.service';
 import { ApiKeyEntity } from './api-key.entity';
 import { KeyCryptoService, KeyDecryptionError } from './key-crypto.service';
 
@@ -25,6 +25,7 @@ export interface KeyView {
 export interface CreateKeyInput {
   orgId: string;
   apiKey: string;
+  /** the user's internal id or their external id (X-User-ID) */
   userId?: string;
   label?: string;
   baseUrl?: string;
@@ -50,7 +51,6 @@ export class KeysService {
     private readonly dataSource: DataSource,
     @InjectRepository(ApiKeyEntity) private readonly keys: Repository<ApiKeyEntity>,
     @InjectRepository(OrganizationEntity) private readonly orgs: Repository<OrganizationEntity>,
-    @InjectRepository(UserEntity) private readonly users: Repository<UserEntity>,
     private readonly crypto: KeyCryptoService,
     private readonly changes: ChangeFeedService,
   ) {}
@@ -72,13 +72,14 @@ export class KeysService {
     if (!isUuid(input.orgId) || !(await this.orgs.existsBy({ id: input.orgId }))) {
       throw AppException.notFound('organization', input.orgId);
     }
+    let userId: string | null = null;
     if (input.userId !== undefined) {
-      if (!isUuid(input.userId) || !(await this.users.existsBy({ id: input.userId, organizationId: input.orgId }))) {
-        throw AppException.notFound('user in this organization', input.userId);
-      }
+      const user = input.userId ? await findUserInOrganization(this.dataSource.manager, input.orgId, input.userId) : null;
+      if (!user) throw AppException.notFound('user in this organization', input.userId);
+      userId = user.id;
     }
     const id = randomUUID();
-    const owner = { id, organizationId: input.orgId, userId: input.userId ?? null };
+    const owner = { id, organizationId: input.orgId, userId };
     const entity = this.keys.create({
       ...owner,
       label: input.label ?? null,

@@ -1,5 +1,5 @@
 import { randomBytes, randomUUID } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -232,6 +232,142 @@ describe.concurrent('admin CLI', () => {
     expectFailure(unreachable, /cannot reach the database at 127\.0\.0\.1:1/);
     expect(unreachable.stderr).not.toContain('hunter2');
   }, 60_000);
+
+  it('org enable lifts org disable: the tokens are accepted again', async () => {
+    const org = await createOrg(app);
+    const call = api(app, org.token, 'enable-user');
+    expect((await call('GET', '/v1/personas')).status).toBe(200);
+    expectSuccess(await cli('org', 'disable', org.orgId));
+    await eventually(async () => expect((await call('GET', '/v1/personas')).status).toBe(401));
+
+    const [enabled, unknown] = await Promise.all([cli('org', 'enable', org.orgId, '--json'), cli('org', 'enable', randomUUID())]);
+    expectSuccess(enabled);
+    expect(enabled.json).toMatchObject({ id: org.orgId, disabled: false });
+    expectFailure(unknown, /No organization found with id/);
+    await eventually(async () => expect((await call('GET', '/v1/personas')).status).toBe(200));
+    const [row] = await q('SELECT disabled_at FROM organizations WHERE id = $1', [org.orgId]);
+    expect(row.disabled_at).toBeNull();
+  }, 180_000);
+
+  it('jwt list shows the tokens issued for an organization (jti, user, expiry, revoked), never a token', async () => {
+    const org = await createOrg(app);
+    const [pinned, plain] = await Promise.all([
+      cli('jwt', 'create', '--org-id', org.orgId, '--user-id', 'listed-user', '--expires-in', '2h', '--json'),
+      cli('jwt', 'create', '--org-id', org.orgId, '--json'),
+    ]);
+    expectSuccess(pinned);
+    expectSuccess(plain);
+    expectSuccess(await cli('jwt', 'revoke', plain.json.jti));
+
+    const [json, prose, unknown] = await Promise.all([
+      cli('jwt', 'list', org.orgId, '--json'),
+      cli('jwt', 'list', org.orgId),
+      cli('jwt', 'list', randomUUID()),
+    ]);
+    expectSuccess(json);
+    const byJti = new Map(json.json.data.map((t: { jti: string }) => [t.jti, t]));
+    // the factory's token, and the two above
+    expect([...byJti.keys()].sort()).toEqual([org.jti, pinned.json.jti, plain.json.jti].sort());
+    expect(byJti.get(pinned.json.jti)).toEqual({
+      jti: pinned.json.jti,
+      organization_id: org.orgId,
+      user_id: 'listed-user',
+      issued_at: expect.any(String),
+      expires_at: pinned.json.expires_at,
+      expired: false,
+      revoked: false,
+      revoked_at: null,
+    });
+    expect(byJti.get(plain.json.jti)).toMatchObject({ user_id: null, revoked: true, revoked_at: expect.any(String) });
+    expectSuccess(prose);
+    expect(prose.stdout).toMatch(/^JTI\s+USER\s+ISSUED\s+EXPIRES\s+STATUS/);
+    expect(prose.stdout).toMatch(new RegExp(`${plain.json.jti}\\s+\\(any\\).*revoked`));
+    expect(prose.stdout).toMatch(new RegExp(`${pinned.json.jti}\\s+listed-user.*active`));
+    for (const out of [json.stdout, prose.stdout]) {
+      for (const token of [pinned.json.token, plain.json.token, org.token]) expect(out).not.toContain(token);
+    }
+    // what is stored is the metadata: no column holds the token
+    const stored = JSON.stringify(await q('SELECT * FROM issued_tokens WHERE organization_id = $1', [org.orgId]));
+    expect(stored).not.toContain(pinned.json.token.split('.')[2]);
+    expectFailure(unknown, /No organization found with id/);
+  }, 180_000);
+
+  it('key create --user-id takes the external id too; user delete removes the user with their keys, not their records', async () => {
+    const org = await createOrg(app);
+    await createKey(app, org.orgId, `sk-org-fallback-${randomUUID()}`, { baseUrl: fake.url });
+    const external = `leaver-${randomUUID()}@example.com`;
+    const user = await createUser(app, org.orgId, external);
+    const secret = `sk-leaver-${randomUUID()}`;
+    const [byExternal, byInternal, unknownUser] = await Promise.all([
+      cli('key', 'create', org.orgId, secret, '--user-id', external, '--base-url', fake.url, '--json'),
+      cli('key', 'create', org.orgId, `sk-second-${randomUUID()}`, '--user-id', user.id, '--base-url', fake.url, '--json'),
+      cli('key', 'create', org.orgId, 'sk-never-4444', '--user-id', 'nobody-here'),
+    ]);
+    expectSuccess(byExternal);
+    expect(byExternal.json).toMatchObject({ scope: 'user', user_id: user.id });
+    expectSuccess(byInternal);
+    expect(byInternal.json).toMatchObject({ scope: 'user', user_id: user.id });
+    expectFailure(unknownUser, /No user in this organization found with id 'nobody-here'/);
+    expectSuccess(await cli('user', 'limits', user.id, '--rpm', '1000'));
+
+    const call = api(app, org.token, external);
+    const before = await call('POST', '/v1/responses', { model: 'gpt-4o-mini', input: 'hello' });
+    expect(before.status).toBe(200);
+    expect(before.headers.get('x-key-source')).toBe('user');
+    const exchangeId = before.headers.get('x-request-id');
+
+    const [deleted, again, otherOrg] = await Promise.all([
+      cli('user', 'delete', org.orgId, external, '--json'),
+      cli('user', 'delete', org.orgId, randomUUID()),
+      cli('user', 'delete', (await createOrg(app)).orgId, user.id),
+    ]);
+    expectSuccess(deleted);
+    expect(deleted.json).toMatchObject({ id: user.id, external_id: external, deleted_keys: 2 });
+    expectFailure(again, /No user in this organization found/);
+    expectFailure(otherOrg, /No user in this organization found/);
+    expect(await q('SELECT id FROM users WHERE id = $1', [user.id])).toHaveLength(0);
+    expect(await q('SELECT id FROM api_keys WHERE user_id = $1', [user.id])).toHaveLength(0);
+    expect(await q('SELECT id FROM limits WHERE user_id = $1', [user.id])).toHaveLength(0);
+    expect(await q('SELECT id FROM exchanges WHERE id = $1', [exchangeId])).toHaveLength(1);
+
+    // the running server forgets the user and their keys: the same X-User-ID is a new user on the org's key
+    await eventually(async () => {
+      const after = await call('GET', '/v1/models');
+      expect(after.status).toBe(200);
+      expect(after.headers.get('x-key-source')).toBe('organization');
+    });
+    const [recreated] = await q('SELECT id FROM users WHERE organization_id = $1 AND external_id = $2', [org.orgId, external]);
+    expect(recreated.id).not.toBe(user.id);
+  }, 180_000);
+
+  it('--version prints the version; an unknown subcommand prints that command group\'s help and exits 1', async () => {
+    const version = JSON.parse(readFileSync(join(process.cwd(), 'package.json'), 'utf8')).version;
+    const [printed, org, user, key, jwt, root] = await Promise.all([
+      cli('--version'),
+      cli('org', 'frobnicate'),
+      cli('user', 'remove', 'x'),
+      cli('key', 'delete'),
+      cli('jwt', 'show'),
+      cli('frobnicate'),
+    ]);
+    expectSuccess(printed);
+    expect(printed.stdout).toBe(`${version}\n`);
+    for (const [r, group, word, sub] of [
+      [org, 'org', 'frobnicate', 'enable'],
+      [user, 'user', 'remove', 'delete'],
+      [key, 'key', 'delete', 'revoke'],
+      [jwt, 'jwt', 'show', 'list'],
+    ] as const) {
+      expect(r.code).toBe(1);
+      expect(r.stdout).toBe('');
+      expect(r.stderr).toContain(`unknown command '${word}'`);
+      expect(r.stderr).toContain(`Usage: openai-proxy ${group} [options] [command]`);
+      expect(r.stderr).toMatch(new RegExp(`\\n\\s+${sub} `));
+    }
+    expect(root.code).toBe(1);
+    expect(root.stderr).toContain("unknown command 'frobnicate'");
+    expect(root.stderr).toContain('Usage: openai-proxy [options] [command]');
+  }, 180_000);
 
   it('embedded mode: a fresh DATA_DIR is migrated, the CLI works through a running server, and key rotate-master re-encrypts', async () => {
     const dataDir = mkdtempSync(join(tmpdir(), 'proxy-cli-embedded-'));

@@ -18,6 +18,25 @@ function startMain(env: NodeJS.ProcessEnv) {
   });
 }
 
+const SYSTEM_NODE = '/usr/bin/node';
+const systemNodeMajor = existsSync(SYSTEM_NODE)
+  ? Number(spawnSync(SYSTEM_NODE, ['-p', 'process.versions.node'], { encoding: 'utf8' }).stdout.split('.')[0])
+  : undefined;
+
+describe.skipIf(systemNodeMajor === undefined || systemNodeMajor >= 24)('the built entry points on an older Node', () => {
+  it.each([
+    ['the server', MAIN, []],
+    ['the CLI', join(process.cwd(), 'dist/src/cli.js'), ['org', 'list']],
+  ])('%s says which Node it needs, in one line, instead of crashing', (_name, entry, args) => {
+    const run = spawnSync(SYSTEM_NODE, [entry, ...args], { env: { PATH: process.env.PATH }, encoding: 'utf8', timeout: 20_000 });
+    expect(run.status).toBe(1);
+    expect(run.stdout).toBe('');
+    const lines = run.stderr.trim().split('\n');
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toMatch(/^openai-proxy: Node 2\d\.\d+\.\d+ is too old; Node 24 is required\./);
+  });
+});
+
 describe('configuration is validated at start', () => {
   const external = { DATABASE_URL: 'postgres://postgres@127.0.0.1:1/none' };
 

@@ -1,4 +1,4 @@
-import { execFile } from 'node:child_process';
+import { execFile, spawnSync } from 'node:child_process';
 import { resolve } from 'node:path';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { createTestApp, type TestApp } from '../support/create-test-app';
@@ -14,14 +14,21 @@ interface RunResult {
   stderr: string;
 }
 
-/** Runs an example the way a user does (`node examples/x.ts`, Node 24 strips the types). */
+/**
+ * The first Python 3 that can import httpx: the one on PATH (a user's), else Debian's (`python3-httpx`,
+ * which CI installs).
+ */
+const PYTHON = ['python3', '/usr/bin/python3'].find((python) => spawnSync(python, ['-c', 'import httpx'], { stdio: 'ignore' }).status === 0);
+
+/** Runs an example the way a user does (`node examples/x.ts`, Node 24 strips the types; `python3 examples/x.py`). */
 function runExample(file: string, env: Record<string, string>): Promise<RunResult> {
   const base = { ...process.env };
   for (const name of ['PROXY_BASE_URL', 'PROXY_JWT_TOKEN', 'USER_ID', 'SAMPLE_REQUEST_ID', 'SAMPLE_RESPONSE_ID', 'NO_KEY_JWT_TOKEN', 'PROXY_MODEL']) {
     delete base[name];
   }
+  const program = file.endsWith('.py') ? PYTHON! : NODE;
   return new Promise((done) => {
-    execFile(NODE, [resolve(ROOT, file)], { cwd: ROOT, env: { ...base, ...env }, timeout: 60_000 }, (err, stdout, stderr) => {
+    execFile(program, [resolve(ROOT, file)], { cwd: ROOT, env: { ...base, ...env }, timeout: 60_000 }, (err, stdout, stderr) => {
       const code = err ? (typeof err.code === 'number' ? err.code : 1) : 0;
       done({ code, stdout, stderr });
     });
@@ -177,6 +184,90 @@ describe('examples', () => {
     expect(new Set(results.body.data.map((r: { analysis_type: string }) => r.analysis_type))).toEqual(
       new Set(['intent', 'sentiment', 'urgency']),
     );
+  });
+
+  const ISO_TIME = '\\d{4}-\\d{2}-\\d{2}T\\d{2}:\\d{2}:\\d{2}(?:\\.\\d+)?Z';
+
+  if (!PYTHON) console.warn('examples: the Python client tests are skipped: no python3 that can import httpx (apt-get install python3-httpx)');
+  describe.skipIf(!PYTHON)('Python clients (examples/*.py)', () => {
+    it('client.py prints what the seed README shows, and the ratings are stored', { timeout: 90_000 }, async () => {
+      const { org, externalId, env } = await setUp();
+      const run = await runExample('examples/client.py', env);
+      expect(run.stderr).toBe('');
+      expect(run.code).toBe(0);
+      const out = run.stdout;
+      const m = new RegExp(
+        [
+          '^=== OpenAI Proxy Client Example ===\\n\\n',
+          '1\\. Non-streaming request:\\nResponse: Echo: What is the capital of France\\? Answer in one sentence\\.\\n',
+          'Request ID: (req_[A-Za-z0-9_-]{24})\\nResponse ID: resp_[0-9a-f]+\\nTokens used: \\d+\\n\\n',
+          '2\\. Streaming request:\\nResponse: Echo: Count from 1 to 5, then cheer\\.\\n',
+          'Request ID: (req_[A-Za-z0-9_-]{24})\\nResponse ID: (resp_[0-9a-f]+)\\n\\n',
+          `3\\. Rating response by request ID:\\nRating submitted successfully\\nRated at: ${ISO_TIME}\\n\\n`,
+          `4\\. Rating response by response ID:\\nRating submitted successfully\\nRated at: ${ISO_TIME}\\n\\n`,
+          'Session ID: (session_[A-Za-z0-9_-]{24})\\n\\n=== Example Complete ===\\n$',
+        ].join(''),
+      ).exec(out);
+      expect(m, out).not.toBeNull();
+      const [, requestId, streamRequestId, streamResponseId, sessionId] = m!;
+
+      const call = api(app, org.token, externalId);
+      expect((await call('GET', `/v1/requests/${requestId}/rating`)).body).toMatchObject({ rating: 5, comment: 'Correct and concise' });
+      expect((await call('GET', `/v1/responses/${streamResponseId}/rating`)).body).toMatchObject({ request_id: streamRequestId, rating: 4 });
+      // both calls joined the session the proxy assigned to the first
+      const session = await call('GET', `/v1/sessions/${sessionId}`);
+      expect(session.body.data.map((e: { id: string }) => e.id)).toEqual([requestId, streamRequestId]);
+      // the user's personal key served them
+      expect(fake.requests.filter((r) => r.path === '/v1/responses').every((r) => r.headers.authorization === 'Bearer sk-example-user-key-1111')).toBe(true);
+    });
+
+    it('analysis_client.py makes a conversation, analyses it, the second analysis is cached', { timeout: 90_000 }, async () => {
+      const { env } = await setUp();
+      const run = await runExample('examples/analysis_client.py', env);
+      expect(run.stderr).toBe('');
+      expect(run.code).toBe(0);
+      const out = run.stdout;
+      expect(out).toMatch(/^🚀 OpenAI Inference Proxy - Analysis Feature Demo\n📍 Server: http:\/\/127\.0\.0\.1:\d+\n\n/);
+      expect(out).toMatch(/✅ Request ID: req_[A-Za-z0-9_-]{24}\n✅ Response ID: resp_[0-9a-f]+\n/);
+      expect(out).toMatch(/1️⃣ Creating Intent Classification Configuration\.\.\.\n✅ Created config: Customer Support Intent Classifier \(ID: [0-9a-f-]{36}\)\n/);
+      expect(out).toContain('2️⃣ Analyzing conversation with saved config...\nIntent Analysis Results\n📊 Analysis Type: intent\n');
+      expect(out).toMatch(/🎯 Primary Category: \w+\n💯 Confidence: 90\.00%\n💭 Reasoning: .+\n\n📈 All Categories:\n {3}\w+ +█{18} +90\.00%\n/);
+      const bars = out.slice(out.indexOf('📈 All Categories:')).split('\n\n')[0].split('\n').filter((l) => /\d+\.\d{2}%$/.test(l));
+      expect(bars).toHaveLength(5);
+      expect(out).toMatch(/📋 Metadata: \{\n {2}"sentiment"/);
+      expect(out).toMatch(/💰 Cost: (\$\d+\.\d{6}|unknown \(no price for this model\))\n🔄 Cached: No\n🤖 Model: gpt-4o-mini\n/);
+      expect(out).toContain('3️⃣ Running same analysis again (should be cached)...\n✅ Result was cached: True\n');
+      expect(out).toContain('4️⃣ Analyzing sentiment with inline configuration...\nSentiment Analysis Results\n📊 Analysis Type: sentiment\n');
+      expect(out).toContain('5️⃣ Analyzing urgency using response ID...\nUrgency Analysis Results\n📊 Analysis Type: urgency\n');
+      expect(out).toMatch(/✅ All analyses completed successfully!\n$/);
+      expect(fake.requests.filter((r) => r.body?.text?.format?.type === 'json_schema')).toHaveLength(3);
+    });
+
+    it('analysis_client.py takes SAMPLE_REQUEST_ID and SAMPLE_RESPONSE_ID and reuses the saved configuration', { timeout: 90_000 }, async () => {
+      const { org, externalId, env } = await setUp();
+      const made = await api(app, org.token, externalId)('POST', '/v1/responses', { model: 'gpt-4o-mini', input: 'I was charged twice this month.' });
+      expect(made.status).toBe(200);
+      const ids = { SAMPLE_REQUEST_ID: made.headers.get('x-request-id')!, SAMPLE_RESPONSE_ID: made.body.id as string };
+      const first = await runExample('examples/analysis_client.py', { ...env, ...ids });
+      expect(first.code).toBe(0);
+      expect(first.stdout).not.toContain('0️⃣');
+      const second = await runExample('examples/analysis_client.py', { ...env, ...ids });
+      expect(second.code).toBe(0);
+      expect(second.stdout).toMatch(/✅ Reusing existing config: Customer Support Intent Classifier/);
+      expect(second.stdout).not.toContain('🔄 Cached: No');
+    });
+
+    it('a refused token: exit 1 with the reason on stderr', { timeout: 60_000 }, async () => {
+      const env = { PROXY_BASE_URL: app.url, PROXY_JWT_TOKEN: 'not-a-jwt', USER_ID: 'x@example.com' };
+      const client = await runExample('examples/client.py', env);
+      expect(client.code).toBe(1);
+      expect(client.stderr).toContain('❌ Unexpected API error: 401 authentication_error');
+      expect(client.stderr).toContain('Is PROXY_JWT_TOKEN a valid, unexpired token');
+      expect(client.stdout).not.toContain('=== Example Complete ===');
+      const analysis = await runExample('examples/analysis_client.py', env);
+      expect(analysis.code).toBe(1);
+      expect(analysis.stderr).toMatch(/❌ API error 401 authentication_error/);
+    });
   });
 
   it('an example exits non-zero with a clear message when the token is refused', { timeout: 60_000 }, async () => {

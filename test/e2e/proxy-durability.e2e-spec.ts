@@ -16,14 +16,14 @@ const DATABASE_URL = process.env.DATABASE_URL;
 const MAIN_JS = resolve(__dirname, '../../dist/src/main.js');
 
 /** A TCP forwarder in front of PostgreSQL that the test can cut and restore (the shared server is never stopped). */
-async function startTcpProxy(target: { host: string; port: number }) {
+async function startTcpProxy(target: net.NetConnectOpts) {
   const sockets = new Set<net.Socket>();
   let server: net.Server | undefined;
   let port = 0;
   const listen = () =>
     new Promise<void>((done, fail) => {
       server = net.createServer((client) => {
-        const upstream = net.connect(target.port, target.host);
+        const upstream = net.connect(target);
         for (const s of [client, upstream]) {
           sockets.add(s);
           s.on('error', () => undefined);
@@ -80,8 +80,12 @@ describe('proxy: database outages and durability', () => {
       embedded = await startEmbeddedDatabase(dir);
       target = new URL(embedded.url);
     }
-    const tcp = await startTcpProxy({ host: target.hostname, port: Number(target.port || 5432) });
+    // the embedded database listens on a Unix socket in the directory its URL names as `host`
+    const socketDir = target.searchParams.get('host');
+    const tcp = await startTcpProxy(socketDir ? { path: join(socketDir, '.s.PGSQL.5432') } : { host: target.hostname, port: Number(target.port || 5432) });
     const proxied = new URL(target.toString());
+    proxied.searchParams.delete('host');
+    proxied.searchParams.delete('port');
     proxied.hostname = '127.0.0.1';
     proxied.port = String(tcp.port);
     let app: TestApp | undefined;

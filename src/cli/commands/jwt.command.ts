@@ -1,6 +1,7 @@
 import { Command, Option, SubCommand } from 'nest-commander';
+import { IssuedTokensService, IssuedTokenView } from '../../auth/issued-tokens.service';
 import { TokensService } from '../../auth/tokens.service';
-import { AdminCommand, JsonOption } from '../admin-command';
+import { AdminCommand, JsonOption, table } from '../admin-command';
 import { CommandGroup } from '../command-group';
 
 interface JwtCreateOptions extends JsonOption {
@@ -60,5 +61,26 @@ export class JwtRevokeCommand extends AdminCommand {
   }
 }
 
-@Command({ name: 'jwt', description: 'issue and revoke tokens', subCommands: [JwtCreateCommand, JwtRevokeCommand] })
+const tokenStatus = (t: IssuedTokenView) => (t.revoked ? 'revoked' : t.expired ? 'expired' : 'active');
+
+@SubCommand({ name: 'list', arguments: '<org-id>', description: "list the tokens issued for an organization (never the tokens themselves)" })
+export class JwtListCommand extends AdminCommand {
+  constructor(private readonly issued: IssuedTokensService) {
+    super();
+  }
+
+  async run([orgId]: string[], options: JsonOption): Promise<void> {
+    const data = await this.issued.list(orgId);
+    this.print(options, { data }, () =>
+      data.length
+        ? table(
+            ['JTI', 'USER', 'ISSUED', 'EXPIRES', 'STATUS'],
+            data.map((t) => [t.jti, t.user_id ?? '(any)', t.issued_at, t.expires_at, tokenStatus(t)]),
+          )
+        : 'No tokens issued for this organization.',
+    );
+  }
+}
+
+@Command({ name: 'jwt', description: 'issue, list and revoke tokens', subCommands: [JwtCreateCommand, JwtListCommand, JwtRevokeCommand] })
 export class JwtCommand extends CommandGroup {}

@@ -22,7 +22,7 @@ export class KeyCreateCommand extends AdminCommand<KeyCreateOptions> {
     super();
   }
 
-  @Option({ flags: '--user-id <internal-user-id>', description: "the user's internal id (as `user create` printed it)" })
+  @Option({ flags: '--user-id <user-id>', description: "the user's internal id (as `user create` printed it) or external id (X-User-ID)" })
   parseUserId(value: string): string {
     return value;
   }

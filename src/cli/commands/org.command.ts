@@ -44,5 +44,21 @@ export class OrgDisableCommand extends AdminCommand {
   }
 }
 
-@Command({ name: 'org', description: 'manage organizations', subCommands: [OrgCreateCommand, OrgListCommand, OrgDisableCommand, OrgShowCommand, OrgLimitsCommand] })
+@SubCommand({ name: 'enable', arguments: '<org-id>', description: 'enable a disabled organization: its tokens are accepted again' })
+export class OrgEnableCommand extends AdminCommand {
+  constructor(private readonly orgs: OrganizationsService) {
+    super();
+  }
+
+  async run([orgId]: string[], options: JsonOption): Promise<void> {
+    const org = await this.orgs.enable(orgId);
+    this.print(options, org, () => `Enabled organization '${org.name}' (${org.id}); its tokens are accepted again.`);
+  }
+}
+
+@Command({
+  name: 'org',
+  description: 'manage organizations',
+  subCommands: [OrgCreateCommand, OrgListCommand, OrgDisableCommand, OrgEnableCommand, OrgShowCommand, OrgLimitsCommand],
+})
 export class OrgCommand extends CommandGroup {}

@@ -51,5 +51,26 @@ export class UserListCommand extends AdminCommand {
   }
 }
 
-@Command({ name: 'user', description: 'manage the users of an organization', subCommands: [UserCreateCommand, UserListCommand, UserLimitsCommand] })
+@SubCommand({
+  name: 'delete',
+  arguments: '<org-id> <user-id>',
+  description: "delete a user (internal id or external id) with their own upstream keys and limits; their exchanges and ratings stay",
+})
+export class UserDeleteCommand extends AdminCommand {
+  constructor(private readonly users: UsersService) {
+    super();
+  }
+
+  async run([orgId, userRef]: string[], options: JsonOption): Promise<void> {
+    const user = await this.users.delete(orgId, userRef);
+    const keys = user.deleted_keys === 1 ? '1 upstream key' : `${user.deleted_keys} upstream keys`;
+    this.print(options, user, () => `Deleted user '${user.external_id}' (${user.id}) with ${keys} and its limits; its exchanges and ratings stay.`);
+  }
+}
+
+@Command({
+  name: 'user',
+  description: 'manage the users of an organization',
+  subCommands: [UserCreateCommand, UserListCommand, UserDeleteCommand, UserLimitsCommand],
+})
 export class UserCommand extends CommandGroup {}
