@@ -54,7 +54,7 @@ function parseJson(text: string): unknown {
 /** One proxied call, from the first upstream attempt to the committed record. */
 export class ProxiedCall implements RelayedCall {
   private readonly abort = new AbortController();
-  clientGone = false;
+  private gone = false;
   private ttfb: number | null = null;
   private upstreamStartedAt: number | null = null;
   /** takes the call's key out of whatever the upstream sends */
@@ -78,14 +78,19 @@ export class ProxiedCall implements RelayedCall {
     this.scrubber = new KeyScrubber(key.apiKey);
     res.once('close', () => {
       if (!res.writableFinished) {
-        this.clientGone = true;
+        this.gone = true;
         this.abort.abort();
       }
     });
     if (res.destroyed) {
-      this.clientGone = true;
+      this.gone = true;
       this.abort.abort();
     }
+  }
+
+  /** the client closed its connection before the answer was over */
+  get clientGone(): boolean {
+    return this.gone;
   }
 
   async run(): Promise<void> {

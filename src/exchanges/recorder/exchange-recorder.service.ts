@@ -12,9 +12,6 @@ import { InstancePresence, SqlPool } from './instance-presence';
 import { isWriteTimeout, KeptRecords } from './kept-records';
 import { AfterAnswerWrites, RecordHandle, RecordWrites } from './record-handle';
 
-export { UNDELIVERED } from './exchange-record';
-export type { ExchangeOutcome, ExchangeStatus, PendingExchange } from './exchange-record';
-
 interface InsertItem extends BatchInsert, Holdable {
   kind: 'insert';
   resolve: () => void;
@@ -46,7 +43,7 @@ export class ExchangeRecorder implements OnApplicationBootstrap, OnApplicationSh
   /** pending rows not yet completed, kept to write again if the database lost them (crash before a WAL flush) */
   private readonly pendingRows = new Map<string, PendingExchange>();
   private readonly kept: KeptRecords;
-  stopped = false;
+  private stopped = false;
   /** false after a write or a connection found the database unreachable, until a write succeeds again */
   private reachable = true;
   private readonly answered: AfterAnswerWrites;
