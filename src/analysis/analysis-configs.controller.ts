@@ -1,7 +1,7 @@
 import { Body, Controller, Delete, Get, HttpCode, Param, Patch, Post, Query } from '@nestjs/common';
-import { ApiBody, ApiCreatedResponse, ApiNoContentResponse, ApiOkResponse, ApiOperation, ApiQuery, ApiResponse, ApiTags } from '@nestjs/swagger';
+import { ApiBody, ApiCreatedResponse, ApiNoContentResponse, ApiOkResponse, ApiOperation, ApiResponse, ApiTags } from '@nestjs/swagger';
 import { ApiProtected, apiError } from '../common/api-docs';
-import { ListPage } from '../common/pagination';
+import { ListPage, PageQueryDto, pageOf } from '../common/pagination';
 import { Acting, ActingContext } from '../common/request-context';
 import { AnalysisConfigsService } from './analysis-configs.service';
 import { AnalysisConfigList, AnalysisConfigResponse } from './analysis.responses';
@@ -45,11 +45,9 @@ export class AnalysisConfigsController {
 
   @Get()
   @ApiOperation({ summary: "List the organization's analysis configurations, newest first" })
-  @ApiQuery({ name: 'limit', required: false, type: 'integer', minimum: 1, maximum: 100, example: 20 })
-  @ApiQuery({ name: 'after', type: String, required: false, description: 'id of the last configuration of the previous page' })
   @ApiOkResponse({ type: AnalysisConfigList, example: { object: 'list', data: [CONFIG_EXAMPLE], has_more: false, first_id: CONFIG_EXAMPLE.id, last_id: CONFIG_EXAMPLE.id } })
-  list(@Acting() acting: ActingContext, @Query() query: Record<string, unknown>): Promise<ListPage<AnalysisConfigView>> {
-    return this.configs.list(acting.orgId, query);
+  list(@Acting() acting: ActingContext, @Query() query: PageQueryDto): Promise<ListPage<AnalysisConfigView>> {
+    return this.configs.list(acting.orgId, pageOf(query));
   }
 
   @Get(':id')

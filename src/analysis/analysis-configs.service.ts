@@ -3,7 +3,7 @@ import { InjectRepository } from '@nestjs/typeorm';
 import { IsNull, Repository } from 'typeorm';
 import { AppException } from '../common/app-exception';
 import { isUuid } from '../common/ids';
-import { ListPage, parsePageQuery, toListPage } from '../common/pagination';
+import { ListPage, PageQuery, toListPage } from '../common/pagination';
 import { AnalysisConfigEntity } from './analysis-config.entity';
 import {
   AnalysisCategoryDto,
@@ -87,8 +87,7 @@ export class AnalysisConfigsService {
     return toConfigView(saved);
   }
 
-  async list(orgId: string, query: Record<string, unknown>): Promise<ListPage<AnalysisConfigView>> {
-    const { limit, after } = parsePageQuery(query);
+  async list(orgId: string, { limit, after }: PageQuery): Promise<ListPage<AnalysisConfigView>> {
     const qb = this.configs
       .createQueryBuilder('c')
       .where('c.organization_id = :orgId AND c.deleted_at IS NULL', { orgId })

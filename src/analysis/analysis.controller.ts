@@ -1,9 +1,9 @@
 import { Body, Controller, Get, HttpCode, Post, Query } from '@nestjs/common';
-import { ApiBody, ApiOkResponse, ApiOperation, ApiQuery, ApiResponse, ApiTags } from '@nestjs/swagger';
+import { ApiBody, ApiOkResponse, ApiOperation, ApiResponse, ApiTags } from '@nestjs/swagger';
 import { ApiProtected, apiError } from '../common/api-docs';
-import { ListPage } from '../common/pagination';
+import { ListPage, pageOf } from '../common/pagination';
 import { Acting, ActingContext } from '../common/request-context';
-import { AnalysisResultView, RESULT_EXAMPLE, RunAnalysisDto } from './analysis.dto';
+import { AnalysisResultView, ListAnalysisResultsQueryDto, RESULT_EXAMPLE, RunAnalysisDto } from './analysis.dto';
 import { AnalysisService } from './analysis.service';
 import { AnalysisResultList, AnalysisResultResponse } from './analysis.responses';
 
@@ -49,13 +49,8 @@ export class AnalysisController {
 
   @Get('results')
   @ApiOperation({ summary: 'Stored analysis results, newest first' })
-  @ApiQuery({ name: 'request_id', type: String, required: false })
-  @ApiQuery({ name: 'response_id', type: String, required: false })
-  @ApiQuery({ name: 'config_id', type: String, required: false })
-  @ApiQuery({ name: 'limit', required: false, type: 'integer', minimum: 1, maximum: 100, example: 20 })
-  @ApiQuery({ name: 'after', type: String, required: false, description: 'id of the last result of the previous page' })
   @ApiOkResponse({ type: AnalysisResultList, example: { object: 'list', data: [RESULT_EXAMPLE], has_more: false, first_id: RESULT_EXAMPLE.id, last_id: RESULT_EXAMPLE.id } })
-  results(@Acting() acting: ActingContext, @Query() query: Record<string, unknown>): Promise<ListPage<AnalysisResultView>> {
-    return this.analysis.listResults(acting.orgId, query);
+  results(@Acting() acting: ActingContext, @Query() query: ListAnalysisResultsQueryDto): Promise<ListPage<AnalysisResultView>> {
+    return this.analysis.listResults(acting.orgId, pageOf(query), query);
   }
 }

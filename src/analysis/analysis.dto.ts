@@ -15,6 +15,8 @@ import {
   ValidateIf,
   ValidateNested,
 } from 'class-validator';
+import { UUID_RE } from '../common/ids';
+import { NO_NUL, OptionalParam, PageQueryDto } from '../common/pagination';
 
 export const ANALYSIS_TYPES = ['intent', 'sentiment', 'urgency', 'custom'] as const;
 export type AnalysisType = (typeof ANALYSIS_TYPES)[number];
@@ -173,6 +175,33 @@ export class RunAnalysisDto {
   @IsOptional()
   @IsBoolean()
   force_refresh?: boolean;
+}
+
+const noNul = (param: string) => Matches(NO_NUL, { message: `${param} must not contain NUL characters` });
+
+/**
+ * The filters of `GET /v1/analysis/results`. `@IsString()` comes last: the constraint applied first is reported, so a
+ * parameter given twice (an array) is named as not a string.
+ */
+export class ListAnalysisResultsQueryDto extends PageQueryDto {
+  @ApiPropertyOptional({ example: 'req_Yk3vQm9Xo2LrT8sWcA1bZp4N', description: 'only results of this exchange' })
+  @OptionalParam()
+  @MaxLength(256)
+  @noNul('request_id')
+  @IsString()
+  request_id?: string;
+
+  @ApiPropertyOptional({ example: 'resp_67ccd2bed1ec8190b14f964abc0542670bb6a6b452d3795b', description: 'only results of the exchange with this upstream response id' })
+  @OptionalParam()
+  @MaxLength(256)
+  @noNul('response_id')
+  @IsString()
+  response_id?: string;
+
+  @ApiPropertyOptional({ format: 'uuid', description: 'only results of this saved configuration' })
+  @OptionalParam()
+  @Matches(UUID_RE, { message: 'config_id must be a UUID' })
+  config_id?: string;
 }
 
 export interface AnalysisCategoryView {

@@ -3,9 +3,10 @@ import { InjectRepository } from '@nestjs/typeorm';
 import { createHash } from 'node:crypto';
 import { Repository } from 'typeorm';
 import { AppException } from '../common/app-exception';
+import { Cache } from '../common/cache';
 import { isUuid } from '../common/ids';
 import { JsonLogger } from '../common/logger';
-import { ListPage, parsePageQuery, toListPage } from '../common/pagination';
+import { ListPage, PageQuery, toListPage } from '../common/pagination';
 import type { ActingContext } from '../common/request-context';
 import { KeyResolver, ResolvedKey } from '../keys/key-resolver';
 import { Admission, LimitsService } from '../limits/limits.service';
@@ -26,7 +27,7 @@ import {
   parseAnswer,
   SCHEMA_NAME,
 } from './analysis-schema';
-import { AnalysisMetadata, AnalysisResultView, AnalysisType, CategoryScore, RunAnalysisDto } from './analysis.dto';
+import { AnalysisMetadata, AnalysisResultView, AnalysisType, CategoryScore, ListAnalysisResultsQueryDto, RunAnalysisDto } from './analysis.dto';
 import { conversationOf, isEmptyConversation, renderConversation } from './conversation';
 
 /** one retry after a non-conforming answer, then 502 */
@@ -36,6 +37,8 @@ const CLAIM_LEASE_MS = 30_000;
 const CLAIM_RENEW_MS = 10_000;
 /** how often a process waiting on another's identical analysis looks for its result */
 const CLAIM_POLL_MS = 200;
+/** analyses joined by identical calls; beyond it, a call runs its own (the claims still keep it from paying twice) */
+const MAX_ANALYSES_IN_FLIGHT = 10_000;
 
 interface Usage {
   input: number;
@@ -61,6 +64,8 @@ interface Target {
   transcript: string;
   cacheKey: string;
 }
+
+type ResultFilters = Pick<ListAnalysisResultsQueryDto, 'request_id' | 'response_id' | 'config_id'>;
 
 interface Outcome {
   row: AnalysisResultEntity;
@@ -132,7 +137,7 @@ function usageOf(response: Record<string, any>): Usage {
 @Injectable()
 export class AnalysisService {
   /** analyses running in this process, by organization and cache key: identical concurrent calls share one */
-  private readonly inFlight = new Map<string, Promise<Outcome>>();
+  private readonly inFlight = new Cache<Outcome>({ max: MAX_ANALYSES_IN_FLIGHT });
 
   constructor(
     @InjectRepository(AnalysisResultEntity) private readonly results: Repository<AnalysisResultEntity>,
@@ -164,23 +169,19 @@ export class AnalysisService {
     if (hit) return view({ row: hit, cached: true });
 
     const flightKey = `${acting.orgId}:${target.cacheKey}`;
-    const running = this.inFlight.get(flightKey);
-    if (running) {
-      // someone else here pays for the call; to this caller the answer is a cache hit
-      const o = await running;
-      return view({ row: o.row, cached: true });
-    }
-    const promise = this.analyseOnce(acting, target);
-    this.inFlight.set(flightKey, promise);
+    let mine = false;
+    const running = this.inFlight.get(flightKey, () => ((mine = true), this.analyseOnce(acting, target)));
     try {
-      return view(await promise);
+      const o = await running;
+      // when someone else here pays for the call, to this caller the answer is a cache hit
+      return view(mine ? o : { row: o.row, cached: true });
     } finally {
-      this.inFlight.delete(flightKey);
+      // the stored result answers later calls; this only joins the ones made while it ran
+      if (mine) this.inFlight.delete(flightKey);
     }
   }
 
-  async listResults(orgId: string, query: Record<string, unknown>): Promise<ListPage<AnalysisResultView>> {
-    const { limit, after } = parsePageQuery(query);
+  async listResults(orgId: string, { limit, after }: PageQuery, filters: ResultFilters): Promise<ListPage<AnalysisResultView>> {
     const qb = this.results
       .createQueryBuilder('r')
       .where('r.organization_id = :orgId', { orgId })
@@ -188,16 +189,11 @@ export class AnalysisService {
       .orderBy('r.created_at', 'DESC')
       .addOrderBy('r.id', 'DESC')
       .take(limit + 1);
-    const filter = (name: string) => (query[name] === undefined || query[name] === '' ? undefined : String(query[name]));
-    const requestId = filter('request_id');
-    const responseId = filter('response_id');
-    const configId = filter('config_id');
+    // an empty filter (`?config_id=`) means none, as the query DTO lets it through
+    const { request_id: requestId, response_id: responseId, config_id: configId } = filters;
     if (requestId) qb.andWhere('r.exchange_id = :requestId', { requestId });
     if (responseId) qb.andWhere('r.response_id = :responseId', { responseId });
-    if (configId) {
-      if (!isUuid(configId)) throw AppException.invalid('config_id must be a UUID', 'config_id');
-      qb.andWhere('r.config_id = :configId', { configId });
-    }
+    if (configId) qb.andWhere('r.config_id = :configId', { configId });
     if (after) {
       const cursor = isUuid(after) ? await this.results.findOneBy({ id: after, organizationId: orgId }) : null;
       if (!cursor) throw AppException.invalid(`Unknown cursor '${after}'`, 'after');

@@ -2,6 +2,7 @@ import { Injectable } from '@nestjs/common';
 import { InjectRepository } from '@nestjs/typeorm';
 import { DataSource, Repository } from 'typeorm';
 import { AppException, isUniqueViolation } from '../common/app-exception';
+import { Cache } from '../common/cache';
 import { isUuid } from '../common/ids';
 import { ChangeFeedService } from '../database/change-feed.service';
 import { OrganizationEntity } from './organization.entity';
@@ -20,10 +21,13 @@ export const toOrganizationView = (o: OrganizationEntity): OrganizationView => (
   created_at: o.createdAt.toISOString(),
 });
 
+/** Far above any real number of organizations: the bound only keeps the memory of the state cache finite. */
+const MAX_CACHED_ORGANIZATIONS = 100_000;
+
 @Injectable()
 export class OrganizationsService {
   /** organization id → its state, for the auth guard (no database read per request) */
-  private readonly states = new Map<string, Promise<{ name: string; disabled: boolean } | null>>();
+  private readonly states = new Cache<{ name: string; disabled: boolean } | null>({ max: MAX_CACHED_ORGANIZATIONS });
 
   constructor(
     private readonly dataSource: DataSource,
@@ -86,12 +90,6 @@ export class OrganizationsService {
 
   /** The organization's state for authentication, cached until it changes. */
   state(id: string): Promise<{ name: string; disabled: boolean } | null> {
-    let pending = this.states.get(id);
-    if (!pending) {
-      pending = this.orgs.findOneBy({ id }).then((o) => (o ? { name: o.name, disabled: o.disabledAt !== null } : null));
-      this.states.set(id, pending);
-      pending.catch(() => this.states.get(id) === pending && this.states.delete(id));
-    }
-    return pending;
+    return this.states.get(id, () => this.orgs.findOneBy({ id }).then((o) => (o ? { name: o.name, disabled: o.disabledAt !== null } : null)));
   }
 }

@@ -2,6 +2,7 @@ import { Injectable } from '@nestjs/common';
 import { InjectRepository } from '@nestjs/typeorm';
 import { DataSource, EntityManager, Repository } from 'typeorm';
 import { AppException, isUniqueViolation } from '../common/app-exception';
+import { Cache } from '../common/cache';
 import { isUuid } from '../common/ids';
 import { ChangeFeedService } from '../database/change-feed.service';
 import { ApiKeyEntity } from '../keys/api-key.entity';
@@ -48,9 +49,8 @@ export function externalIdProblem(value: string | undefined): 'missing_user_id' 
 
 @Injectable()
 export class UsersService {
-  /** "orgId\nexternalId" → internal user id; users never change id, so entries need no invalidation */
-  private readonly ids = new Map<string, Promise<string>>();
-  private static readonly MAX_CACHED = 100_000;
+  /** "orgId\nexternalId" → internal user id; users never change id, a deleted one is dropped through the change feed */
+  private readonly ids = new Cache<string>({ max: 100_000 });
 
   constructor(
     private readonly dataSource: DataSource,
@@ -106,15 +106,7 @@ export class UsersService {
 
   /** The internal id of the organization's user with this X-User-ID, recorded on first sight. */
   ensure(orgId: string, externalId: string): Promise<string> {
-    const key = cacheKey(orgId, externalId);
-    let pending = this.ids.get(key);
-    if (!pending) {
-      if (this.ids.size >= UsersService.MAX_CACHED) this.ids.clear();
-      pending = this.upsert(orgId, externalId);
-      this.ids.set(key, pending);
-      pending.catch(() => this.ids.get(key) === pending && this.ids.delete(key));
-    }
-    return pending;
+    return this.ids.get(cacheKey(orgId, externalId), () => this.upsert(orgId, externalId));
   }
 
   private async upsert(orgId: string, externalId: string): Promise<string> {

@@ -1,6 +1,5 @@
 import { ApiPropertyOptional } from '@nestjs/swagger';
 import { IsString, Matches, MaxLength, ValidateIf } from 'class-validator';
-import { AppException } from './app-exception';
 
 export interface ListPage<T> {
   object: 'list';
@@ -46,20 +45,6 @@ export function pageOf(query: PageQueryDto): PageQuery {
     limit: query.limit === undefined ? DEFAULT_PAGE_LIMIT : Number(query.limit),
     after: query.after === undefined || query.after === '' ? undefined : query.after,
   };
-}
-
-/** Reads `?limit=` (1–100, default 20) and `?after=` from an unvalidated query; anything else is a 400. */
-export function parsePageQuery(query: Record<string, unknown>): PageQuery {
-  let limit = DEFAULT_PAGE_LIMIT;
-  if (query.limit !== undefined) {
-    const raw = String(query.limit);
-    if (!/^\d+$/.test(raw) || Number(raw) < 1 || Number(raw) > MAX_PAGE_LIMIT) {
-      throw AppException.invalid(LIMIT_MESSAGE, 'limit');
-    }
-    limit = Number(raw);
-  }
-  const after = query.after === undefined || query.after === '' ? undefined : String(query.after);
-  return { limit, after };
 }
 
 /** Builds a list page from `limit + 1` fetched rows. */

@@ -2,7 +2,7 @@ import { Injectable } from '@nestjs/common';
 import { InjectRepository } from '@nestjs/typeorm';
 import { IsNull, Repository } from 'typeorm';
 import { AppException } from '../common/app-exception';
-import { BoundedPromiseCache } from '../common/bounded-promise-cache';
+import { Cache } from '../common/cache';
 import { JsonLogger } from '../common/logger';
 import { AppConfig } from '../config/app-config';
 import { ChangeFeedService } from '../database/change-feed.service';
@@ -17,7 +17,8 @@ import { KeyResolver, ResolvedKey } from './key-resolver';
  */
 @Injectable()
 export class CachedKeyResolver extends KeyResolver {
-  private readonly cache: BoundedPromiseCache<ResolvedKey | null>;
+  /** "orgId\nuserId" → the key that user's calls use */
+  private readonly cache: Cache<ResolvedKey | null>;
 
   constructor(
     @InjectRepository(ApiKeyEntity) private readonly keys: Repository<ApiKeyEntity>,
@@ -27,13 +28,14 @@ export class CachedKeyResolver extends KeyResolver {
     changes: ChangeFeedService,
   ) {
     super();
-    this.cache = new BoundedPromiseCache({ capacity: config.keyCacheSize });
-    changes.on('key', (orgId) => this.cache.dropGroup(orgId));
-    changes.on('org', (orgId) => this.cache.dropGroup(orgId));
+    this.cache = new Cache({ max: config.keyCacheSize });
+    const dropOrganization = (orgId: string) => this.cache.deleteWhere((key) => key.startsWith(`${orgId}\n`));
+    changes.on('key', dropOrganization);
+    changes.on('org', dropOrganization);
   }
 
   async resolve(acting: { orgId: string; userId: string }): Promise<ResolvedKey> {
-    const resolved = await this.cache.get(`${acting.orgId}\n${acting.userId}`, () => this.load(acting.orgId, acting.userId), acting.orgId);
+    const resolved = await this.cache.get(`${acting.orgId}\n${acting.userId}`, () => this.load(acting.orgId, acting.userId));
     if (!resolved) {
       throw new AppException('no_api_key', 'No upstream API key is configured for this user or organization');
     }

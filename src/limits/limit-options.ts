@@ -1,5 +1,5 @@
 import { AppException } from '../common/app-exception';
-import type { LimitPatch } from './limits.service';
+import type { LimitPatch } from './limit-definitions';
 
 /** The CLI's limit options as typed (strings), before validation. */
 export interface LimitOptionValues {

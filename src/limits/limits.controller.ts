@@ -2,7 +2,7 @@ import { Controller, Get } from '@nestjs/common';
 import { ApiOkResponse, ApiOperation, ApiTags } from '@nestjs/swagger';
 import { ApiProtected } from '../common/api-docs';
 import { Acting, ActingContext } from '../common/request-context';
-import { LimitsResponse, LimitsService } from './limits.service';
+import { LimitsAdminService, LimitsResponse } from './limits-admin.service';
 import { LimitsResponseBody } from './limits.responses';
 
 const view = (id: string) => ({
@@ -16,7 +16,7 @@ const view = (id: string) => ({
 @ApiProtected()
 @Controller('v1/limits')
 export class LimitsController {
-  constructor(private readonly limits: LimitsService) {}
+  constructor(private readonly limits: LimitsAdminService) {}
 
   @Get()
   @ApiOperation({

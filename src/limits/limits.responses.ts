@@ -1,6 +1,7 @@
 import { ApiProperty } from '@nestjs/swagger';
 import { ApiObject } from '../common/api-docs';
-import type { LimitsResponse, LimitUsage, LimitValues, SubjectLimitsView } from './limits.service';
+import type { LimitValues } from './limit-definitions';
+import type { LimitsResponse, LimitUsage, SubjectLimitsView } from './limits-admin.service';
 
 const nullableNumber = (description: string, integer = false) => ({ type: integer ? ('integer' as const) : ('number' as const), nullable: true, description });
 

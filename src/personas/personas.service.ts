@@ -2,7 +2,7 @@ import { Injectable } from '@nestjs/common';
 import { InjectRepository } from '@nestjs/typeorm';
 import { DataSource, EntityManager, IsNull, Repository } from 'typeorm';
 import { AppException, isUniqueViolation } from '../common/app-exception';
-import { BoundedPromiseCache } from '../common/bounded-promise-cache';
+import { Cache } from '../common/cache';
 import { isUuid } from '../common/ids';
 import { ListPage, PageQuery, toListPage } from '../common/pagination';
 import { ChangeFeedService } from '../database/change-feed.service';
@@ -39,7 +39,7 @@ const isLiveNameTaken = (err: unknown) => isUniqueViolation(err, 'uq_personas_or
 
 @Injectable()
 export class PersonasService {
-  private readonly cache = new BoundedPromiseCache<CachedPersona | null>({ capacity: MAX_CACHED_PERSONAS, maxAgeMs: MAX_CACHE_AGE_MS });
+  private readonly cache = new Cache<CachedPersona | null>({ max: MAX_CACHED_PERSONAS, ttlMs: MAX_CACHE_AGE_MS });
 
   constructor(
     private readonly dataSource: DataSource,
@@ -47,7 +47,7 @@ export class PersonasService {
     @InjectRepository(PersonaVersionEntity) private readonly versions: Repository<PersonaVersionEntity>,
     private readonly changes: ChangeFeedService,
   ) {
-    changes.on('persona', (id) => this.cache.drop(id));
+    changes.on('persona', (id) => this.cache.delete(id));
   }
 
   /**
@@ -175,7 +175,7 @@ export class PersonasService {
     try {
       const result = await this.dataSource.transaction(work);
       const changed = id ?? (result as { id: string } | undefined)?.id;
-      if (changed) this.cache.drop(changed);
+      if (changed) this.cache.delete(changed);
       return result;
     } catch (err) {
       if (name !== undefined && isLiveNameTaken(err)) {

@@ -2,6 +2,7 @@ import { Injectable } from '@nestjs/common';
 import { InjectRepository } from '@nestjs/typeorm';
 import { Repository, SelectQueryBuilder } from 'typeorm';
 import { AppException } from '../common/app-exception';
+import { Cache } from '../common/cache';
 import { checkRange, parseInstant } from '../common/dates';
 import { ListPage, PageQueryDto, pageOf, toListPage } from '../common/pagination';
 import { ListExchangesQueryDto } from './exchanges.dto';
@@ -121,7 +122,7 @@ const SESSION_CACHE_MAX = 50_000;
 @Injectable()
 export class ExchangesService {
   // response id → session, for requests that continue a conversation through previous_response_id
-  private readonly sessionsByResponse = new Map<string, string>();
+  private readonly sessionsByResponse = new Cache<string>({ max: SESSION_CACHE_MAX });
 
   constructor(
     @InjectRepository(ExchangeEntity) private readonly exchanges: Repository<ExchangeEntity>,
@@ -130,20 +131,12 @@ export class ExchangesService {
   ) {}
 
   rememberResponse(orgId: string, responseId: string, sessionId: string): void {
-    if (this.sessionsByResponse.size >= SESSION_CACHE_MAX) {
-      // drop the oldest entries (Map keeps insertion order)
-      let n = SESSION_CACHE_MAX / 10;
-      for (const k of this.sessionsByResponse.keys()) {
-        this.sessionsByResponse.delete(k);
-        if (--n <= 0) break;
-      }
-    }
     this.sessionsByResponse.set(`${orgId}\n${responseId}`, sessionId);
   }
 
   /** The session of the organization's stored exchange that produced this response, if any. */
   async sessionOfResponse(orgId: string, responseId: string): Promise<string | null> {
-    const cached = this.sessionsByResponse.get(`${orgId}\n${responseId}`);
+    const cached = this.sessionsByResponse.peek(`${orgId}\n${responseId}`);
     if (cached) return cached;
     const row = await this.exchanges.findOne({
       select: { sessionId: true },

@@ -3,7 +3,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createTestApp, TestApp } from '../support/create-test-app';
 import { api, createKey, createOrg, createUser } from '../support/factories';
 import { FakeUpstream, startFakeUpstream, StructuredFaultMode } from '../support/fake-upstream';
-import { LimitsService } from '../../src/limits/limits.service';
+import { LimitsAdminService } from '../../src/limits/limits-admin.service';
 
 const INTENT_CATEGORIES = [
   { name: 'technical_support', description: 'Bugs, crashes, error messages' },
@@ -336,7 +336,7 @@ describe('conversation analysis', () => {
   it('charges a failed analysis what upstream billed for each attempt: budget, usage analytics and metrics', async () => {
     const org = await setupOrg();
     const ex = await proxyExchange(org);
-    await app.app.get(LimitsService).setUserLimits(org.userId, { daily_budget_usd: 1000 });
+    await app.app.get(LimitsAdminService).setUserLimits(org.userId, { daily_budget_usd: 1000 });
     const spentBefore = (await org.call('GET', '/v1/limits')).body.user.usage.cost_today_usd as number;
     const day = new Date().toISOString().slice(0, 10);
     const period = `from=${day}&to=${new Date(Date.now() + 86_400_000).toISOString().slice(0, 10)}`;
@@ -372,8 +372,8 @@ describe('conversation analysis', () => {
     expect(usage.tokens.input).toBe(row.input_tokens + good.body.usage.input_tokens);
     expect(usage.cost).toBeCloseTo(row.cost + good.body.cost, 12);
     // a budget seeded from the records (set after the calls) counts the failed one too
-    await app.app.get(LimitsService).setUserLimits(org.userId, { daily_budget_usd: null });
-    await app.app.get(LimitsService).setUserLimits(org.userId, { daily_budget_usd: 1000 });
+    await app.app.get(LimitsAdminService).setUserLimits(org.userId, { daily_budget_usd: null });
+    await app.app.get(LimitsAdminService).setUserLimits(org.userId, { daily_budget_usd: 1000 });
     const reseeded = (await org.call('GET', '/v1/limits')).body.user.usage.cost_today_usd as number;
     expect(reseeded).toBeCloseTo(spentAfter, 12);
   });
@@ -675,6 +675,37 @@ describe('conversation analysis', () => {
     expect((await run({ request_id: ex.id, config_id: randomUUID() })).status).toBe(404);
     expect(org.upstreamCalls()).toHaveLength(0);
   });
+  it('validates the query of the analysis lists like every list, and documents its parameters', async () => {
+    const org = await setupOrg();
+    const cases: Array<[string, string, string]> = [
+      ['/v1/analysis/results?request_id=%00', 'request_id', 'request_id must not contain NUL (\\u0000) characters'],
+      ['/v1/analysis/results?response_id=a&response_id=b', 'response_id', 'response_id must be a string'],
+      ['/v1/analysis/results?config_id=nope', 'config_id', 'config_id must be a UUID'],
+      ['/v1/analysis/results?colour=red', 'colour', "Unknown field 'colour'"],
+      ['/v1/analysis/results?limit=101', 'limit', 'limit must be an integer between 1 and 100'],
+      ['/v1/analysis/configs?limit=x', 'limit', 'limit must be an integer between 1 and 100'],
+      ['/v1/analysis/configs?after=nope', 'after', "Unknown cursor 'nope'"],
+    ];
+    for (const [path, param, message] of cases) {
+      const res = await org.call('GET', path);
+      expect({ path, status: res.status, error: res.body.error }).toMatchObject({ path, status: 400, error: { type: 'invalid_request_error', param, message } });
+    }
+    // an empty parameter means "not given"
+    expect((await org.call('GET', '/v1/analysis/results?request_id=&response_id=&config_id=&after=')).status).toBe(200);
+    expect((await org.call('GET', '/v1/analysis/configs?after=')).status).toBe(200);
+
+    const doc: any = await (await fetch(`${app.url}/docs-json`)).json();
+    const params = (path: string) => Object.fromEntries(doc.paths[path].get.parameters.map((p: any) => [p.name, { in: p.in, ...p.schema }]));
+    expect(params('/v1/analysis/results')).toMatchObject({
+      request_id: { in: 'query', type: 'string' },
+      response_id: { in: 'query', type: 'string' },
+      config_id: { in: 'query', type: 'string', format: 'uuid' },
+      limit: { in: 'query', type: 'integer', minimum: 1, maximum: 100 },
+      after: { in: 'query', type: 'string' },
+    });
+    expect(params('/v1/analysis/configs')).toMatchObject({ limit: { in: 'query', type: 'integer', minimum: 1, maximum: 100 }, after: { in: 'query', type: 'string' } });
+  });
+
   it('documents the analysis routes with examples in the OpenAPI document', async () => {
     const doc: any = await (await fetch(`${app.url}/docs-json`)).json();
     for (const path of ['/v1/analysis', '/v1/analysis/results', '/v1/analysis/configs', '/v1/analysis/configs/{id}']) {

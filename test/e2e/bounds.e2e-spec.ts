@@ -3,7 +3,7 @@ import { createServer } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { KeyResolver } from '../../src/keys/key-resolver';
 import { KeysService } from '../../src/keys/keys.service';
-import { LimitsService } from '../../src/limits/limits.service';
+import { LimitsAdminService } from '../../src/limits/limits-admin.service';
 import { createTestApp, TestApp } from '../support/create-test-app';
 import { createKey } from '../support/factories';
 import { FakeUpstream, startFakeUpstream } from '../support/fake-upstream';
@@ -137,7 +137,7 @@ describe('bounds on what tenants and upstreams can make the proxy hold', () => {
       expect(day.body.data[0].cost).toBe(0.0000033);
 
       // the CLI prints the day's spending at the same precision (it printed $0.000003, cut to 6 decimals)
-      await app.app.get(LimitsService).setOrganizationLimits(o.orgId, { daily_budget_usd: 1 });
+      await app.app.get(LimitsAdminService).setOrganizationLimits(o.orgId, { daily_budget_usd: 1 });
       const [prose, json] = await Promise.all([runCli(['org', 'show', o.orgId], cliEnvFor(app)), runCli(['org', 'show', o.orgId, '--json'], cliEnvFor(app))]);
       expect(prose.code, prose.stderr).toBe(0);
       expect(prose.stdout).toMatch(/daily budget:\s+\$1 \(\$0\.0000033 used today/);

@@ -3,6 +3,7 @@ import { createServer } from 'node:net';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LimitCountersService } from '../../src/limits/limit-counters.service';
+import { LimitsAdminService } from '../../src/limits/limits-admin.service';
 import { LimitsService } from '../../src/limits/limits.service';
 import { createTestApp, TestApp } from '../support/create-test-app';
 import { api, createUser } from '../support/factories';
@@ -66,7 +67,7 @@ describe.each([
 
   it("a user's refused calls do not spend the organization's requests", async () => {
     const o = await org(app, fake.url);
-    const limits = app.app.get(LimitsService);
+    const limits = app.app.get(LimitsAdminService);
     await limits.setOrganizationLimits(o.orgId, { rpm: 40 });
     await limits.setUserLimits(o.internalUserId, { rpm: 10 });
     // 30 calls of the limited user and 20 of other users, interleaved and all at once
@@ -97,8 +98,9 @@ describe.each([
   it("the same through the service: the user's admissions queued first, the others' right behind them", async () => {
     const o = await org(app, fake.url);
     const limits = app.app.get(LimitsService);
-    await limits.setOrganizationLimits(o.orgId, { rpm: 40 });
-    await limits.setUserLimits(o.internalUserId, { rpm: 10 });
+    const admin = app.app.get(LimitsAdminService);
+    await admin.setOrganizationLimits(o.orgId, { rpm: 40 });
+    await admin.setUserLimits(o.internalUserId, { rpm: 10 });
     const admit = (userId: string) =>
       limits.admit({ orgId: o.orgId, userId }, { model: BODY.model, body: BODY }).then(
         async (admission) => {
@@ -119,7 +121,7 @@ describe.each([
   });
 
   it('50 concurrent calls stay within the token limit and the budget, up to one call', async () => {
-    const limits = app.app.get(LimitsService);
+    const limits = app.app.get(LimitsAdminService);
     const pricing = { 'gpt-4o': { input: 2.5, output: 10 } };
     const tokenOrg = await org(app, fake.url);
     const budgetOrg = await org(app, fake.url);
@@ -161,7 +163,7 @@ describe.each([
     const port = (dead.address() as { port: number }).port;
     await new Promise<void>((r) => dead.close(() => r()));
     const o = await org(app, `http://127.0.0.1:${port}/v1`);
-    const limits = app.app.get(LimitsService);
+    const limits = app.app.get(LimitsAdminService);
     await limits.setUserLimits(o.internalUserId, { tpm: 100_000, daily_budget_usd: 5 });
 
     const failed = await o.call('POST', '/v1/responses', BODY);
@@ -173,7 +175,7 @@ describe.each([
 
   it('a call refused by upstream releases its reservation; a later success counts only what it used', async () => {
     const o = await org(app, fake.url);
-    await app.app.get(LimitsService).setUserLimits(o.internalUserId, { tpm: 100_000 });
+    await app.app.get(LimitsAdminService).setUserLimits(o.internalUserId, { tpm: 100_000 });
     fake.enqueue({ kind: 'status', status: 400 });
     expect((await o.call('POST', '/v1/responses', BODY)).status).toBe(400);
     expect((await o.call('GET', '/v1/limits')).body.user.usage.tokens_this_minute).toBe(0);

@@ -4,7 +4,9 @@ import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { estimateCall } from '../../src/limits/call-estimate';
 import { LimitCountersService } from '../../src/limits/limit-counters.service';
-import { LimitPatch, LimitsService } from '../../src/limits/limits.service';
+import type { LimitPatch } from '../../src/limits/limit-definitions';
+import { LimitsAdminService } from '../../src/limits/limits-admin.service';
+import { LimitsService } from '../../src/limits/limits.service';
 import { createTestApp, TestApp } from '../support/create-test-app';
 import { api, createUser } from '../support/factories';
 import { FakeUpstream, startFakeUpstream } from '../support/fake-upstream';
@@ -19,6 +21,7 @@ const DAY = 86_400_000;
 const midMinute = () => Math.floor(Date.now() / MINUTE) * MINUTE + 30_000;
 
 const limitsOf = (app: TestApp) => app.app.get(LimitsService);
+const adminOf = (app: TestApp) => app.app.get(LimitsAdminService);
 
 /** A fresh organization with its own upstream key (so upstream calls can be counted per test) and its user's internal id. */
 async function org(app: TestApp, fake: FakeUpstream): Promise<ProxyTestOrg & { apiKey: string; internalUserId: string }> {
@@ -74,8 +77,8 @@ describe('limits and budgets', () => {
     for (const [kind, patch, code] of kinds) {
       it(`${kind} of the ${scope}: the call over it is refused before upstream; others are not affected`, async () => {
         const o = await org(app, fake);
-        if (scope === 'organization') await limitsOf(app).setOrganizationLimits(o.orgId, patch);
-        else await limitsOf(app).setUserLimits(o.internalUserId, patch);
+        if (scope === 'organization') await adminOf(app).setOrganizationLimits(o.orgId, patch);
+        else await adminOf(app).setUserLimits(o.internalUserId, patch);
 
         expect((await o.call('POST', '/v1/responses', BODY)).status).toBe(200);
         const refused = await o.call('POST', '/v1/responses', BODY);
@@ -93,8 +96,8 @@ describe('limits and budgets', () => {
 
   it('the stricter of the organization and user limits applies, and the headers report it', async () => {
     const o = await org(app, fake);
-    await limitsOf(app).setOrganizationLimits(o.orgId, { rpm: 5 });
-    await limitsOf(app).setUserLimits(o.internalUserId, { rpm: 2 });
+    await adminOf(app).setOrganizationLimits(o.orgId, { rpm: 5 });
+    await adminOf(app).setUserLimits(o.internalUserId, { rpm: 2 });
     const first = await o.call('POST', '/v1/responses', BODY);
     expect(first.status).toBe(200);
     expect(first.headers.get('x-ratelimit-limit-requests')).toBe('2');
@@ -107,12 +110,23 @@ describe('limits and budgets', () => {
 
     // a stricter organization limit wins over a looser user limit
     const p = await org(app, fake);
-    await limitsOf(app).setOrganizationLimits(p.orgId, { rpm: 1 });
-    await limitsOf(app).setUserLimits(p.internalUserId, { rpm: 10 });
+    await adminOf(app).setOrganizationLimits(p.orgId, { rpm: 1 });
+    await adminOf(app).setUserLimits(p.internalUserId, { rpm: 10 });
     expect((await p.call('POST', '/v1/responses', BODY)).headers.get('x-ratelimit-limit-requests')).toBe('1');
     const refused = await p.call('POST', '/v1/responses', BODY);
     expect429(refused, 'rate_limit_exceeded');
     expect(refused.body.error.message).toContain("organization's limit of 1 requests per minute");
+  });
+
+  it('an organization id typed in capitals sets the same limits the running server enforces', async () => {
+    const o = await org(app, fake);
+    // the server has already cached "no limits" for the organization
+    expect((await o.call('POST', '/v1/responses', BODY)).status).toBe(200);
+    const view = await adminOf(app).setOrganizationLimits(o.orgId.toUpperCase(), { rpm: 1 });
+    expect(view.id).toBe(o.orgId);
+    expect((await o.call('GET', '/v1/limits')).body.organization.limits.rpm).toBe(1);
+    expect((await o.call('POST', '/v1/responses', BODY)).status).toBe(200);
+    expect429(await o.call('POST', '/v1/responses', BODY), 'rate_limit_exceeded');
   });
 
   it("X-RateLimit-* headers: present when a rate limit applies, OpenAI's names and formats; absent otherwise", async () => {
@@ -122,7 +136,7 @@ describe('limits and budgets', () => {
     expect([...plain.headers.keys()].filter((h) => h.startsWith('x-ratelimit'))).toEqual([]);
 
     const o = await org(app, fake);
-    await limitsOf(app).setOrganizationLimits(o.orgId, { rpm: 3, tpm: 100_000 });
+    await adminOf(app).setOrganizationLimits(o.orgId, { rpm: 3, tpm: 100_000 });
     const first = await o.call('POST', '/v1/responses', BODY);
     expect(first.status).toBe(200);
     expect(first.headers.get('x-ratelimit-limit-requests')).toBe('3');
@@ -143,8 +157,8 @@ describe('limits and budgets', () => {
 
   it('GET /v1/limits: the acting user and organization, their limits and consumption', async () => {
     const o = await org(app, fake);
-    await limitsOf(app).setOrganizationLimits(o.orgId, { rpm: 10, daily_budget_usd: 5 });
-    await limitsOf(app).setUserLimits(o.internalUserId, { tpm: 1000, monthly_budget_usd: 50 });
+    await adminOf(app).setOrganizationLimits(o.orgId, { rpm: 10, daily_budget_usd: 5 });
+    await adminOf(app).setUserLimits(o.internalUserId, { tpm: 1000, monthly_budget_usd: 50 });
     const before = await o.call('GET', '/v1/limits');
     expect(before.status).toBe(200);
     expect(before.body.organization.usage).toEqual({ requests_this_minute: 0, tokens_this_minute: null, cost_today_usd: 0, cost_this_month_usd: null });
@@ -184,8 +198,8 @@ describe('limits and budgets', () => {
   it('a new window starts afresh: the minute for rates, the UTC day for the daily budget', async () => {
     const rate = await org(app, fake);
     const budget = await org(app, fake);
-    await limitsOf(app).setOrganizationLimits(rate.orgId, { rpm: 1 });
-    await limitsOf(app).setUserLimits(budget.internalUserId, { daily_budget_usd: 1e-9 });
+    await adminOf(app).setOrganizationLimits(rate.orgId, { rpm: 1 });
+    await adminOf(app).setUserLimits(budget.internalUserId, { daily_budget_usd: 1e-9 });
     try {
       for (const o of [rate, budget]) expect((await o.call('POST', '/v1/responses', BODY)).status).toBe(200);
       expect429(await rate.call('POST', '/v1/responses', BODY), 'rate_limit_exceeded');
@@ -213,7 +227,7 @@ describe('limits and budgets', () => {
     const spent = (await o.call('GET', `/v1/requests/${first.headers.get('x-request-id')}`)).body.cost;
     expect(spent).toBeGreaterThan(0);
 
-    await limitsOf(app).setOrganizationLimits(o.orgId, { daily_budget_usd: spent * 1.0001 });
+    await adminOf(app).setOrganizationLimits(o.orgId, { daily_budget_usd: spent * 1.0001 });
     expect((await o.call('GET', '/v1/limits')).body.organization.usage.cost_today_usd).toBeCloseTo(spent, 12);
 
     fake.enqueue({ kind: 'slow-stream', firstByteMs: 0, eventIntervalMs: 20 });
@@ -236,7 +250,7 @@ describe('limits and budgets', () => {
     const o = await org(app, fake);
     const ex = await o.call('POST', '/v1/responses', BODY);
     const spent = (await o.call('GET', `/v1/requests/${ex.headers.get('x-request-id')}`)).body.cost;
-    await limitsOf(app).setUserLimits(o.internalUserId, { daily_budget_usd: spent * 1.0001 });
+    await adminOf(app).setUserLimits(o.internalUserId, { daily_budget_usd: spent * 1.0001 });
 
     const analysis = await o.call('POST', '/v1/analysis', { request_id: ex.headers.get('x-request-id'), config: { analysis_type: 'sentiment' } });
     expect(analysis.status).toBe(200);
@@ -250,7 +264,7 @@ describe('limits and budgets', () => {
 
   it('concurrent calls never pass the request limit (PostgreSQL counters)', async () => {
     const o = await org(app, fake);
-    await limitsOf(app).setOrganizationLimits(o.orgId, { rpm: 4 });
+    await adminOf(app).setOrganizationLimits(o.orgId, { rpm: 4 });
     const results = await Promise.all(Array.from({ length: 12 }, () => o.call('POST', '/v1/responses', BODY)));
     expect(results.filter((r) => r.status === 200)).toHaveLength(4);
     expect(results.filter((r) => r.status === 429)).toHaveLength(8);
@@ -262,7 +276,7 @@ describe('limits and budgets', () => {
     try {
       limitsOf(second).clock = () => now;
       const o = await org(app, fake);
-      await limitsOf(app).setOrganizationLimits(o.orgId, { rpm: 4 });
+      await adminOf(app).setOrganizationLimits(o.orgId, { rpm: 4 });
       const servers = [app, second];
       const results = await Promise.all(
         Array.from({ length: 10 }, (_, i) =>
@@ -295,7 +309,7 @@ describe('limits and budgets', () => {
         expect(s.app.get(LimitCountersService).current).toBe('redis');
       }
       const o = await org(a, fake);
-      await limitsOf(a).setOrganizationLimits(o.orgId, { rpm: 3, tpm: 1_000_000 });
+      await adminOf(a).setOrganizationLimits(o.orgId, { rpm: 3, tpm: 1_000_000 });
       const results = await Promise.all(
         Array.from({ length: 9 }, (_, i) =>
           fetch(`${[a, b][i % 2].url}/v1/responses`, {
@@ -342,7 +356,7 @@ describe('limits and budgets', () => {
       const counters = s.app.get(LimitCountersService);
       expect(counters.current).toBe('redis');
       const o = await org(s, fake);
-      await limitsOf(s).setOrganizationLimits(o.orgId, { rpm: 3 });
+      await adminOf(s).setOrganizationLimits(o.orgId, { rpm: 3 });
       const call = () =>
         fetch(`${s.url}/v1/responses`, {
           method: 'POST',

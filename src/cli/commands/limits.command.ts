@@ -1,7 +1,7 @@
 import { Option, SubCommand } from 'nest-commander';
 import { LimitOptionValues, parseLimitOptions } from '../../limits/limit-options';
-import type { LimitUsage, LimitValues } from '../../limits/limits.service';
-import { LimitsService } from '../../limits/limits.service';
+import type { LimitValues } from '../../limits/limit-definitions';
+import { LimitsAdminService, LimitUsage } from '../../limits/limits-admin.service';
 import { PricingService } from '../../proxy/pricing.service';
 import { AdminCommand, JsonOption, record } from '../admin-command';
 
@@ -51,7 +51,7 @@ abstract class LimitsOptionsCommand extends AdminCommand<LimitsOptions> {
 })
 export class OrgLimitsCommand extends LimitsOptionsCommand {
   constructor(
-    private readonly limits: LimitsService,
+    private readonly limits: LimitsAdminService,
     private readonly pricing: PricingService,
   ) {
     super();
@@ -70,7 +70,7 @@ export class OrgLimitsCommand extends LimitsOptionsCommand {
 })
 export class UserLimitsCommand extends LimitsOptionsCommand {
   constructor(
-    private readonly limits: LimitsService,
+    private readonly limits: LimitsAdminService,
     private readonly pricing: PricingService,
   ) {
     super();
@@ -85,7 +85,7 @@ export class UserLimitsCommand extends LimitsOptionsCommand {
 @SubCommand({ name: 'show', arguments: '<org-id>', description: 'show an organization with its limits and current consumption' })
 export class OrgShowCommand extends AdminCommand {
   constructor(
-    private readonly limits: LimitsService,
+    private readonly limits: LimitsAdminService,
     private readonly pricing: PricingService,
   ) {
     super();
