@@ -12,7 +12,7 @@ import { KeyResolver, ResolvedKey } from '../keys/key-resolver';
 import { Admission, LimitsService } from '../limits/limits.service';
 import { MetricsService } from '../metrics/metrics.service';
 import { ExchangesRepository } from '../exchanges/exchanges.repository';
-import { ExchangeEntity } from '../proxy/exchange.entity';
+import { ExchangeEntity } from '../exchanges/exchange.entity';
 import { PricingService } from '../pricing/pricing.service';
 import { UpstreamClient } from '../upstream/upstream-client';
 import { AnalysisClaimsRepository } from './analysis-claims.repository';

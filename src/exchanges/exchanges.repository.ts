@@ -1,8 +1,8 @@
 import { Injectable } from '@nestjs/common';
 import { InjectRepository } from '@nestjs/typeorm';
 import { Repository, SelectQueryBuilder } from 'typeorm';
-import { ExchangeEntity } from '../proxy/exchange.entity';
-import { ExchangeRecorder } from '../proxy/exchange-recorder.service';
+import { ExchangeEntity } from './exchange.entity';
+import { ExchangeRecorder } from './recorder/exchange-recorder.service';
 import {
   AnalysisCountRow,
   IS_ERROR,

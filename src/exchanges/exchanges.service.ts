@@ -4,7 +4,7 @@ import { Cache } from '../common/cache';
 import { checkRange, parseInstant } from '../common/dates';
 import { ListPage, PageQueryDto, pageOf, toListPage } from '../common/pagination';
 import { ListExchangesQueryDto } from './exchanges.dto';
-import { ExchangeEntity } from '../proxy/exchange.entity';
+import { ExchangeEntity } from './exchange.entity';
 import { BodyField, ExchangesRepository, ListedExchange } from './exchanges.repository';
 import { UNFINISHED_STATUSES, UnfinishedResponses } from './unfinished-responses';
 

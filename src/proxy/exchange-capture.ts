@@ -1,16 +1,10 @@
 /** What the recorder keeps of an upstream answer: ids, usage, output text and the final body. */
 
+import type { TokenUsage } from '../exchanges/recorder/exchange-record';
+
 export type ProxyEndpoint = 'responses' | 'chat.completions';
 
-export interface TokenUsage {
-  input: number | null;
-  output: number | null;
-  total: number | null;
-  cached: number | null;
-  reasoning: number | null;
-  /** counted by the proxy from what was sent and streamed (the upstream never reported usage: a cut stream) */
-  estimated?: boolean;
-}
+export type { TokenUsage };
 
 export interface Captured {
   responseId: string | null;

@@ -9,7 +9,7 @@ import { createTestApp, TestApp } from '../support/create-test-app';
 import { api, createUser } from '../support/factories';
 import { FakeUpstream, startFakeUpstream } from '../support/fake-upstream';
 import { pollRequest, proxyOrg, ProxyTestOrg, waitFor } from '../support/proxy-test-helpers';
-import { ExchangeRecorder } from '../../src/proxy/exchange-recorder.service';
+import { ExchangeRecorder } from '../../src/exchanges/recorder/exchange-recorder.service';
 import { Client } from 'pg';
 
 const DATABASE_URL = process.env.DATABASE_URL;
@@ -278,7 +278,7 @@ describe('proxy: database outages and durability', () => {
       expect(rows.map((r) => r.input).sort()).toEqual([...inputs].sort());
       expect(app.logs.some((l) => /duplicate key/.test(l))).toBe(false);
       // nothing of these calls is held in memory any more (request bodies included)
-      expect((recorder as any).open.size).toBe(0);
+      expect((recorder as any).pendingRows.size).toBe(0);
       return rows;
     }
 

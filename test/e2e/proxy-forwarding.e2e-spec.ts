@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { ConfigError, loadConfig } from '../../src/config/app-config';
 import { createTestApp, TestApp } from '../support/create-test-app';
-import { ExchangeRecorder } from '../../src/proxy/exchange-recorder.service';
+import { ExchangeRecorder } from '../../src/exchanges/recorder/exchange-recorder.service';
 import { api, createKey, createUser } from '../support/factories';
 import { FakeUpstream, startFakeUpstream } from '../support/fake-upstream';
 import { parseSse, proxyOrg, waitFor } from '../support/proxy-test-helpers';

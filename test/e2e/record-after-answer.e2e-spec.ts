@@ -4,7 +4,7 @@ import { ConfigError, loadConfig } from '../../src/config/app-config';
 import { createTestApp, TEST_ENCRYPTION_KEY, TEST_JWT_SECRET, TestApp } from '../support/create-test-app';
 import { FakeUpstream, startFakeUpstream } from '../support/fake-upstream';
 import { parseSse, proxyOrg, waitFor } from '../support/proxy-test-helpers';
-import { ExchangeRecorder } from '../../src/proxy/exchange-recorder.service';
+import { ExchangeRecorder } from '../../src/exchanges/recorder/exchange-recorder.service';
 
 describe('RECORD_WRITE=after_answer: answers first, records a moment later, reads still see them', () => {
   let app: TestApp;

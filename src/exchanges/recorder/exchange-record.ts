@@ -1,0 +1,65 @@
+/** What an exchange record holds: the row written before the upstream is called, and how the call ended. */
+
+export interface TokenUsage {
+  input: number | null;
+  output: number | null;
+  total: number | null;
+  cached: number | null;
+  reasoning: number | null;
+  /** counted by the proxy from what was sent and streamed (the upstream never reported usage: a cut stream) */
+  estimated?: boolean;
+}
+
+export type ExchangeStatus =
+  | 'pending'
+  | 'completed'
+  | 'failed'
+  | 'upstream_error'
+  | 'upstream_timeout'
+  | 'client_aborted'
+  | 'interrupted'
+  /** a background response the upstream has not finished */
+  | 'queued';
+
+/** The row written before the upstream is called. */
+export interface PendingExchange {
+  id: string;
+  organizationId: string;
+  userId: string;
+  externalUserId: string;
+  sessionId: string;
+  personaId: string | null;
+  personaVersion: number | null;
+  endpoint: string;
+  model: string | null;
+  stream: boolean;
+  /** the JSON text sent upstream, stored as jsonb without re-serializing it */
+  requestBody: string;
+  keyId: string;
+  keySource: string;
+  createdAt: Date;
+}
+
+/** How the exchange ended. */
+export interface ExchangeOutcome {
+  id: string;
+  status: ExchangeStatus;
+  upstreamStatus: number | null;
+  responseId: string | null;
+  /** JSON text (stored as is) or a value to serialize */
+  responseBody: unknown;
+  outputText: string | null;
+  error: unknown;
+  usage: TokenUsage | null;
+  cost: number | null;
+  latencyMs: number;
+  timeToFirstByteMs: number | null;
+}
+
+/** The error stored with a call whose answer was withheld because its record could not be written. */
+export const UNDELIVERED = {
+  message: 'The answer was not delivered: the database was unavailable to record it',
+  type: 'service_unavailable',
+  code: 'database_unavailable',
+  param: null,
+};

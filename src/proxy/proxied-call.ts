@@ -1,0 +1,315 @@
+import type { IncomingHttpHeaders, ServerResponse } from 'node:http';
+import { AppException } from '../common/app-exception';
+import { BodyTooLarge, readBounded } from '../common/read-bounded';
+import type { ProxiedRequest } from '../common/request-context';
+import { AppConfig } from '../config/app-config';
+import type { ExchangeOutcome, ExchangeStatus } from '../exchanges/recorder/exchange-record';
+import type { RecordHandle } from '../exchanges/recorder/record-handle';
+import type { ResolvedKey } from '../keys/key-resolver';
+import type { Admission, LimitsService } from '../limits/limits.service';
+import type { MetricsService } from '../metrics/metrics.service';
+import { Captured, captureJson, ProxyEndpoint, TokenUsage } from './exchange-capture';
+import type { ExchangesService } from '../exchanges/exchanges.service';
+import type { PricingService } from '../pricing/pricing.service';
+import type { ProxyBodyFields } from './proxy-body';
+import { RelayedCall, StreamRelay } from './stream-relay';
+import type { UpstreamClient, UpstreamResponse } from '../upstream/upstream-client';
+import { KeyScrubber, scrubUpstreamText, upstreamErrorAnswer, upstreamFailure } from '../upstream/upstream-errors';
+import { estimateUsage } from './usage-estimate';
+
+const RETRYABLE_STATUS = new Set([429, 500, 502, 503, 504]);
+const BACKOFF_BASE_MS = 100;
+const PATHS: Record<ProxyEndpoint, string> = { responses: '/responses', 'chat.completions': '/chat/completions' };
+
+/** What a proxied call uses, given to it explicitly. */
+export interface CallServices {
+  readonly upstream: UpstreamClient;
+  readonly pricing: PricingService;
+  /** remembers a response id's session for a later previous_response_id */
+  readonly exchanges: Pick<ExchangesService, 'rememberResponse'>;
+  readonly limits: LimitsService;
+  readonly metrics: MetricsService;
+  readonly config: AppConfig;
+}
+
+/** Retry-After (seconds or an HTTP date) or OpenAI's retry-after-ms, in milliseconds; null if absent. */
+export function retryAfterMs(headers: IncomingHttpHeaders): number | null {
+  const ms = headers['retry-after-ms'];
+  if (typeof ms === 'string' && /^\d+(\.\d+)?$/.test(ms.trim())) return Math.ceil(Number(ms));
+  const ra = headers['retry-after'];
+  if (typeof ra !== 'string' || !ra.trim()) return null;
+  if (/^\d+(\.\d+)?$/.test(ra.trim())) return Math.ceil(Number(ra) * 1000);
+  const at = Date.parse(ra);
+  return Number.isNaN(at) ? null : Math.max(0, at - Date.now());
+}
+
+function parseJson(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+}
+
+/** One proxied call, from the first upstream attempt to the committed record. */
+export class ProxiedCall implements RelayedCall {
+  private readonly abort = new AbortController();
+  private gone = false;
+  private ttfb: number | null = null;
+  private upstreamStartedAt: number | null = null;
+  /** takes the call's key out of whatever the upstream sends */
+  readonly scrubber: KeyScrubber;
+
+  constructor(
+    private readonly services: CallServices,
+    readonly endpoint: ProxyEndpoint,
+    private readonly fields: ProxyBodyFields,
+    private readonly req: ProxiedRequest,
+    readonly res: ServerResponse,
+    private readonly key: ResolvedKey,
+    private readonly sessionId: string,
+    private readonly payload: Buffer | string,
+    /** the call's record, open since before the upstream is called */
+    readonly record: RecordHandle,
+    private readonly admission: Admission,
+    /** the proxy asked a chat stream for usage the client did not ask for */
+    readonly usageUnrequested = false,
+  ) {
+    this.scrubber = new KeyScrubber(key.apiKey);
+    res.once('close', () => {
+      if (!res.writableFinished) {
+        this.gone = true;
+        this.abort.abort();
+      }
+    });
+    if (res.destroyed) {
+      this.gone = true;
+      this.abort.abort();
+    }
+  }
+
+  /** the client closed its connection before the answer was over */
+  get clientGone(): boolean {
+    return this.gone;
+  }
+
+  async run(): Promise<void> {
+    const { config, upstream } = this.services;
+    const accept = this.fields.stream ? 'text/event-stream' : 'application/json';
+    for (let attempt = 0; ; attempt++) {
+      if (this.clientGone) return void (await this.finish('client_aborted', { upstreamStatus: null }));
+      let up: UpstreamResponse;
+      try {
+        this.upstreamStartedAt ??= performance.now();
+        up = await upstream.send({
+          key: this.key,
+          method: 'POST',
+          path: PATHS[this.endpoint],
+          body: this.payload,
+          headers: { accept },
+          signal: this.abort.signal,
+          retry: attempt,
+          requestId: this.req.requestId,
+        });
+      } catch (err) {
+        if (this.clientGone) return void (await this.finish('client_aborted', { upstreamStatus: null }));
+        const exc = upstreamFailure(err);
+        if (exc.kind === 'upstream_error' && attempt < config.upstreamMaxRetries) {
+          this.services.metrics.retry(this.endpoint);
+          await this.backoff(attempt, null);
+          continue;
+        }
+        return this.fail(exc, exc.kind === 'upstream_timeout' ? 'upstream_timeout' : 'upstream_error', null);
+      }
+      this.ttfb = performance.now() - this.req.startedAt;
+      const status = up.statusCode;
+      // No await from here until the body's listeners are attached: an undici body destroyed (a reset) before it
+      // is read drops what it had buffered and never emits again. The pending row is awaited by finish() and,
+      // for a stream, before its first byte is relayed.
+
+      if (RETRYABLE_STATUS.has(status)) {
+        const wait = retryAfterMs(up.headers);
+        const overCap = wait !== null && wait > config.retryAfterCapMs;
+        if (!overCap && attempt < config.upstreamMaxRetries) {
+          await up.body.dump().catch(() => undefined);
+          this.services.metrics.retry(this.endpoint);
+          await this.backoff(attempt, wait);
+          continue;
+        }
+        const { text, body } = await this.readErrorBody(up);
+        const exc = upstreamErrorAnswer(status, text);
+        if (wait !== null) exc.options.headers = { ...exc.options.headers, 'Retry-After': String(Math.max(1, Math.ceil(wait / 1000))) };
+        return this.fail(exc, 'upstream_error', status, body);
+      }
+      if (status >= 300 && status < 400) {
+        await up.body.dump().catch(() => undefined);
+        return this.fail(new AppException('upstream_error', 'The upstream answered with a redirect, which is not followed'), 'upstream_error', status);
+      }
+      if (status < 200 || status >= 400) {
+        const { text, body } = await this.readErrorBody(up);
+        return this.fail(upstreamErrorAnswer(status, text), status >= 500 ? 'upstream_error' : 'failed', status, body);
+      }
+      const contentType = String(up.headers['content-type'] ?? '');
+      if (contentType.includes('text/event-stream')) return this.relayStream(up);
+      return this.relayJson(up);
+    }
+  }
+
+  /** Full-jitter exponential backoff, or the upstream's Retry-After when it gave one (within the cap). */
+  private backoff(attempt: number, retryAfter: number | null): Promise<void> {
+    const ms = retryAfter ?? Math.random() * BACKOFF_BASE_MS * 2 ** attempt;
+    const signal = this.abort.signal;
+    return new Promise((resolve) => {
+      if (signal.aborted) return resolve();
+      const done = () => {
+        clearTimeout(timer);
+        signal.removeEventListener('abort', done);
+        resolve();
+      };
+      const timer = setTimeout(done, ms);
+      signal.addEventListener('abort', done, { once: true });
+    });
+  }
+
+  private async readErrorBody(up: UpstreamResponse): Promise<{ text: string; body: unknown }> {
+    try {
+      const raw = (await readBounded(up.body, Math.min(this.services.config.upstreamMaxBodyBytes, 1024 * 1024))).toString('utf8');
+      // the error body is stored and answered with: an upstream quoting the key must not leak it
+      const text = scrubUpstreamText(raw, this.key.apiKey);
+      return { text, body: parseJson(text) ?? null };
+    } catch {
+      return { text: '', body: null };
+    }
+  }
+
+  /** Records the failure, then throws it for the exception filter to answer (nothing has been sent yet). */
+  private async fail(exc: AppException, status: ExchangeStatus, upstreamStatus: number | null, responseBody: unknown = null): Promise<never> {
+    await this.finish(status, { upstreamStatus, responseBody, error: exc.toBody().error });
+    // the pending row could not be written: the call is not recorded, and says so
+    throw this.record.unrecorded ? AppException.databaseUnavailable() : exc;
+  }
+
+  /** Completes the record; false when it could not be written (the answer must then not be delivered as a success). */
+  async finish(
+    status: ExchangeStatus,
+    o: { upstreamStatus: number | null; captured?: Captured | null; responseBody?: unknown; error?: unknown },
+  ): Promise<boolean> {
+    if (this.record.done) return true;
+    const { pricing, exchanges, limits, metrics } = this.services;
+    const upstreamEndedAt = performance.now();
+    const captured = o.captured ?? null;
+    let usage = captured?.usage ?? null;
+    let responseBody: unknown = o.responseBody !== undefined ? o.responseBody : (captured?.responseBody ?? null);
+    if (!usage && this.mayHaveBeenBilled(status, o.upstreamStatus)) {
+      // nothing a client does (a cut or abandoned stream, no usage asked for) makes a call free: what was sent and
+      // what was streamed is counted, and the record says it is an estimate
+      usage = estimateUsage(this.endpoint, this.sentBody(), captured?.streamedText ?? captured?.outputText ?? '');
+      responseBody = withEstimatedUsage(this.endpoint, captured?.responseBody ?? null, usage);
+    }
+    const cost = usage ? pricing.cost(captured?.model ?? this.fields.model, usage) : null;
+    const responseId = captured?.responseId ?? null;
+    if (responseId) exchanges.rememberResponse(this.req.acting!.orgId, responseId, this.sessionId);
+    const upstreamError = o.error ?? captured?.upstreamError ?? null;
+    const outcome: ExchangeOutcome = {
+      id: this.req.requestId,
+      status,
+      upstreamStatus: o.upstreamStatus,
+      responseId,
+      responseBody,
+      outputText: captured?.outputText ?? null,
+      // an upstream error quoting the key (or a part of it) is stored without it
+      error: upstreamError === null ? null : parseJson(scrubUpstreamText(JSON.stringify(upstreamError), this.key.apiKey)) ?? null,
+      usage,
+      cost,
+      latencyMs: performance.now() - this.req.startedAt,
+      timeToFirstByteMs: this.ttfb,
+    };
+    // settled whether or not the record can be written (upstream was paid either way); never throws
+    const settled = limits.settle(this.admission, { tokens: usage ? (usage.total ?? (usage.input ?? 0) + (usage.output ?? 0)) : null, cost });
+    // the handle decides how the outcome is written (before or after the answer, or kept for later)
+    const committed = await this.record.finish(outcome);
+    // the pending row could not be written: nothing is recorded, and the caller answers 503
+    if (!committed && this.record.unrecorded) return false;
+    // counted before the answer leaves, so the client's next call already sees these tokens and this cost
+    await settled;
+    metrics.observeExchange({
+      route: this.endpoint,
+      status,
+      model: captured?.model ?? this.fields.model,
+      totalMs: performance.now() - this.req.startedAt,
+      upstreamMs: this.upstreamStartedAt === null ? null : upstreamEndedAt - this.upstreamStartedAt,
+      ttfbMs: this.ttfb,
+      inputTokens: usage?.input,
+      outputTokens: usage?.output,
+      cost,
+    });
+    return committed;
+  }
+
+  /**
+   * Whether the upstream may have billed a call it reported no usage for: it answered 2xx (a stream cut short, an
+   * answer without usage, a background response still running) and did not itself report the response failed, or
+   * the client left after the request was sent.
+   */
+  private mayHaveBeenBilled(status: ExchangeStatus, upstreamStatus: number | null): boolean {
+    if (upstreamStatus !== null) return upstreamStatus >= 200 && upstreamStatus < 300 && status !== 'failed';
+    return status === 'client_aborted' && this.upstreamStartedAt !== null;
+  }
+
+  /** the body as sent upstream (with a persona's instructions), read again only for an estimate */
+  private sentBody(): Record<string, unknown> {
+    if (typeof this.payload !== 'string') return this.fields.body;
+    const parsed = parseJson(this.payload);
+    return parsed && typeof parsed === 'object' ? (parsed as Record<string, unknown>) : this.fields.body;
+  }
+
+  private async relayJson(up: UpstreamResponse): Promise<void> {
+    const max = this.services.config.upstreamMaxBodyBytes;
+    const status = up.statusCode;
+    const tooLarge = () => new AppException('upstream_error', 'The upstream answer is larger than the configured limit (UPSTREAM_MAX_BODY)');
+    const length = Number(up.headers['content-length']);
+    if (length > max) {
+      up.body.destroy();
+      return this.fail(tooLarge(), 'upstream_error', status);
+    }
+    let buf: Buffer;
+    try {
+      buf = await readBounded(up.body, max);
+    } catch (err) {
+      if (this.clientGone) return void (await this.finish('client_aborted', { upstreamStatus: status }));
+      if (err instanceof BodyTooLarge) return this.fail(tooLarge(), 'upstream_error', status);
+      const exc = upstreamFailure(err);
+      return this.fail(exc, exc.kind === 'upstream_timeout' ? 'upstream_timeout' : 'upstream_error', status);
+    }
+    // a failed response may quote the key: neither the client nor the record gets it
+    buf = this.scrubber.bytes(buf);
+    const text = buf.toString('utf8');
+    const parsed = parseJson(text);
+    if (parsed === undefined) {
+      return this.fail(new AppException('upstream_error', 'The upstream sent a body that is not valid JSON'), 'upstream_error', status);
+    }
+    const captured = captureJson(this.endpoint, parsed);
+    // a background response still queued or running is not over: it is not recorded as completed
+    const exStatus: ExchangeStatus = captured.upstreamError ? 'failed' : captured.unfinished ? 'queued' : 'completed';
+    // read-your-writes: the record is committed before the answer leaves
+    const recorded = await this.finish(exStatus, { upstreamStatus: status, captured, responseBody: text });
+    if (!recorded) throw AppException.databaseUnavailable();
+    if (this.clientGone) return;
+    this.res.writeHead(status, { 'content-type': 'application/json', 'content-length': buf.length });
+    this.res.end(buf);
+  }
+
+  private relayStream(up: UpstreamResponse): Promise<void> {
+    const { config } = this.services;
+    return new StreamRelay(this, up, { maxBodyBytes: config.upstreamMaxBodyBytes, streamIdleTimeoutMs: config.streamIdleTimeoutMs }).run();
+  }
+}
+
+/** The answer's body with the estimated usage (flagged `estimated`), in the endpoint's own usage shape. */
+function withEstimatedUsage(endpoint: ProxyEndpoint, body: unknown, u: TokenUsage): unknown {
+  const usage =
+    endpoint === 'responses'
+      ? { input_tokens: u.input, output_tokens: u.output, total_tokens: u.total, estimated: true }
+      : { prompt_tokens: u.input, completion_tokens: u.output, total_tokens: u.total, estimated: true };
+  return body && typeof body === 'object' && !Array.isArray(body) ? { ...body, usage } : { usage };
+}

@@ -1,0 +1,292 @@
+import type { ServerResponse } from 'node:http';
+import { AppException } from '../common/app-exception';
+import type { ExchangeStatus } from '../exchanges/recorder/exchange-record';
+import type { RecordHandle } from '../exchanges/recorder/record-handle';
+import { Captured, ProxyEndpoint, StreamCapture } from './exchange-capture';
+import { SseFramer, SseParser } from './sse-parser';
+import type { UpstreamResponse } from '../upstream/upstream-client';
+import { KeyScrubber, upstreamFailure } from '../upstream/upstream-errors';
+
+/** What the relay needs of the call it relays for. */
+export interface RelayedCall {
+  readonly endpoint: ProxyEndpoint;
+  readonly res: ServerResponse;
+  readonly scrubber: KeyScrubber;
+  readonly record: RecordHandle;
+  /** the proxy asked a chat stream for usage the client did not ask for: that chunk is left out */
+  readonly usageUnrequested: boolean;
+  /** the client closed its connection before the answer was over */
+  readonly clientGone: boolean;
+  /** records the outcome; false when it could not be written (the answer must then not be delivered as a success) */
+  finish(status: ExchangeStatus, o: { upstreamStatus: number | null; captured?: Captured | null; error?: unknown }): Promise<boolean>;
+}
+
+export interface RelayLimits {
+  maxBodyBytes: number;
+  streamIdleTimeoutMs: number;
+}
+
+/**
+ * - opening: no event checked yet and no header sent (a malformed or empty stream is still a clean 502)
+ * - relaying: headers sent, whole events relayed as they complete
+ * - tail: the final event is recorded and relayed; what still comes is passed through as it is
+ * - over: the answer is over (a 503 or an error event may have been sent instead); what still arrives is dropped
+ */
+type Phase = 'opening' | 'relaying' | 'tail' | 'over';
+
+const SSE_HEADERS = { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', 'x-accel-buffering': 'no' };
+const tooLarge = () => new AppException('upstream_error', 'The upstream answer is larger than the configured limit (UPSTREAM_MAX_BODY)');
+// only whole events have been relayed, so the error event is read as one
+const errorEvent = (exc: AppException) => `event: error\ndata: ${JSON.stringify(exc.toBody())}\n\n`;
+
+/**
+ * Relays the upstream's events to the client as they complete, byte for byte, parsing SSE on the side. Headers go
+ * out once the first event has been checked (a malformed stream is still a clean 502) and the pending row is
+ * written. The chunk that completes the final event is held until the record is committed. The upstream read
+ * pauses while the client's socket is full. An event is relayed once whole: the call's key is taken out of it
+ * first, and the usage chunk the proxy asked for on its own account is left out.
+ */
+export class StreamRelay {
+  private phase: Phase = 'opening';
+  /**
+   * non-null while a record is being written (the pending row, the final event's, or a failure's): what the
+   * upstream sends is kept here in order and handled after; the body keeps flowing, since a destroyed body drops
+   * what it buffered
+   */
+  private held: Buffer[] | null = null;
+  private heldBytes = 0;
+  /** whole events relayed before the first one was parsed (comments, retry fields), sent with it */
+  private pre: Buffer[] = [];
+  private bytes = 0;
+  /** how the upstream body ended: 'ended', or the error it failed with while the relay was holding */
+  private upstreamEnd: 'open' | 'ended' | { error: unknown } = 'open';
+  private readonly body: UpstreamResponse['body'];
+  private readonly status: number;
+  private readonly capture: StreamCapture;
+  private readonly parser: SseParser;
+  private readonly framer = new SseFramer();
+  private resolve!: () => void;
+  private reject!: (err: unknown) => void;
+
+  constructor(
+    private readonly call: RelayedCall,
+    up: UpstreamResponse,
+    private readonly limits: RelayLimits,
+  ) {
+    this.body = up.body;
+    this.status = up.statusCode;
+    const capture = StreamCapture.for(call.endpoint, call.usageUnrequested);
+    this.capture = capture;
+    this.parser = new SseParser((event, data) => capture.onEvent(event, data));
+  }
+
+  /** Resolves once the answer is over; rejects with the error to answer when nothing has been sent. */
+  run(): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      this.resolve = resolve;
+      this.reject = reject;
+      this.body.on('data', this.onData);
+      this.body.once('end', this.onEnd);
+      this.body.once('error', this.onError);
+      // nothing reaches the client before the pending row is written (if it cannot be, the answer is a 503)
+      if (this.call.record.awaitsPendingRow) this.holdForPendingRow();
+    });
+  }
+
+  private settle(err?: unknown): void {
+    if (this.phase === 'over') return;
+    this.phase = 'over';
+    if (err) this.reject(err);
+    else this.resolve();
+  }
+
+  private startAnswer(): void {
+    this.phase = 'relaying';
+    this.call.res.writeHead(200, SSE_HEADERS);
+  }
+
+  /** whole events, parsed and ready for the client */
+  private take(region: Buffer): Buffer {
+    const { scrubber } = this.call;
+    if (!this.call.usageUnrequested) {
+      const out = scrubber.bytes(region);
+      this.parser.push(out);
+      return out;
+    }
+    // event by event, so the one the client did not ask for can be left out
+    const kept: Buffer[] = [];
+    let from = 0;
+    for (const end of this.framer.ends) {
+      const event = scrubber.bytes(region.subarray(from, end));
+      from = end;
+      this.capture.hideLast = false;
+      this.parser.push(event);
+      if (!this.capture.hideLast) kept.push(event);
+    }
+    return kept.length === 1 ? kept[0] : Buffer.concat(kept);
+  }
+
+  // the upstream read pauses while the client's socket is full; a client that takes nothing for
+  // STREAM_IDLE_TIMEOUT_MS is cut off, which aborts the upstream call too (recorded as client_aborted)
+  private waitForDrain(): void {
+    const { res } = this.call;
+    const body = this.body;
+    body.pause();
+    const stalled = setTimeout(() => res.destroy(), this.limits.streamIdleTimeoutMs);
+    const done = () => {
+      clearTimeout(stalled);
+      res.off('drain', onDrain);
+      res.off('close', done);
+    };
+    const onDrain = () => {
+      done();
+      body.resume();
+    };
+    res.once('drain', onDrain);
+    res.once('close', done);
+  }
+
+  private holdForPendingRow(): void {
+    this.held = [];
+    void this.call.record.pendingRow().then((ok) => {
+      const queued = this.held ?? [];
+      this.held = null;
+      if (this.phase === 'over' || this.call.clientGone) return;
+      if (!ok) {
+        this.body.removeAllListeners('data');
+        this.body.destroy();
+        return this.settle(AppException.databaseUnavailable());
+      }
+      for (const chunk of queued) this.onData(chunk);
+      if (this.held) return;
+      const end = this.upstreamEnd;
+      if (typeof end === 'object') {
+        this.upstreamEnd = 'open';
+        this.onError(end.error);
+      } else if (end === 'ended') this.onEnd();
+    });
+  }
+
+  /** The answer failed before its final event: recorded, then a 502 (nothing sent yet) or an error event. */
+  private async stop(exStatus: ExchangeStatus, exc: AppException): Promise<void> {
+    if (this.phase === 'over' || this.held) return;
+    this.held = [];
+    this.body.removeAllListeners('data');
+    this.body.destroy();
+    const captured = this.capture.result();
+    if (this.call.clientGone) {
+      await this.call.finish('client_aborted', { upstreamStatus: this.status, captured });
+      return this.settle();
+    }
+    await this.call.finish(exStatus, { upstreamStatus: this.status, captured, error: exc.toBody().error });
+    if (this.phase === 'opening') return this.settle(this.call.record.unrecorded ? AppException.databaseUnavailable() : exc);
+    this.call.res.end(errorEvent(exc));
+    this.settle();
+  }
+
+  /** The final event has arrived: it is relayed once its record is committed. */
+  private completeWith(out: Buffer[]): void {
+    this.held = [];
+    this.body.pause();
+    const captured = this.capture.result();
+    const exStatus: ExchangeStatus = this.capture.errorStatus ?? 'completed';
+    void this.call.finish(exStatus, { upstreamStatus: this.status, captured, error: captured.upstreamError ?? null }).then((recorded) => {
+      const held = this.held!;
+      this.held = null;
+      const { res, scrubber } = this.call;
+      if (this.call.clientGone) return this.settle();
+      if (!recorded) {
+        this.body.destroy();
+        const exc = AppException.databaseUnavailable();
+        if (this.phase === 'opening') return this.settle(exc);
+        res.end(errorEvent(exc));
+        return this.settle();
+      }
+      if (this.phase === 'opening') this.startAnswer();
+      for (const b of out) res.write(b);
+      // what followed the final event in its chunk, then what came after it
+      if (this.framer.held) res.write(scrubber.bytes(this.framer.rest()));
+      for (const b of held) res.write(scrubber.bytes(b));
+      // the answer is complete and recorded: an upstream that failed after it does not matter
+      if (this.upstreamEnd !== 'open' || this.body.destroyed) {
+        res.end();
+        this.settle();
+      } else {
+        this.phase = 'tail';
+        this.body.resume();
+      }
+    });
+  }
+
+  private readonly onData = (chunk: Buffer): void => {
+    if (this.phase === 'over') return;
+    if (this.held) {
+      this.held.push(chunk);
+      this.heldBytes += chunk.length;
+      // over the limit anyway (the replay stops the stream): no need to keep reading
+      if (this.heldBytes > this.limits.maxBodyBytes) this.body.pause();
+      return;
+    }
+    const { res } = this.call;
+    if (this.phase === 'tail') {
+      // bytes after the final event (normally none): relayed as they are
+      if (!res.write(this.call.scrubber.bytes(chunk))) this.waitForDrain();
+      return;
+    }
+    this.bytes += chunk.length;
+    if (this.bytes > this.limits.maxBodyBytes) {
+      void this.stop('upstream_error', tooLarge());
+      return;
+    }
+    const region = this.framer.push(chunk);
+    if (!region) return;
+    let out = this.take(region);
+    if (this.capture.malformed) {
+      void this.stop('upstream_error', new AppException('upstream_error', 'The upstream sent malformed server-sent events'));
+      return;
+    }
+    if (this.phase === 'opening') {
+      if (this.parser.events === 0) {
+        if (out.length) this.pre.push(out);
+        return;
+      }
+      if (this.pre.length) {
+        this.pre.push(chunk);
+        out = Buffer.concat(this.pre);
+        this.pre = [];
+      }
+      if (this.capture.terminal) return this.completeWith([out]);
+      this.startAnswer();
+    }
+    if (this.capture.terminal) return this.completeWith([out]);
+    if (out.length && !res.write(out)) this.waitForDrain();
+  };
+
+  private readonly onEnd = (): void => {
+    if (this.upstreamEnd === 'open') this.upstreamEnd = 'ended';
+    if (this.phase === 'over' || this.held) return;
+    if (this.phase === 'tail') {
+      this.call.res.end();
+      return this.settle();
+    }
+    // an event the upstream did not end with a blank line is not dispatched, but its bytes are relayed
+    if (this.capture.complete) return this.completeWith(this.framer.held ? [...this.pre, this.call.scrubber.bytes(this.framer.rest())] : this.pre);
+    const opening = this.phase === 'opening';
+    void this.stop('upstream_error', new AppException('upstream_error', opening ? 'The upstream sent an empty or incomplete event stream' : 'The upstream stream ended before the answer was complete'));
+  };
+
+  private readonly onError = (err: unknown): void => {
+    if (this.phase === 'over') return;
+    if (this.call.clientGone) {
+      this.held ??= [];
+      void this.call.finish('client_aborted', { upstreamStatus: this.status, captured: this.capture.result() }).then(() => this.settle());
+      return;
+    }
+    if (this.held) {
+      this.upstreamEnd = { error: err };
+      return;
+    }
+    const exc = upstreamFailure(err);
+    void this.stop(exc.kind === 'upstream_timeout' ? 'upstream_timeout' : 'upstream_error', exc);
+  };
+}

@@ -1,0 +1,168 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { MediumDatabase, openMediumDatabase, outcomeOf, pendingRow, RecorderBench, storedRow } from './recorder-harness';
+
+/** A connection of the recorder's own pool for pending rows: the one its next statement will use. */
+async function withRecorderConnection(bench: RecorderBench, sql: string): Promise<void> {
+  const pool = (bench.recorder as any).presence.pool(false, true);
+  const client = await pool.connect();
+  try {
+    await client.query(sql);
+  } finally {
+    client.release();
+  }
+}
+
+let database: MediumDatabase;
+beforeAll(async () => {
+  database = await openMediumDatabase();
+});
+afterAll(async () => {
+  await database?.close();
+});
+
+describe('exchange recorder on a real database: merge, lost rows, refused values', () => {
+  let bench: RecorderBench;
+  beforeAll(() => {
+    bench = database.recorder();
+  });
+  afterAll(async () => {
+    await bench?.close();
+  });
+
+  it('a call that ends while its pending row is held is written once, whole', async () => {
+    const row = pendingRow('held');
+    const written = bench.recorder.begin(row, 60_000);
+    const before = bench.statements.length;
+    await bench.recorder.complete(outcomeOf(row));
+    await written;
+    const sent = bench.statements.slice(before);
+    expect(sent).toHaveLength(1);
+    expect(sent[0].text).toMatch(/^INSERT INTO exchanges/);
+    expect(sent[0].text).not.toMatch(/UPDATE/);
+    const stored = await storedRow(bench.dataSource, row.id);
+    expect(stored).toMatchObject({ status: 'completed', output_text: 'out', total_tokens: 7 });
+  });
+
+  it('a completion that finds its pending row still queued joins it: one INSERT; one already sent is an UPDATE after it', async () => {
+    const queued = pendingRow('queued');
+    const before = bench.statements.length;
+    const written = bench.recorder.begin(queued);
+    const completed = bench.recorder.complete(outcomeOf(queued));
+    await Promise.all([written, completed]);
+    expect(bench.statements.slice(before).map((s) => s.text.slice(0, 6))).toEqual(['INSERT']);
+    expect(await storedRow(bench.dataSource, queued.id)).toMatchObject({ status: 'completed' });
+
+    const sent = pendingRow('sent');
+    const mid = bench.statements.length;
+    await bench.recorder.begin(sent);
+    expect(await storedRow(bench.dataSource, sent.id)).toMatchObject({ status: 'pending' });
+    await bench.recorder.complete(outcomeOf(sent));
+    expect(bench.statements.slice(mid).map((s) => s.text.slice(0, 6))).toEqual(['INSERT', 'UPDATE']);
+    expect(await storedRow(bench.dataSource, sent.id)).toMatchObject({ status: 'completed', total_tokens: 7 });
+  });
+
+  it('a pending row the database lost is written again with its outcome, idempotently', async () => {
+    const row = pendingRow('lost');
+    await bench.recorder.begin(row);
+    // an asynchronous commit lost in a database crash
+    await bench.dataSource.query(`DELETE FROM exchanges WHERE id = $1`, [row.id]);
+    const before = bench.statements.length;
+    await bench.recorder.complete(outcomeOf(row));
+    expect(await storedRow(bench.dataSource, row.id)).toMatchObject({ status: 'completed', output_text: 'out' });
+    expect(bench.logs.some((l) => l.includes('lost by the database') && l.includes(row.id))).toBe(true);
+    expect(bench.statements.slice(before).some((s) => /^INSERT[\s\S]*ON CONFLICT \(id\) DO UPDATE/.test(s.text))).toBe(true);
+    expect(bench.recorder.keptForLater).toBe(0);
+  });
+
+  it('a row written again meets its earlier attempt: no duplicate, a pending or interrupted one takes the outcome', async () => {
+    const row = pendingRow('again');
+    await bench.recorder.begin(row);
+    // the earlier attempt committed after all: writing the pending row again changes nothing
+    await bench.recorder.begin(row, 0, true);
+    expect(await storedRow(bench.dataSource, row.id)).toMatchObject({ status: 'pending' });
+    // a sweep marked it interrupted before the outcome could be written: the row written whole takes the outcome
+    await bench.dataSource.query(`UPDATE exchanges SET status = 'interrupted' WHERE id = $1`, [row.id]);
+    const written = bench.recorder.begin(row, 60_000, true);
+    await bench.recorder.complete(outcomeOf(row));
+    await written;
+    expect(await storedRow(bench.dataSource, row.id)).toMatchObject({ status: 'completed', output_text: 'out', total_tokens: 7 });
+    const count = await bench.dataSource.query(`SELECT count(*)::int AS n FROM exchanges WHERE id = $1`, [row.id]);
+    expect(count[0].n).toBe(1);
+    expect(bench.logs.some((l) => /duplicate key/.test(l))).toBe(false);
+  });
+
+  it('a body PostgreSQL refuses as jsonb is stored as its text; one refused as text too is stored without bodies', async () => {
+    // a number beyond numeric's range: valid JSON, refused by jsonb (22003)
+    const huge = '{"n": 1e1000000}';
+    const row = pendingRow('huge');
+    await bench.recorder.begin(row);
+    await bench.recorder.complete(outcomeOf(row, { responseBody: huge }));
+    const stored = await storedRow(bench.dataSource, row.id);
+    expect(stored).toMatchObject({ status: 'completed', output_text: 'out', response_body: huge });
+    expect(bench.logs.some((l) => l.includes('stored as text') && l.includes(row.id))).toBe(true);
+
+    // the database refuses any body of these rows (a data exception from a check it makes): the row is kept without
+    await bench.dataSource.query(`CREATE OR REPLACE FUNCTION medium_refuse_bodies() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN
+        IF NEW.id LIKE 'req_medium_refused_%' AND NEW.response_body IS NOT NULL THEN
+          RAISE EXCEPTION 'body refused' USING ERRCODE = '22023';
+        END IF;
+        RETURN NEW;
+      END $$`);
+    await bench.dataSource.query(`CREATE TRIGGER medium_refuse_bodies BEFORE INSERT OR UPDATE ON exchanges FOR EACH ROW EXECUTE FUNCTION medium_refuse_bodies()`);
+    try {
+      const refused = pendingRow('refused');
+      await bench.recorder.begin(refused);
+      await bench.recorder.complete(outcomeOf(refused));
+      expect(await storedRow(bench.dataSource, refused.id)).toMatchObject({ status: 'completed', output_text: 'out', total_tokens: 7, response_body: null });
+      expect(bench.logs.some((l) => l.includes('stored without them') && l.includes(refused.id))).toBe(true);
+    } finally {
+      await bench.dataSource.query(`DROP TRIGGER IF EXISTS medium_refuse_bodies ON exchanges`);
+      await bench.dataSource.query(`DROP FUNCTION IF EXISTS medium_refuse_bodies()`);
+    }
+  });
+});
+
+describe('exchange recorder on its own pools: prepared statements, and the fallback when the connection does not keep them', () => {
+  it('a statement name the server session already has (42P05): written unprepared from then on', async () => {
+    const bench = database.recorder({ ownPools: true });
+    try {
+      // a session that already holds the name (a pooler in transaction mode, a shared embedded session)
+      await withRecorderConnection(bench, `PREPARE exchanges_1_0 AS SELECT 1`);
+      const row = pendingRow('p42p05');
+      await bench.recorder.begin(row);
+      expect(await storedRow(bench.dataSource, row.id)).toMatchObject({ status: 'pending' });
+      expect(bench.logs.some((l) => l.includes('prepared statements unavailable') && l.includes('42P05'))).toBe(true);
+      const next = pendingRow('p42p05_next');
+      const before = bench.statements.length;
+      await bench.recorder.begin(next);
+      await bench.recorder.complete(outcomeOf(next));
+      expect(bench.statements.slice(before).every((s) => s.name === undefined)).toBe(true);
+      expect(await storedRow(bench.dataSource, next.id)).toMatchObject({ status: 'completed' });
+    } finally {
+      // the embedded database's connections share one session: no name is left for the next recorder to meet
+      await withRecorderConnection(bench, `DEALLOCATE ALL`);
+      await bench.close();
+    }
+  });
+
+  it('a prepared statement the session lost (26000): written unprepared from then on', async () => {
+    const bench = database.recorder({ ownPools: true });
+    try {
+      const first = pendingRow('p26000_first');
+      await bench.recorder.begin(first);
+      expect(bench.statements.at(-1)?.name).toBe('exchanges_1_0');
+      // the server session forgot it (a pooler handed the connection's session to another client)
+      await withRecorderConnection(bench, `DEALLOCATE ALL`);
+      const row = pendingRow('p26000');
+      await bench.recorder.begin(row);
+      expect(await storedRow(bench.dataSource, row.id)).toMatchObject({ status: 'pending' });
+      expect(bench.logs.some((l) => l.includes('prepared statements unavailable') && l.includes('26000'))).toBe(true);
+      expect(bench.statements.at(-1)?.name).toBeUndefined();
+    } finally {
+      // the embedded database's connections share one session: no name is left for the next recorder to meet
+      await withRecorderConnection(bench, `DEALLOCATE ALL`);
+      await bench.close();
+    }
+  });
+});
