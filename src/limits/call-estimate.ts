@@ -1,3 +1,5 @@
+import { countTokensInSlices } from '../common/token-count';
+
 /**
  * What a call may use, estimated before it is sent: the reservation an admission takes against token and budget
  * limits, replaced by the real usage when the call is settled.
@@ -34,11 +36,6 @@ export interface TokenEstimate {
 
 const MEDIA_TYPES = new Set(['image_url', 'input_image', 'input_audio', 'input_file', 'file', 'image', 'audio']);
 
-type Tokenizer = { countTokens(text: string): number };
-let tokenizer: Tokenizer | undefined;
-// loaded on first use (a quarter of a second): processes whose callers have no token or budget limit never pay it
-const tokens = (text: string): number => (tokenizer ??= require('gpt-tokenizer/encoding/o200k_base') as Tokenizer).countTokens(text);
-
 /** Counts texts against one shared budget of tokenized characters. */
 class TextCounter {
   total = 0;
@@ -47,7 +44,7 @@ class TextCounter {
   add(text: string): void {
     if (text.length === 0) return;
     const counted = Math.min(text.length, this.budget);
-    for (let i = 0; i < counted; i += SLICE_CHARS) this.total += tokens(text.slice(i, Math.min(counted, i + SLICE_CHARS)));
+    this.total += countTokensInSlices(text, counted, SLICE_CHARS);
     this.budget -= counted;
     if (counted < text.length) this.total += Buffer.byteLength(text.slice(counted), 'utf8');
   }

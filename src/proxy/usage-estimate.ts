@@ -1,13 +1,5 @@
+import { countTokensInSlices } from '../common/token-count';
 import type { ProxyEndpoint, TokenUsage } from './exchange-capture';
-
-type CountTokens = (text: string) => number;
-let counter: CountTokens | undefined;
-
-/** o200k_base (the GPT-4o / GPT-4.1 / o-series encoding), loaded on first use: it takes a quarter of a second */
-function countTokens(text: string): number {
-  counter ??= (require('gpt-tokenizer/encoding/o200k_base') as { countTokens: CountTokens }).countTokens;
-  return counter(text);
-}
 
 /** text counted exactly; beyond it the count is extrapolated (BPE is quadratic in a long run without spaces) */
 const EXACT_CHARS = 32 * 1024;
@@ -22,8 +14,7 @@ const MAX_NODES = 200_000;
 export function estimateTokens(text: string): number {
   if (!text) return 0;
   const exact = Math.min(text.length, EXACT_CHARS);
-  let n = 0;
-  for (let i = 0; i < exact; i += PIECE_CHARS) n += countTokens(text.slice(i, Math.min(exact, i + PIECE_CHARS)));
+  const n = countTokensInSlices(text, exact, PIECE_CHARS);
   return exact === text.length ? n : Math.ceil((n * text.length) / exact);
 }
 
