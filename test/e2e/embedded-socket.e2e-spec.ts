@@ -9,6 +9,9 @@ import { TEST_ENCRYPTION_KEY, TEST_JWT_SECRET } from '../support/create-test-app
 import { NODE, runCli } from '../support/run-cli';
 
 const RUNUSER = ['/usr/sbin/runuser', '/sbin/runuser'].find((p) => existsSync(p));
+// the other user runs a Node it can reach: the project's own sits inside the checkout, which may be private to its
+// owner (a clone in a 0700 temporary directory); any Node will do for a plain socket connection
+const OTHER_USERS_NODE = ['/usr/bin/node', '/usr/local/bin/node'].find((p) => existsSync(p)) ?? NODE;
 
 /**
  * Sends a PostgreSQL startup message as another OS user to wherever the running server's endpoint file says the
@@ -30,7 +33,7 @@ function connectAs(user: string, dataDir: string): string {
     s.on('data', (d) => { console.log('answered:' + String.fromCharCode(d[0])); process.exit(0); });
     s.on('error', (e) => { console.log('refused:' + e.code); process.exit(0); });
     setTimeout(() => { console.log('refused:timeout'); process.exit(0); }, 5000);`;
-  return execFileSync(RUNUSER!, ['-u', user, '--', NODE, '-e', script, JSON.stringify(target)], { encoding: 'utf8' }).trim();
+  return execFileSync(RUNUSER!, ['-u', user, '--', OTHER_USERS_NODE, '-e', script, JSON.stringify(target)], { encoding: 'utf8' }).trim();
 }
 
 describe.skipIf(process.getuid?.() !== 0 || !RUNUSER)("the embedded database's socket is the owner's alone", () => {
