@@ -198,9 +198,9 @@ async function main() {
         try {
           const r = await post(`db-user-${i}`, i % 2 === 0, undefined, `db-outage ${i} #${n++}`);
           const text = await r.text();
-          results.push({ t, status: r.status, id: r.headers.get('x-request-id'), retryAfter: r.headers.get('retry-after'), text });
+          results.push({ t, end: Date.now(), status: r.status, id: r.headers.get('x-request-id'), retryAfter: r.headers.get('retry-after'), text });
         } catch (err) {
-          results.push({ t, status: 0, err: String(err) });
+          results.push({ t, end: Date.now(), status: 0, err: String(err) });
         }
         await sleep(20);
       }
@@ -210,6 +210,9 @@ async function main() {
     pgStop();
     const stopAt = Date.now();
     await sleep(4000);
+    // pgStart blocks this process's event loop: a call begun just before it may only be sent once the database is
+    // back, so "during the outage" means begun after the stop and answered before the start began.
+    const startBeganAt = Date.now();
     pgStart();
     const startedAt = Date.now();
     let recoveredAt = 0;
@@ -224,7 +227,7 @@ async function main() {
     await sleep(1500);
     running = false;
     await Promise.all(workers);
-    const during = results.filter((r) => r.t >= stopAt + 100 && r.t < startedAt);
+    const during = results.filter((r) => r.t >= stopAt + 100 && r.end < startBeganAt);
     const statuses = {};
     for (const r of results) statuses[r.status] = (statuses[r.status] || 0) + 1;
     console.log(`db outage: ${results.length} requests, statuses ${JSON.stringify(statuses)}, recovery ${recoveredAt ? recoveredAt - startedAt + ' ms' : 'none'}`);
