@@ -6,6 +6,7 @@
  *   GET  /v1/models
  *   POST /v1/responses          (JSON or SSE with the full Responses event sequence)
  *   POST /v1/chat/completions   (JSON or `data:` chunks terminated by `data: [DONE]`)
+ * and, through fake-openai-api.ts, the other route families of the OpenAI API (files, batches, audio, …),
  * and can inject faults (status codes, stalls, resets, malformed bodies, ...).
  *
  * Standalone: `node dist/test/support/fake-upstream.js --port 9999 --delta-count 20
@@ -16,6 +17,7 @@
 import * as http from 'node:http';
 import type { Socket } from 'node:net';
 import { randomBytes } from 'node:crypto';
+import { createOpenAiApi, type FakeOpenAiApi } from './fake-openai-api';
 
 export interface RecordedRequest {
   method: string;
@@ -79,6 +81,8 @@ export interface FakeUpstream {
   structuredAnswer?: (schema: any, body: any) => unknown;
   /** background responses (`background: true`) by id, as a later GET /v1/responses/{id} answers them */
   backgroundResponses: Map<string, any>;
+  /** the other route families (files, batches, vector stores, audio, …): their stored objects and seeding */
+  api: FakeOpenAiApi;
   /** clear requests, queue, default fault, structuredAnswer */
   reset(): void;
   /** closes the server AND destroys all open sockets (stalled ones too) */
@@ -1002,7 +1006,9 @@ export async function startFakeUpstream(opts: Partial<FakeUpstreamOptions> = {})
       }
       return closing;
     },
+    api: undefined as unknown as FakeOpenAiApi,
   };
+  fake.api = createOpenAiApi({ requests: fake.requests, nextFault: () => (queue.length > 0 ? queue.shift() : defaultFault), options });
 
   server.on('connection', (socket: Socket) => {
     sockets.add(socket);
@@ -1037,6 +1043,8 @@ export async function startFakeUpstream(opts: Partial<FakeUpstreamOptions> = {})
     const method = (req.method ?? 'GET').toUpperCase();
     const rawUrl = req.url ?? '/';
     const pathname = rawUrl.split('?')[0];
+    // before the body is read: uploads stream through
+    if (fake.api.handles(method, pathname)) return fake.api.handle(req, res, receivedAt);
     const rawBody = await readBody(req);
 
     const ctx: Ctx = {
