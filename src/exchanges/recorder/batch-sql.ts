@@ -50,6 +50,9 @@ const INSERT_FIELDS: [string, Cast][] = [
   ['key_source', 'text'],
   ['instance_id', 'text'],
   ['created_at', 'timestamptz'],
+  ['method', 'text'],
+  ['route', 'text'],
+  ['request_content_type', 'text'],
 ];
 const UPDATE_FIELDS: [string, Cast][] = [
   ['id', 'text'],
@@ -68,6 +71,12 @@ const UPDATE_FIELDS: [string, Cast][] = [
   ['latency_ms', 'int'],
   ['time_to_first_byte_ms', 'int'],
   ['completed_at', 'timestamptz'],
+  ['upstream_request_id', 'text'],
+  ['object_id', 'text'],
+  ['request_bytes', 'int8'],
+  ['response_content_type', 'text'],
+  ['response_bytes', 'int8'],
+  ['body_truncated', 'boolean'],
 ];
 /** an inserted row: the pending fields, then the outcome's (status first; null while pending) */
 const OUTCOME_FIELDS = UPDATE_FIELDS.slice(1);
@@ -163,6 +172,12 @@ function outcomeValues(r: ExchangeOutcome, completedAt: Date): unknown[] {
     r.latencyMs,
     r.timeToFirstByteMs,
     completedAt.toISOString(),
+    r.upstreamRequestId ?? null,
+    r.objectId ?? null,
+    r.requestBytes ?? null,
+    r.responseContentType ?? null,
+    r.responseBytes ?? null,
+    r.bodyTruncated ?? null,
   ];
 }
 
@@ -203,6 +218,9 @@ export function batchQuery(inserts: BatchInsert[], updates: BatchUpdate[], insta
         instanceId,
         // ISO text: cheaper than the driver's Date serialization, the same instant
         r.createdAt.toISOString(),
+        r.method ?? null,
+        r.route ?? null,
+        r.requestContentType ?? null,
       ],
       degrade,
     );
