@@ -70,6 +70,8 @@ export interface ExchangeOutcome {
   responseBytes?: number | null;
   /** a stored body was cut at RECORD_BODY_MAX */
   bodyTruncated?: boolean | null;
+  /** what the pending row could not know yet (a multipart upload's model and fields, read while it streamed) */
+  late?: { model?: string | null; requestBody?: string | null };
 }
 
 /** The error stored with a call whose answer was withheld because its record could not be written. */
