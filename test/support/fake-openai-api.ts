@@ -30,6 +30,8 @@ export interface ReceivedFile {
 
 /** A request to one of these routes, as `fake.requests` holds it (JSON bodies in `body`/`rawBody`, as for the others). */
 export interface ApiRecordedRequest extends RecordedRequest {
+  /** the `x-request-id` the fake answered with */
+  requestId: string;
   /** bytes of the request body as received */
   requestBytes: number;
   /** multipart requests: the text fields and the file parts (bytes and SHA-256, not the content) */
@@ -2247,7 +2249,8 @@ export function createOpenAiApi(deps: FakeOpenAiApiDeps): FakeOpenAiApi {
     const [pathname, search = ''] = rawUrl.split(/\?(.*)/s);
     const found = match(method, pathname);
     if (!found) throw new Error(`not a route of the fake OpenAI API: ${method} ${pathname}`);
-    const record: ApiRecordedRequest = { method, path: rawUrl, headers: { ...req.headers }, body: undefined, rawBody: '', receivedAt, requestBytes: 0 };
+    const requestId = `req_${hex(16)}`;
+    const record: ApiRecordedRequest = { method, path: rawUrl, headers: { ...req.headers }, body: undefined, rawBody: '', receivedAt, requestId, requestBytes: 0 };
     const call: Call = {
       req,
       res,
@@ -2257,7 +2260,7 @@ export function createOpenAiApi(deps: FakeOpenAiApiDeps): FakeOpenAiApi {
       body: {},
       form: null,
       record,
-      requestId: `req_${hex(16)}`,
+      requestId,
       receivedAt,
       closed: false,
       setCookie: false,
