@@ -146,6 +146,13 @@ describe('relay: files, uploads, batches, vector stores, containers', () => {
     const refused = await o.client.batches.cancel(batch.id).withResponse().catch((e) => e);
     expect(refused).toMatchObject({ status: 400 });
     await relayed(o, fake, refused.headers, { method: 'POST', route: '/v1/batches/{batch_id}/cancel', status: 'failed', upstreamStatus: 400 });
+
+    // the finished batch's usage is spent once, at the Batch API's half price, however often the batch is read
+    const again = await o.client.batches.retrieve(batch.id).withResponse();
+    const g2 = await relayed(o, fake, again.response.headers, { method: 'GET', route: '/v1/batches/{batch_id}' });
+    const u = got.data.usage!;
+    // gpt-4o-mini: $0.15 in, $0.60 out per million tokens; batches half that
+    expect((g.record.cost ?? 0) + (g2.record.cost ?? 0)).toBeCloseTo(((u.input_tokens * 0.15 + u.output_tokens * 0.6) / 1e6) * 0.5, 15);
   });
 
   it('vector stores: create, files, file batches, search, update, list, delete (OpenAI-Beta reaches the upstream)', async () => {

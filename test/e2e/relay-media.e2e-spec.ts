@@ -52,6 +52,8 @@ describe('relay: images, audio, videos', () => {
     // gpt-image-1 (low, 1024x1024): text input $5, image input $10, image output $40 per million tokens
     expect(g.record.cost).toBeCloseTo((5 * 5 + 272 * 40) / 1e6, 12);
     expect(e.record.cost).toBeCloseTo((3 * 5 + 323 * 10 + 272 * 40) / 1e6, 12);
+    // dall-e-2 (the default for variations), 256x256: $0.016 an image
+    expect(v.record.cost).toBeCloseTo(2 * 0.016, 12);
   });
 
   it('audio.speech.create: the audio streams back byte for byte; recorded by type and size, not stored', async () => {
@@ -89,6 +91,20 @@ describe('relay: images, audio, videos', () => {
     const tx = await relayed(o, fake, text.response.headers, { method: 'POST', route: '/v1/audio/transcriptions' });
     expect(tx.record).toMatchObject({ response_content_type: 'text/plain; charset=utf-8', response_bytes: Buffer.byteLength(text.data as unknown as string) });
 
+    // streamed: the transcript's deltas as server-sent events, usage from the last one
+    const streamed = await o.client.audio.transcriptions.create({ model: 'gpt-4o-transcribe', file: await toFile(audio, 'call.mp3'), stream: true }).withResponse();
+    let deltas = '';
+    let doneEvent: any;
+    for await (const ev of streamed.data) {
+      if (ev.type === 'transcript.text.delta') deltas += ev.delta;
+      if (ev.type === 'transcript.text.done') doneEvent = ev;
+    }
+    expect(deltas).toBe(t.data.text);
+    expect(doneEvent.usage).toEqual(usage);
+    const st = await relayed(o, fake, streamed.response.headers, { method: 'POST', route: '/v1/audio/transcriptions' });
+    expectMultipartNotStored(st, audio);
+    expect(st.record.usage).toMatchObject({ input_tokens: usage.input_tokens, output_tokens: usage.output_tokens, total_tokens: usage.total_tokens });
+
     const tr = await o.client.audio.translations.create({ model: 'whisper-1', file: await toFile(audio, 'anruf.mp3') }).withResponse();
     expect(tr.data.text).toMatch(/^Translation of anruf\.mp3: 48000 bytes/);
     const x = await relayed(o, fake, tr.response.headers, { method: 'POST', route: '/v1/audio/translations' });
@@ -97,6 +113,7 @@ describe('relay: images, audio, videos', () => {
 
     // gpt-4o-transcribe: audio input $6, text output $10 per million tokens
     expect(r.record.cost).toBeCloseTo((30 * 6 + usage.output_tokens * 10) / 1e6, 12);
+    expect(st.record.cost).toBeCloseTo(r.record.cost, 15);
   });
 
   it('videos: create (multipart), retrieve, content (binary), remix, list, delete', async () => {
