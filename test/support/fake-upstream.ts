@@ -16,6 +16,7 @@
 import * as http from 'node:http';
 import type { Socket } from 'node:net';
 import { randomBytes } from 'node:crypto';
+import { attachFakeRealtime, FakeRealtime } from './fake-realtime';
 
 export interface RecordedRequest {
   method: string;
@@ -79,6 +80,8 @@ export interface FakeUpstream {
   structuredAnswer?: (schema: any, body: any) => unknown;
   /** background responses (`background: true`) by id, as a later GET /v1/responses/{id} answers them */
   backgroundResponses: Map<string, any>;
+  /** the Realtime API's WebSocket, GET /v1/realtime (see fake-realtime.ts) */
+  realtime: FakeRealtime;
   /** clear requests, queue, default fault, structuredAnswer */
   reset(): void;
   /** closes the server AND destroys all open sockets (stalled ones too) */
@@ -978,6 +981,7 @@ export async function startFakeUpstream(opts: Partial<FakeUpstreamOptions> = {})
     options,
     structuredAnswer: undefined,
     backgroundResponses: new Map(),
+    realtime: attachFakeRealtime(server),
     enqueue(...faults: Fault[]) {
       queue.push(...faults);
     },
@@ -990,6 +994,7 @@ export async function startFakeUpstream(opts: Partial<FakeUpstreamOptions> = {})
       defaultFault = undefined;
       fake.structuredAnswer = undefined;
       fake.backgroundResponses.clear();
+      fake.realtime.reset();
     },
     close() {
       if (!closing) {
