@@ -178,6 +178,8 @@ export class PricingService {
     const tierName = usage.serviceTier?.toLowerCase();
     const tier = tierName === undefined || STANDARD_TIERS.has(tierName) ? null : entry.tiers?.[tierName];
     if (tier === undefined) return null;
+    // a Batch API job has its own price: one that names another tier is not priced
+    if (tier && usage.batch) return null;
     const byUnit = entry.per_image !== undefined || entry.per_minute !== undefined || entry.per_million_characters !== undefined;
     if ((tier || usage.batch) && byUnit) return null;
     let usd = 0;
