@@ -57,6 +57,8 @@ export class ProxiedCall implements RelayedCall {
   private gone = false;
   private ttfb: number | null = null;
   private upstreamStartedAt: number | null = null;
+  /** OpenAI's own request id for the call */
+  private upstreamRequestId: string | null = null;
   /** takes the call's key out of whatever the upstream sends */
   readonly scrubber: KeyScrubber;
 
@@ -123,6 +125,11 @@ export class ProxiedCall implements RelayedCall {
       }
       this.ttfb = performance.now() - this.req.startedAt;
       const status = up.statusCode;
+      const rid = up.headers['x-request-id'];
+      if (typeof rid === 'string') {
+        this.upstreamRequestId = rid.slice(0, 200);
+        this.res.setHeader('X-Upstream-Request-ID', this.upstreamRequestId);
+      }
       // No await from here until the body's listeners are attached: an undici body destroyed (a reset) before it
       // is read drops what it had buffered and never emits again. The pending row is awaited by finish() and,
       // for a stream, before its first byte is relayed.
@@ -223,6 +230,7 @@ export class ProxiedCall implements RelayedCall {
       cost,
       latencyMs: performance.now() - this.req.startedAt,
       timeToFirstByteMs: this.ttfb,
+      upstreamRequestId: this.upstreamRequestId,
     };
     // settled whether or not the record can be written (upstream was paid either way); never throws
     const settled = limits.settle(this.admission, { tokens: usage ? (usage.total ?? (usage.input ?? 0) + (usage.output ?? 0)) : null, cost });
