@@ -35,7 +35,7 @@ interface RealtimeCall {
   requestId: string;
   startedAt: number;
   abort: AbortController;
-  handshake?: RealtimeHandshake;
+  handshake: RealtimeHandshake;
   acting?: ActingContext;
   key?: ResolvedKey;
   admission?: Admission;
@@ -43,6 +43,8 @@ interface RealtimeCall {
   tally: RealtimeTally;
   upstreamStartedAt: number | null;
   ttfb: number | null;
+  /** OpenAI's request id of the session's upgrade (or of its refusal) */
+  upstreamRequestId: string | null;
   session?: RealtimeSession;
 }
 
@@ -112,13 +114,16 @@ export class RealtimeGateway implements BeforeApplicationShutdown {
   }
 
   private upgrade(req: IncomingMessage, socket: Socket, head: Buffer): void {
+    const handshake = readHandshake(req);
     const call: RealtimeCall = {
       requestId: newRequestId(),
       startedAt: performance.now(),
       abort: new AbortController(),
-      tally: new RealtimeTally(),
+      handshake,
+      tally: new RealtimeTally(handshake.model),
       upstreamStartedAt: null,
       ttfb: null,
+      upstreamRequestId: null,
     };
     // a reset before the answer is told by 'close'
     socket.on('error', () => undefined);
@@ -162,7 +167,7 @@ export class RealtimeGateway implements BeforeApplicationShutdown {
    */
   private async open(call: RealtimeCall, req: IncomingMessage): Promise<OpenUpstream> {
     if (this.stopping) throw shuttingDown();
-    const handshake = (call.handshake = readHandshake(req));
+    const handshake = call.handshake;
     const claims = await this.auth.verifyToken(handshake.authHeaders);
     const acting = (call.acting = await this.auth.actingFor(claims, actingHeaders(handshake, claims)));
     const problem = websocketProblem(req);
@@ -186,6 +191,8 @@ export class RealtimeGateway implements BeforeApplicationShutdown {
         keyId: key.keyId,
         keySource: key.source,
         createdAt: new Date(),
+        method: 'GET',
+        route: REALTIME_PATH,
       });
       call.record = opened instanceof Promise ? await opened : opened;
     } catch (err) {
@@ -211,7 +218,9 @@ export class RealtimeGateway implements BeforeApplicationShutdown {
       if (err instanceof UpstreamRefusal) {
         const status: ExchangeStatus =
           err.answer.kind === 'upstream_timeout' ? 'upstream_timeout' : err.upstreamStatus !== null && err.upstreamStatus < 500 ? 'failed' : 'upstream_error';
+        call.upstreamRequestId = err.requestId;
         await this.finish(call, { status, upstreamStatus: err.upstreamStatus, error: err.answer.toBody().error, responseBody: err.body });
+        if (err.requestId) err.answer.options.headers = { ...err.answer.options.headers, 'X-Upstream-Request-ID': err.requestId };
         throw this.answerable(call, err.answer);
       }
       if (this.stopping) {
@@ -240,10 +249,11 @@ export class RealtimeGateway implements BeforeApplicationShutdown {
 
   /** Answers the client's upgrade and relays the session until both sides are closed, then records it. */
   private async relay(call: RealtimeCall, upstream: OpenUpstream, req: IncomingMessage, socket: Socket, head: Buffer): Promise<void> {
+    call.upstreamRequestId = upstream.requestId;
     const headers = [`X-Request-ID: ${call.requestId}`, `X-Key-Source: ${call.key!.source}`, `X-Session-ID: ${call.record!.row.sessionId}`];
-    if (upstream.requestId) headers.push(`X-Upstream-Request-ID: ${upstream.requestId.replace(/[^\x21-\x7e]/g, '')}`);
+    if (upstream.requestId) headers.push(`X-Upstream-Request-ID: ${upstream.requestId}`);
     for (const [name, value] of Object.entries(call.admission!.headers ?? {})) headers.push(`${name}: ${value}`);
-    this.answers.set(req, { headers, protocol: call.handshake!.protocol });
+    this.answers.set(req, { headers, protocol: call.handshake.protocol });
 
     const scrubber = new KeyScrubber(call.key!.apiKey);
     let client: WebSocket | undefined;
@@ -267,16 +277,16 @@ export class RealtimeGateway implements BeforeApplicationShutdown {
     session.start();
     if (this.stopping) session.shutdown(SHUTDOWN_REASON);
     const end = await session.ended;
-    await this.finish(call, sessionOutcome(end), { end, session, upstream });
+    await this.finish(call, sessionOutcome(end), { end, session });
   }
 
   /** Completes the record (summed usage, cost), settles the limits and counts the session. Never throws. */
-  private async finish(call: RealtimeCall, o: Outcome, relayed?: { end: SessionEnd; session: RealtimeSession; upstream: OpenUpstream }): Promise<void> {
+  private async finish(call: RealtimeCall, o: Outcome, relayed?: { end: SessionEnd; session: RealtimeSession }): Promise<void> {
     const record = call.record!;
     const admission = call.admission!;
     const usage = call.tally.usage();
-    const model = call.handshake?.model ?? call.tally.model;
-    const cost = usage ? this.pricing.cost(model, usage) : null;
+    const model = call.handshake.model ?? call.tally.model;
+    const cost = usage ? this.pricing.costOfAnswer(usage) : null;
     const endedAt = performance.now();
     const outcome: ExchangeOutcome = {
       id: call.requestId,
@@ -290,6 +300,9 @@ export class RealtimeGateway implements BeforeApplicationShutdown {
       cost,
       latencyMs: endedAt - call.startedAt,
       timeToFirstByteMs: call.ttfb,
+      upstreamRequestId: call.upstreamRequestId,
+      // the upstream's session (`sess_…`)
+      objectId: call.tally.sessionId,
     };
     try {
       const settled = this.limits.settle(admission, usage || cost ? { tokens: usage?.total ?? null, cost } : null);
@@ -327,13 +340,12 @@ export class RealtimeGateway implements BeforeApplicationShutdown {
   }
 
   /** What a session's record keeps of it as its response body. */
-  private summary(call: RealtimeCall, { end, session, upstream }: { end: SessionEnd; session: RealtimeSession; upstream: OpenUpstream }) {
+  private summary(call: RealtimeCall, { end, session }: { end: SessionEnd; session: RealtimeSession }) {
     const flow = (side: 'client' | 'upstream') => ({ frames: session.toward[side].frames, bytes: session.toward[side].bytes });
     return {
       object: 'realtime.session',
       id: call.tally.sessionId,
       model: call.tally.model,
-      upstream_request_id: upstream.requestId,
       responses: call.tally.responses,
       closed_by: end.by,
       close_code: end.code,
@@ -400,7 +412,12 @@ export class RealtimeGateway implements BeforeApplicationShutdown {
 
 function sessionOutcome(end: SessionEnd): Outcome {
   if (end.by === 'proxy') return interrupted(101);
-  if (end.by === 'client') return { status: end.code === 1006 ? 'client_aborted' : 'completed', upstreamStatus: 101, error: null };
+  if (end.by === 'client') {
+    if (end.code === 1006) return { status: 'client_aborted', upstreamStatus: 101, error: null };
+    // the client broke the protocol or sent a message over the limit: the proxy closed it
+    if (end.error) return { status: 'failed', upstreamStatus: 101, error: { message: end.error, type: 'invalid_request_error', code: `websocket_close_${end.code}`, param: null } };
+    return { status: 'completed', upstreamStatus: 101, error: null };
+  }
   if (end.code === 1000 || end.code === 1001 || end.code === 1005) return { status: 'completed', upstreamStatus: 101, error: null };
   return {
     status: 'upstream_error',

@@ -14,19 +14,19 @@ const usage = (input: number, output: number, cached: number) => ({
 
 describe('RealtimeTally', () => {
   it('sums the usage of every response.done and keeps the text and transcripts', () => {
-    const t = new RealtimeTally();
+    const t = new RealtimeTally('gpt-realtime');
     t.observe(frame({ type: 'session.created', session: { id: 'sess_1', model: 'gpt-realtime' } }));
     t.observe(done(usage(100, 20, 0), [{ type: 'output_text', text: 'Hello' }]));
     t.observe(frame({ type: 'response.output_text.delta', delta: 'a "response.done" inside text' }));
     t.observe(done(usage(150, 30, 64), [{ type: 'output_audio', transcript: 'Again' }]));
     t.observe(done(null, [{ type: 'audio', transcript: ' beta' }]));
     expect(t).toMatchObject({ responses: 3, sessionId: 'sess_1', model: 'gpt-realtime' });
-    expect(t.usage()).toEqual({ input: 250, output: 50, total: 300, cached: 64, reasoning: null });
+    expect(t.usage()).toEqual({ model: 'gpt-realtime', input: 250, output: 50, total: 300, cached: 64, reasoning: null, audioInput: 0, audioOutput: 0 });
     expect(t.outputText()).toBe('Hello\nAgain\n beta');
   });
 
   it('reports no usage when no response.done carried any, and ignores what is not an event', () => {
-    const t = new RealtimeTally();
+    const t = new RealtimeTally('gpt-realtime');
     t.observe(Buffer.from('"response.done" not json'));
     t.observe(frame(['response.done']));
     t.observe(frame({ type: 'response.created', note: '"response.done"' }));
@@ -36,7 +36,7 @@ describe('RealtimeTally', () => {
   });
 
   it('keeps a bounded text', () => {
-    const t = new RealtimeTally();
+    const t = new RealtimeTally('gpt-realtime');
     for (let i = 0; i < 3; i++) t.observe(done(usage(1, 1, 0), [{ type: 'output_text', text: 'x'.repeat(MAX_OUTPUT_TEXT_CHARS / 2) }]));
     expect(t.outputText()!.length).toBe(MAX_OUTPUT_TEXT_CHARS);
     expect(t.usage()!.total).toBe(6);

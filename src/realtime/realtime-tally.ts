@@ -1,4 +1,4 @@
-import type { TokenUsage } from '../exchanges/recorder/exchange-record';
+import { addUsage, AnswerUsage, usageOfAnswer } from '../pricing/answer-usage';
 
 /** The assistant's text kept with a session's record, at most (the rest of a long session is not stored). */
 export const MAX_OUTPUT_TEXT_CHARS = 64 * 1024;
@@ -8,21 +8,21 @@ export const MAX_OUTPUT_TEXT_CHARS = 64 * 1024;
 const RESPONSE_DONE = Buffer.from('"response.done"');
 const SESSION_CREATED = Buffer.from('"session.created"');
 
-const count = (v: unknown): number => (typeof v === 'number' && Number.isFinite(v) && v > 0 ? v : 0);
-
 /**
  * What a Realtime session used, read from the upstream's events as they are relayed: the usage of every
- * `response.done` summed, the assistant's text and audio transcripts (bounded), and the session's id and model
- * from `session.created`.
+ * `response.done` summed (split by text, audio and image, as it is priced), the assistant's text and audio
+ * transcripts (bounded), and the session's id and model from `session.created`.
  */
 export class RealtimeTally {
   /** `response.done` events seen */
   responses = 0;
   sessionId: string | null = null;
   model: string | null = null;
-  private withUsage = 0;
-  private readonly sums = { input: 0, output: 0, total: 0, cached: 0 };
+  private summed: AnswerUsage | null = null;
   private text = '';
+
+  /** `requestModel`: the model the session was opened with (the query's), which its usage is priced by */
+  constructor(private readonly requestModel: string | null) {}
 
   /** An upstream text frame, as relayed. */
   observe(frame: Buffer): void {
@@ -31,10 +31,8 @@ export class RealtimeTally {
   }
 
   /** The summed usage; null when no `response.done` reported any. */
-  usage(): TokenUsage | null {
-    if (this.withUsage === 0) return null;
-    const { input, output, total, cached } = this.sums;
-    return { input, output, total: total || input + output, cached, reasoning: null };
+  usage(): AnswerUsage | null {
+    return this.summed;
   }
 
   outputText(): string | null {
@@ -51,16 +49,9 @@ export class RealtimeTally {
   private responseDone(event: Record<string, unknown> | null): void {
     if (event?.type !== 'response.done') return;
     this.responses++;
-    const response = event.response as { usage?: Record<string, unknown>; output?: unknown } | undefined;
-    const usage = response?.usage;
-    if (usage && typeof usage === 'object') {
-      this.withUsage++;
-      this.sums.input += count(usage.input_tokens);
-      this.sums.output += count(usage.output_tokens);
-      this.sums.total += count(usage.total_tokens);
-      this.sums.cached += count((usage.input_token_details as Record<string, unknown> | undefined)?.cached_tokens);
-    }
-    this.keepText(response?.output);
+    const usage = usageOfAnswer('/v1/realtime', { model: this.requestModel ?? this.model }, event);
+    if (usage) this.summed = this.summed ? addUsage(this.summed, usage) : usage;
+    this.keepText((event.response as { output?: unknown } | undefined)?.output);
   }
 
   /** The text and transcripts of the response's messages (`output_text`/`output_audio`, and the beta's `text`/`audio`). */

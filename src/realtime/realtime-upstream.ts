@@ -31,6 +31,8 @@ export class UpstreamRefusal extends Error {
     /** the upstream's HTTP status; null when it never answered */
     readonly upstreamStatus: number | null,
     readonly body: unknown = null,
+    /** OpenAI's request id of the refusal */
+    readonly requestId: string | null = null,
   ) {
     super(answer.message);
   }
@@ -101,10 +103,7 @@ export function connectUpstream(t: UpstreamTarget): Promise<OpenUpstream> {
     );
     t.signal.addEventListener('abort', abandon, { once: true });
 
-    ws.on('upgrade', (res: IncomingMessage) => {
-      const id = res.headers['x-request-id'];
-      requestId = typeof id === 'string' ? id : null;
-    });
+    ws.on('upgrade', (res: IncomingMessage) => (requestId = requestIdOf(res)));
     ws.on('unexpected-response', (req: ClientRequest, res: IncomingMessage) => {
       readRefusal(res).then((text) => {
         req.destroy();
@@ -116,7 +115,7 @@ export function connectUpstream(t: UpstreamTarget): Promise<OpenUpstream> {
               ? new AppException('upstream_error', `The upstream answered the WebSocket upgrade with status ${status}`)
               : upstreamErrorAnswer(status, text, t.key.apiKey);
         // the error body is stored: an upstream quoting the key must not leak it
-        settle(status >= 500 ? 'failed' : 'ok', new UpstreamRefusal(answer, status, parseJson(scrubUpstreamText(text, t.key.apiKey))));
+        settle(status >= 500 ? 'failed' : 'ok', new UpstreamRefusal(answer, status, parseJson(scrubUpstreamText(text, t.key.apiKey)), requestIdOf(res)));
       });
     });
     ws.on('error', () => {
@@ -146,6 +145,12 @@ export function connectUpstream(t: UpstreamTarget): Promise<OpenUpstream> {
       resolve(result);
     });
   });
+}
+
+/** OpenAI's request id (x-request-id), as a header value can carry it */
+function requestIdOf(res: IncomingMessage): string | null {
+  const id = res.headers['x-request-id'];
+  return typeof id === 'string' && id ? id.replace(/[^\x21-\x7e]/g, '').slice(0, 200) || null : null;
 }
 
 /** The start of an error answer's body, as text (what is left is not read). */

@@ -6,7 +6,6 @@ import WebSocket from 'ws';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { LimitsAdminService } from '../../src/limits/limits-admin.service';
 import { LimitsService } from '../../src/limits/limits.service';
-import { PricingService } from '../../src/pricing/pricing.service';
 import { RealtimeGateway } from '../../src/realtime/realtime-gateway';
 import { HIGH_WATER_BYTES } from '../../src/realtime/realtime-session';
 import { createTestApp, TestApp } from '../support/create-test-app';
@@ -159,8 +158,13 @@ describe('realtime: GET /v1/realtime relayed as a WebSocket', () => {
       error: null,
       response_body: { object: 'realtime.session', model: MODEL, responses: 2, closed_by: 'client', close_code: 1000, close_reason: 'OK' },
     });
+    expect(rec).toMatchObject({ method: 'GET', route: '/v1/realtime', upstream_request_id: headers['x-upstream-request-id'], object_id: s.events[0].session.id });
     expect(rec.response_body.id).toBe(s.events[0].session.id);
-    expect(rec.cost).toBe(app.app.get(PricingService).cost(MODEL, { input: usage.input_tokens, cached: usage.cached_tokens, output: usage.output_tokens }));
+    // gpt-realtime per million tokens: text $4 in, $0.40 cached, $16 out; audio $64 out (the fake's input is all text)
+    const audioOut = sum((u) => u.output_token_details.audio_tokens);
+    expect(audioOut).toBeGreaterThan(0);
+    const usd = ((usage.input_tokens - usage.cached_tokens) * 4 + usage.cached_tokens * 0.4 + (usage.output_tokens - audioOut) * 16 + audioOut * 64) / 1e6;
+    expect(rec.cost).toBeCloseTo(usd, 12);
     expect(rec.latency_ms).toEqual(expect.any(Number));
   });
 
@@ -272,6 +276,8 @@ describe('realtime: GET /v1/realtime relayed as a WebSocket', () => {
     expect(JSON.stringify(r401.ws ? null : r401.body)).not.toContain('bad-key-0123456789abcdef');
     const rec401 = await pollRequest(bad.call, r401.headers['x-request-id'] as string, (r) => r.status !== 'pending');
     expect(rec401).toMatchObject({ endpoint: 'realtime', status: 'failed', upstream_status: 401, usage: { total_tokens: null }, cost: null });
+    expect(rec401.upstream_request_id).toMatch(/^req_/);
+    expect(rec401.upstream_request_id).toBe(r401.headers['x-upstream-request-id']);
 
     const o = await proxyOrg(app, fake.url);
     fake.realtime.enqueue({ kind: 'refuse', status: 429, retryAfter: '7' });
