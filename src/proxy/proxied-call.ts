@@ -10,7 +10,8 @@ import type { Admission, LimitsService } from '../limits/limits.service';
 import type { MetricsService } from '../metrics/metrics.service';
 import { Captured, captureJson, ProxyEndpoint, TokenUsage } from './exchange-capture';
 import type { ExchangesService } from '../exchanges/exchanges.service';
-import type { PricingService } from '../pricing/pricing.service';
+import type { CostExtras, PricingService } from '../pricing/pricing.service';
+import { toolCallsOf } from '../pricing/answer-usage';
 import type { ProxyBodyFields } from './proxy-body';
 import { RelayedCall, StreamRelay } from './stream-relay';
 import type { UpstreamClient, UpstreamResponse } from '../upstream/upstream-client';
@@ -213,7 +214,7 @@ export class ProxiedCall implements RelayedCall {
       usage = estimateUsage(this.endpoint, this.sentBody(), captured?.streamedText ?? captured?.outputText ?? '');
       responseBody = withEstimatedUsage(this.endpoint, captured?.responseBody ?? null, usage);
     }
-    const cost = usage ? pricing.cost(captured?.model ?? this.fields.model, usage) : null;
+    const cost = usage ? pricing.cost(captured?.model ?? this.fields.model, usage, costExtras(this.endpoint, captured?.responseBody)) : null;
     const responseId = captured?.responseId ?? null;
     if (responseId) exchanges.rememberResponse(this.req.acting!.orgId, responseId, this.sessionId);
     const upstreamError = o.error ?? captured?.upstreamError ?? null;
@@ -311,6 +312,15 @@ export class ProxiedCall implements RelayedCall {
     const { config } = this.services;
     return new StreamRelay(this, up, { maxBodyBytes: config.upstreamMaxBodyBytes, streamIdleTimeoutMs: config.streamIdleTimeoutMs }).run();
   }
+}
+
+/** What the answer says beyond tokens that changes its price: the service tier it ran on, tool calls billed per call. */
+function costExtras(endpoint: ProxyEndpoint, body: unknown): CostExtras | undefined {
+  if (!body || typeof body !== 'object') return undefined;
+  const tier = (body as { service_tier?: unknown }).service_tier;
+  const serviceTier = typeof tier === 'string' ? tier : null;
+  if (endpoint !== 'responses') return serviceTier ? { serviceTier } : undefined;
+  return { serviceTier, ...toolCallsOf(body) };
 }
 
 /** The answer's body with the estimated usage (flagged `estimated`), in the endpoint's own usage shape. */

@@ -71,6 +71,8 @@ export class AnswerTap extends Transform {
   private headBytes = 0;
   truncated = false;
   usage: RelayUsage | null = null;
+  /** the last event that reported usage (a stream's final chunk or completed response), for pricing */
+  usageEvent: unknown = null;
   model: string | null = null;
   objectId: string | null = null;
   private text = '';
@@ -108,7 +110,10 @@ export class AnswerTap extends Transform {
     if (typeof body?.model === 'string') this.model = body.model;
     if (typeof body?.id === 'string') this.objectId ??= body.id;
     const usage = usageOf(body);
-    if (usage) this.usage = usage;
+    if (usage) {
+      this.usage = usage;
+      this.usageEvent = data;
+    }
     const piece = typeof body?.choices?.[0]?.text === 'string' ? body.choices[0].text : typeof data?.delta === 'string' ? data.delta : null;
     if (piece && this.text.length < this.keep) this.text += piece;
   }

@@ -17,6 +17,7 @@ import { readSessionHeader } from '../proxy/proxy-body';
 import { retryAfterMs } from '../proxy/proxied-call';
 import { UpstreamClient, UpstreamResponse } from '../upstream/upstream-client';
 import { scrubUpstreamText, upstreamErrorAnswer, upstreamFailure } from '../upstream/upstream-errors';
+import { usageOfAnswer } from '../pricing/answer-usage';
 import { ObjectOwners } from './object-owners';
 import type { RouteMatch } from './openai-routes';
 import { AnswerTap, outputTextOf, RelayUsage, storableAnswer, usageOf } from './relay-answer';
@@ -30,6 +31,11 @@ const FORWARDED = ['openai-beta', 'idempotency-key', 'accept', 'content-type', '
 const RETURNED = ['content-type', 'content-disposition', 'openai-processing-ms', 'openai-version', 'retry-after', 'retry-after-ms'];
 /** path parameters that are not objects */
 const NOT_OBJECTS = new Set(['model', 'version']);
+
+/** A JSON object body's fields. */
+function jsonFields(body: RelayBody): Record<string, unknown> | null {
+  return body.kind === 'json' && body.parsed && typeof body.parsed === 'object' && !Array.isArray(body.parsed) ? (body.parsed as Record<string, unknown>) : null;
+}
 
 function parseJson(text: string): unknown {
   try {
@@ -289,6 +295,7 @@ class RelayedCall {
       upstreamStatus: up.statusCode,
       responseBody: truncated ? JSON.stringify(storedText.slice(0, config.recordBodyMaxBytes)) : parsed === undefined ? JSON.stringify(text) : storedText,
       truncated,
+      answer: parsed,
       usage: usageOf(parsed),
       model: typeof (parsed as { model?: unknown })?.model === 'string' ? (parsed as { model: string }).model : null,
       outputText: outputTextOf(parsed),
@@ -335,6 +342,7 @@ class RelayedCall {
       truncated: (sse || json !== undefined) && tap.truncated,
       responseContentType: sse ? null : type || null,
       responseBytes: tap.bytes,
+      answer: tap.usageEvent ?? json,
       usage: tap.usage,
       model: tap.model,
       outputText: tap.outputText,
@@ -369,6 +377,8 @@ class RelayedCall {
       responseContentType?: string | null;
       responseBytes?: number | null;
       usage?: RelayUsage | null;
+      /** the parsed answer (or a stream's event that reported usage), priced by what it says it used */
+      answer?: unknown;
       model?: string | null;
       outputText?: string | null;
       answerId?: string | null;
@@ -380,8 +390,12 @@ class RelayedCall {
     const { route, params } = this.match;
     const form = this.body.kind === 'stream' && this.body.form ? await this.body.form.summary() : null;
     const model = o.model ?? this.record.row.model ?? form?.model ?? null;
-    const usage = o.usage ?? null;
-    const cost = usage ? pricing.cost(model, usage) : null;
+    // what the answer used, priced by route (embeddings, images, audio, tiers, tool calls, batch discount); a
+    // read (GET) reports what an earlier call already paid for, so it carries no cost
+    const priced = o.answer !== undefined && o.answer !== null ? usageOfAnswer(route.template, jsonFields(this.body) ?? (form ? { ...form.body, model } : { model }), o.answer) : null;
+    const usage: RelayUsage | null = priced ?? o.usage ?? null;
+    const billed = route.method !== 'GET' && usage !== null;
+    const cost = !billed ? null : priced ? pricing.costOfAnswer(priced) : pricing.cost(model, usage);
     const firstParam = Object.entries(params).find(([name]) => !NOT_OBJECTS.has(name))?.[1] ?? null;
     const objectId = firstParam ?? (route.method === 'POST' ? (o.answerId ?? null) : null);
     if (route.method === 'DELETE' && status === 'completed' && firstParam && Object.keys(params).length === 1) {
@@ -407,7 +421,7 @@ class RelayedCall {
       bodyTruncated: o.truncated || this.requestTruncated ? true : null,
       late: form ? { model: form.model, requestBody: JSON.stringify(form.body) } : model !== this.record.row.model ? { model } : undefined,
     };
-    const settled = limits.settle(this.admission, usage ? { tokens: usage.total ?? (usage.input ?? 0) + (usage.output ?? 0), cost } : null);
+    const settled = limits.settle(this.admission, billed && usage ? { tokens: usage.total ?? (usage.input ?? 0) + (usage.output ?? 0), cost } : null);
     const committed = await this.record.finish(outcome);
     if (!committed && this.record.unrecorded) return false;
     await settled;

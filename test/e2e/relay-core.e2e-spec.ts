@@ -72,7 +72,7 @@ async function startUpstream() {
           usage: { prompt_tokens: 7, total_tokens: 7 },
         });
       }
-      if (req.method === 'POST' && path === '/v1/batches') return json(200, { id: `batch_${seen.length}`, object: 'batch', status: 'validating' });
+      if (req.method === 'POST' && path === '/v1/batches') return json(200, { id: `batch_${randomUUID().replace(/-/g, '')}`, object: 'batch', status: 'validating' });
       if (req.method === 'GET' && /^\/v1\/batches\/[^/]+$/.test(path)) return json(200, { id: path.split('/')[3], object: 'batch', status: 'in_progress' });
       json(404, { error: { message: `Invalid URL (${req.method} ${path})`, type: 'invalid_request_error', code: null, param: null } });
     });
@@ -132,6 +132,8 @@ describe('the generic relay: every OpenAI route, with affinity, safe retries and
     expect(row).toMatchObject({ method: 'POST', route: '/v1/embeddings', endpoint: 'embeddings', model: 'text-embedding-3-small', upstream_status: 200 });
     expect(row.upstream_request_id).toBe(response.headers.get('x-upstream-request-id'));
     expect(row.usage).toMatchObject({ input_tokens: 7, total_tokens: 7 });
+    // text-embedding-3-small: $0.02 per million tokens
+    expect(row.cost).toBeCloseTo(0.00000014, 12);
     // vectors are not stored, their count and dimensions are
     expect(row.response_body.data).toBeUndefined();
     expect(row.response_body.embeddings).toEqual({ count: 1, dimensions: 4 });
@@ -157,6 +159,10 @@ describe('the generic relay: every OpenAI route, with affinity, safe retries and
     expect(up.seen.at(-1)!.key).toBe('sk-user-a-0001');
     await expect(b.files.retrieve(fileId)).rejects.toMatchObject({ status: 404 });
     await expect(c.files.content(fileId)).rejects.toMatchObject({ status: 404 });
+    expect(up.seen.length).toBe(before + 1);
+    // nor can another organization's user, whatever key they hold
+    const other = await setup();
+    await expect(other.a.files.retrieve(fileId)).rejects.toMatchObject({ status: 404 });
     expect(up.seen.length).toBe(before + 1);
 
     // the download streams through with its type and size recorded

@@ -18,6 +18,7 @@ import * as http from 'node:http';
 import type { Socket } from 'node:net';
 import { randomBytes } from 'node:crypto';
 import { createOpenAiApi, type FakeOpenAiApi } from './fake-openai-api';
+import { attachFakeRealtime, FakeRealtime } from './fake-realtime';
 
 export interface RecordedRequest {
   method: string;
@@ -83,6 +84,8 @@ export interface FakeUpstream {
   backgroundResponses: Map<string, any>;
   /** the other route families (files, batches, vector stores, audio, …): their stored objects and seeding */
   api: FakeOpenAiApi;
+  /** the Realtime API's WebSocket, GET /v1/realtime (see fake-realtime.ts) */
+  realtime: FakeRealtime;
   /** clear requests, queue, default fault, structuredAnswer */
   reset(): void;
   /** closes the server AND destroys all open sockets (stalled ones too) */
@@ -982,6 +985,7 @@ export async function startFakeUpstream(opts: Partial<FakeUpstreamOptions> = {})
     options,
     structuredAnswer: undefined,
     backgroundResponses: new Map(),
+    realtime: attachFakeRealtime(server),
     enqueue(...faults: Fault[]) {
       queue.push(...faults);
     },
@@ -994,6 +998,7 @@ export async function startFakeUpstream(opts: Partial<FakeUpstreamOptions> = {})
       defaultFault = undefined;
       fake.structuredAnswer = undefined;
       fake.backgroundResponses.clear();
+      fake.realtime.reset();
     },
     close() {
       if (!closing) {
