@@ -66,6 +66,7 @@ export class ProxyDispatch {
   /** Every other OpenAI route (but those with handlers of their own) goes to the generic relay. */
   private takeRelayed(req: IncomingMessage, res: ServerResponse, path: string): boolean {
     if (!path.startsWith('/v1/')) return false;
+    if (path === '/v1/realtime') return this.refuseUpgradeless(req, res, path);
     const admin = isAdminPath(path);
     const match = admin ? null : matchOpenAIRoute(req.method!, path);
     if (!admin && (!match || match.route.own)) return false;
@@ -74,6 +75,17 @@ export class ProxyDispatch {
     startRequest(r, res, this.logger, path, unreadBodyDiscardBound(this.config.uploadLimitBytes));
     res.once('finish', () => this.metrics.observeHttp(req.method!, template, res.statusCode, (performance.now() - r.startedAt) / 1000));
     void this.serveRelayed(match, r, res, path);
+    return true;
+  }
+
+  /** The realtime API is a WebSocket: a plain request to it is told so (upgrades never reach here). */
+  private refuseUpgradeless(req: IncomingMessage, res: ServerResponse, path: string): boolean {
+    startRequest(req as ProxiedRequest, res, this.logger, path, unreadBodyDiscardBound(this.config.bodyLimitBytes));
+    this.filter!.answer(
+      new AppException('invalid_request', `${req.method} /v1/realtime is a WebSocket endpoint: connect with an Upgrade: websocket request`, { code: 'websocket_required', status: 426 }),
+      path,
+      res,
+    );
     return true;
   }
 
