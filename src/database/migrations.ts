@@ -9,6 +9,7 @@ import { RecordFailedAnalyses1795520300000 } from '../../migrations/179552030000
 import { AddLimitCountersTake1795523400000 } from '../../migrations/1795523400000-AddLimitCountersTake';
 import { AddIssuedTokens1795777956120 } from '../../migrations/1795777956120-AddIssuedTokens';
 import { RecordWholeApi1795800000000 } from '../../migrations/1795800000000-RecordWholeApi';
+import { BillObjectsOnce1795800000100 } from '../../migrations/1795800000100-BillObjectsOnce';
 
 /** Every migration, in order (listed explicitly, never globbed). */
 export const MIGRATIONS = [
@@ -23,4 +24,5 @@ export const MIGRATIONS = [
   AddLimitCountersTake1795523400000,
   AddIssuedTokens1795777956120,
   RecordWholeApi1795800000000,
+  BillObjectsOnce1795800000100,
 ];

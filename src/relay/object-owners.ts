@@ -82,6 +82,17 @@ export class ObjectOwners {
       .execute();
   }
 
+  /** Claims the one recording of an object's spend: true for the first caller only (false for an unknown object). */
+  async billOnce(id: string): Promise<boolean> {
+    const result = await this.objects
+      .createQueryBuilder()
+      .update()
+      .set({ billedAt: () => 'now()' })
+      .where('id = :id AND billed_at IS NULL', { id })
+      .execute();
+    return (result.affected ?? 0) > 0;
+  }
+
   /** Notes an object deleted upstream (it stays its owner's). */
   async deleted(id: string): Promise<void> {
     await this.objects.update({ id }, { deletedAt: new Date() });

@@ -29,6 +29,8 @@ const BACKOFF_BASE_MS = 100;
 const FORWARDED = ['openai-beta', 'idempotency-key', 'accept', 'content-type', 'x-stainless-helper-method'];
 /** answer headers that reach the client */
 const RETURNED = ['content-type', 'content-disposition', 'openai-processing-ms', 'openai-version', 'retry-after', 'retry-after-ms'];
+/** reads whose answer carries usage billed when the object completed upstream */
+const BILLED_ON_READ = new Set(['/v1/batches/{batch_id}']);
 /** path parameters that are not objects */
 const NOT_OBJECTS = new Set(['model', 'version']);
 
@@ -386,15 +388,18 @@ class RelayedCall {
     },
   ): Promise<boolean> {
     if (this.record.done) return true;
-    const { pricing, limits, metrics } = this.relay.services;
+    const { pricing, limits, metrics, owners } = this.relay.services;
     const { route, params } = this.match;
     const form = this.body.kind === 'stream' && this.body.form ? await this.body.form.summary() : null;
     const model = o.model ?? this.record.row.model ?? form?.model ?? null;
-    // what the answer used, priced by route (embeddings, images, audio, tiers, tool calls, batch discount); a
-    // read (GET) reports what an earlier call already paid for, so it carries no cost
+    // what the answer used, priced by route (embeddings, images, audio, tiers, tool calls, batch discount)
     const priced = o.answer !== undefined && o.answer !== null ? usageOfAnswer(route.template, jsonFields(this.body) ?? (form ? { ...form.body, model } : { model }), o.answer) : null;
     const usage: RelayUsage | null = priced ?? o.usage ?? null;
-    const billed = route.method !== 'GET' && usage !== null;
+    // a read reports what an earlier call already paid for, except a batch: its usage is known only to reads
+    // once it completed, and is spend once (the first read that sees it, of a batch made through the proxy)
+    const billed =
+      usage !== null &&
+      (route.method !== 'GET' || (BILLED_ON_READ.has(route.template) && priced !== null && !!params.batch_id && (await owners.billOnce(params.batch_id).catch(() => false))));
     const cost = !billed ? null : priced ? pricing.costOfAnswer(priced) : pricing.cost(model, usage);
     const firstParam = Object.entries(params).find(([name]) => !NOT_OBJECTS.has(name))?.[1] ?? null;
     const objectId = firstParam ?? (route.method === 'POST' ? (o.answerId ?? null) : null);

@@ -28,6 +28,10 @@ export class UpstreamObjectEntity {
   @Column({ name: 'created_at', type: 'timestamptz', default: () => 'now()' })
   createdAt: Date;
 
+  /** its usage was recorded as spend (a batch: by the first read that saw it completed) */
+  @Column({ name: 'billed_at', type: 'timestamptz', nullable: true })
+  billedAt: Date | null;
+
   /** deleted upstream through the proxy (the row stays: the id still belongs to its owner) */
   @Column({ name: 'deleted_at', type: 'timestamptz', nullable: true })
   deletedAt: Date | null;
