@@ -10,6 +10,7 @@ import { PersonasModule } from './personas/personas.module';
 import { PricingModule } from './pricing/pricing.module';
 import { ProxyModule } from './proxy/proxy.module';
 import { RatingsModule } from './ratings/ratings.module';
+import { ResponsesModule } from './responses/responses.module';
 import { UpstreamModule } from './upstream/upstream.module';
 
 /** The feature modules, shared by the HTTP server (AppModule) and the admin CLI (AdminCliModule). */
@@ -20,6 +21,7 @@ export const FEATURE_MODULES = [
   UpstreamModule,
   ExchangesModule,
   ProxyModule,
+  ResponsesModule,
   HealthModule,
   PersonasModule,
   RatingsModule,
