@@ -116,11 +116,14 @@ export class BackgroundFollower implements OnApplicationBootstrap, BeforeApplica
       return;
     }
     for (const record of claimed) {
+      // claimed again after its lease lapsed here (renewals failing): followed afresh
+      const stale = this.follows.get(record.id);
+      if (stale) this.drop(stale);
       const f: Follow = { record, interval: this.config.backgroundPollMs, dropped: false };
       this.follows.set(record.id, f);
-      if (this.stopped) this.drop(f);
-      // a response is first asked for BACKGROUND_POLL_MS after its creation (at once when taken over later)
-      else this.schedule(f, Math.max(0, record.createdAt.getTime() + this.config.backgroundPollMs - Date.now()));
+      // first asked for BACKGROUND_POLL_MS after its creation (at once when taken over later); one claimed while
+      // stopping is given up with the others
+      if (!this.stopped) this.schedule(f, Math.max(0, record.createdAt.getTime() + this.config.backgroundPollMs - Date.now()));
     }
   }
 
