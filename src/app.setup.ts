@@ -5,6 +5,7 @@ import type { NextFunction, Request, Response } from 'express';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import { AppConfig } from './config/app-config';
 import { ProxyDispatch } from './proxy/proxy-dispatch';
+import { RealtimeGateway } from './realtime/realtime-gateway';
 import { BEARER, USER_HEADER } from './common/api-docs';
 import { answerClientErrors } from './common/client-errors';
 import { AppExceptionFilter } from './common/http-exception.filter';
@@ -45,6 +46,8 @@ export function configureApp(app: INestApplication, config: AppConfig, logger: J
     serving(req, res, pathOf(req.url));
     if (!dispatch.take(req, res)) viaExpressApp(req, res);
   });
+  // GET /v1/realtime: a WebSocket upgrade (see RealtimeGateway)
+  app.get(RealtimeGateway).attach(server, filter);
 
   const doc = new DocumentBuilder()
     .setTitle('OpenAI inference proxy')

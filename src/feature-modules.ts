@@ -10,6 +10,7 @@ import { PersonasModule } from './personas/personas.module';
 import { PricingModule } from './pricing/pricing.module';
 import { ProxyModule } from './proxy/proxy.module';
 import { RatingsModule } from './ratings/ratings.module';
+import { RealtimeModule } from './realtime/realtime.module';
 import { ResponsesModule } from './responses/responses.module';
 import { UpstreamModule } from './upstream/upstream.module';
 
@@ -22,6 +23,7 @@ export const FEATURE_MODULES = [
   ExchangesModule,
   ProxyModule,
   ResponsesModule,
+  RealtimeModule,
   HealthModule,
   PersonasModule,
   RatingsModule,

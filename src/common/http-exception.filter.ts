@@ -28,7 +28,11 @@ export class AppExceptionFilter implements ExceptionFilter {
     if (exception instanceof AppException) return exception;
     if (exception instanceof HttpException) {
       const status = exception.getStatus();
-      if (status === 404) return new AppException('not_found', 'Unknown route');
+      if (status === 404) {
+        // Express says "Cannot GET /path": the route is named in the answer
+        const named = /^Cannot (\S+) (.+)$/.exec(exception.message);
+        return new AppException('not_found', named ? `Unknown route: ${named[1]} ${named[2]}` : 'Unknown route', { code: 'unknown_route' });
+      }
       if (status === 413) return bodyParserError({ status }, this.bodyLimit);
       if (status === 405) return new AppException('invalid_request', 'Method not allowed', { status: 405 });
       if (status === 400) return AppException.invalid(exception.message);

@@ -23,6 +23,10 @@ export class AppConfig {
   upstreamMaxBodyBytes: number;
   logLevel: LogLevel;
   bodyLimitBytes: number;
+  /** a relayed upload (multipart or binary body: files, uploads, audio, images) may be this large; streamed, never held */
+  uploadLimitBytes: number;
+  /** relayed JSON bodies are stored up to this size; a longer one is stored cut, flagged body_truncated */
+  recordBodyMaxBytes: number;
   /** a request's headers must arrive within this (then 408) */
   headersTimeoutMs: number;
   /** a request, headers and body, must arrive within this (then 408) */
@@ -173,6 +177,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
   if (!LOG_LEVELS.includes(level)) throw new ConfigError(`LOG_LEVEL must be one of ${LOG_LEVELS.join(', ')}`);
   c.logLevel = level;
   c.bodyLimitBytes = env.BODY_LIMIT ? parseSize('BODY_LIMIT', env.BODY_LIMIT) : 10 * 1024 ** 2;
+  c.uploadLimitBytes = env.UPLOAD_LIMIT ? parseSize('UPLOAD_LIMIT', env.UPLOAD_LIMIT) : 1024 ** 3;
+  c.recordBodyMaxBytes = env.RECORD_BODY_MAX ? parseSize('RECORD_BODY_MAX', env.RECORD_BODY_MAX) : 1024 ** 2;
   c.headersTimeoutMs = int(env, 'HEADERS_TIMEOUT_MS', 10_000, 100, 600_000);
   c.requestTimeoutMs = int(env, 'REQUEST_TIMEOUT_MS', 60_000, 100, 3_600_000);
   if (c.headersTimeoutMs > c.requestTimeoutMs) throw new ConfigError('HEADERS_TIMEOUT_MS must not be greater than REQUEST_TIMEOUT_MS');

@@ -8,6 +8,7 @@ import { AddAnalysisClaims1795520200000 } from '../../migrations/1795520200000-A
 import { RecordFailedAnalyses1795520300000 } from '../../migrations/1795520300000-RecordFailedAnalyses';
 import { AddLimitCountersTake1795523400000 } from '../../migrations/1795523400000-AddLimitCountersTake';
 import { AddIssuedTokens1795777956120 } from '../../migrations/1795777956120-AddIssuedTokens';
+import { RecordWholeApi1795800000000 } from '../../migrations/1795800000000-RecordWholeApi';
 import { AddBackgroundFollowLeases1795847310000 } from '../../migrations/1795847310000-AddBackgroundFollowLeases';
 
 /** Every migration, in order (listed explicitly, never globbed). */
@@ -22,5 +23,6 @@ export const MIGRATIONS = [
   RecordFailedAnalyses1795520300000,
   AddLimitCountersTake1795523400000,
   AddIssuedTokens1795777956120,
+  RecordWholeApi1795800000000,
   AddBackgroundFollowLeases1795847310000,
 ];

@@ -5,7 +5,7 @@ import { BIGINT_AS_NUMBER } from '../database/bigint-column';
 @Entity('exchanges')
 @Index('ix_exchanges_org_created', ['organizationId', 'createdAt'])
 @Index('ix_exchanges_org_session', ['organizationId', 'sessionId', 'createdAt'])
-@Index('ix_exchanges_org_response', ['organizationId', 'responseId'])
+@Index('ix_exchanges_response', ['responseId'], { where: `response_id IS NOT NULL` })
 @Index('ix_exchanges_pending', ['status'], { where: `status = 'pending'` })
 export class ExchangeEntity {
   @PrimaryColumn({ type: 'text' })
@@ -93,6 +93,38 @@ export class ExchangeEntity {
   /** the server process that wrote the row; a pending row of a process that is gone is marked interrupted */
   @Column({ name: 'instance_id', type: 'text', nullable: true })
   instanceId: string | null;
+
+  /** the HTTP method and the OpenAI route template of the call, e.g. `GET /v1/files/{file_id}` */
+  @Column({ type: 'text', nullable: true })
+  method: string | null;
+
+  @Column({ type: 'text', nullable: true })
+  route: string | null;
+
+  /** OpenAI's own request id (its `x-request-id` answer header) */
+  @Column({ name: 'upstream_request_id', type: 'text', nullable: true })
+  upstreamRequestId: string | null;
+
+  /** the upstream object the call made or named (`file-…`, `batch_…`, `vs_…`, …) */
+  @Column({ name: 'object_id', type: 'text', nullable: true })
+  objectId: string | null;
+
+  /** a body that is not stored (binary, multipart) is described by its type and size */
+  @Column({ name: 'request_content_type', type: 'text', nullable: true })
+  requestContentType: string | null;
+
+  @Column({ name: 'request_bytes', type: 'bigint', nullable: true, transformer: BIGINT_AS_NUMBER })
+  requestBytes: number | null;
+
+  @Column({ name: 'response_content_type', type: 'text', nullable: true })
+  responseContentType: string | null;
+
+  @Column({ name: 'response_bytes', type: 'bigint', nullable: true, transformer: BIGINT_AS_NUMBER })
+  responseBytes: number | null;
+
+  /** a stored body was longer than RECORD_BODY_MAX: what is stored is its beginning, as a JSON string */
+  @Column({ name: 'body_truncated', type: 'boolean', nullable: true })
+  bodyTruncated: boolean | null;
 
   @Column({ name: 'created_at', type: 'timestamptz' })
   createdAt: Date;

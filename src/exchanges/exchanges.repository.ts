@@ -99,6 +99,17 @@ export class ExchangesRepository {
     return row?.sessionId ?? null;
   }
 
+  /** Who made a model answer (the first exchange that returned this response id), in any organization. */
+  async ownerOfAnswer(responseId: string): Promise<{ orgId: string; userId: string; keyId: string | null; keySource: string | null } | null> {
+    await this.recorder.caughtUp();
+    const rows: { organization_id: string; user_id: string; key_id: string | null; key_source: string | null }[] = await this.exchanges.query(
+      `SELECT organization_id, user_id, key_id, key_source FROM exchanges WHERE response_id = $1 ORDER BY created_at, id LIMIT 1`,
+      [responseId],
+    );
+    const row = rows[0];
+    return row ? { orgId: row.organization_id, userId: row.user_id, keyId: row.key_id, keySource: row.key_source } : null;
+  }
+
   async findById(orgId: string, id: string): Promise<ExchangeEntity | null> {
     await this.recorder.caughtUp();
     return this.exchanges.findOneBy({ organizationId: orgId, id });

@@ -83,6 +83,33 @@ export class ExchangeResponse implements ExchangeView {
   @ApiProperty(nullable('string', 'user or organization', 'organization'))
   key_source!: string | null;
 
+  @ApiProperty(nullable('string', 'the HTTP method', 'POST'))
+  method!: string | null;
+
+  @ApiProperty(nullable('string', 'the OpenAI route template', '/v1/files/{file_id}'))
+  route!: string | null;
+
+  @ApiProperty(nullable('string', 'OpenAI’s own request id (its x-request-id)', 'req_0f5ac1e9b2d84c3f9e1a7b6c5d4e3f21'))
+  upstream_request_id!: string | null;
+
+  @ApiProperty(nullable('string', 'the upstream object the call made or named', 'file-AbC123'))
+  object_id!: string | null;
+
+  @ApiProperty(nullable('string', 'a request body that is not stored (binary, multipart): its content type', 'multipart/form-data'))
+  request_content_type!: string | null;
+
+  @ApiProperty(nullable('integer', 'that body’s size in bytes', 48213))
+  request_bytes!: number | null;
+
+  @ApiProperty(nullable('string', 'an answer body that is not stored (binary, audio): its content type', 'audio/mpeg'))
+  response_content_type!: string | null;
+
+  @ApiProperty(nullable('integer', 'that body’s size in bytes', 96000))
+  response_bytes!: number | null;
+
+  @ApiProperty({ type: Boolean, description: 'a stored body was longer than RECORD_BODY_MAX: its beginning is stored, as a JSON string', example: false })
+  body_truncated!: boolean;
+
   @ApiProperty(json('the JSON body sent upstream'))
   request_body!: unknown;
 

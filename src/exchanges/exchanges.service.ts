@@ -34,6 +34,15 @@ export interface ExchangeView {
   time_to_first_byte_ms: number | null;
   key_id: string | null;
   key_source: string | null;
+  method: string | null;
+  route: string | null;
+  upstream_request_id: string | null;
+  object_id: string | null;
+  request_content_type: string | null;
+  request_bytes: number | null;
+  response_content_type: string | null;
+  response_bytes: number | null;
+  body_truncated: boolean;
   request_body: unknown;
   response_body: unknown;
   output_text: string | null;
@@ -73,6 +82,15 @@ export function toExchangeView(e: ExchangeEntity): ExchangeView {
     time_to_first_byte_ms: e.timeToFirstByteMs,
     key_id: e.keyId,
     key_source: e.keySource,
+    method: e.method ?? null,
+    route: e.route ?? null,
+    upstream_request_id: e.upstreamRequestId ?? null,
+    object_id: e.objectId ?? null,
+    request_content_type: e.requestContentType ?? null,
+    request_bytes: e.requestBytes ?? null,
+    response_content_type: e.responseContentType ?? null,
+    response_bytes: e.responseBytes ?? null,
+    body_truncated: e.bodyTruncated === true,
     request_body: e.requestBody ?? null,
     response_body: e.responseBody ?? null,
     output_text: e.outputText,

@@ -42,23 +42,36 @@ export class CachedKeyResolver extends KeyResolver {
     return resolved;
   }
 
+  async byId(orgId: string, keyId: string): Promise<ResolvedKey | null> {
+    return this.cache.get(`${orgId}\nkey:${keyId}`, async () => {
+      const key = await this.keys.findOne({ where: { id: keyId, organizationId: orgId, revokedAt: IsNull() } });
+      return key ? this.decrypted(key) : null;
+    });
+  }
+
+  private decrypted(key: ApiKeyEntity): ResolvedKey | null {
+    try {
+      const { plaintext } = this.crypto.decrypt(key.encryptedKey, key);
+      return {
+        keyId: key.id,
+        apiKey: plaintext,
+        baseUrl: key.baseUrl ?? this.config.openaiBaseUrl,
+        source: key.userId ? 'user' : 'organization',
+      };
+    } catch (err) {
+      this.logger.write('error', 'stored upstream key cannot be decrypted; skipped', { key_id: key.id, err });
+      return null;
+    }
+  }
+
   private async load(orgId: string, userId: string): Promise<ResolvedKey | null> {
     const candidates = [
       ...(await this.keys.find({ where: { organizationId: orgId, userId, revokedAt: IsNull() }, order: { createdAt: 'DESC' } })),
       ...(await this.keys.find({ where: { organizationId: orgId, userId: IsNull(), revokedAt: IsNull() }, order: { createdAt: 'DESC' } })),
     ];
     for (const key of candidates) {
-      try {
-        const { plaintext } = this.crypto.decrypt(key.encryptedKey, key);
-        return {
-          keyId: key.id,
-          apiKey: plaintext,
-          baseUrl: key.baseUrl ?? this.config.openaiBaseUrl,
-          source: key.userId ? 'user' : 'organization',
-        };
-      } catch (err) {
-        this.logger.write('error', 'stored upstream key cannot be decrypted; skipped', { key_id: key.id, err });
-      }
+      const resolved = this.decrypted(key);
+      if (resolved) return resolved;
     }
     return null;
   }

@@ -10,7 +10,8 @@ import type { Admission, LimitsService } from '../limits/limits.service';
 import type { MetricsService } from '../metrics/metrics.service';
 import { Captured, captureJson, ProxyEndpoint, TokenUsage } from './exchange-capture';
 import type { ExchangesService } from '../exchanges/exchanges.service';
-import type { PricingService } from '../pricing/pricing.service';
+import type { CostExtras, PricingService } from '../pricing/pricing.service';
+import { toolCallsOf } from '../pricing/answer-usage';
 import type { ProxyBodyFields } from './proxy-body';
 import { RelayedCall, StreamRelay } from './stream-relay';
 import type { UpstreamClient, UpstreamResponse } from '../upstream/upstream-client';
@@ -57,6 +58,8 @@ export class ProxiedCall implements RelayedCall {
   private gone = false;
   private ttfb: number | null = null;
   private upstreamStartedAt: number | null = null;
+  /** OpenAI's own request id for the call */
+  private upstreamRequestId: string | null = null;
   /** takes the call's key out of whatever the upstream sends */
   readonly scrubber: KeyScrubber;
 
@@ -123,6 +126,11 @@ export class ProxiedCall implements RelayedCall {
       }
       this.ttfb = performance.now() - this.req.startedAt;
       const status = up.statusCode;
+      const rid = up.headers['x-request-id'];
+      if (typeof rid === 'string') {
+        this.upstreamRequestId = rid.slice(0, 200);
+        this.res.setHeader('X-Upstream-Request-ID', this.upstreamRequestId);
+      }
       // No await from here until the body's listeners are attached: an undici body destroyed (a reset) before it
       // is read drops what it had buffered and never emits again. The pending row is awaited by finish() and,
       // for a stream, before its first byte is relayed.
@@ -206,7 +214,7 @@ export class ProxiedCall implements RelayedCall {
       usage = estimateUsage(this.endpoint, this.sentBody(), captured?.streamedText ?? captured?.outputText ?? '');
       responseBody = withEstimatedUsage(this.endpoint, captured?.responseBody ?? null, usage);
     }
-    const cost = usage ? pricing.cost(captured?.model ?? this.fields.model, usage) : null;
+    const cost = usage ? pricing.cost(captured?.model ?? this.fields.model, usage, costExtras(this.endpoint, captured?.responseBody)) : null;
     const responseId = captured?.responseId ?? null;
     if (responseId) exchanges.rememberResponse(this.req.acting!.orgId, responseId, this.sessionId);
     const upstreamError = o.error ?? captured?.upstreamError ?? null;
@@ -223,6 +231,7 @@ export class ProxiedCall implements RelayedCall {
       cost,
       latencyMs: performance.now() - this.req.startedAt,
       timeToFirstByteMs: this.ttfb,
+      upstreamRequestId: this.upstreamRequestId,
     };
     // settled whether or not the record can be written (upstream was paid either way); never throws
     const settled = limits.settle(this.admission, { tokens: usage ? (usage.total ?? (usage.input ?? 0) + (usage.output ?? 0)) : null, cost });
@@ -303,6 +312,15 @@ export class ProxiedCall implements RelayedCall {
     const { config } = this.services;
     return new StreamRelay(this, up, { maxBodyBytes: config.upstreamMaxBodyBytes, streamIdleTimeoutMs: config.streamIdleTimeoutMs }).run();
   }
+}
+
+/** What the answer says beyond tokens that changes its price: the service tier it ran on, tool calls billed per call. */
+function costExtras(endpoint: ProxyEndpoint, body: unknown): CostExtras | undefined {
+  if (!body || typeof body !== 'object') return undefined;
+  const tier = (body as { service_tier?: unknown }).service_tier;
+  const serviceTier = typeof tier === 'string' ? tier : null;
+  if (endpoint !== 'responses') return serviceTier ? { serviceTier } : undefined;
+  return { serviceTier, ...toolCallsOf(body) };
 }
 
 /** The answer's body with the estimated usage (flagged `estimated`), in the endpoint's own usage shape. */

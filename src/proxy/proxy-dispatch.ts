@@ -12,6 +12,8 @@ import { AppConfig } from '../config/app-config';
 import { MetricsService } from '../metrics/metrics.service';
 import type { ProxyEndpoint } from './exchange-capture';
 import { ProxyService } from './proxy.service';
+import { isAdminPath, matchOpenAIRoute, RouteMatch } from '../relay/openai-routes';
+import { RelayService } from '../relay/relay.service';
 
 const ROUTES: Record<string, ProxyEndpoint> = { '/v1/responses': 'responses', '/v1/chat/completions': 'chat.completions' };
 /** JSON media types Express' parser takes, in UTF-8 (the only charset it accepts) */
@@ -31,6 +33,7 @@ export class ProxyDispatch {
   constructor(
     private readonly auth: RequestAuthenticator,
     private readonly proxy: ProxyService,
+    private readonly relay: RelayService,
     private readonly config: AppConfig,
     private readonly logger: JsonLogger,
     private readonly metrics: MetricsService,
@@ -43,11 +46,11 @@ export class ProxyDispatch {
 
   /** Takes the request when it is a plain proxied call; false leaves it to Express. */
   take(req: IncomingMessage, res: ServerResponse): boolean {
-    if (req.method !== 'POST' || !this.filter) return false;
+    if (!this.filter) return false;
     const q = req.url!.indexOf('?');
     const path = q < 0 ? req.url! : req.url!.slice(0, q);
-    const endpoint = ROUTES[path];
-    if (endpoint === undefined) return false;
+    const endpoint = req.method === 'POST' ? ROUTES[path] : undefined;
+    if (endpoint === undefined) return this.takeRelayed(req, res, path);
     const encoding = req.headers['content-encoding'];
     if (encoding !== undefined && encoding.toLowerCase() !== 'identity') return false;
     const type = req.headers['content-type'];
@@ -58,6 +61,52 @@ export class ProxyDispatch {
     res.once('finish', () => this.metrics.observeHttp('POST', path, res.statusCode, (performance.now() - r.startedAt) / 1000));
     void this.serve(endpoint, r, res, path);
     return true;
+  }
+
+  /** Every other OpenAI route (but those with handlers of their own) goes to the generic relay. */
+  private takeRelayed(req: IncomingMessage, res: ServerResponse, path: string): boolean {
+    if (!path.startsWith('/v1/')) return false;
+    if (path === '/v1/realtime') return this.refuseUpgradeless(req, res, path);
+    const admin = isAdminPath(path);
+    const match = admin ? null : matchOpenAIRoute(req.method!, path);
+    if (!admin && (!match || match.route.own)) return false;
+    const r = req as ProxiedRequest;
+    const template = match?.route.template ?? '/v1/organization';
+    startRequest(r, res, this.logger, path, unreadBodyDiscardBound(this.config.uploadLimitBytes));
+    res.once('finish', () => this.metrics.observeHttp(req.method!, template, res.statusCode, (performance.now() - r.startedAt) / 1000));
+    void this.serveRelayed(match, r, res, path);
+    return true;
+  }
+
+  /** The realtime API is a WebSocket: a plain request to it is told so (upgrades never reach here). */
+  private refuseUpgradeless(req: IncomingMessage, res: ServerResponse, path: string): boolean {
+    startRequest(req as ProxiedRequest, res, this.logger, path, unreadBodyDiscardBound(this.config.bodyLimitBytes));
+    this.filter!.answer(
+      new AppException('invalid_request', `${req.method} /v1/realtime is a WebSocket endpoint: connect with an Upgrade: websocket request`, { code: 'websocket_required', status: 426 }),
+      path,
+      res,
+    );
+    return true;
+  }
+
+  private async serveRelayed(match: RouteMatch | null, req: ProxiedRequest, res: ServerResponse, path: string): Promise<void> {
+    try {
+      const claims = await this.auth.verifyToken(req.headers);
+      req.acting = await this.auth.actingFor(claims, req.headers);
+      if (!match) {
+        throw new AppException('no_api_key', `${req.method} ${path} is a route of OpenAI's administration API, which needs an organization admin key and is not relayed`, {
+          code: 'admin_route_not_relayed',
+        });
+      }
+      await this.relay.relay(match, req, res);
+    } catch (err) {
+      if (err instanceof BodyTooLarge) err = new AppException('body_too_large', `The request body is larger than the configured limit (${match?.route.method === 'GET' ? 'BODY_LIMIT' : 'BODY_LIMIT for JSON, UPLOAD_LIMIT for uploads'})`);
+      if (res.headersSent) {
+        res.destroy();
+        return;
+      }
+      this.filter!.answer(err, path, res);
+    }
   }
 
   private async serve(endpoint: ProxyEndpoint, req: ProxiedRequest, res: ServerResponse, path: string): Promise<void> {

@@ -5,6 +5,7 @@ import { KeysModule } from '../keys/keys.module';
 import { LimitsModule } from '../limits/limits.module';
 import { PersonasModule } from '../personas/personas.module';
 import { PricingModule } from '../pricing/pricing.module';
+import { RelayModule } from '../relay/relay.module';
 import { UpstreamModule } from '../upstream/upstream.module';
 import { ModelsController } from './models.controller';
 import { ModelsService } from './models.service';
@@ -13,7 +14,7 @@ import { ProxyService } from './proxy.service';
 import { ProxyDispatch } from './proxy-dispatch';
 
 @Module({
-  imports: [AuthModule, KeysModule, PersonasModule, LimitsModule, ExchangesModule, UpstreamModule, PricingModule],
+  imports: [AuthModule, KeysModule, PersonasModule, LimitsModule, ExchangesModule, UpstreamModule, PricingModule, RelayModule],
   controllers: [ModelsController, ProxyController],
   providers: [ModelsService, ProxyService, ProxyDispatch],
   exports: [ProxyDispatch],

@@ -15,8 +15,19 @@ import { PricingService } from '../pricing/pricing.service';
 import { CallServices, ProxiedCall } from './proxied-call';
 import { lacksStreamUsage, readProxyBody, readSessionHeader, withoutPersona, withPersona } from './proxy-body';
 import { UpstreamClient } from '../upstream/upstream-client';
+import { ObjectOwners } from '../relay/object-owners';
 
 export { retryAfterMs } from './proxied-call';
+
+const ROUTE_TEMPLATES: Record<ProxyEndpoint, string> = { responses: '/v1/responses', 'chat.completions': '/v1/chat/completions' };
+
+/** The conversation a Responses call joins (`conversation`: an id, or an object with one). */
+function conversationOf(body: Record<string, unknown>): string | null {
+  const c = body.conversation;
+  if (typeof c === 'string' && c) return c.slice(0, 256);
+  if (c && typeof c === 'object' && typeof (c as { id?: unknown }).id === 'string') return ((c as { id: string }).id).slice(0, 256);
+  return null;
+}
 
 /** Forwards /v1/responses and /v1/chat/completions: sessions, personas, retries, streaming relay, exchange records. */
 @Injectable()
@@ -34,6 +45,7 @@ export class ProxyService {
     config: AppConfig,
     private readonly limits: LimitsService,
     metrics: MetricsService,
+    private readonly owners: ObjectOwners,
   ) {
     this.services = { upstream, pricing, exchanges, limits, metrics, config };
   }
@@ -43,10 +55,16 @@ export class ProxyService {
     const fields = readProxyBody(endpoint, req.body, req.rawBody);
     const sessionHeader = readSessionHeader(req.headers['x-session-id']);
     const persona = fields.personaId ? await this.personas.resolveForRequest(acting.orgId, fields.personaId) : null;
-    const key = await this.keys.resolve(acting);
+    // a response or conversation the call continues is reached with the key that made it, by its owners only
+    const conversation = conversationOf(fields.body);
+    const refs = fields.previousResponseId ? [fields.previousResponseId] : [];
+    if (conversation) refs.push(conversation);
+    const key = refs.length ? (await this.owners.keyFor(acting, refs)).key : await this.keys.resolve(acting);
+    // a conversation is one session; so is a chain of responses
     const sessionId =
       sessionHeader ??
       (fields.previousResponseId ? await this.exchanges.sessionOfResponse(acting.orgId, fields.previousResponseId) : null) ??
+      conversation ??
       newSessionId();
     res.setHeader('X-Session-ID', sessionId);
     res.setHeader('X-Key-Source', key.source);
@@ -78,6 +96,8 @@ export class ProxyService {
       keyId: key.keyId,
       keySource: key.source,
       createdAt: new Date(),
+      method: 'POST',
+      route: ROUTE_TEMPLATES[endpoint],
     };
     const opened = this.recorder.open(pending);
     let record: RecordHandle;

@@ -3,6 +3,7 @@ import { JsonLogger } from '../common/logger';
 import type { ExchangeStatus } from '../exchanges/recorder/exchange-record';
 import { LimitsService } from '../limits/limits.service';
 import type { BackgroundResponseClosed } from '../metrics/metrics.service';
+import { toolCallsOf } from '../pricing/answer-usage';
 import { PricingService } from '../pricing/pricing.service';
 import { captureJson } from '../proxy/exchange-capture';
 import { EndedResponse, QueuedResponsesRepository, ResponseRecord } from './queued-responses.repository';
@@ -55,7 +56,9 @@ export class ResponseCompletion {
     // without usage, a response that did not fail may still have been billed: the estimate made at its start stays
     const usage = captured.usage ?? (failed ? null : 'estimate');
     const model = captured.model ?? record.model;
-    const cost = usage && usage !== 'estimate' ? this.pricing.cost(model, usage) : null;
+    // priced as a call answered at once: the tier it ran on and its built-in tool calls count
+    const tier = typeof body.service_tier === 'string' ? body.service_tier : null;
+    const cost = usage && usage !== 'estimate' ? this.pricing.cost(model, usage, { serviceTier: tier, ...toolCallsOf(body) }) : null;
     const completedAt = new Date();
     const ended: EndedResponse = {
       status,

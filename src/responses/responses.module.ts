@@ -1,7 +1,5 @@
 import { Module } from '@nestjs/common';
-import { TypeOrmModule } from '@nestjs/typeorm';
 import { ExchangesModule } from '../exchanges/exchanges.module';
-import { ApiKeyEntity } from '../keys/api-key.entity';
 import { KeysModule } from '../keys/keys.module';
 import { LimitsModule } from '../limits/limits.module';
 import { MetricsService } from '../metrics/metrics.service';
@@ -17,7 +15,7 @@ import { UpstreamResponses } from './upstream-responses';
 
 /** Responses made through the proxy: retrieving them, and following background responses upstream until they end. */
 @Module({
-  imports: [TypeOrmModule.forFeature([ApiKeyEntity]), ExchangesModule, KeysModule, LimitsModule, PricingModule, UpstreamModule],
+  imports: [ExchangesModule, KeysModule, LimitsModule, PricingModule, UpstreamModule],
   controllers: [ResponsesController],
   providers: [QueuedResponsesRepository, ResponseKeys, UpstreamResponses, ResponseCompletion, ResponsesService, BackgroundFollower],
 })

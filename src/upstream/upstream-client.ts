@@ -13,10 +13,11 @@ import type { ResolvedKey } from '../keys/key-resolver';
 
 export interface UpstreamRequest {
   key: ResolvedKey;
-  method: 'GET' | 'POST' | 'DELETE';
+  method: string;
   /** path under the key's base URL, e.g. `/responses` */
   path: string;
-  body?: Buffer | string;
+  /** a JSON body (sent as application/json unless `headers` name a type), or a stream sent once as it arrives */
+  body?: Buffer | string | Readable;
   /** extra request headers (never the client's Authorization or cookies) */
   headers?: Record<string, string>;
   signal?: AbortSignal;
@@ -83,7 +84,7 @@ export class UpstreamClient implements OnApplicationShutdown {
       accept: 'application/json, text/event-stream',
       ...req.headers,
     };
-    if (req.body !== undefined) headers['content-type'] = 'application/json';
+    if (req.body !== undefined && headers['content-type'] === undefined) headers['content-type'] = 'application/json';
     const report = this.circuits.enter(req.key);
     let res;
     try {

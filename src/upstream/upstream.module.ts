@@ -5,6 +5,6 @@ import { UpstreamClient } from './upstream-client';
 /** The one client to the upstream API (pooled connections, retries, a circuit per key), for the proxy and the analysis alike. */
 @Module({
   providers: [CircuitBreakers, UpstreamClient],
-  exports: [UpstreamClient],
+  exports: [UpstreamClient, CircuitBreakers],
 })
 export class UpstreamModule {}

@@ -19,6 +19,7 @@
 import * as http from 'node:http';
 import type { Socket } from 'node:net';
 import { randomBytes } from 'node:crypto';
+import { attachFakeRealtime, FakeRealtime } from './fake-realtime';
 
 export interface RecordedRequest {
   method: string;
@@ -84,6 +85,8 @@ export interface FakeUpstream {
   backgroundResponses: Map<string, FakeBackgroundResponse>;
   /** how the background responses made from now on run (mutable; reset() restores the default) */
   background: BackgroundScript;
+  /** the Realtime API's WebSocket, GET /v1/realtime (see fake-realtime.ts) */
+  realtime: FakeRealtime;
   /** clear requests, queue, default fault, structuredAnswer, background responses and their script */
   reset(): void;
   /** closes the server AND destroys all open sockets (stalled ones too) */
@@ -1111,6 +1114,7 @@ export async function startFakeUpstream(opts: Partial<FakeUpstreamOptions> = {})
     structuredAnswer: undefined,
     backgroundResponses: new Map(),
     background: { ...DEFAULT_BACKGROUND },
+    realtime: attachFakeRealtime(server),
     enqueue(...faults: Fault[]) {
       queue.push(...faults);
     },
@@ -1124,6 +1128,7 @@ export async function startFakeUpstream(opts: Partial<FakeUpstreamOptions> = {})
       fake.structuredAnswer = undefined;
       fake.backgroundResponses.clear();
       fake.background = { ...DEFAULT_BACKGROUND };
+      fake.realtime.reset();
     },
     close() {
       if (!closing) {

@@ -50,6 +50,9 @@ const INSERT_FIELDS: [string, Cast][] = [
   ['key_source', 'text'],
   ['instance_id', 'text'],
   ['created_at', 'timestamptz'],
+  ['method', 'text'],
+  ['route', 'text'],
+  ['request_content_type', 'text'],
 ];
 const UPDATE_FIELDS: [string, Cast][] = [
   ['id', 'text'],
@@ -68,10 +71,25 @@ const UPDATE_FIELDS: [string, Cast][] = [
   ['latency_ms', 'int'],
   ['time_to_first_byte_ms', 'int'],
   ['completed_at', 'timestamptz'],
+  ['upstream_request_id', 'text'],
+  ['object_id', 'text'],
+  ['request_bytes', 'int8'],
+  ['response_content_type', 'text'],
+  ['response_bytes', 'int8'],
+  ['body_truncated', 'boolean'],
 ];
 /** an inserted row: the pending fields, then the outcome's (status first; null while pending) */
 const OUTCOME_FIELDS = UPDATE_FIELDS.slice(1);
 const INSERT_ROW: [string, Cast][] = [...INSERT_FIELDS, ...OUTCOME_FIELDS];
+/**
+ * Pending fields an outcome may fill in when they were not known before the upstream call (the model and the
+ * fields of a multipart upload, read while it streams through): a completion sets them only when it has them.
+ */
+const LATE_FIELDS: [string, Cast][] = [
+  ['model', 'text'],
+  ['request_body', 'jsonb'],
+];
+const UPDATE_ROW: [string, Cast][] = [...UPDATE_FIELDS, ...LATE_FIELDS];
 // Postgres allows 65535 parameters per statement
 export const MAX_BATCH = 1000;
 /** the largest padded batch written with a prepared statement (larger ones are planned each time) */
@@ -107,9 +125,10 @@ export function batchSql(inserts: number, updates: number, idempotent: boolean):
     ? `INSERT INTO exchanges AS x (${columns}) SELECT * FROM (VALUES ${rows(inserts, INSERT_ROW)}) AS v(${columns}) WHERE v.id IS NOT NULL${onConflict}`
     : '';
   const updateSql = updates
-    ? `UPDATE exchanges e SET ${UPDATE_FIELDS.slice(1)
-        .map(([c]) => `${c} = v.${c}`)
-        .join(', ')} FROM (VALUES ${rows(updates, UPDATE_FIELDS)}) AS v(${UPDATE_FIELDS.map(([c]) => c).join(', ')}) WHERE e.id = v.id RETURNING e.id`
+    ? `UPDATE exchanges e SET ${[
+        ...UPDATE_FIELDS.slice(1).map(([c]) => `${c} = v.${c}`),
+        ...LATE_FIELDS.map(([c]) => `${c} = COALESCE(v.${c}, e.${c})`),
+      ].join(', ')} FROM (VALUES ${rows(updates, UPDATE_ROW)}) AS v(${UPDATE_ROW.map(([c]) => c).join(', ')}) WHERE e.id = v.id RETURNING e.id`
     : '';
   // both kinds in one statement: one round trip per flush (a row's insert and its completion never share a flush)
   sql = insertSql && updateSql ? `WITH ins AS (${insertSql}) ${updateSql}` : insertSql || updateSql;
@@ -163,6 +182,12 @@ function outcomeValues(r: ExchangeOutcome, completedAt: Date): unknown[] {
     r.latencyMs,
     r.timeToFirstByteMs,
     completedAt.toISOString(),
+    r.upstreamRequestId ?? null,
+    r.objectId ?? null,
+    r.requestBytes ?? null,
+    r.responseContentType ?? null,
+    r.responseBytes ?? null,
+    r.bodyTruncated ?? null,
   ];
 }
 
@@ -181,7 +206,9 @@ export function batchQuery(inserts: BatchInsert[], updates: BatchUpdate[], insta
       for (let c = 0; c < INSERT_ROW.length; c++) params.push(null);
       continue;
     }
-    const r = item.row;
+    // a row written whole carries what its outcome learned late
+    const late = item.outcome?.late;
+    const r = late ? { ...item.row, model: late.model ?? item.row.model, requestBody: late.requestBody ?? item.row.requestBody } : item.row;
     const degrade = item.degrade ?? 0;
     pushValues(
       params,
@@ -203,6 +230,9 @@ export function batchQuery(inserts: BatchInsert[], updates: BatchUpdate[], insta
         instanceId,
         // ISO text: cheaper than the driver's Date serialization, the same instant
         r.createdAt.toISOString(),
+        r.method ?? null,
+        r.route ?? null,
+        r.requestContentType ?? null,
       ],
       degrade,
     );
@@ -215,11 +245,13 @@ export function batchQuery(inserts: BatchInsert[], updates: BatchUpdate[], insta
   for (let i = 0; i < updateRows; i++) {
     const item = updates[i];
     if (!item) {
-      for (let c = 0; c < UPDATE_FIELDS.length; c++) params.push(null);
+      for (let c = 0; c < UPDATE_ROW.length; c++) params.push(null);
       continue;
     }
     params.push(item.row.id);
     pushValues(params, OUTCOME_FIELDS, outcomeValues(item.row, item.completedAt), item.degrade ?? 0);
+    const late = item.row.late;
+    pushValues(params, LATE_FIELDS, [late?.model ?? null, late?.requestBody ?? null], item.degrade ?? 0);
   }
   const idempotent = inserts.some((item) => item.again);
   const text = batchSql(insertRows, updateRows, idempotent);

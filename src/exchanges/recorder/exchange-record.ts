@@ -38,6 +38,11 @@ export interface PendingExchange {
   keyId: string;
   keySource: string;
   createdAt: Date;
+  /** the HTTP method and OpenAI route template (the model-call routes leave them to their endpoint) */
+  method?: string;
+  route?: string;
+  /** a request body that is not stored (binary, multipart): its type (its size is known when the call ends) */
+  requestContentType?: string | null;
 }
 
 /** How the exchange ended. */
@@ -54,6 +59,19 @@ export interface ExchangeOutcome {
   cost: number | null;
   latencyMs: number;
   timeToFirstByteMs: number | null;
+  /** OpenAI's own request id */
+  upstreamRequestId?: string | null;
+  /** the upstream object made or named */
+  objectId?: string | null;
+  /** the size of a request body that is not stored */
+  requestBytes?: number | null;
+  /** an answer body that is not stored (binary, multipart): its type and size */
+  responseContentType?: string | null;
+  responseBytes?: number | null;
+  /** a stored body was cut at RECORD_BODY_MAX */
+  bodyTruncated?: boolean | null;
+  /** what the pending row could not know yet (a multipart upload's model and fields, read while it streamed) */
+  late?: { model?: string | null; requestBody?: string | null };
 }
 
 /** The error stored with a call whose answer was withheld because its record could not be written. */
