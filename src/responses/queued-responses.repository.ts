@@ -46,10 +46,10 @@ export interface CountedBefore {
 
 /**
  * A record whose response the upstream had not finished when last seen: queued (being followed), or a background
- * response whose following was given up (interrupted, its stored object still queued or in progress), which a
- * client's retrieve may still complete.
+ * response whose following was given up (interrupted) or whose stream its client left (client_aborted: the
+ * upstream goes on), its stored object still queued or in progress, which a client's retrieve may still complete.
  */
-const UNFINISHED = `(x.status = 'queued' OR (x.status = 'interrupted' AND x.response_body->>'background' = 'true'
+const UNFINISHED = `(x.status = 'queued' OR (x.status IN ('interrupted', 'client_aborted') AND x.response_body->>'background' = 'true'
   AND x.response_body->>'status' IN ('queued', 'in_progress')))`;
 
 const RECORD_COLUMNS = `x.id, x.organization_id, x.user_id, x.response_id, x.status, x.key_id, x.key_source, x.model, x.created_at`;
@@ -86,7 +86,7 @@ function toRecord(r: RecordRow): ResponseRecord {
 /** Whether a record read with its body is of a response the upstream had not finished when last seen (as UNFINISHED). */
 export function isUnfinished(r: ResponseRecord): boolean {
   if (r.status === 'queued') return true;
-  if (r.status !== 'interrupted') return false;
+  if (r.status !== 'interrupted' && r.status !== 'client_aborted') return false;
   const body = r.responseBody as { background?: unknown; status?: unknown } | null | undefined;
   return !!body && typeof body === 'object' && body.background === true && (body.status === 'queued' || body.status === 'in_progress');
 }

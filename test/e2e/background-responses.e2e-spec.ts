@@ -105,8 +105,8 @@ describe('background responses', () => {
       fake.background = { pollsBeforeDone: 1_000_000, outcome: 'completed' };
       const made = await createBackground(o.client);
       await waitFor(() => background(fake, made.id).polls > 0, 8000, 'the follower asking for the response');
-      const cancel = await fetch(`${fake.url}/responses/${made.id}/cancel`, { method: 'POST', headers: { authorization: 'Bearer sk-test-proxy-0001' } });
-      expect(((await cancel.json()) as any).status).toBe('cancelled');
+      const cancelled = await o.client.responses.cancel(made.id);
+      expect(cancelled.status).toBe('cancelled');
       const done = await pollRequest(o.call, made.requestId, (r) => r.status !== 'queued');
       expect(done).toMatchObject({ status: 'client_aborted', error: null });
       expect(done.response_body).toMatchObject({ id: made.id, status: 'cancelled' });
@@ -195,6 +195,28 @@ describe('background responses', () => {
       const rec = await record(o, made.requestId);
       expect(rec).toMatchObject({ status: 'completed', output_text: 'Echo: tell me a long story about the sea' });
       expect(rec.usage.output_tokens).toBe(events.at(-1).response.usage.output_tokens);
+    });
+
+    it('a background stream its client left goes on upstream: resumed after the last event seen, it completes the record', async () => {
+      fake.enqueue({ kind: 'slow-stream', firstByteMs: 0, eventIntervalMs: 50 });
+      const { data: stream, response } = await o.client.responses
+        .create({ model: 'gpt-4o-mini', input: 'tell me a long story about the sea', background: true, stream: true })
+        .withResponse();
+      const seen: any[] = [];
+      for await (const ev of stream) {
+        seen.push(ev);
+        if (ev.sequence_number >= 3) break;
+      }
+      const id = seen[0].response.id;
+      const left = await pollRequest(o.call, response.headers.get('x-request-id')!, (r) => r.status !== 'pending');
+      expect(left).toMatchObject({ status: 'client_aborted', response_id: id });
+
+      const rest: any[] = [];
+      for await (const ev of await o.client.responses.retrieve(id, { stream: true, starting_after: 3 })) rest.push(ev);
+      expect([...seen, ...rest].map((e) => e.sequence_number)).toEqual(background(fake, id).events.map((e) => e.sequence_number));
+      const rec = await record(o, left.id);
+      expect(rec).toMatchObject({ status: 'completed', output_text: 'Echo: tell me a long story about the sea' });
+      expect(rec.usage.output_tokens).toBe(rest.at(-1).response.usage.output_tokens);
     });
 
     it('a bad stream or starting_after is a 400; a response made with a user’s own key is that user’s only, read with that key while it is active', async () => {
