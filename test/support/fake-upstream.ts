@@ -9,6 +9,7 @@
  *   GET  /v1/responses/{id}     (a background response now, or `?stream=true&starting_after=N` its events after N)
  *   POST /v1/responses/{id}/cancel
  *   POST /v1/chat/completions   (JSON or `data:` chunks terminated by `data: [DONE]`)
+ * and, through fake-openai-api.ts, the other route families of the OpenAI API (files, batches, audio, …),
  * and can inject faults (status codes, stalls, resets, malformed bodies, ...).
  *
  * Standalone: `node dist/test/support/fake-upstream.js --port 9999 --delta-count 20
@@ -19,6 +20,7 @@
 import * as http from 'node:http';
 import type { Socket } from 'node:net';
 import { randomBytes } from 'node:crypto';
+import { createOpenAiApi, type FakeOpenAiApi } from './fake-openai-api';
 import { attachFakeRealtime, FakeRealtime } from './fake-realtime';
 
 export interface RecordedRequest {
@@ -85,6 +87,8 @@ export interface FakeUpstream {
   backgroundResponses: Map<string, FakeBackgroundResponse>;
   /** how the background responses made from now on run (mutable; reset() restores the default) */
   background: BackgroundScript;
+  /** the other route families (files, batches, vector stores, audio, …): their stored objects and seeding */
+  api: FakeOpenAiApi;
   /** the Realtime API's WebSocket, GET /v1/realtime (see fake-realtime.ts) */
   realtime: FakeRealtime;
   /** clear requests, queue, default fault, structuredAnswer, background responses and their script */
@@ -1141,7 +1145,9 @@ export async function startFakeUpstream(opts: Partial<FakeUpstreamOptions> = {})
       }
       return closing;
     },
+    api: undefined as unknown as FakeOpenAiApi,
   };
+  fake.api = createOpenAiApi({ requests: fake.requests, nextFault: () => (queue.length > 0 ? queue.shift() : defaultFault), options });
 
   server.on('connection', (socket: Socket) => {
     sockets.add(socket);
@@ -1176,6 +1182,8 @@ export async function startFakeUpstream(opts: Partial<FakeUpstreamOptions> = {})
     const method = (req.method ?? 'GET').toUpperCase();
     const rawUrl = req.url ?? '/';
     const pathname = rawUrl.split('?')[0];
+    // before the body is read: uploads stream through
+    if (fake.api.handles(method, pathname)) return fake.api.handle(req, res, receivedAt);
     const rawBody = await readBody(req);
 
     const ctx: Ctx = {
