@@ -11,6 +11,7 @@ import { PricingModule } from './pricing/pricing.module';
 import { ProxyModule } from './proxy/proxy.module';
 import { RatingsModule } from './ratings/ratings.module';
 import { RealtimeModule } from './realtime/realtime.module';
+import { ResponsesModule } from './responses/responses.module';
 import { UpstreamModule } from './upstream/upstream.module';
 
 /** The feature modules, shared by the HTTP server (AppModule) and the admin CLI (AdminCliModule). */
@@ -21,6 +22,7 @@ export const FEATURE_MODULES = [
   UpstreamModule,
   ExchangesModule,
   ProxyModule,
+  ResponsesModule,
   RealtimeModule,
   HealthModule,
   PersonasModule,

@@ -58,6 +58,15 @@ export class AppConfig {
   redisKeyPrefix: string;
   /** on SIGTERM, how long calls in flight may take to finish before their connections are cut */
   shutdownTimeoutMs: number;
+  /** a background response is asked for upstream this long after it was last seen running, doubling up to backgroundPollMaxMs */
+  backgroundPollMs: number;
+  backgroundPollMaxMs: number;
+  /** a background response still running this long after its creation is no longer followed: its record is closed as interrupted */
+  backgroundFollowMaxMs: number;
+  /** a process's claim on the background responses it follows, renewed while it runs; another process takes them over once it lapses */
+  backgroundLeaseMs: number;
+  /** background responses one process follows at once; 0: this process follows none */
+  backgroundFollowConcurrency: number;
   /** development secrets read from (or generated into) DATA_DIR, when the environment did not give both */
   devSecrets: { file: string; generated: boolean } | undefined;
 }
@@ -193,5 +202,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
   if (c.redisUrl && !/^rediss?:\/\//.test(c.redisUrl)) throw new ConfigError('REDIS_URL must be a redis:// or rediss:// URL');
   c.redisKeyPrefix = env.REDIS_KEY_PREFIX ?? 'openai-proxy:';
   c.shutdownTimeoutMs = int(env, 'SHUTDOWN_TIMEOUT_MS', 10_000, 0, 3_600_000);
+  c.backgroundPollMs = int(env, 'BACKGROUND_POLL_MS', 2000, 10, 3_600_000);
+  c.backgroundPollMaxMs = int(env, 'BACKGROUND_POLL_MAX_MS', 30_000, 10, 3_600_000);
+  if (c.backgroundPollMaxMs < c.backgroundPollMs) throw new ConfigError('BACKGROUND_POLL_MAX_MS must not be less than BACKGROUND_POLL_MS');
+  c.backgroundFollowMaxMs = int(env, 'BACKGROUND_FOLLOW_MAX_MS', 86_400_000, 1000);
+  c.backgroundLeaseMs = int(env, 'BACKGROUND_LEASE_MS', 60_000, 300, 3_600_000);
+  c.backgroundFollowConcurrency = int(env, 'BACKGROUND_FOLLOW_CONCURRENCY', 200, 0, 100_000);
   return c;
 }

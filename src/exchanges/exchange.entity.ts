@@ -7,6 +7,7 @@ import { BIGINT_AS_NUMBER } from '../database/bigint-column';
 @Index('ix_exchanges_org_session', ['organizationId', 'sessionId', 'createdAt'])
 @Index('ix_exchanges_response', ['responseId'], { where: `response_id IS NOT NULL` })
 @Index('ix_exchanges_pending', ['status'], { where: `status = 'pending'` })
+@Index('ix_exchanges_queued', ['createdAt'], { where: `status = 'queued'` })
 export class ExchangeEntity {
   @PrimaryColumn({ type: 'text' })
   id: string;
@@ -125,6 +126,13 @@ export class ExchangeEntity {
   /** a stored body was longer than RECORD_BODY_MAX: what is stored is its beginning, as a JSON string */
   @Column({ name: 'body_truncated', type: 'boolean', nullable: true })
   bodyTruncated: boolean | null;
+
+  /** a queued background response: the process following it upstream, and until when its lease runs */
+  @Column({ name: 'follow_owner', type: 'text', nullable: true, select: false })
+  followOwner: string | null;
+
+  @Column({ name: 'follow_until', type: 'timestamptz', nullable: true, select: false })
+  followUntil: Date | null;
 
   @Column({ name: 'created_at', type: 'timestamptz' })
   createdAt: Date;

@@ -7,7 +7,6 @@ import { ListExchangesQueryDto } from './exchanges.dto';
 import { LIST_BODY_MAX_BYTES } from './exchanges.repository';
 import { ExchangesService, ExchangeView } from './exchanges.service';
 import { ExchangeList, ExchangeResponse } from './exchanges.responses';
-import { OpenAIResponseObject } from '../proxy/proxy.responses';
 
 const EXCHANGE_EXAMPLE = {
   id: 'req_Xw3v0mQ2bq9Hn1sYtZcA4eLk',
@@ -46,15 +45,6 @@ const NOT_FOUND = apiError(404, 'Unknown id, or one of another organization', 'n
 @Controller('v1')
 export class ExchangesController {
   constructor(private readonly exchanges: ExchangesService) {}
-
-  @Get('responses/:response_id')
-  @ApiOperation({ summary: 'The stored final response object of a response made through the proxy by this organization' })
-  @ApiParam({ name: 'response_id', example: 'resp_67ccd2bed1ec8190b14f964abc054267' })
-  @ApiOkResponse({ type: OpenAIResponseObject, example: EXCHANGE_EXAMPLE.response_body })
-  @ApiResponse(NOT_FOUND)
-  response(@Acting() acting: ActingContext, @Param('response_id') responseId: string): Promise<unknown> {
-    return this.exchanges.response(acting.orgId, responseId);
-  }
 
   @Get('requests')
   @ApiOperation({ summary: 'Stored exchanges of the organization, newest first' })

@@ -1,20 +1,17 @@
 import { Module } from '@nestjs/common';
 import { TypeOrmModule } from '@nestjs/typeorm';
-import { KeysModule } from '../keys/keys.module';
 import { MetricsService } from '../metrics/metrics.service';
 import { ExchangeEntity } from './exchange.entity';
 import { ExchangeRecorder } from './recorder/exchange-recorder.service';
-import { UpstreamModule } from '../upstream/upstream.module';
 import { ExchangesController } from './exchanges.controller';
 import { ExchangesRepository } from './exchanges.repository';
 import { ExchangesService } from './exchanges.service';
-import { UnfinishedResponses } from './unfinished-responses';
 
 /** The exchange records: written by the recorder, read only through the ExchangesRepository. */
 @Module({
-  imports: [TypeOrmModule.forFeature([ExchangeEntity]), KeysModule, UpstreamModule],
+  imports: [TypeOrmModule.forFeature([ExchangeEntity])],
   controllers: [ExchangesController],
-  providers: [ExchangeRecorder, ExchangesRepository, ExchangesService, UnfinishedResponses],
+  providers: [ExchangeRecorder, ExchangesRepository, ExchangesService],
   exports: [ExchangeRecorder, ExchangesRepository, ExchangesService],
 })
 export class ExchangesModule {

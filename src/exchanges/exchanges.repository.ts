@@ -99,18 +99,6 @@ export class ExchangesRepository {
     return row?.sessionId ?? null;
   }
 
-  /** The newest exchange that stored a response object with this id: its body, status and user. */
-  async findStoredResponse(orgId: string, responseId: string): Promise<Pick<ExchangeEntity, 'id' | 'responseBody' | 'status' | 'userId'> | null> {
-    await this.recorder.caughtUp();
-    return this.exchanges
-      .createQueryBuilder('e')
-      .select(['e.id', 'e.responseBody', 'e.status', 'e.userId'])
-      .where('e.organization_id = :orgId AND e.response_id = :responseId AND e.response_body IS NOT NULL', { orgId, responseId })
-      .orderBy('e.created_at', 'DESC')
-      .limit(1)
-      .getOne();
-  }
-
   /** Who made a model answer (the first exchange that returned this response id), in any organization. */
   async ownerOfAnswer(responseId: string): Promise<{ orgId: string; userId: string; keyId: string | null; keySource: string | null } | null> {
     await this.recorder.caughtUp();

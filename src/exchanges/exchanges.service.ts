@@ -6,7 +6,6 @@ import { ListPage, PageQueryDto, pageOf, toListPage } from '../common/pagination
 import { ListExchangesQueryDto } from './exchanges.dto';
 import { ExchangeEntity } from './exchange.entity';
 import { BodyField, ExchangesRepository, ListedExchange } from './exchanges.repository';
-import { UNFINISHED_STATUSES, UnfinishedResponses } from './unfinished-responses';
 
 /** A stored exchange as clients see it (`GET /v1/requests/{id}`). */
 export interface ExchangeView {
@@ -113,10 +112,7 @@ export class ExchangesService {
   // response id → session, for requests that continue a conversation through previous_response_id
   private readonly sessionsByResponse = new Cache<string>({ max: SESSION_CACHE_MAX });
 
-  constructor(
-    private readonly exchanges: ExchangesRepository,
-    private readonly unfinished: UnfinishedResponses,
-  ) {}
+  constructor(private readonly exchanges: ExchangesRepository) {}
 
   rememberResponse(orgId: string, responseId: string, sessionId: string): void {
     this.sessionsByResponse.set(`${orgId}\n${responseId}`, sessionId);
@@ -129,13 +125,6 @@ export class ExchangesService {
     const sessionId = await this.exchanges.findSessionOfResponse(orgId, responseId);
     if (sessionId) this.rememberResponse(orgId, responseId, sessionId);
     return sessionId;
-  }
-
-  async response(orgId: string, responseId: string): Promise<unknown> {
-    const row = await this.exchanges.findStoredResponse(orgId, responseId);
-    if (!row) throw AppException.notFound('response', responseId);
-    if (UNFINISHED_STATUSES.has(row.status)) return this.unfinished.current(orgId, row.userId, responseId);
-    return row.responseBody;
   }
 
   async request(orgId: string, id: string): Promise<ExchangeView> {

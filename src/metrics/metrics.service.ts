@@ -20,6 +20,16 @@ export interface ExchangeObservation {
   cost?: number | null;
 }
 
+/** How a background response's record was closed, with what it used beyond what its creation had counted. */
+export interface BackgroundResponseClosed {
+  /** completed, failed, incomplete, cancelled (as the upstream said), or interrupted (no longer followed) */
+  outcome: string;
+  model?: string | null;
+  inputTokens?: number | null;
+  outputTokens?: number | null;
+  cost?: number | null;
+}
+
 export interface CircuitStates {
   closed: number;
   open: number;
@@ -34,10 +44,12 @@ const EXCHANGE_STATUSES = new Set([
   'upstream_error',
   'upstream_timeout',
   'interrupted',
+  'queued',
   'pending',
   'rate_limited',
   'rejected',
 ]);
+const BACKGROUND_OUTCOMES = new Set(['completed', 'failed', 'incomplete', 'cancelled', 'interrupted']);
 const LATENCY_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300];
 const OVERHEAD_BUCKETS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1];
 const MAX_MODEL_MEMO = 1000;
@@ -238,6 +250,34 @@ export class MetricsService {
   /** The upstream client registers how many circuits are in each state; read at scrape time only. */
   registerCircuitStates(read: () => CircuitStates): void {
     this.circuitStates = read;
+  }
+
+  /**
+   * The background-response follower registers how many responses this process follows (read at scrape time); the
+   * function returned counts each record closed, by outcome, and adds what the response used beyond its creation's
+   * estimate to the token and cost totals.
+   */
+  registerBackgroundResponses(following: () => number): (closed: BackgroundResponseClosed) => void {
+    const registers = [this.registry];
+    new Gauge({
+      name: 'openai_proxy_background_responses_followed',
+      help: 'Background responses this process follows upstream until they end',
+      registers,
+      collect() {
+        this.set(following());
+      },
+    });
+    const closed = new Counter({
+      name: 'openai_proxy_background_responses_closed_total',
+      help: 'Background responses whose record was closed, by outcome (completed, failed, incomplete, cancelled, interrupted)',
+      labelNames: ['outcome'],
+      registers,
+    });
+    return (c) => {
+      const outcome = BACKGROUND_OUTCOMES.has(c.outcome) ? c.outcome : 'other';
+      this.cached(closed, outcome, () => ({ outcome })).inc();
+      this.usage(this.modelLabel(c.model), 'proxy', c.inputTokens, c.outputTokens, c.cost);
+    };
   }
 
   /** A model name as a label: its price-table family (dated snapshots folded in), or 'other'. */

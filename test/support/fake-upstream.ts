@@ -4,7 +4,10 @@
  * Used by the e2e tests and the benchmark to stand in for api.openai.com. It speaks
  * the real wire format (the official `openai` SDK parses it) for:
  *   GET  /v1/models
- *   POST /v1/responses          (JSON or SSE with the full Responses event sequence)
+ *   POST /v1/responses          (JSON or SSE with the full Responses event sequence; `background: true` runs
+ *                               as `fake.background` says: queued, in_progress, then its end)
+ *   GET  /v1/responses/{id}     (a background response now, or `?stream=true&starting_after=N` its events after N)
+ *   POST /v1/responses/{id}/cancel
  *   POST /v1/chat/completions   (JSON or `data:` chunks terminated by `data: [DONE]`)
  * and, through fake-openai-api.ts, the other route families of the OpenAI API (files, batches, audio, …),
  * and can inject faults (status codes, stalls, resets, malformed bodies, ...).
@@ -80,17 +83,54 @@ export interface FakeUpstream {
   options: FakeUpstreamOptions;
   /** answer json_schema structured-output requests with this value instead of the generated one */
   structuredAnswer?: (schema: any, body: any) => unknown;
-  /** background responses (`background: true`) by id, as a later GET /v1/responses/{id} answers them */
-  backgroundResponses: Map<string, any>;
+  /** background responses (`background: true`) by id: their state, as GET /v1/responses/{id} answers it */
+  backgroundResponses: Map<string, FakeBackgroundResponse>;
+  /** how the background responses made from now on run (mutable; reset() restores the default) */
+  background: BackgroundScript;
   /** the other route families (files, batches, vector stores, audio, …): their stored objects and seeding */
   api: FakeOpenAiApi;
   /** the Realtime API's WebSocket, GET /v1/realtime (see fake-realtime.ts) */
   realtime: FakeRealtime;
-  /** clear requests, queue, default fault, structuredAnswer */
+  /** clear requests, queue, default fault, structuredAnswer, background responses and their script */
   reset(): void;
   /** closes the server AND destroys all open sockets (stalled ones too) */
   close(): Promise<void>;
 }
+
+/**
+ * How a background response runs. By default it is completed when it is first asked for. Every GET of it (plain or
+ * streamed) counts as a poll.
+ */
+export interface BackgroundScript {
+  /** GETs answered `in_progress` before the response is completed (default 0) */
+  pollsBeforeDone: number;
+  /** or: completed once this long has passed since its creation (whatever the polls) */
+  doneAfterMs?: number;
+  /** how it ends (default completed, with usage) */
+  outcome: 'completed' | 'failed' | 'incomplete';
+  /** its first GETs are answered with this status (e.g. 500: the upstream failing for a while), counted as polls */
+  failPolls?: number;
+  failStatus?: number;
+}
+
+export interface FakeBackgroundResponse {
+  id: string;
+  status: 'queued' | 'in_progress' | 'completed' | 'failed' | 'incomplete' | 'cancelled';
+  /** the response object as it is now */
+  current: any;
+  /** the response object once it has ended as its script says */
+  final: any;
+  /** its event stream, numbered from 0 (`sequence_number`), the last event ending it */
+  events: any[];
+  /** GET /v1/responses/{id} received (plain or streamed) */
+  polls: number;
+  createdAt: number;
+  /** kept running whatever the script says, until set back to false */
+  hold: boolean;
+  script: BackgroundScript;
+}
+
+const DEFAULT_BACKGROUND: BackgroundScript = { pollsBeforeDone: 0, outcome: 'completed' };
 
 // ---------------------------------------------------------------------------------------------
 // helpers
@@ -709,18 +749,25 @@ async function handleResponses(ctx: Ctx, body: any, fake: FakeUpstream): Promise
   }
 
   const final = buildResponse(body, ids, text, inputTokens);
-  if (body.background === true && body.stream !== true) {
-    // a background response is answered at once, queued; it is finished when it is next asked for
-    fake.backgroundResponses.set(ids.id, final);
-    await sendJsonPaced(ctx, 200, { ...buildResponse(body, ids, null, inputTokens), status: 'queued' });
-    return;
+  const initial = buildResponse(body, ids, null, inputTokens);
+  const events = responseEvents(ids, initial, final, text, ctx.deltaCount);
+  if (body.background === true) {
+    const bg = startBackground(fake, ids, initial, final, events);
+    if (body.stream !== true) {
+      // answered at once, queued; it runs as the fake's background script says
+      await sendJsonPaced(ctx, 200, bg.current);
+      return;
+    }
   }
   if (body.stream !== true) {
     await sendJsonPaced(ctx, 200, final);
     return;
   }
+  await sendSse(ctx, events.map(sseEvent));
+}
 
-  const initial = buildResponse(body, ids, null, inputTokens);
+/** The Responses event stream of an answer, numbered from 0. */
+function responseEvents(ids: ResponseIds, initial: any, final: any, text: string, deltaCount: number): any[] {
   const events: any[] = [];
   events.push({ type: 'response.created', response: initial });
   events.push({ type: 'response.in_progress', response: initial });
@@ -732,7 +779,7 @@ async function handleResponses(ctx: Ctx, body: any, fake: FakeUpstream): Promise
     content_index: 0,
     part: outputTextPart(''),
   });
-  for (const delta of splitChunks(text, ctx.deltaCount)) {
+  for (const delta of splitChunks(text, deltaCount)) {
     events.push({
       type: 'response.output_text.delta',
       item_id: ids.msgId,
@@ -759,8 +806,92 @@ async function handleResponses(ctx: Ctx, body: any, fake: FakeUpstream): Promise
   });
   events.push({ type: 'response.output_item.done', output_index: 0, item: messageItem(ids.msgId, text, 'completed') });
   events.push({ type: 'response.completed', response: final });
-  const chunks = events.map((ev, i) => sseEvent({ type: ev.type, sequence_number: i, ...ev }));
-  await sendSse(ctx, chunks);
+  return events.map((ev, i) => ({ type: ev.type, sequence_number: i, ...ev }));
+}
+
+// ---- Background responses ------------------------------------------------------------------------
+
+function startBackground(fake: FakeUpstream, ids: ResponseIds, initial: any, completed: any, events: any[]): FakeBackgroundResponse {
+  const script = { ...fake.background };
+  let final = completed;
+  if (script.outcome === 'failed') {
+    final = { ...initial, status: 'failed', error: { code: 'server_error', message: 'The model failed to generate a response.' } };
+  } else if (script.outcome === 'incomplete') {
+    final = { ...completed, status: 'incomplete', incomplete_details: { reason: 'max_output_tokens' } };
+  }
+  const last = events[events.length - 1];
+  events[events.length - 1] = { ...last, type: `response.${final.status}`, response: final };
+  const bg: FakeBackgroundResponse = {
+    id: ids.id,
+    status: 'queued',
+    current: { ...initial, status: 'queued' },
+    final,
+    events,
+    polls: 0,
+    createdAt: Date.now(),
+    hold: false,
+    script,
+  };
+  fake.backgroundResponses.set(ids.id, bg);
+  return bg;
+}
+
+const BACKGROUND_ENDED = new Set(['completed', 'failed', 'incomplete', 'cancelled']);
+
+/** A poll moves the response on: queued → in_progress → its end, as its script says. */
+function advanceBackground(bg: FakeBackgroundResponse): void {
+  bg.polls++;
+  if (BACKGROUND_ENDED.has(bg.status)) return;
+  const { pollsBeforeDone, doneAfterMs } = bg.script;
+  const due = doneAfterMs !== undefined ? Date.now() - bg.createdAt >= doneAfterMs : bg.polls > pollsBeforeDone;
+  if (due && !bg.hold) endBackground(bg);
+  else {
+    bg.status = 'in_progress';
+    bg.current = { ...bg.current, status: 'in_progress' };
+  }
+}
+
+function endBackground(bg: FakeBackgroundResponse): void {
+  bg.status = bg.final.status;
+  bg.current = bg.final;
+}
+
+/** GET /v1/responses/{id}: the object as it is now, or with `stream=true` its events after `starting_after`. */
+async function answerBackground(ctx: Ctx, bg: FakeBackgroundResponse, query: URLSearchParams): Promise<void> {
+  const failing = bg.polls < (bg.script.failPolls ?? 0);
+  if (failing) {
+    bg.polls++;
+    const status = bg.script.failStatus ?? 500;
+    sendJson(ctx, status, defaultErrorBody(status));
+    return;
+  }
+  if (query.get('stream') !== 'true') {
+    advanceBackground(bg);
+    await sendJsonPaced(ctx, 200, bg.current);
+    return;
+  }
+  bg.polls++;
+  const after = Number(query.get('starting_after') ?? -1);
+  const events = bg.events.filter((ev) => ev.sequence_number > after);
+  // the stream runs the response to its end (a cancelled one sends what it had)
+  if (!BACKGROUND_ENDED.has(bg.status)) {
+    bg.status = 'in_progress';
+    bg.current = { ...bg.current, status: 'in_progress' };
+  }
+  await sendSse(ctx, events.map(sseEvent));
+  if (!ctx.closed && !BACKGROUND_ENDED.has(bg.status)) endBackground(bg);
+}
+
+/** POST /v1/responses/{id}/cancel: a background response still running is cancelled; an ended one cannot be. */
+function cancelBackground(ctx: Ctx, bg: FakeBackgroundResponse): void {
+  if (bg.status === 'cancelled' || !BACKGROUND_ENDED.has(bg.status)) {
+    bg.status = 'cancelled';
+    bg.current = { ...bg.current, status: 'cancelled' };
+    bg.final = bg.current;
+    sendJson(ctx, 200, bg.current);
+    return;
+  }
+  sendJson(ctx, 400, errorEnvelope(`Cannot cancel a response with status '${bg.status}'.`, 'invalid_request_error', null));
 }
 
 // ---- Chat Completions ---------------------------------------------------------------------------
@@ -944,7 +1075,7 @@ async function handleChat(ctx: Ctx, body: any, fake: FakeUpstream): Promise<void
 
 // ---- request dispatch ---------------------------------------------------------------------------
 
-type Route = 'responses' | 'chat' | 'models' | 'model' | 'response';
+type Route = 'responses' | 'chat' | 'models' | 'model' | 'response' | 'cancel';
 
 function matchRoute(method: string, pathname: string): Route | undefined {
   const p = pathname.length > 1 && pathname.endsWith('/') ? pathname.slice(0, -1) : pathname;
@@ -952,7 +1083,8 @@ function matchRoute(method: string, pathname: string): Route | undefined {
   if (method === 'POST' && p === '/v1/chat/completions') return 'chat';
   if (method === 'GET' && p === '/v1/models') return 'models';
   if (method === 'GET' && p.startsWith('/v1/models/')) return 'model';
-  if (method === 'GET' && p.startsWith('/v1/responses/')) return 'response';
+  if (method === 'POST' && /^\/v1\/responses\/[^/]+\/cancel$/.test(p)) return 'cancel';
+  if (method === 'GET' && /^\/v1\/responses\/[^/]+$/.test(p)) return 'response';
   return undefined;
 }
 
@@ -985,6 +1117,7 @@ export async function startFakeUpstream(opts: Partial<FakeUpstreamOptions> = {})
     options,
     structuredAnswer: undefined,
     backgroundResponses: new Map(),
+    background: { ...DEFAULT_BACKGROUND },
     realtime: attachFakeRealtime(server),
     enqueue(...faults: Fault[]) {
       queue.push(...faults);
@@ -998,6 +1131,7 @@ export async function startFakeUpstream(opts: Partial<FakeUpstreamOptions> = {})
       defaultFault = undefined;
       fake.structuredAnswer = undefined;
       fake.backgroundResponses.clear();
+      fake.background = { ...DEFAULT_BACKGROUND };
       fake.realtime.reset();
     },
     close() {
@@ -1094,7 +1228,7 @@ export async function startFakeUpstream(opts: Partial<FakeUpstreamOptions> = {})
     }
 
     // faults: queued one-shot, else default, else none
-    const fault: Fault | undefined = route === 'model' || route === 'response' ? undefined : queue.length > 0 ? queue.shift() : defaultFault;
+    const fault: Fault | undefined = route === 'model' || route === 'response' || route === 'cancel' ? undefined : queue.length > 0 ? queue.shift() : defaultFault;
     if (fault) {
       switch (fault.kind) {
         case 'status': {
@@ -1180,11 +1314,12 @@ export async function startFakeUpstream(opts: Partial<FakeUpstreamOptions> = {})
       await sendJsonPaced(ctx, 200, { object: 'list', data: MODELS });
       return;
     }
-    if (route === 'response') {
-      const id = decodeURIComponent(pathname.slice('/v1/responses/'.length));
-      const stored = fake.backgroundResponses.get(id);
-      if (stored) await sendJsonPaced(ctx, 200, stored);
-      else sendJson(ctx, 404, errorEnvelope(`Response with id '${id}' not found.`, 'invalid_request_error', null, 'response_id'));
+    if (route === 'response' || route === 'cancel') {
+      const id = decodeURIComponent(pathname.split('/')[3]);
+      const bg = fake.backgroundResponses.get(id);
+      if (!bg) sendJson(ctx, 404, errorEnvelope(`Response with id '${id}' not found.`, 'invalid_request_error', null, 'response_id'));
+      else if (route === 'cancel') cancelBackground(ctx, bg);
+      else await answerBackground(ctx, bg, new URLSearchParams(rawUrl.split('?')[1] ?? ''));
       return;
     }
     if (route === 'model') {
