@@ -206,6 +206,10 @@ export class ProxiedCall implements RelayedCall {
     const { pricing, exchanges, limits, metrics } = this.services;
     const upstreamEndedAt = performance.now();
     const captured = o.captured ?? null;
+    // a background response goes on upstream when its streaming client leaves: it stays queued, for the follower
+    if (status === 'client_aborted' && this.endpoint === 'responses' && this.fields.body.background === true && captured?.responseId) {
+      status = 'queued';
+    }
     let usage = captured?.usage ?? null;
     let responseBody: unknown = o.responseBody !== undefined ? o.responseBody : (captured?.responseBody ?? null);
     if (!usage && this.mayHaveBeenBilled(status, o.upstreamStatus)) {

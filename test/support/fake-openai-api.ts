@@ -1528,6 +1528,39 @@ export function createOpenAiApi(deps: FakeOpenAiApiDeps): FakeOpenAiApi {
   ];
   const IMAGE_CATEGORIES = new Set(['self-harm', 'self-harm/intent', 'self-harm/instructions', 'sexual', 'violence', 'violence/graphic']);
 
+  // ---- responses: the routes beside create, retrieve and cancel ---------------------------------------
+
+  /** responses deleted through DELETE /v1/responses/{id}: later reads of them are 404 */
+  const deletedResponses = new Set<string>();
+  const knownResponse = (id: string) => {
+    if (!/^resp_/.test(id) || deletedResponses.has(id)) throw notFound('response', id);
+  };
+  route('GET', '/v1/responses/{response_id}/input_items', async (call) => {
+    knownResponse(call.params.response_id);
+    const item = { id: `msg_${hex(24)}`, type: 'message', role: 'user', status: 'completed', content: [{ type: 'input_text', text: 'Say hello' }] };
+    await sendJson(call, 200, { object: 'list', data: [item], first_id: item.id, last_id: item.id, has_more: false });
+  });
+  route('DELETE', '/v1/responses/{response_id}', async (call) => {
+    knownResponse(call.params.response_id);
+    deletedResponses.add(call.params.response_id);
+    await sendJson(call, 200, { id: call.params.response_id, object: 'response', deleted: true });
+  });
+  route('POST', '/v1/responses/input_tokens', async (call) => {
+    const text = contentText(call.body.input) || '';
+    await sendJson(call, 200, { object: 'response.input_tokens', input_tokens: Math.max(1, Math.ceil(text.length / 4)) });
+  });
+  route('POST', '/v1/responses/compact', async (call) => {
+    const text = contentText(call.body.input) || '';
+    const input = Math.max(1, Math.ceil(text.length / 4));
+    await sendJson(call, 200, {
+      id: `resp_${hex(24)}`,
+      object: 'response.compaction',
+      created_at: Math.floor(Date.now() / 1000),
+      output: [{ id: `cmp_${hex(24)}`, type: 'compaction', encrypted_content: hex(32) }],
+      usage: { input_tokens: input, input_tokens_details: { cached_tokens: 0 }, output_tokens: 12, output_tokens_details: { reasoning_tokens: 0 }, total_tokens: input + 12 },
+    });
+  });
+
   route('POST', '/v1/moderations', async (call) => {
     const input = call.body.input;
     if (input === undefined) throw missing('input');
