@@ -17,9 +17,10 @@ import { RelayedCall, StreamRelay } from './stream-relay';
 import type { UpstreamClient, UpstreamResponse } from '../upstream/upstream-client';
 import { KeyScrubber, scrubUpstreamText, upstreamErrorAnswer, upstreamFailure } from '../upstream/upstream-errors';
 import { estimateUsage } from './usage-estimate';
+import { backoff, RETRYABLE_STATUS, retryAfterMs } from '../upstream/retry';
 
-const RETRYABLE_STATUS = new Set([429, 500, 502, 503, 504]);
-const BACKOFF_BASE_MS = 100;
+export { retryAfterMs };
+
 const PATHS: Record<ProxyEndpoint, string> = { responses: '/responses', 'chat.completions': '/chat/completions' };
 
 /** What a proxied call uses, given to it explicitly. */
@@ -31,17 +32,6 @@ export interface CallServices {
   readonly limits: LimitsService;
   readonly metrics: MetricsService;
   readonly config: AppConfig;
-}
-
-/** Retry-After (seconds or an HTTP date) or OpenAI's retry-after-ms, in milliseconds; null if absent. */
-export function retryAfterMs(headers: IncomingHttpHeaders): number | null {
-  const ms = headers['retry-after-ms'];
-  if (typeof ms === 'string' && /^\d+(\.\d+)?$/.test(ms.trim())) return Math.ceil(Number(ms));
-  const ra = headers['retry-after'];
-  if (typeof ra !== 'string' || !ra.trim()) return null;
-  if (/^\d+(\.\d+)?$/.test(ra.trim())) return Math.ceil(Number(ra) * 1000);
-  const at = Date.parse(ra);
-  return Number.isNaN(at) ? null : Math.max(0, at - Date.now());
 }
 
 function parseJson(text: string): unknown {
@@ -163,20 +153,8 @@ export class ProxiedCall implements RelayedCall {
     }
   }
 
-  /** Full-jitter exponential backoff, or the upstream's Retry-After when it gave one (within the cap). */
   private backoff(attempt: number, retryAfter: number | null): Promise<void> {
-    const ms = retryAfter ?? Math.random() * BACKOFF_BASE_MS * 2 ** attempt;
-    const signal = this.abort.signal;
-    return new Promise((resolve) => {
-      if (signal.aborted) return resolve();
-      const done = () => {
-        clearTimeout(timer);
-        signal.removeEventListener('abort', done);
-        resolve();
-      };
-      const timer = setTimeout(done, ms);
-      signal.addEventListener('abort', done, { once: true });
-    });
+    return backoff(this.abort.signal, attempt, retryAfter);
   }
 
   private async readErrorBody(up: UpstreamResponse): Promise<{ text: string; body: unknown }> {

@@ -14,7 +14,7 @@ import { Admission, LimitsService } from '../limits/limits.service';
 import { MetricsService } from '../metrics/metrics.service';
 import { PricingService } from '../pricing/pricing.service';
 import { readSessionHeader } from '../proxy/proxy-body';
-import { retryAfterMs } from '../proxy/proxied-call';
+import { backoff, RETRYABLE_STATUS, retryAfterMs } from '../upstream/retry';
 import { UpstreamClient, UpstreamResponse } from '../upstream/upstream-client';
 import { scrubUpstreamText, upstreamErrorAnswer, upstreamFailure } from '../upstream/upstream-errors';
 import { usageOfAnswer } from '../pricing/answer-usage';
@@ -23,8 +23,6 @@ import type { RouteMatch } from './openai-routes';
 import { AnswerTap, outputTextOf, RelayUsage, storableAnswer, usageOf } from './relay-answer';
 import { madeIds, readRelayBody, referencedIds, RelayBody } from './relay-request';
 
-const RETRYABLE_STATUS = new Set([429, 500, 502, 503, 504]);
-const BACKOFF_BASE_MS = 100;
 /** request headers that reach the upstream (never the client's Authorization, cookies or hop-by-hop headers) */
 const FORWARDED = ['openai-beta', 'idempotency-key', 'accept', 'content-type', 'x-stainless-helper-method'];
 /** answer headers that reach the client */
@@ -241,20 +239,7 @@ class RelayedCall {
   }
 
   private backoff(attempt: number, retryAfter: number | null): Promise<void> {
-    const ms = retryAfter ?? Math.random() * BACKOFF_BASE_MS * 2 ** attempt;
-    return new Promise((resolve) => {
-      const signal = this.abort.signal;
-      if (signal.aborted) return resolve();
-      const timer = setTimeout(() => {
-        signal.removeEventListener('abort', onAbort);
-        resolve();
-      }, ms);
-      const onAbort = () => {
-        clearTimeout(timer);
-        resolve();
-      };
-      signal.addEventListener('abort', onAbort, { once: true });
-    });
+    return backoff(this.abort.signal, attempt, retryAfter);
   }
 
   private async readErrorText(up: UpstreamResponse): Promise<string> {

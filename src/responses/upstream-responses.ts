@@ -3,7 +3,7 @@ import { AppException } from '../common/app-exception';
 import { BodyTooLarge, readBounded } from '../common/read-bounded';
 import { AppConfig } from '../config/app-config';
 import type { ResolvedKey } from '../keys/key-resolver';
-import { retryAfterMs } from '../proxy/proxied-call';
+import { retryAfterMs } from '../upstream/retry';
 import { UpstreamClient, UpstreamResponse } from '../upstream/upstream-client';
 import { KeyScrubber, upstreamErrorAnswer, upstreamFailure } from '../upstream/upstream-errors';
 
