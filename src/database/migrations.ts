@@ -10,6 +10,7 @@ import { AddLimitCountersTake1795523400000 } from '../../migrations/179552340000
 import { AddIssuedTokens1795777956120 } from '../../migrations/1795777956120-AddIssuedTokens';
 import { RecordWholeApi1795800000000 } from '../../migrations/1795800000000-RecordWholeApi';
 import { BillObjectsOnce1795800000100 } from '../../migrations/1795800000100-BillObjectsOnce';
+import { NoteDeletedResponses1795800000200 } from '../../migrations/1795800000200-NoteDeletedResponses';
 import { AddBackgroundFollowLeases1795847310000 } from '../../migrations/1795847310000-AddBackgroundFollowLeases';
 
 /** Every migration, in order (listed explicitly, never globbed). */
@@ -26,5 +27,6 @@ export const MIGRATIONS = [
   AddIssuedTokens1795777956120,
   RecordWholeApi1795800000000,
   BillObjectsOnce1795800000100,
+  NoteDeletedResponses1795800000200,
   AddBackgroundFollowLeases1795847310000,
 ];

@@ -127,6 +127,10 @@ export class ExchangeEntity {
   @Column({ name: 'body_truncated', type: 'boolean', nullable: true })
   bodyTruncated: boolean | null;
 
+  /** the response this exchange returned was deleted upstream through the proxy (the record stays) */
+  @Column({ name: 'upstream_deleted_at', type: 'timestamptz', nullable: true })
+  upstreamDeletedAt: Date | null;
+
   /** a queued background response: the process following it upstream, and until when its lease runs */
   @Column({ name: 'follow_owner', type: 'text', nullable: true, select: false })
   followOwner: string | null;

@@ -110,6 +110,15 @@ export class ExchangesRepository {
     return row ? { orgId: row.organization_id, userId: row.user_id, keyId: row.key_id, keySource: row.key_source } : null;
   }
 
+  /** Notes on a response's records that it was deleted upstream (the one change made to a record after it ended). */
+  async noteResponseDeleted(orgId: string, responseId: string): Promise<void> {
+    await this.recorder.caughtUp();
+    await this.exchanges.query(
+      `UPDATE exchanges SET upstream_deleted_at = now() WHERE organization_id = $1 AND response_id = $2 AND upstream_deleted_at IS NULL`,
+      [orgId, responseId],
+    );
+  }
+
   async findById(orgId: string, id: string): Promise<ExchangeEntity | null> {
     await this.recorder.caughtUp();
     return this.exchanges.findOneBy({ organizationId: orgId, id });

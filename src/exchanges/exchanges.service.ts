@@ -43,6 +43,7 @@ export interface ExchangeView {
   response_content_type: string | null;
   response_bytes: number | null;
   body_truncated: boolean;
+  upstream_deleted_at: string | null;
   request_body: unknown;
   response_body: unknown;
   output_text: string | null;
@@ -91,6 +92,7 @@ export function toExchangeView(e: ExchangeEntity): ExchangeView {
     response_content_type: e.responseContentType ?? null,
     response_bytes: e.responseBytes ?? null,
     body_truncated: e.bodyTruncated === true,
+    upstream_deleted_at: e.upstreamDeletedAt ? e.upstreamDeletedAt.toISOString() : null,
     request_body: e.requestBody ?? null,
     response_body: e.responseBody ?? null,
     output_text: e.outputText,

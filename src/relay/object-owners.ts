@@ -93,8 +93,9 @@ export class ObjectOwners {
     return (result.affected ?? 0) > 0;
   }
 
-  /** Notes an object deleted upstream (it stays its owner's). */
-  async deleted(id: string): Promise<void> {
-    await this.objects.update({ id }, { deletedAt: new Date() });
+  /** Notes an object deleted upstream (it stays its owner's; a response's records say so). */
+  async deleted(orgId: string, id: string): Promise<void> {
+    if (ANSWER_ID.test(id)) await this.exchanges.noteResponseDeleted(orgId, id);
+    else await this.objects.update({ id }, { deletedAt: new Date() });
   }
 }

@@ -389,7 +389,7 @@ class RelayedCall {
     const firstParam = Object.entries(params).find(([name]) => !NOT_OBJECTS.has(name))?.[1] ?? null;
     const objectId = firstParam ?? (route.method === 'POST' ? (o.answerId ?? null) : null);
     if (route.method === 'DELETE' && status === 'completed' && firstParam && Object.keys(params).length === 1) {
-      await this.relay.services.owners.deleted(firstParam).catch(() => undefined);
+      await owners.deleted(this.req.acting!.orgId, firstParam).catch(() => undefined);
     }
     const outcome: ExchangeOutcome = {
       id: this.req.requestId,

@@ -113,7 +113,7 @@ export class QueuedResponsesRepository {
     await this.recorder.caughtUp();
     const rows: RecordRow[] = await this.dataSource.query(
       `SELECT ${RECORD_COLUMNS}, x.response_body FROM exchanges x
-        WHERE x.organization_id = $1 AND x.response_id = $2 AND x.response_body IS NOT NULL
+        WHERE x.organization_id = $1 AND x.response_id = $2 AND x.response_body IS NOT NULL AND x.upstream_deleted_at IS NULL
         ORDER BY x.created_at DESC LIMIT 1`,
       [orgId, responseId],
     );

@@ -52,8 +52,16 @@ describe('Responses beside create: input items, delete, input tokens, compact, a
     const row = await pollRequest(api(app, org.token, a.external_id), items.response.headers.get('x-request-id')!, (r) => r.status === 'completed');
     expect(row).toMatchObject({ method: 'GET', route: '/v1/responses/{response_id}/input_items', object_id: made.id, key_source: 'user' });
 
+    const nextRecord = (await api(app, org.token, a.external_id)('GET', `/v1/requests?user_id=${encodeURIComponent(a.external_id)}&limit=100`)).body.data.find(
+      (r: any) => r.response_id === next.id,
+    );
     await ca.responses.delete(next.id);
     expect(keyOfLast(`/v1/responses/${next.id}`)).toBe('sk-user-a-0001');
+    // the record stays, with the deletion noted on it; the response itself is gone, as upstream
+    const noted = (await api(app, org.token, a.external_id)('GET', `/v1/requests/${nextRecord.id}`)).body;
+    expect(noted).toMatchObject({ status: 'completed', response_id: next.id });
+    expect(Date.parse(noted.upstream_deleted_at)).toBeGreaterThan(0);
+    await expect(ca.responses.retrieve(next.id)).rejects.toMatchObject({ status: 404 });
 
     // C (no key of their own) makes one with the organization key: B reaches it, with that key, not B's own
     const shared = await cc.responses.create({ model: 'gpt-4o-mini', input: 'Say hello' });
