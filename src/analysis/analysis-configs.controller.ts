@@ -1,5 +1,6 @@
 import { Body, Controller, Delete, Get, HttpCode, Param, Patch, Post, Query } from '@nestjs/common';
 import { ApiBody, ApiCreatedResponse, ApiNoContentResponse, ApiOkResponse, ApiOperation, ApiResponse, ApiTags } from '@nestjs/swagger';
+import { RequireScope } from '../auth/require-scope.decorator';
 import { ApiProtected, apiError } from '../common/api-docs';
 import { ListPage, PageQueryDto, pageOf } from '../common/pagination';
 import { Acting, ActingContext } from '../common/request-context';
@@ -16,6 +17,7 @@ const invalid = apiError(400, 'Validation error; `param` names the field', 'inva
 export class AnalysisConfigsController {
   constructor(private readonly configs: AnalysisConfigsService) {}
 
+  @RequireScope('manage')
   @Post()
   @ApiOperation({ summary: 'Create an analysis configuration' })
   @ApiBody({
@@ -43,6 +45,7 @@ export class AnalysisConfigsController {
     return this.configs.create(acting.orgId, dto);
   }
 
+  @RequireScope('read')
   @Get()
   @ApiOperation({ summary: "List the organization's analysis configurations, newest first" })
   @ApiOkResponse({ type: AnalysisConfigList, example: { object: 'list', data: [CONFIG_EXAMPLE], has_more: false, first_id: CONFIG_EXAMPLE.id, last_id: CONFIG_EXAMPLE.id } })
@@ -50,6 +53,7 @@ export class AnalysisConfigsController {
     return this.configs.list(acting.orgId, pageOf(query));
   }
 
+  @RequireScope('read')
   @Get(':id')
   @ApiOperation({ summary: 'Get an analysis configuration' })
   @ApiOkResponse({ type: AnalysisConfigResponse, example: CONFIG_EXAMPLE })
@@ -58,6 +62,7 @@ export class AnalysisConfigsController {
     return this.configs.get(acting.orgId, id);
   }
 
+  @RequireScope('manage')
   @Patch(':id')
   @ApiOperation({ summary: 'Change an analysis configuration (later analyses with it no longer hit results cached before the change)' })
   @ApiBody({ type: UpdateAnalysisConfigDto, examples: { instructions: { value: { instructions: 'Treat refund requests as billing.' } } } })
@@ -68,6 +73,7 @@ export class AnalysisConfigsController {
     return this.configs.update(acting.orgId, id, dto);
   }
 
+  @RequireScope('manage')
   @Delete(':id')
   @HttpCode(204)
   @ApiOperation({ summary: 'Delete an analysis configuration (its stored results stay)' })

@@ -1,5 +1,6 @@
 import { Body, Controller, Get, HttpCode, Post, Query } from '@nestjs/common';
 import { ApiBody, ApiOkResponse, ApiOperation, ApiResponse, ApiTags } from '@nestjs/swagger';
+import { RequireScope } from '../auth/require-scope.decorator';
 import { ApiProtected, apiError } from '../common/api-docs';
 import { ListPage, pageOf } from '../common/pagination';
 import { Acting, ActingContext } from '../common/request-context';
@@ -13,6 +14,7 @@ import { AnalysisResultList, AnalysisResultResponse } from './analysis.responses
 export class AnalysisController {
   constructor(private readonly analysis: AnalysisService) {}
 
+  @RequireScope('manage')
   @Post()
   @HttpCode(200)
   @ApiOperation({
@@ -47,6 +49,7 @@ export class AnalysisController {
     return this.analysis.run(acting, dto);
   }
 
+  @RequireScope('read')
   @Get('results')
   @ApiOperation({ summary: 'Stored analysis results, newest first' })
   @ApiOkResponse({ type: AnalysisResultList, example: { object: 'list', data: [RESULT_EXAMPLE], has_more: false, first_id: RESULT_EXAMPLE.id, last_id: RESULT_EXAMPLE.id } })

@@ -1,5 +1,6 @@
 import { Controller, Get, Param, Query } from '@nestjs/common';
 import { ApiOkResponse, ApiOperation, ApiResponse, ApiTags } from '@nestjs/swagger';
+import { RequireScope } from '../auth/require-scope.decorator';
 import { ApiProtected, apiError } from '../common/api-docs';
 import { Acting, ActingContext } from '../common/request-context';
 import { PERSONA_ANALYTICS_EXAMPLE, PersonaAnalyticsDto, USAGE_EXAMPLE, UsageListDto } from './analytics.dto';
@@ -12,6 +13,7 @@ const ApiBadPeriod = () =>
 
 @ApiTags('analytics')
 @ApiProtected()
+@RequireScope('read')
 @Controller('v1/analytics')
 export class AnalyticsController {
   constructor(private readonly analytics: AnalyticsService) {}

@@ -1,8 +1,11 @@
 import { CanActivate, ExecutionContext, Injectable } from '@nestjs/common';
 import { Reflector } from '@nestjs/core';
 import type { ProxyRequest } from '../common/request-context';
+import { AppException } from '../common/app-exception';
 import { IS_PUBLIC } from './public.decorator';
 import { RequestAuthenticator } from './request-authenticator';
+import { REQUIRED_SCOPE } from './require-scope.decorator';
+import type { Scope } from './scopes';
 import { TokenClaims } from './tokens.service';
 
 interface AuthedRequest extends ProxyRequest {
@@ -13,7 +16,10 @@ function isPublic(reflector: Reflector, ctx: ExecutionContext): boolean {
   return reflector.getAllAndOverride<boolean>(IS_PUBLIC, [ctx.getHandler(), ctx.getClass()]) === true;
 }
 
-/** `Authorization: Bearer <JWT>` on every route not marked @Public(). */
+/**
+ * `Authorization: Bearer <JWT>` holding the route's @RequireScope() on every route not marked @Public(). Guards run
+ * before the body is read (RequestBodyInterceptor), so a refused call reads no body and writes nothing.
+ */
 @Injectable()
 export class JwtAuthGuard implements CanActivate {
   constructor(
@@ -24,7 +30,12 @@ export class JwtAuthGuard implements CanActivate {
   async canActivate(ctx: ExecutionContext): Promise<boolean> {
     if (isPublic(this.reflector, ctx)) return true;
     const req = ctx.switchToHttp().getRequest<AuthedRequest>();
-    req.claims = await this.auth.verifyToken(req.headers);
+    const scope = this.reflector.getAllAndOverride<Scope | undefined>(REQUIRED_SCOPE, [ctx.getHandler(), ctx.getClass()]);
+    if (scope === undefined) {
+      // fail closed: a route nobody gave a scope is nobody's
+      throw new AppException('insufficient_scope', `${req.method} ${req.path} declares no scope, so no token may call it`);
+    }
+    req.claims = await this.auth.verifyToken(req.headers, scope);
     return true;
   }
 }

@@ -14,6 +14,10 @@ export class IssuedTokenEntity {
   @Column({ name: 'user_id', type: 'text', nullable: true })
   userId: string | null;
 
+  /** its scope claim, or null for the default rights */
+  @Column({ name: 'scope', type: 'text', nullable: true })
+  scope: string | null;
+
   @Column({ name: 'issued_at', type: 'timestamptz' })
   issuedAt: Date;
 

@@ -11,6 +11,8 @@ export interface IssuedTokenView {
   organization_id: string;
   /** the external user id the token pins, or null for a token of the whole organization */
   user_id: string | null;
+  /** the token's scope claim (space-separated), or null for a token with the default rights (proxy read manage) */
+  scope: string | null;
   issued_at: string;
   expires_at: string;
   expired: boolean;
@@ -26,16 +28,23 @@ export class IssuedTokensService {
     @InjectRepository(OrganizationEntity) private readonly orgs: Repository<OrganizationEntity>,
   ) {}
 
-  async record(token: { jti: string; orgId: string; userId?: string; issuedAt: Date; expiresAt: Date }, manager?: EntityManager): Promise<void> {
+  async record(token: { jti: string; orgId: string; userId?: string; scope: string | null; issuedAt: Date; expiresAt: Date }, manager?: EntityManager): Promise<void> {
     const repo = manager ? manager.getRepository(IssuedTokenEntity) : this.issued;
-    await repo.insert({ jti: token.jti, organizationId: token.orgId, userId: token.userId ?? null, issuedAt: token.issuedAt, expiresAt: token.expiresAt });
+    await repo.insert({
+      jti: token.jti,
+      organizationId: token.orgId,
+      userId: token.userId ?? null,
+      scope: token.scope,
+      issuedAt: token.issuedAt,
+      expiresAt: token.expiresAt,
+    });
   }
 
   /** The organization's issued tokens, oldest first, each with its state now. */
   async list(orgId: string): Promise<IssuedTokenView[]> {
     if (!isUuid(orgId) || !(await this.orgs.existsBy({ id: orgId }))) throw AppException.notFound('organization', orgId);
-    const rows: { jti: string; user_id: string | null; issued_at: Date; expires_at: Date; revoked_at: Date | null }[] = await this.issued.query(
-      `SELECT t.jti, t.user_id, t.issued_at, t.expires_at, r.revoked_at
+    const rows: { jti: string; user_id: string | null; scope: string | null; issued_at: Date; expires_at: Date; revoked_at: Date | null }[] = await this.issued.query(
+      `SELECT t.jti, t.user_id, t.scope, t.issued_at, t.expires_at, r.revoked_at
          FROM issued_tokens t LEFT JOIN revoked_tokens r ON r.jti = t.jti
         WHERE t.organization_id = $1
         ORDER BY t.issued_at, t.jti`,
@@ -46,6 +55,7 @@ export class IssuedTokensService {
       jti: r.jti,
       organization_id: orgId,
       user_id: r.user_id,
+      scope: r.scope,
       issued_at: new Date(r.issued_at).toISOString(),
       expires_at: new Date(r.expires_at).toISOString(),
       expired: new Date(r.expires_at).getTime() <= now,

@@ -4,10 +4,11 @@ import type { IncomingHttpHeaders } from 'node:http';
 import { AppException } from '../common/app-exception';
 import type { ActingContext } from '../common/request-context';
 import { OrganizationsService } from './organizations.service';
+import { requireScope, Scope } from './scopes';
 import { TokenClaims, TokensService } from './tokens.service';
 import { externalIdProblem, UsersService } from './users.service';
 
-/** The two checks every protected call passes: the bearer JWT, then the X-User-ID it acts for. */
+/** The checks every protected call passes: the bearer JWT and its scope, then the X-User-ID it acts for. */
 @Injectable()
 export class RequestAuthenticator {
   constructor(
@@ -16,8 +17,11 @@ export class RequestAuthenticator {
     private readonly users: UsersService,
   ) {}
 
-  /** `Authorization: Bearer <JWT>`: a valid token of an existing, enabled organization (401 otherwise). */
-  async verifyToken(headers: IncomingHttpHeaders): Promise<TokenClaims> {
+  /**
+   * `Authorization: Bearer <JWT>`: a valid token of an existing, enabled organization (401 otherwise) that holds
+   * `scope` (403 insufficient_scope otherwise). Checked before X-User-ID, so a refused call records no user.
+   */
+  async verifyToken(headers: IncomingHttpHeaders, scope: Scope): Promise<TokenClaims> {
     const header = headers.authorization;
     if (!header) throw new AppException('authentication', 'Missing bearer token in the Authorization header', { code: 'missing_token' });
     const m = /^Bearer[ ]+([A-Za-z0-9_\-.=]+)\s*$/i.exec(header);
@@ -35,6 +39,7 @@ export class RequestAuthenticator {
     const org = await this.orgs.state(claims.org_id);
     if (!org) throw new AppException('authentication', 'Unknown organization', { code: 'invalid_organization' });
     if (org.disabled) throw new AppException('authentication', 'The organization is disabled', { code: 'organization_disabled' });
+    requireScope(claims.scopes, scope);
     return claims;
   }
 

@@ -10,6 +10,7 @@ import { ChangeFeedService } from '../database/change-feed.service';
 import { IssuedTokensService } from './issued-tokens.service';
 import { OrganizationEntity } from './organization.entity';
 import { RevokedTokenEntity } from './revoked-token.entity';
+import { grantedScopes, parseScope, Scope } from './scopes';
 import { externalIdProblem } from './users.service';
 
 export interface TokenClaims {
@@ -19,6 +20,8 @@ export interface TokenClaims {
   jti: string;
   exp: number;
   iat?: number;
+  /** what the token may do: its `scope` claim, or the defaults when it has none */
+  scopes: ReadonlySet<Scope>;
 }
 
 const CLOCK_SKEW_S = 60;
@@ -58,23 +61,32 @@ export class TokensService {
     for (const r of rows) this.revoked.add(r.jti);
   }
 
-  async create(input: { orgId: string; orgName?: string; userId?: string; expiresIn?: string }): Promise<{ token: string; jti: string; expires_at: string }> {
+  /** Issues a token; `scope` (space-separated words) is validated, and left out of the token when not given (the defaults). */
+  async create(input: {
+    orgId: string;
+    orgName?: string;
+    userId?: string;
+    expiresIn?: string;
+    scope?: string;
+  }): Promise<{ token: string; jti: string; expires_at: string; scope: string | null }> {
     if (!isUuid(input.orgId)) throw AppException.notFound('organization', input.orgId);
     const org = await this.orgs.findOneBy({ id: input.orgId });
     if (!org) throw AppException.notFound('organization', input.orgId);
     if (input.userId !== undefined && externalIdProblem(input.userId)) {
       throw AppException.invalid('user-id must be 1–256 characters without control characters', 'user_id');
     }
+    const scope = input.scope === undefined ? null : parseScope(input.scope).join(' ');
     const seconds = parseDuration(input.expiresIn ?? '30d');
     const now = Math.floor(Date.now() / 1000);
     const jti = randomUUID();
     const claims: Record<string, unknown> = { org_id: org.id, org_name: input.orgName ?? org.name, jti, iat: now, exp: now + seconds };
     if (input.userId !== undefined) claims.user_id = input.userId;
+    if (scope !== null) claims.scope = scope;
     if (this.config.jwtIssuer) claims.iss = this.config.jwtIssuer;
     if (this.config.jwtAudience) claims.aud = this.config.jwtAudience;
     const token = await this.jwt.signAsync(claims, { secret: this.config.jwtSecret, algorithm: 'HS256' });
-    await this.issued.record({ jti, orgId: org.id, userId: input.userId, issuedAt: new Date(now * 1000), expiresAt: new Date((now + seconds) * 1000) });
-    return { token, jti, expires_at: new Date((now + seconds) * 1000).toISOString() };
+    await this.issued.record({ jti, orgId: org.id, userId: input.userId, scope, issuedAt: new Date(now * 1000), expiresAt: new Date((now + seconds) * 1000) });
+    return { token, jti, expires_at: new Date((now + seconds) * 1000).toISOString(), scope };
   }
 
   async revoke(jti: string): Promise<{ jti: string; revoked: true }> {
@@ -137,6 +149,7 @@ export class TokensService {
     }
     if (payload.user_id !== undefined && typeof payload.user_id !== 'string') throw unauthorized('Invalid user_id claim');
     if (payload.org_name !== undefined && typeof payload.org_name !== 'string') throw unauthorized('Invalid org_name claim');
+    if (payload.scope !== undefined && typeof payload.scope !== 'string') throw unauthorized('Invalid scope claim');
     return {
       org_id: payload.org_id.toLowerCase(),
       org_name: payload.org_name as string | undefined,
@@ -144,6 +157,7 @@ export class TokensService {
       jti: payload.jti,
       exp: payload.exp,
       iat: payload.iat as number | undefined,
+      scopes: grantedScopes(payload.scope as string | undefined),
     };
   }
 }

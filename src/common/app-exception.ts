@@ -4,6 +4,7 @@ export const ERRORS = {
   authentication: { status: 401, type: 'authentication_error', code: 'invalid_token' },
   no_api_key: { status: 403, type: 'permission_error', code: 'no_api_key' },
   user_mismatch: { status: 403, type: 'permission_error', code: 'user_mismatch' },
+  insufficient_scope: { status: 403, type: 'permission_error', code: 'insufficient_scope' },
   not_found: { status: 404, type: 'not_found_error', code: 'not_found' },
   conflict: { status: 409, type: 'conflict_error', code: 'conflict' },
   request_timeout: { status: 408, type: 'invalid_request_error', code: 'request_timeout' },

@@ -1,5 +1,6 @@
 import { Controller, Get, Param, Query } from '@nestjs/common';
 import { ApiOkResponse, ApiOperation, ApiParam, ApiResponse, ApiTags } from '@nestjs/swagger';
+import { RequireScope } from '../auth/require-scope.decorator';
 import { ApiProtected, apiError } from '../common/api-docs';
 import { ListPage, PageQueryDto } from '../common/pagination';
 import { Acting, ActingContext } from '../common/request-context';
@@ -42,6 +43,7 @@ const NOT_FOUND = apiError(404, 'Unknown id, or one of another organization', 'n
 
 @ApiTags('exchanges')
 @ApiProtected()
+@RequireScope('read')
 @Controller('v1')
 export class ExchangesController {
   constructor(private readonly exchanges: ExchangesService) {}

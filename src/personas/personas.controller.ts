@@ -1,5 +1,6 @@
 import { Body, Controller, Delete, Get, HttpCode, Param, Patch, Post, Query } from '@nestjs/common';
 import { ApiBody, ApiCreatedResponse, ApiNoContentResponse, ApiOkResponse, ApiOperation, ApiResponse, ApiTags } from '@nestjs/swagger';
+import { RequireScope } from '../auth/require-scope.decorator';
 import { ApiProtected, apiError } from '../common/api-docs';
 import { ListPage, PageQueryDto, pageOf } from '../common/pagination';
 import { Acting, ActingContext } from '../common/request-context';
@@ -29,6 +30,7 @@ const invalid = apiError(400, 'Validation error; `param` names the field', 'inva
 export class PersonasController {
   constructor(private readonly personas: PersonasService) {}
 
+  @RequireScope('manage')
   @Post()
   @ApiOperation({ summary: 'Create a persona (version 1)' })
   @ApiBody({ type: CreatePersonaDto, examples: { persona: { value: { name: 'Support agent', content: 'You are a friendly support agent for ACME.', description: 'First-line support' } } } })
@@ -39,6 +41,7 @@ export class PersonasController {
     return this.personas.create(acting.orgId, body);
   }
 
+  @RequireScope('read')
   @Get()
   @ApiOperation({ summary: "List the organization's personas, oldest first" })
   @ApiOkResponse({ type: PersonaList, example: { object: 'list', data: [PERSONA_EXAMPLE], has_more: false, first_id: PERSONA_EXAMPLE.id, last_id: PERSONA_EXAMPLE.id } })
@@ -46,6 +49,7 @@ export class PersonasController {
     return this.personas.list(acting.orgId, pageOf(query));
   }
 
+  @RequireScope('read')
   @Get(':id')
   @ApiOperation({ summary: 'Get a persona' })
   @ApiOkResponse({ type: PersonaResponse, example: PERSONA_EXAMPLE })
@@ -54,6 +58,7 @@ export class PersonasController {
     return this.personas.get(acting.orgId, id);
   }
 
+  @RequireScope('manage')
   @Patch(':id')
   @ApiOperation({ summary: 'Change a persona; a change of content makes a new version' })
   @ApiBody({ type: UpdatePersonaDto, examples: { content: { summary: 'new content: a new version', value: { content: 'You are a friendly and concise support agent for ACME.' } } } })
@@ -65,6 +70,7 @@ export class PersonasController {
     return this.personas.update(acting.orgId, id, body);
   }
 
+  @RequireScope('manage')
   @Delete(':id')
   @HttpCode(204)
   @ApiOperation({ summary: 'Delete a persona (its history stays for analytics; its name can be reused)' })
@@ -74,6 +80,7 @@ export class PersonasController {
     return this.personas.remove(acting.orgId, id);
   }
 
+  @RequireScope('read')
   @Get(':id/versions')
   @ApiOperation({ summary: 'The versions of a persona with their content, oldest first, paged like every list (`after` is a version id)' })
   @ApiOkResponse({

@@ -1,6 +1,7 @@
 import { Controller, Get, Res } from '@nestjs/common';
 import { ApiOkResponse, ApiOperation, ApiResponse, ApiTags } from '@nestjs/swagger';
 import type { Response } from 'express';
+import { RequireScope } from '../auth/require-scope.decorator';
 import { ApiProtected, apiError } from '../common/api-docs';
 import { Acting, ActingContext } from '../common/request-context';
 import { ModelsService } from './models.service';
@@ -8,6 +9,7 @@ import { ModelListObject } from './proxy.responses';
 
 @ApiTags('proxy')
 @ApiProtected()
+@RequireScope('proxy')
 @Controller('v1/models')
 export class ModelsController {
   constructor(private readonly models: ModelsService) {}

@@ -91,7 +91,7 @@ export class ProxyDispatch {
 
   private async serveRelayed(match: RouteMatch | null, req: ProxiedRequest, res: ServerResponse, path: string): Promise<void> {
     try {
-      const claims = await this.auth.verifyToken(req.headers);
+      const claims = await this.auth.verifyToken(req.headers, 'proxy');
       req.acting = await this.auth.actingFor(claims, req.headers);
       if (!match) {
         throw new AppException('no_api_key', `${req.method} ${path} is a route of OpenAI's administration API, which needs an organization admin key and is not relayed`, {
@@ -111,7 +111,7 @@ export class ProxyDispatch {
 
   private async serve(endpoint: ProxyEndpoint, req: ProxiedRequest, res: ServerResponse, path: string): Promise<void> {
     try {
-      const claims = await this.auth.verifyToken(req.headers);
+      const claims = await this.auth.verifyToken(req.headers, 'proxy');
       req.acting = await this.auth.actingFor(claims, req.headers);
       const raw = await this.readBody(req);
       if (raw.length) {

@@ -1,6 +1,7 @@
 import { Controller, HttpCode, Post, Req, Res } from '@nestjs/common';
 import { ApiBody, ApiHeader, ApiOperation, ApiResponse, ApiTags } from '@nestjs/swagger';
 import type { Response } from 'express';
+import { RequireScope } from '../auth/require-scope.decorator';
 import { ApiProtected, apiError } from '../common/api-docs';
 import type { ProxyRequest } from '../common/request-context';
 import { ForwardsBody } from '../common/request-body.interceptor';
@@ -33,6 +34,7 @@ const ProxyErrors = () => (target: object, key: string | symbol, desc: PropertyD
 @ApiProtected()
 @ApiHeader(SESSION_HEADER)
 @ForwardsBody()
+@RequireScope('proxy')
 @Controller('v1')
 export class ProxyController {
   constructor(private readonly proxy: ProxyService) {}

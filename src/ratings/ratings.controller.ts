@@ -1,6 +1,7 @@
 import { Body, Controller, Get, Param, Post, Res } from '@nestjs/common';
 import { ApiBody, ApiCreatedResponse, ApiOkResponse, ApiOperation, ApiParam, ApiResponse, ApiTags } from '@nestjs/swagger';
 import type { Response } from 'express';
+import { RequireScope } from '../auth/require-scope.decorator';
 import { ApiProtected, apiError } from '../common/api-docs';
 import { Acting, ActingContext } from '../common/request-context';
 import { RateExchangeDto, RatingView } from './ratings.dto';
@@ -22,6 +23,7 @@ const invalid = apiError(400, 'rating is not a JSON integer from 1 to 5, or comm
 
 @ApiTags('ratings')
 @ApiProtected()
+@RequireScope('proxy')
 @Controller('v1')
 export class RatingsController {
   constructor(private readonly ratings: RatingsService) {}

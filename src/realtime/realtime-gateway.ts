@@ -168,7 +168,7 @@ export class RealtimeGateway implements BeforeApplicationShutdown {
   private async open(call: RealtimeCall, req: IncomingMessage): Promise<OpenUpstream> {
     if (this.stopping) throw shuttingDown();
     const handshake = call.handshake;
-    const claims = await this.auth.verifyToken(handshake.authHeaders);
+    const claims = await this.auth.verifyToken(handshake.authHeaders, 'proxy');
     const acting = (call.acting = await this.auth.actingFor(claims, actingHeaders(handshake, claims)));
     const problem = websocketProblem(req);
     if (problem) throw problem;

@@ -34,7 +34,7 @@ describe('readHandshake', () => {
 
   it('acts for the pinned user of a token passed as a subprotocol only', () => {
     const browser = readHandshake(request('/v1/realtime', { 'sec-websocket-protocol': 'openai-insecure-api-key.t' }));
-    const claims = { org_id: 'o', jti: 'j', exp: 1, user_id: 'pinned' };
+    const claims = { org_id: 'o', jti: 'j', exp: 1, user_id: 'pinned', scopes: new Set(['proxy' as const]) };
     expect(actingHeaders(browser, claims)['x-user-id']).toBe('pinned');
     expect(actingHeaders(browser, { ...claims, user_id: undefined })['x-user-id']).toBeUndefined();
     const server = readHandshake(request('/v1/realtime', { authorization: 'Bearer t' }));

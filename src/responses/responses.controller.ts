@@ -1,6 +1,7 @@
 import { Controller, Get, Param, Req, Res } from '@nestjs/common';
 import { ApiOperation, ApiParam, ApiQuery, ApiResponse, ApiTags } from '@nestjs/swagger';
 import type { Request, Response } from 'express';
+import { RequireScope } from '../auth/require-scope.decorator';
 import { ApiProtected, apiError } from '../common/api-docs';
 import { Acting, ActingContext } from '../common/request-context';
 import { ApiModelAnswer, OpenAIResponseObject } from '../proxy/proxy.responses';
@@ -26,6 +27,7 @@ const queryOf = (url: string) => {
 
 @ApiTags('responses')
 @ApiProtected()
+@RequireScope('proxy')
 @Controller('v1')
 export class ResponsesController {
   constructor(private readonly responses: ResponsesService) {}

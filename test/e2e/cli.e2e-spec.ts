@@ -185,7 +185,8 @@ describe.concurrent('admin CLI', () => {
     expect(fake.requests.some((r) => r.headers.authorization === `Bearer ${secret}`)).toBe(true);
 
     expectSuccess(json);
-    expect(Object.keys(json.json).sort()).toEqual(['expires_at', 'jti', 'token']);
+    expect(Object.keys(json.json).sort()).toEqual(['expires_at', 'jti', 'scope', 'token']);
+    expect(json.json.scope).toBeNull();
     expect(json.json.token).toMatch(JWT);
     const expiresIn = Date.parse(json.json.expires_at) - Date.now();
     expect(expiresIn).toBeGreaterThan(50 * 60_000);
@@ -272,6 +273,7 @@ describe.concurrent('admin CLI', () => {
       jti: pinned.json.jti,
       organization_id: org.orgId,
       user_id: 'listed-user',
+      scope: null,
       issued_at: expect.any(String),
       expires_at: pinned.json.expires_at,
       expired: false,

@@ -1,5 +1,6 @@
 import { Command, Option, SubCommand } from 'nest-commander';
 import { IssuedTokensService, IssuedTokenView } from '../../auth/issued-tokens.service';
+import { DEFAULT_SCOPES, SCOPES } from '../../auth/scopes';
 import { TokensService } from '../../auth/tokens.service';
 import { AdminCommand, JsonOption, table } from '../admin-command';
 import { CommandGroup } from '../command-group';
@@ -9,6 +10,7 @@ interface JwtCreateOptions extends JsonOption {
   orgName?: string;
   userId?: string;
   expiresIn?: string;
+  scope?: string;
 }
 
 @SubCommand({ name: 'create', description: 'issue a token for an organization (prints the token alone)' })
@@ -37,12 +39,24 @@ export class JwtCreateCommand extends AdminCommand<JwtCreateOptions> {
     return value;
   }
 
+  @Option({
+    flags: '--scope <words>',
+    description:
+      `what the token may do, space-separated: ${SCOPES.join(', ')} (proxy: model calls and the OpenAI API; read: stored exchanges, ` +
+      `analytics, personas; manage: write personas and analysis configs, run analyses; admin: end users' data, audit log). ` +
+      `Default: "${DEFAULT_SCOPES.join(' ')}"`,
+  })
+  parseScope(value: string): string {
+    return value;
+  }
+
   async run(_params: string[], options: JwtCreateOptions): Promise<void> {
     const issued = await this.tokens.create({
       orgId: options.orgId,
       orgName: options.orgName,
       userId: options.userId,
       expiresIn: options.expiresIn,
+      scope: options.scope,
     });
     // the bare token alone, so that TOKEN=$(openai-proxy jwt create …) works
     this.print(options, issued, () => issued.token);
@@ -63,7 +77,7 @@ export class JwtRevokeCommand extends AdminCommand {
 
 const tokenStatus = (t: IssuedTokenView) => (t.revoked ? 'revoked' : t.expired ? 'expired' : 'active');
 
-@SubCommand({ name: 'list', arguments: '<org-id>', description: "list the tokens issued for an organization (never the tokens themselves)" })
+@SubCommand({ name: 'list', arguments: '<org-id>', description: 'list the tokens issued for an organization, with their scopes (never the tokens themselves)' })
 export class JwtListCommand extends AdminCommand {
   constructor(private readonly issued: IssuedTokensService) {
     super();
@@ -74,8 +88,8 @@ export class JwtListCommand extends AdminCommand {
     this.print(options, { data }, () =>
       data.length
         ? table(
-            ['JTI', 'USER', 'ISSUED', 'EXPIRES', 'STATUS'],
-            data.map((t) => [t.jti, t.user_id ?? '(any)', t.issued_at, t.expires_at, tokenStatus(t)]),
+            ['JTI', 'USER', 'ISSUED', 'EXPIRES', 'STATUS', 'SCOPE'],
+            data.map((t) => [t.jti, t.user_id ?? '(any)', t.issued_at, t.expires_at, tokenStatus(t), t.scope ?? `${DEFAULT_SCOPES.join(' ')} (default)`]),
           )
         : 'No tokens issued for this organization.',
     );
