@@ -1,5 +1,6 @@
 import { Controller, Get } from '@nestjs/common';
 import { ApiOkResponse, ApiOperation, ApiTags } from '@nestjs/swagger';
+import { RequireScope } from '../auth/require-scope.decorator';
 import { ApiProtected } from '../common/api-docs';
 import { Acting, ActingContext } from '../common/request-context';
 import { LimitsAdminService, LimitsResponse } from './limits-admin.service';
@@ -14,6 +15,7 @@ const view = (id: string) => ({
 
 @ApiTags('limits')
 @ApiProtected()
+@RequireScope('read')
 @Controller('v1/limits')
 export class LimitsController {
   constructor(private readonly limits: LimitsAdminService) {}
