@@ -12,6 +12,7 @@ import { RecordWholeApi1795800000000 } from '../../migrations/1795800000000-Reco
 import { BillObjectsOnce1795800000100 } from '../../migrations/1795800000100-BillObjectsOnce';
 import { NoteDeletedResponses1795800000200 } from '../../migrations/1795800000200-NoteDeletedResponses';
 import { AddBackgroundFollowLeases1795847310000 } from '../../migrations/1795847310000-AddBackgroundFollowLeases';
+import { AddAuditEvents1795900000100 } from '../../migrations/1795900000100-AddAuditEvents';
 
 /** Every migration, in order (listed explicitly, never globbed). */
 export const MIGRATIONS = [
@@ -29,4 +30,5 @@ export const MIGRATIONS = [
   BillObjectsOnce1795800000100,
   NoteDeletedResponses1795800000200,
   AddBackgroundFollowLeases1795847310000,
+  AddAuditEvents1795900000100,
 ];

@@ -1,4 +1,5 @@
 import { Command, Option, SubCommand } from 'nest-commander';
+import { cliActor } from '../../audit/audit-actor';
 import { IssuedTokensService, IssuedTokenView } from '../../auth/issued-tokens.service';
 import { TokensService } from '../../auth/tokens.service';
 import { AdminCommand, JsonOption, table } from '../admin-command';
@@ -43,7 +44,7 @@ export class JwtCreateCommand extends AdminCommand<JwtCreateOptions> {
       orgName: options.orgName,
       userId: options.userId,
       expiresIn: options.expiresIn,
-    });
+    }, cliActor());
     // the bare token alone, so that TOKEN=$(openai-proxy jwt create …) works
     this.print(options, issued, () => issued.token);
   }
@@ -56,7 +57,7 @@ export class JwtRevokeCommand extends AdminCommand {
   }
 
   async run([jti]: string[], options: JsonOption): Promise<void> {
-    const result = await this.tokens.revoke(jti);
+    const result = await this.tokens.revoke(jti, cliActor());
     this.print(options, result, () => `Revoked token ${result.jti}; running servers refuse it within seconds.`);
   }
 }
