@@ -139,7 +139,7 @@ export class AnalysisConfigsService {
     if (dto.include_metadata !== undefined) config.includeMetadata = dto.include_metadata;
     config.updatedAt = new Date();
     // the names of the fields asked for, never their values (instructions are content)
-    const fields = Object.keys(dto).filter((f) => dto[f as keyof UpdateAnalysisConfigDto] !== undefined);
+    const fields = Object.keys(dto).filter((f) => dto[f as keyof UpdateAnalysisConfigDto] !== undefined).sort();
     const saved = await this.dataSource.transaction(async (m) => {
       const row = await m.save(config);
       await this.audit.record(m, { orgId, actor, action: 'analysis_config.update', target: config.id, details: { fields } });
