@@ -2,7 +2,7 @@ import { Injectable } from '@nestjs/common';
 import { InjectRepository } from '@nestjs/typeorm';
 import { randomUUID } from 'node:crypto';
 import { DataSource, Repository } from 'typeorm';
-import { AuditActor } from '../audit/audit-actor';
+import type { AuditActor } from '../audit/audit-actor';
 import { AuditService } from '../audit/audit.service';
 import { AppException, isDatabaseUnavailable } from '../common/app-exception';
 import { isUuid } from '../common/ids';

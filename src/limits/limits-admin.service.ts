@@ -1,5 +1,5 @@
 import { Injectable } from '@nestjs/common';
-import { AuditActor } from '../audit/audit-actor';
+import type { AuditActor } from '../audit/audit-actor';
 import { AuditService } from '../audit/audit.service';
 import { OrganizationsService, OrganizationView } from '../auth/organizations.service';
 import { UsersService } from '../auth/users.service';
