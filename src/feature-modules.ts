@@ -1,5 +1,6 @@
 import { AnalysisModule } from './analysis/analysis.module';
 import { AnalyticsModule } from './analytics/analytics.module';
+import { AuditModule } from './audit/audit.module';
 import { AuthModule } from './auth/auth.module';
 import { ExchangesModule } from './exchanges/exchanges.module';
 import { HealthModule } from './health/health.module';
@@ -16,6 +17,7 @@ import { UpstreamModule } from './upstream/upstream.module';
 
 /** The feature modules, shared by the HTTP server (AppModule) and the admin CLI (AdminCliModule). */
 export const FEATURE_MODULES = [
+  AuditModule,
   AuthModule,
   KeysModule,
   PricingModule,

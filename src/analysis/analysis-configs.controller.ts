@@ -1,5 +1,6 @@
 import { Body, Controller, Delete, Get, HttpCode, Param, Patch, Post, Query } from '@nestjs/common';
 import { ApiBody, ApiCreatedResponse, ApiNoContentResponse, ApiOkResponse, ApiOperation, ApiResponse, ApiTags } from '@nestjs/swagger';
+import { tokenActor } from '../audit/audit-actor';
 import { RequireScope } from '../auth/require-scope.decorator';
 import { ApiProtected, apiError } from '../common/api-docs';
 import { ListPage, PageQueryDto, pageOf } from '../common/pagination';
@@ -42,7 +43,7 @@ export class AnalysisConfigsController {
   @ApiCreatedResponse({ type: AnalysisConfigResponse, example: CONFIG_EXAMPLE })
   @ApiResponse(invalid)
   create(@Acting() acting: ActingContext, @Body() dto: CreateAnalysisConfigDto): Promise<AnalysisConfigView> {
-    return this.configs.create(acting.orgId, dto);
+    return this.configs.create(acting.orgId, dto, tokenActor(acting));
   }
 
   @RequireScope('read')
@@ -70,7 +71,7 @@ export class AnalysisConfigsController {
   @ApiResponse(invalid)
   @ApiResponse(notFound)
   update(@Acting() acting: ActingContext, @Param('id') id: string, @Body() dto: UpdateAnalysisConfigDto): Promise<AnalysisConfigView> {
-    return this.configs.update(acting.orgId, id, dto);
+    return this.configs.update(acting.orgId, id, dto, tokenActor(acting));
   }
 
   @RequireScope('manage')
@@ -80,6 +81,6 @@ export class AnalysisConfigsController {
   @ApiNoContentResponse({ description: 'Deleted' })
   @ApiResponse(notFound)
   async remove(@Acting() acting: ActingContext, @Param('id') id: string): Promise<void> {
-    await this.configs.remove(acting.orgId, id);
+    await this.configs.remove(acting.orgId, id, tokenActor(acting));
   }
 }

@@ -1,6 +1,8 @@
 import { Injectable } from '@nestjs/common';
 import { InjectRepository } from '@nestjs/typeorm';
-import { IsNull, Repository } from 'typeorm';
+import { DataSource, IsNull, Repository } from 'typeorm';
+import type { AuditActor } from '../audit/audit-actor';
+import { AuditService } from '../audit/audit.service';
 import { AppException } from '../common/app-exception';
 import { isUuid } from '../common/ids';
 import { ListPage, PageQuery, toListPage } from '../common/pagination';
@@ -57,7 +59,11 @@ export function definitionOf(e: AnalysisConfigEntity): AnalysisDefinition {
 
 @Injectable()
 export class AnalysisConfigsService {
-  constructor(@InjectRepository(AnalysisConfigEntity) private readonly configs: Repository<AnalysisConfigEntity>) {}
+  constructor(
+    private readonly dataSource: DataSource,
+    @InjectRepository(AnalysisConfigEntity) private readonly configs: Repository<AnalysisConfigEntity>,
+    private readonly audit: AuditService,
+  ) {}
 
   /** Validates an inline or new configuration beyond what the DTO can say; `prefix` names the field in errors. */
   normalizeDefinition(dto: AnalysisDefinitionDto, prefix = ''): AnalysisDefinition {
@@ -70,20 +76,24 @@ export class AnalysisConfigsService {
     };
   }
 
-  async create(orgId: string, dto: CreateAnalysisConfigDto): Promise<AnalysisConfigView> {
+  async create(orgId: string, dto: CreateAnalysisConfigDto, actor: AuditActor): Promise<AnalysisConfigView> {
     const def = this.normalizeDefinition(dto);
-    const saved = await this.configs.save(
-      this.configs.create({
-        organizationId: orgId,
-        name: dto.name,
-        analysisType: def.analysisType,
-        categories: def.categories,
-        instructions: def.instructions,
-        model: def.model,
-        includeMetadata: def.includeMetadata,
-        deletedAt: null,
-      }),
-    );
+    const saved = await this.dataSource.transaction(async (m) => {
+      const config = await m.save(
+        m.create(AnalysisConfigEntity, {
+          organizationId: orgId,
+          name: dto.name,
+          analysisType: def.analysisType,
+          categories: def.categories,
+          instructions: def.instructions,
+          model: def.model,
+          includeMetadata: def.includeMetadata,
+          deletedAt: null,
+        }),
+      );
+      await this.audit.record(m, { orgId, actor, action: 'analysis_config.create', target: config.id, details: { analysis_type: config.analysisType } });
+      return config;
+    });
     return toConfigView(saved);
   }
 
@@ -113,7 +123,7 @@ export class AnalysisConfigsService {
     return toConfigView(await this.findLive(orgId, id));
   }
 
-  async update(orgId: string, id: string, dto: UpdateAnalysisConfigDto): Promise<AnalysisConfigView> {
+  async update(orgId: string, id: string, dto: UpdateAnalysisConfigDto, actor: AuditActor): Promise<AnalysisConfigView> {
     const config = await this.findLive(orgId, id);
     const type = dto.analysis_type ?? (config.analysisType as AnalysisType);
     if (dto.categories !== undefined) {
@@ -128,11 +138,21 @@ export class AnalysisConfigsService {
     if (dto.model !== undefined) config.model = dto.model;
     if (dto.include_metadata !== undefined) config.includeMetadata = dto.include_metadata;
     config.updatedAt = new Date();
-    return toConfigView(await this.configs.save(config));
+    // the names of the fields asked for, never their values (instructions are content)
+    const fields = Object.keys(dto).filter((f) => dto[f as keyof UpdateAnalysisConfigDto] !== undefined).sort();
+    const saved = await this.dataSource.transaction(async (m) => {
+      const row = await m.save(config);
+      await this.audit.record(m, { orgId, actor, action: 'analysis_config.update', target: config.id, details: { fields } });
+      return row;
+    });
+    return toConfigView(saved);
   }
 
-  async remove(orgId: string, id: string): Promise<void> {
+  async remove(orgId: string, id: string, actor: AuditActor): Promise<void> {
     const config = await this.findLive(orgId, id);
-    await this.configs.update({ id: config.id, organizationId: orgId }, { deletedAt: new Date() });
+    await this.dataSource.transaction(async (m) => {
+      await m.update(AnalysisConfigEntity, { id: config.id, organizationId: orgId }, { deletedAt: new Date() });
+      await this.audit.record(m, { orgId, actor, action: 'analysis_config.delete', target: config.id });
+    });
   }
 }

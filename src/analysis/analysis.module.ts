@@ -1,5 +1,6 @@
 import { Module } from '@nestjs/common';
 import { TypeOrmModule } from '@nestjs/typeorm';
+import { AuditModule } from '../audit/audit.module';
 import { ExchangesModule } from '../exchanges/exchanges.module';
 import { KeysModule } from '../keys/keys.module';
 import { LimitsModule } from '../limits/limits.module';
@@ -22,6 +23,7 @@ import { AnalysisService } from './analysis.service';
     UpstreamModule,
     PricingModule,
     LimitsModule,
+    AuditModule,
   ],
   controllers: [AnalysisConfigsController, AnalysisController],
   providers: [AnalysisConfigsService, AnalysisClaimsRepository, AnalysisService],

@@ -1,6 +1,7 @@
 import { Module } from '@nestjs/common';
 import { JwtModule } from '@nestjs/jwt';
 import { TypeOrmModule } from '@nestjs/typeorm';
+import { AuditModule } from '../audit/audit.module';
 import { JwtAuthGuard, UserIdGuard } from './auth.guards';
 import { IssuedTokenEntity } from './issued-token.entity';
 import { IssuedTokensService } from './issued-tokens.service';
@@ -13,7 +14,7 @@ import { TokensService } from './tokens.service';
 import { UsersService } from './users.service';
 
 @Module({
-  imports: [JwtModule.register({}), TypeOrmModule.forFeature([OrganizationEntity, UserEntity, RevokedTokenEntity, IssuedTokenEntity])],
+  imports: [AuditModule, JwtModule.register({}), TypeOrmModule.forFeature([OrganizationEntity, UserEntity, RevokedTokenEntity, IssuedTokenEntity])],
   providers: [OrganizationsService, UsersService, TokensService, IssuedTokensService, RequestAuthenticator, JwtAuthGuard, UserIdGuard],
   exports: [OrganizationsService, UsersService, TokensService, IssuedTokensService, RequestAuthenticator, JwtAuthGuard, UserIdGuard],
 })

@@ -1,6 +1,8 @@
 import { Injectable } from '@nestjs/common';
 import { InjectRepository } from '@nestjs/typeorm';
 import { DataSource, Repository } from 'typeorm';
+import type { AuditActor } from '../audit/audit-actor';
+import { AuditService } from '../audit/audit.service';
 import { AppException, isUniqueViolation } from '../common/app-exception';
 import { Cache } from '../common/cache';
 import { isUuid } from '../common/ids';
@@ -33,16 +35,21 @@ export class OrganizationsService {
     private readonly dataSource: DataSource,
     @InjectRepository(OrganizationEntity) private readonly orgs: Repository<OrganizationEntity>,
     private readonly changes: ChangeFeedService,
+    private readonly audit: AuditService,
   ) {
     changes.on('org', (id) => this.states.delete(id));
   }
 
-  async create(name: string): Promise<OrganizationView> {
+  async create(name: string, actor: AuditActor): Promise<OrganizationView> {
     const clean = name?.trim();
     if (!clean) throw AppException.invalid('name must not be empty', 'name');
     if (clean.length > 200) throw AppException.invalid('name must be at most 200 characters', 'name');
     try {
-      return toOrganizationView(await this.orgs.save(this.orgs.create({ name: clean, disabledAt: null })));
+      return await this.dataSource.transaction(async (m) => {
+        const org = await m.save(m.create(OrganizationEntity, { name: clean, disabledAt: null }));
+        await this.audit.record(m, { orgId: org.id, actor, action: 'org.create', target: org.id, details: { name: clean } });
+        return toOrganizationView(org);
+      });
     } catch (err) {
       if (isUniqueViolation(err)) throw new AppException('conflict', `An organization named '${clean}' already exists`);
       throw err;
@@ -59,7 +66,7 @@ export class OrganizationsService {
     return toOrganizationView(org);
   }
 
-  async disable(id: string): Promise<OrganizationView> {
+  async disable(id: string, actor: AuditActor): Promise<OrganizationView> {
     if (!isUuid(id)) throw AppException.notFound('organization', id);
     return this.dataSource.transaction(async (m) => {
       const org = await m.findOneBy(OrganizationEntity, { id });
@@ -69,12 +76,13 @@ export class OrganizationsService {
         await m.save(org);
       }
       await this.changes.publish(m, 'org', id);
+      await this.audit.record(m, { orgId: id, actor, action: 'org.disable', target: id });
       return toOrganizationView(org);
     });
   }
 
   /** Lifts `disable`: the organization's tokens are accepted again (those not revoked and not expired). */
-  async enable(id: string): Promise<OrganizationView> {
+  async enable(id: string, actor: AuditActor): Promise<OrganizationView> {
     if (!isUuid(id)) throw AppException.notFound('organization', id);
     return this.dataSource.transaction(async (m) => {
       const org = await m.findOneBy(OrganizationEntity, { id });
@@ -84,6 +92,7 @@ export class OrganizationsService {
         await m.save(org);
       }
       await this.changes.publish(m, 'org', id);
+      await this.audit.record(m, { orgId: id, actor, action: 'org.enable', target: id });
       return toOrganizationView(org);
     });
   }

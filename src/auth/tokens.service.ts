@@ -3,6 +3,8 @@ import { JwtService } from '@nestjs/jwt';
 import { InjectRepository } from '@nestjs/typeorm';
 import { randomUUID } from 'node:crypto';
 import { DataSource, Repository } from 'typeorm';
+import type { AuditActor } from '../audit/audit-actor';
+import { AuditService } from '../audit/audit.service';
 import { AppException } from '../common/app-exception';
 import { isUuid } from '../common/ids';
 import { AppConfig } from '../config/app-config';
@@ -51,6 +53,7 @@ export class TokensService {
     @InjectRepository(OrganizationEntity) private readonly orgs: Repository<OrganizationEntity>,
     private readonly changes: ChangeFeedService,
     private readonly issued: IssuedTokensService,
+    private readonly audit: AuditService,
   ) {
     changes.on('token', (jti) => this.revoked.add(jti));
   }
@@ -62,13 +65,10 @@ export class TokensService {
   }
 
   /** Issues a token; `scope` (space-separated words) is validated, and left out of the token when not given (the defaults). */
-  async create(input: {
-    orgId: string;
-    orgName?: string;
-    userId?: string;
-    expiresIn?: string;
-    scope?: string;
-  }): Promise<{ token: string; jti: string; expires_at: string; scope: string | null }> {
+  async create(
+    input: { orgId: string; orgName?: string; userId?: string; expiresIn?: string; scope?: string },
+    actor: AuditActor,
+  ): Promise<{ token: string; jti: string; expires_at: string; scope: string | null }> {
     if (!isUuid(input.orgId)) throw AppException.notFound('organization', input.orgId);
     const org = await this.orgs.findOneBy({ id: input.orgId });
     if (!org) throw AppException.notFound('organization', input.orgId);
@@ -85,16 +85,22 @@ export class TokensService {
     if (this.config.jwtIssuer) claims.iss = this.config.jwtIssuer;
     if (this.config.jwtAudience) claims.aud = this.config.jwtAudience;
     const token = await this.jwt.signAsync(claims, { secret: this.config.jwtSecret, algorithm: 'HS256' });
-    await this.issued.record({ jti, orgId: org.id, userId: input.userId, scope, issuedAt: new Date(now * 1000), expiresAt: new Date((now + seconds) * 1000) });
+    await this.dataSource.transaction(async (m) => {
+      await this.issued.record({ jti, orgId: org.id, userId: input.userId, scope, issuedAt: new Date(now * 1000), expiresAt: new Date((now + seconds) * 1000) }, m);
+      // whether the token is pinned to a user, never which one: the claim holds the external id
+      await this.audit.record(m, { orgId: org.id, actor, action: 'jwt.create', target: jti, details: { pinned_to_user: input.userId !== undefined, expires_in_s: seconds, scope } });
+    });
     return { token, jti, expires_at: new Date((now + seconds) * 1000).toISOString(), scope };
   }
 
-  async revoke(jti: string): Promise<{ jti: string; revoked: true }> {
+  async revoke(jti: string, actor: AuditActor): Promise<{ jti: string; revoked: true }> {
     const clean = jti?.trim();
     if (!clean || clean.length > 200) throw AppException.invalid('jti must be 1–200 characters', 'jti');
     await this.dataSource.transaction(async (m) => {
       await m.query('INSERT INTO revoked_tokens (jti) VALUES ($1) ON CONFLICT (jti) DO NOTHING', [clean]);
       await this.changes.publish(m, 'token', clean);
+      const issued: { organization_id: string }[] = await m.query('SELECT organization_id FROM issued_tokens WHERE jti = $1', [clean]);
+      await this.audit.record(m, { orgId: issued[0]?.organization_id ?? null, actor, action: 'jwt.revoke', target: clean });
     });
     return { jti: clean, revoked: true };
   }

@@ -1,6 +1,8 @@
 import { Injectable } from '@nestjs/common';
 import { InjectRepository } from '@nestjs/typeorm';
 import { DataSource, EntityManager, Repository } from 'typeorm';
+import type { AuditActor } from '../audit/audit-actor';
+import { AuditService } from '../audit/audit.service';
 import { AppException, isUniqueViolation } from '../common/app-exception';
 import { Cache } from '../common/cache';
 import { isUuid } from '../common/ids';
@@ -57,17 +59,23 @@ export class UsersService {
     @InjectRepository(UserEntity) private readonly users: Repository<UserEntity>,
     @InjectRepository(OrganizationEntity) private readonly orgs: Repository<OrganizationEntity>,
     private readonly changes: ChangeFeedService,
+    private readonly audit: AuditService,
   ) {
     // a deleted user: the next call with that X-User-ID records a new one
     changes.on('user', (ref) => this.ids.delete(ref));
   }
 
-  async create(orgId: string, externalId: string, name?: string): Promise<UserView> {
+  async create(orgId: string, externalId: string, name: string | undefined, actor: AuditActor): Promise<UserView> {
     const problem = externalIdProblem(externalId);
     if (problem) throw AppException.invalid('external-id must be 1–256 characters without control characters', 'external_id');
     if (!isUuid(orgId) || !(await this.orgs.existsBy({ id: orgId }))) throw AppException.notFound('organization', orgId);
     try {
-      return toView(await this.users.save(this.users.create({ organizationId: orgId, externalId, name: name ?? null })));
+      return await this.dataSource.transaction(async (m) => {
+        const user = await m.save(m.create(UserEntity, { organizationId: orgId, externalId, name: name ?? null }));
+        // by internal id only: the external id and the name are the user's personal data
+        await this.audit.record(m, { orgId, actor, action: 'user.create', target: user.id });
+        return toView(user);
+      });
     } catch (err) {
       if (isUniqueViolation(err)) throw new AppException('conflict', `User '${externalId}' already exists in this organization`);
       throw err;
@@ -90,7 +98,7 @@ export class UsersService {
    * ratings stay: they are the organization's records and keep the external id. Running servers forget the
    * user and the keys within seconds; a later call with the same X-User-ID records a new user.
    */
-  async delete(orgId: string, ref: string): Promise<UserView & { deleted_keys: number }> {
+  async delete(orgId: string, ref: string, actor: AuditActor): Promise<UserView & { deleted_keys: number }> {
     if (!isUuid(orgId) || !(await this.orgs.existsBy({ id: orgId }))) throw AppException.notFound('organization', orgId);
     return this.dataSource.transaction(async (m) => {
       const user = ref ? await findUserInOrganization(m, orgId, ref) : null;
@@ -100,6 +108,7 @@ export class UsersService {
       await m.delete(UserEntity, { id: user.id });
       await this.changes.publish(m, 'user', cacheKey(orgId, user.externalId));
       if (keys > 0) await this.changes.publish(m, 'key', orgId);
+      await this.audit.record(m, { orgId, actor, action: 'user.delete', target: user.id, details: { deleted_keys: keys } });
       return { ...toView(user), deleted_keys: keys };
     });
   }

@@ -7,6 +7,7 @@ import { ConfigModule } from '../config/config.module';
 import { DatabaseModule } from '../database/database.module';
 import { DatabaseHandle } from '../database/embedded-database';
 import { FEATURE_MODULES } from '../feature-modules';
+import * as audit from './commands/audit.command';
 import * as jwt from './commands/jwt.command';
 import * as key from './commands/key.command';
 import * as limits from './commands/limits.command';
@@ -72,6 +73,8 @@ const COMMANDS = [
   jwt.JwtCreateCommand,
   jwt.JwtListCommand,
   jwt.JwtRevokeCommand,
+  audit.AuditCommand,
+  audit.AuditListCommand,
   MigrateCommand,
 ];
 

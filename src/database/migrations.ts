@@ -13,6 +13,7 @@ import { BillObjectsOnce1795800000100 } from '../../migrations/1795800000100-Bil
 import { NoteDeletedResponses1795800000200 } from '../../migrations/1795800000200-NoteDeletedResponses';
 import { AddBackgroundFollowLeases1795847310000 } from '../../migrations/1795847310000-AddBackgroundFollowLeases';
 import { AddIssuedTokenScope1795900000000 } from '../../migrations/1795900000000-AddIssuedTokenScope';
+import { AddAuditEvents1795900000100 } from '../../migrations/1795900000100-AddAuditEvents';
 
 /** Every migration, in order (listed explicitly, never globbed). */
 export const MIGRATIONS = [
@@ -31,4 +32,5 @@ export const MIGRATIONS = [
   NoteDeletedResponses1795800000200,
   AddBackgroundFollowLeases1795847310000,
   AddIssuedTokenScope1795900000000,
+  AddAuditEvents1795900000100,
 ];

@@ -1,5 +1,6 @@
 import { Module } from '@nestjs/common';
 import { TypeOrmModule } from '@nestjs/typeorm';
+import { AuditModule } from '../audit/audit.module';
 import { OrganizationEntity } from '../auth/organization.entity';
 import { UserEntity } from '../auth/user.entity';
 import { ApiKeyEntity } from './api-key.entity';
@@ -9,7 +10,7 @@ import { KeyResolver } from './key-resolver';
 import { KeysService } from './keys.service';
 
 @Module({
-  imports: [TypeOrmModule.forFeature([ApiKeyEntity, OrganizationEntity, UserEntity])],
+  imports: [AuditModule, TypeOrmModule.forFeature([ApiKeyEntity, OrganizationEntity, UserEntity])],
   providers: [KeyCryptoService, KeysService, { provide: KeyResolver, useClass: CachedKeyResolver }],
   exports: [KeysService, KeyResolver, KeyCryptoService],
 })

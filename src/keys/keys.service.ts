@@ -2,6 +2,8 @@ import { Injectable } from '@nestjs/common';
 import { InjectRepository } from '@nestjs/typeorm';
 import { randomUUID } from 'node:crypto';
 import { DataSource, Repository } from 'typeorm';
+import type { AuditActor } from '../audit/audit-actor';
+import { AuditService } from '../audit/audit.service';
 import { AppException, isDatabaseUnavailable } from '../common/app-exception';
 import { isUuid } from '../common/ids';
 import { ChangeFeedService } from '../database/change-feed.service';
@@ -53,9 +55,10 @@ export class KeysService {
     @InjectRepository(OrganizationEntity) private readonly orgs: Repository<OrganizationEntity>,
     private readonly crypto: KeyCryptoService,
     private readonly changes: ChangeFeedService,
+    private readonly audit: AuditService,
   ) {}
 
-  async create(input: CreateKeyInput): Promise<KeyView> {
+  async create(input: CreateKeyInput, actor: AuditActor): Promise<KeyView> {
     const apiKey = input.apiKey?.trim();
     if (!apiKey) throw AppException.invalid('api-key must not be empty', 'api_key');
     if (apiKey.length > 4096 || /[\s\x00-\x1f]/.test(apiKey)) throw AppException.invalid('api-key has invalid characters', 'api_key');
@@ -91,6 +94,7 @@ export class KeysService {
     const saved = await this.dataSource.transaction(async (m) => {
       const row = await m.save(entity);
       await this.changes.publish(m, 'key', input.orgId);
+      await this.audit.record(m, { orgId: input.orgId, actor, action: 'key.create', target: id, details: { user_id: userId, label: entity.label } });
       return row;
     });
     return toView(saved);
@@ -102,7 +106,7 @@ export class KeysService {
     return rows.map(toView);
   }
 
-  async revoke(keyId: string): Promise<KeyView> {
+  async revoke(keyId: string, actor: AuditActor): Promise<KeyView> {
     if (!isUuid(keyId)) throw AppException.notFound('key', keyId);
     return this.dataSource.transaction(async (m) => {
       const key = await m.findOne(ApiKeyEntity, { where: { id: keyId }, lock: { mode: 'pessimistic_write' } });
@@ -112,12 +116,13 @@ export class KeysService {
         await m.save(key);
       }
       await this.changes.publish(m, 'key', key.organizationId);
+      await this.audit.record(m, { orgId: key.organizationId, actor, action: 'key.revoke', target: key.id });
       return toView(key);
     });
   }
 
   /** Re-encrypts every stored key under the current master key (reading with the previous one); all or nothing. */
-  async rotateMaster(): Promise<{ rotated: number; total: number }> {
+  async rotateMaster(actor: AuditActor): Promise<{ rotated: number; total: number }> {
     return this.dataSource.transaction(async (m) => {
       const rows = await m.find(ApiKeyEntity, { lock: { mode: 'pessimistic_write' } });
       let rotated = 0;
@@ -142,6 +147,7 @@ export class KeysService {
         rotated++;
       }
       for (const org of orgs) await this.changes.publish(m, 'key', org);
+      await this.audit.record(m, { orgId: null, actor, action: 'key.rotate_master', target: null, details: { rotated, total: rows.length } });
       return { rotated, total: rows.length };
     });
   }

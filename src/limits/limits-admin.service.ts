@@ -1,4 +1,6 @@
 import { Injectable } from '@nestjs/common';
+import type { AuditActor } from '../audit/audit-actor';
+import { AuditService } from '../audit/audit.service';
 import { OrganizationsService, OrganizationView } from '../auth/organizations.service';
 import { UsersService } from '../auth/users.service';
 import { AppException } from '../common/app-exception';
@@ -66,21 +68,22 @@ export class LimitsAdminService {
     private readonly config: AppConfig,
     private readonly logger: JsonLogger,
     private readonly pricing: PricingService,
+    private readonly audit: AuditService,
   ) {
     counters.onSwitch(() => void this.reseedAllBudgets());
   }
 
   /** Sets or removes limits of an organization (`org limits`). */
-  async setOrganizationLimits(orgId: string, patch: LimitPatch): Promise<OrgLimitsView> {
+  async setOrganizationLimits(orgId: string, patch: LimitPatch, actor: AuditActor): Promise<OrgLimitsView> {
     const org = await this.orgs.get(orgId);
-    await this.applyPatch('organization', org.id, org.id, patch);
+    await this.applyPatch('organization', org.id, org.id, patch, actor);
     return this.organizationView(org);
   }
 
   /** Sets or removes limits of a user, by internal id (`user limits`). */
-  async setUserLimits(userId: string, patch: LimitPatch): Promise<UserLimitsView> {
+  async setUserLimits(userId: string, patch: LimitPatch, actor: AuditActor): Promise<UserLimitsView> {
     const user = await this.users.get(userId);
-    await this.applyPatch('user', user.id, user.organization_id, patch);
+    await this.applyPatch('user', user.id, user.organization_id, patch, actor);
     const view = await this.subjectView('user', user.id, await this.rows.valuesOf('user', user.id));
     return { ...view, organization_id: user.organization_id, external_id: user.external_id };
   }
@@ -138,10 +141,15 @@ export class LimitsAdminService {
     };
   }
 
-  private async applyPatch(scope: LimitScope, id: string, orgId: string, patch: LimitPatch): Promise<void> {
+  private async applyPatch(scope: LimitScope, id: string, orgId: string, patch: LimitPatch, actor: AuditActor): Promise<void> {
     const clean = validatePatch(patch);
     if (Object.keys(clean).length === 0) return;
-    const { before, after } = await this.rows.applyPatch(scope, id, orgId, clean);
+    const fields = Object.keys(clean) as (keyof LimitPatch)[];
+    const set = fields.filter((f) => clean[f] !== null);
+    const removed = fields.filter((f) => clean[f] === null);
+    const { before, after } = await this.rows.applyPatch(scope, id, orgId, clean, (m) =>
+      this.audit.record(m, { orgId, actor, action: set.length ? 'limits.set' : 'limits.remove', target: id, details: { subject: scope, set, removed } }),
+    );
     const budgetAdded =
       (after.daily_budget_usd !== null && before.daily_budget_usd === null) ||
       (after.monthly_budget_usd !== null && before.monthly_budget_usd === null);

@@ -1,5 +1,6 @@
 import { Module } from '@nestjs/common';
 import { TypeOrmModule } from '@nestjs/typeorm';
+import { AuditModule } from '../audit/audit.module';
 import { AuthModule } from '../auth/auth.module';
 import { ExchangesModule } from '../exchanges/exchanges.module';
 import { PricingModule } from '../pricing/pricing.module';
@@ -18,7 +19,7 @@ import { RecordedSpendRepository } from './recorded-spend.repository';
  */
 @Module({
   // PricingService prices reservations; ExchangesRepository reads the recorded spend of proxied calls a new budget starts from
-  imports: [TypeOrmModule.forFeature([LimitEntity, LimitCounterEntity]), AuthModule, PricingModule, ExchangesModule],
+  imports: [TypeOrmModule.forFeature([LimitEntity, LimitCounterEntity]), AuthModule, PricingModule, ExchangesModule, AuditModule],
   controllers: [LimitsController],
   providers: [LimitCountersService, LimitsRepository, RecordedSpendRepository, LimitsService, LimitsAdminService],
   exports: [LimitsService, LimitsAdminService],

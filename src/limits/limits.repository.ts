@@ -28,9 +28,16 @@ export class LimitsRepository {
 
   /**
    * Applies a (validated) patch to the subject's row, creating it or deleting it when no limit is left, and
-   * announces the change on the feed in the same transaction. Returns the limits before and after.
+   * announces the change on the feed in the same transaction, with whatever `alongside` writes (the audit event).
+   * Returns the limits before and after.
    */
-  async applyPatch(scope: LimitScope, id: string, orgId: string, patch: LimitPatch): Promise<{ before: LimitValues; after: LimitValues }> {
+  async applyPatch(
+    scope: LimitScope,
+    id: string,
+    orgId: string,
+    patch: LimitPatch,
+    alongside: (m: EntityManager) => Promise<void>,
+  ): Promise<{ before: LimitValues; after: LimitValues }> {
     for (let attempt = 0; ; attempt++) {
       try {
         return await this.dataSource.transaction(async (m) => {
@@ -48,6 +55,7 @@ export class LimitsRepository {
             await m.save(entity);
           }
           await this.changes.publish(m, 'limits', limitRef(scope, id));
+          await alongside(m);
           return { before, after };
         });
       } catch (err) {

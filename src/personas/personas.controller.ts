@@ -1,5 +1,6 @@
 import { Body, Controller, Delete, Get, HttpCode, Param, Patch, Post, Query } from '@nestjs/common';
 import { ApiBody, ApiCreatedResponse, ApiNoContentResponse, ApiOkResponse, ApiOperation, ApiResponse, ApiTags } from '@nestjs/swagger';
+import { tokenActor } from '../audit/audit-actor';
 import { RequireScope } from '../auth/require-scope.decorator';
 import { ApiProtected, apiError } from '../common/api-docs';
 import { ListPage, PageQueryDto, pageOf } from '../common/pagination';
@@ -38,7 +39,7 @@ export class PersonasController {
   @ApiResponse(invalid)
   @ApiResponse(conflict)
   create(@Acting() acting: ActingContext, @Body() body: CreatePersonaDto): Promise<PersonaView> {
-    return this.personas.create(acting.orgId, body);
+    return this.personas.create(acting.orgId, body, tokenActor(acting));
   }
 
   @RequireScope('read')
@@ -67,7 +68,7 @@ export class PersonasController {
   @ApiResponse(notFound)
   @ApiResponse(conflict)
   update(@Acting() acting: ActingContext, @Param('id') id: string, @Body() body: UpdatePersonaDto): Promise<PersonaView> {
-    return this.personas.update(acting.orgId, id, body);
+    return this.personas.update(acting.orgId, id, body, tokenActor(acting));
   }
 
   @RequireScope('manage')
@@ -77,7 +78,7 @@ export class PersonasController {
   @ApiNoContentResponse()
   @ApiResponse(notFound)
   remove(@Acting() acting: ActingContext, @Param('id') id: string): Promise<void> {
-    return this.personas.remove(acting.orgId, id);
+    return this.personas.remove(acting.orgId, id, tokenActor(acting));
   }
 
   @RequireScope('read')

@@ -1,6 +1,8 @@
 import { Injectable } from '@nestjs/common';
 import { InjectRepository } from '@nestjs/typeorm';
 import { DataSource, EntityManager, IsNull, Repository } from 'typeorm';
+import type { AuditActor } from '../audit/audit-actor';
+import { AuditService } from '../audit/audit.service';
 import { AppException, isUniqueViolation } from '../common/app-exception';
 import { Cache } from '../common/cache';
 import { isUuid } from '../common/ids';
@@ -46,6 +48,7 @@ export class PersonasService {
     @InjectRepository(PersonaEntity) private readonly personas: Repository<PersonaEntity>,
     @InjectRepository(PersonaVersionEntity) private readonly versions: Repository<PersonaVersionEntity>,
     private readonly changes: ChangeFeedService,
+    private readonly audit: AuditService,
   ) {
     changes.on('persona', (id) => this.cache.delete(id));
   }
@@ -62,7 +65,7 @@ export class PersonasService {
     return { id: persona.id, version: persona.version, content: persona.content };
   }
 
-  async create(orgId: string, dto: CreatePersonaDto): Promise<PersonaView> {
+  async create(orgId: string, dto: CreatePersonaDto, actor: AuditActor): Promise<PersonaView> {
     const saved = await this.write(null, async (m) => {
       const persona = await m.save(
         m.create(PersonaEntity, {
@@ -76,6 +79,7 @@ export class PersonasService {
       );
       await m.insert(PersonaVersionEntity, { personaId: persona.id, version: 1, content: persona.content });
       await this.changes.publish(m, 'persona', persona.id);
+      await this.audit.record(m, { orgId, actor, action: 'persona.create', target: persona.id, details: { version: 1 } });
       return persona;
     }, dto.name);
     return toView(saved);
@@ -106,7 +110,7 @@ export class PersonasService {
   }
 
   /** A change of `content` makes a new version; `name` and `description` are edited in place. */
-  async update(orgId: string, id: string, dto: UpdatePersonaDto): Promise<PersonaView> {
+  async update(orgId: string, id: string, dto: UpdatePersonaDto, actor: AuditActor): Promise<PersonaView> {
     const updated = await this.write(id, async (m) => {
       // the row lock serialises concurrent edits, so two content changes can never claim the same version
       const persona = await this.findLive(m, orgId, id, true);
@@ -118,7 +122,10 @@ export class PersonasService {
         changes.version = persona.version + 1;
         await m.insert(PersonaVersionEntity, { personaId: persona.id, version: changes.version, content: dto.content });
       }
-      if (!Object.keys(changes).length) return persona;
+      // the names of the changed fields, never their values (a persona's text is content)
+      const fields = Object.keys(changes).filter((f) => f !== 'version');
+      await this.audit.record(m, { orgId, actor, action: 'persona.update', target: persona.id, details: { fields, version: changes.version ?? persona.version } });
+      if (!fields.length) return persona;
       await m.update(PersonaEntity, { id: persona.id }, { ...changes, updatedAt: () => 'now()' });
       await this.changes.publish(m, 'persona', persona.id);
       return m.findOneByOrFail(PersonaEntity, { id: persona.id });
@@ -127,11 +134,12 @@ export class PersonasService {
   }
 
   /** Soft delete: the persona disappears from the API, its versions stay for analytics, its name is free again. */
-  async remove(orgId: string, id: string): Promise<void> {
+  async remove(orgId: string, id: string, actor: AuditActor): Promise<void> {
     await this.write(id, async (m) => {
       const persona = await this.findLive(m, orgId, id, true);
       await m.update(PersonaEntity, { id: persona.id }, { deletedAt: () => 'now()' });
       await this.changes.publish(m, 'persona', persona.id);
+      await this.audit.record(m, { orgId, actor, action: 'persona.delete', target: persona.id });
     });
   }
 

@@ -1,5 +1,6 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { cliActor } from '../../src/audit/audit-actor';
 import { createTestApp, TestApp } from '../support/create-test-app';
 import { api, createKey, createOrg, createUser } from '../support/factories';
 import { FakeUpstream, startFakeUpstream, StructuredFaultMode } from '../support/fake-upstream';
@@ -336,7 +337,7 @@ describe('conversation analysis', () => {
   it('charges a failed analysis what upstream billed for each attempt: budget, usage analytics and metrics', async () => {
     const org = await setupOrg();
     const ex = await proxyExchange(org);
-    await app.app.get(LimitsAdminService).setUserLimits(org.userId, { daily_budget_usd: 1000 });
+    await app.app.get(LimitsAdminService).setUserLimits(org.userId, { daily_budget_usd: 1000 }, cliActor());
     const spentBefore = (await org.call('GET', '/v1/limits')).body.user.usage.cost_today_usd as number;
     const day = new Date().toISOString().slice(0, 10);
     const period = `from=${day}&to=${new Date(Date.now() + 86_400_000).toISOString().slice(0, 10)}`;
@@ -372,8 +373,8 @@ describe('conversation analysis', () => {
     expect(usage.tokens.input).toBe(row.input_tokens + good.body.usage.input_tokens);
     expect(usage.cost).toBeCloseTo(row.cost + good.body.cost, 12);
     // a budget seeded from the records (set after the calls) counts the failed one too
-    await app.app.get(LimitsAdminService).setUserLimits(org.userId, { daily_budget_usd: null });
-    await app.app.get(LimitsAdminService).setUserLimits(org.userId, { daily_budget_usd: 1000 });
+    await app.app.get(LimitsAdminService).setUserLimits(org.userId, { daily_budget_usd: null }, cliActor());
+    await app.app.get(LimitsAdminService).setUserLimits(org.userId, { daily_budget_usd: 1000 }, cliActor());
     const reseeded = (await org.call('GET', '/v1/limits')).body.user.usage.cost_today_usd as number;
     expect(reseeded).toBeCloseTo(spentAfter, 12);
   });

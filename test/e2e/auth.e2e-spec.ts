@@ -6,6 +6,7 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { cliActor } from '../../src/audit/audit-actor';
 import { KeysService } from '../../src/keys/keys.service';
 import { OrganizationsService } from '../../src/auth/organizations.service';
 import { createTestApp, TEST_JWT_SECRET, TestApp } from '../support/create-test-app';
@@ -62,7 +63,7 @@ describe('authentication, identity and upstream keys', () => {
     orgId = (await createOrg(app)).orgId;
     const disabled = await createOrg(app);
     disabledToken = disabled.token;
-    await app.app.get(OrganizationsService).disable(disabled.orgId);
+    await app.app.get(OrganizationsService).disable(disabled.orgId, cliActor());
   });
   afterAll(async () => {
     await app?.close();
@@ -188,7 +189,7 @@ describe('authentication, identity and upstream keys', () => {
     expect(asBob.headers.get('x-key-source')).toBe('organization');
     expect(usedBy(fake, orgSecret)).toBe(1);
 
-    await app.app.get(KeysService).revoke(aliceKey.id);
+    await app.app.get(KeysService).revoke(aliceKey.id, cliActor());
     const after = await asAlice('GET', '/v1/models');
     expect(after.status).toBe(200);
     expect(after.headers.get('x-key-source')).toBe('organization');
@@ -204,7 +205,7 @@ describe('authentication, identity and upstream keys', () => {
       const key = await createKey(app, org.orgId, secret, { baseUrl: fake.url });
       const viaSecond = api(second, org.token, 'replica-user');
       expect((await viaSecond('GET', '/v1/models')).status).toBe(200); // the second process has the key cached now
-      await app.app.get(KeysService).revoke(key.id);
+      await app.app.get(KeysService).revoke(key.id, cliActor());
       await eventually(async () => {
         const res = await viaSecond('GET', '/v1/models');
         expect(res.status).toBe(403);

@@ -1,6 +1,7 @@
 import OpenAI from 'openai';
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { cliActor } from '../../src/audit/audit-actor';
 import { KeysService } from '../../src/keys/keys.service';
 import { LimitsAdminService } from '../../src/limits/limits-admin.service';
 import { PricingService } from '../../src/pricing/pricing.service';
@@ -54,7 +55,7 @@ describe('background responses', () => {
     });
 
     it('a queued response is completed by the follower with usage and cost, without any client retrieve', async () => {
-      await app.app.get(LimitsAdminService).setOrganizationLimits(o.orgId, { daily_budget_usd: 100 });
+      await app.app.get(LimitsAdminService).setOrganizationLimits(o.orgId, { daily_budget_usd: 100 }, cliActor());
       fake.background = { pollsBeforeDone: 2, outcome: 'completed' };
       const made = await createBackground(o.client);
       expect(made.created.status).toBe('queued');
@@ -253,7 +254,7 @@ describe('background responses', () => {
       expect((await ownerClient.responses.retrieve(running.id)).status).toBe('in_progress');
       expect(upstreamCalls(fake, running.id).at(-1)!.headers.authorization).toBe('Bearer sk-own-key-of-the-owner');
       // that key revoked: the key the owner's calls resolve to now (the organization's)
-      await app.app.get(KeysService).revoke(ownKey.id);
+      await app.app.get(KeysService).revoke(ownKey.id, cliActor());
       expect((await ownerClient.responses.retrieve(running.id)).status).toBe('in_progress');
       expect(upstreamCalls(fake, running.id).at(-1)!.headers.authorization).toBe('Bearer sk-test-proxy-0001');
     });

@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { createServer } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { cliActor } from '../../src/audit/audit-actor';
 import { KeyResolver } from '../../src/keys/key-resolver';
 import { KeysService } from '../../src/keys/keys.service';
 import { LimitsAdminService } from '../../src/limits/limits-admin.service';
@@ -137,7 +138,7 @@ describe('bounds on what tenants and upstreams can make the proxy hold', () => {
       expect(day.body.data[0].cost).toBe(0.0000033);
 
       // the CLI prints the day's spending at the same precision (it printed $0.000003, cut to 6 decimals)
-      await app.app.get(LimitsAdminService).setOrganizationLimits(o.orgId, { daily_budget_usd: 1 });
+      await app.app.get(LimitsAdminService).setOrganizationLimits(o.orgId, { daily_budget_usd: 1 }, cliActor());
       const [prose, json] = await Promise.all([runCli(['org', 'show', o.orgId], cliEnvFor(app)), runCli(['org', 'show', o.orgId, '--json'], cliEnvFor(app))]);
       expect(prose.code, prose.stderr).toBe(0);
       expect(prose.stdout).toMatch(/daily budget:\s+\$1 \(\$0\.0000033 used today/);
@@ -200,7 +201,7 @@ describe('bounds on what tenants and upstreams can make the proxy hold', () => {
       // a new organization key, the old one revoked: every user moves to it, cached or evicted
       const keys = app.app.get(KeysService);
       await createKey(app, o.orgId, 'sk-key-cache-second-0002', { baseUrl: fake.url });
-      await keys.revoke(o.keyId);
+      await keys.revoke(o.keyId, cliActor());
       const lastKeyOf = async (user: string) => {
         expect((await ask(user)).status).toBe(200);
         return fake.requests[fake.requests.length - 1].headers.authorization;

@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { Client } from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { cliActor } from '../../src/audit/audit-actor';
 import { OrganizationsService } from '../../src/auth/organizations.service';
 import { TokensService } from '../../src/auth/tokens.service';
 import { CHANGE_RETENTION_S, ChangeFeedService } from '../../src/database/change-feed.service';
@@ -80,8 +81,8 @@ describe.skipIf(!process.env.DATABASE_URL)('change feed between servers', () => 
         [personas, personas.length],
       );
     }
-    await a.app.get(TokensService).revoke(victim.jti);
-    await a.app.get(OrganizationsService).disable(disabled.orgId);
+    await a.app.get(TokensService).revoke(victim.jti, cliActor());
+    await a.app.get(OrganizationsService).disable(disabled.orgId, cliActor());
     const took = await Promise.all([refusedWithin(b, victim, CONTRACT_MS), refusedWithin(b, disabled, CONTRACT_MS)]);
     const writesAtRevocation = writes;
     // the flood goes on after the revocation too
@@ -106,7 +107,7 @@ describe.skipIf(!process.env.DATABASE_URL)('change feed between servers', () => 
       await slow.query(`INSERT INTO cache_invalidations (kind, ref) VALUES ('token', $1)`, [victim.jti]);
       await slow.query(`SELECT pg_notify('proxy_cache_invalidation', 'token')`);
       // a later change commits and the other server reads past it
-      await a.app.get(TokensService).revoke(witness.jti);
+      await a.app.get(TokensService).revoke(witness.jti, cliActor());
       expect(await refusedWithin(b, witness, CONTRACT_MS)).not.toBeNull();
       expect((await api(b, victim.token, 'victim@example.com')('GET', '/v1/personas')).status).toBe(200);
       await slow.query('COMMIT');
@@ -165,7 +166,7 @@ describe('change feed of one server', () => {
   it('a token revoked in this server is refused at once', async () => {
     const victim = await createOrg(app);
     expect((await api(app, victim.token, 'victim@example.com')('GET', '/v1/personas')).status).toBe(200);
-    await app.app.get(TokensService).revoke(victim.jti);
+    await app.app.get(TokensService).revoke(victim.jti, cliActor());
     expect((await api(app, victim.token, 'victim@example.com')('GET', '/v1/personas')).status).toBe(401);
   });
 });

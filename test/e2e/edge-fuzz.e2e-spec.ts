@@ -1,6 +1,7 @@
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestApp, TestApp } from '../support/create-test-app';
+import { api, createToken } from '../support/factories';
 import { FakeUpstream, startFakeUpstream } from '../support/fake-upstream';
 import { proxyOrg, ProxyTestOrg } from '../support/proxy-test-helpers';
 
@@ -63,6 +64,8 @@ describe('every route and parameter against hostile strings', () => {
     fake = await startFakeUpstream();
     app = await createTestApp({ OPENAI_BASE_URL: fake.url, LOG_LEVEL: 'warn' });
     o = await proxyOrg(app, fake.url);
+    // every scope, so that every documented route is reached
+    o.call = api(app, (await createToken(app, o.orgId, { scope: 'proxy read manage admin' })).token, o.userId);
     const made = await o.call('POST', '/v1/responses', { model: 'gpt-4o-mini', input: 'something to look up' });
     const record = await o.call('GET', `/v1/requests/${made.headers.get('x-request-id')}`);
     const persona = await o.call('POST', '/v1/personas', { name: 'fuzz', content: 'You are terse.' });

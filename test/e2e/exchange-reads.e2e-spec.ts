@@ -1,5 +1,6 @@
 import { Client } from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { cliActor } from '../../src/audit/audit-actor';
 import { LimitsAdminService } from '../../src/limits/limits-admin.service';
 import { createTestApp, TestApp } from '../support/create-test-app';
 import { FakeUpstream, startFakeUpstream } from '../support/fake-upstream';
@@ -65,7 +66,7 @@ describe.skipIf(!process.env.DATABASE_URL)('reads of exchanges right after an an
   it('a new daily budget starts from the cost of the call', async () => {
     const o = await proxyOrg(app, fake.url);
     const { requestId, settledWhileHeld } = await readAfterHeldCall(o, () =>
-      app.app.get(LimitsAdminService).setOrganizationLimits(o.orgId, { daily_budget_usd: 1 }),
+      app.app.get(LimitsAdminService).setOrganizationLimits(o.orgId, { daily_budget_usd: 1 }, cliActor()),
     );
     expect(settledWhileHeld).toBe(false);
     const cost = (await o.call('GET', `/v1/requests/${requestId}`)).body.cost;

@@ -1,6 +1,7 @@
 import fc from 'fast-check';
 import { createHmac, generateKeyPairSync, createSign, randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { cliActor } from '../../src/audit/audit-actor';
 import { createTestApp, TEST_JWT_SECRET, TestApp } from '../support/create-test-app';
 import { createOrg, createToken } from '../support/factories';
 import { OrganizationsService } from '../../src/auth/organizations.service';
@@ -33,7 +34,7 @@ describe('JWT attacks are refused with 401, never 500 (RFC 8725)', () => {
     validToken = org.token;
     const disabled = await createOrg(app);
     disabledOrgToken = disabled.token;
-    await app.app.get(OrganizationsService).disable(disabled.orgId);
+    await app.app.get(OrganizationsService).disable(disabled.orgId, cliActor());
   });
   afterAll(async () => {
     await issApp?.close();
@@ -87,7 +88,7 @@ describe('JWT attacks are refused with 401, never 500 (RFC 8725)', () => {
   it('a revoked jti → 401', async () => {
     const { token, jti } = await createToken(app, orgId);
     expect((await call(app, token)).status).not.toBe(401);
-    await app.app.get(TokensService).revoke(jti);
+    await app.app.get(TokensService).revoke(jti, cliActor());
     expect((await call(app, token)).status).toBe(401);
   });
 

@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { createServer } from 'node:net';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { cliActor } from '../../src/audit/audit-actor';
 import { LimitCountersService } from '../../src/limits/limit-counters.service';
 import { LimitsAdminService } from '../../src/limits/limits-admin.service';
 import { LimitsService } from '../../src/limits/limits.service';
@@ -68,8 +69,8 @@ describe.each([
   it("a user's refused calls do not spend the organization's requests", async () => {
     const o = await org(app, fake.url);
     const limits = app.app.get(LimitsAdminService);
-    await limits.setOrganizationLimits(o.orgId, { rpm: 40 });
-    await limits.setUserLimits(o.internalUserId, { rpm: 10 });
+    await limits.setOrganizationLimits(o.orgId, { rpm: 40 }, cliActor());
+    await limits.setUserLimits(o.internalUserId, { rpm: 10 }, cliActor());
     // 30 calls of the limited user and 20 of other users, interleaved and all at once
     const calls: { mine: boolean; run: () => Promise<Result> }[] = [];
     for (let i = 0; i < 50; i++) {
@@ -99,8 +100,8 @@ describe.each([
     const o = await org(app, fake.url);
     const limits = app.app.get(LimitsService);
     const admin = app.app.get(LimitsAdminService);
-    await admin.setOrganizationLimits(o.orgId, { rpm: 40 });
-    await admin.setUserLimits(o.internalUserId, { rpm: 10 });
+    await admin.setOrganizationLimits(o.orgId, { rpm: 40 }, cliActor());
+    await admin.setUserLimits(o.internalUserId, { rpm: 10 }, cliActor());
     const admit = (userId: string) =>
       limits.admit({ orgId: o.orgId, userId }, { model: BODY.model, body: BODY }).then(
         async (admission) => {
@@ -125,9 +126,9 @@ describe.each([
     const pricing = { 'gpt-4o': { input: 2.5, output: 10 } };
     const tokenOrg = await org(app, fake.url);
     const budgetOrg = await org(app, fake.url);
-    await limits.setOrganizationLimits(tokenOrg.orgId, { tpm: 100 });
+    await limits.setOrganizationLimits(tokenOrg.orgId, { tpm: 100 }, cliActor());
     const budget = 0.0003;
-    await limits.setOrganizationLimits(budgetOrg.orgId, { daily_budget_usd: budget });
+    await limits.setOrganizationLimits(budgetOrg.orgId, { daily_budget_usd: budget }, cliActor());
     // every call is in flight at once: none is settled before the last one is admitted
     fake.setDefaultFault({ kind: 'delay', ms: 300 });
     try {
@@ -164,7 +165,7 @@ describe.each([
     await new Promise<void>((r) => dead.close(() => r()));
     const o = await org(app, `http://127.0.0.1:${port}/v1`);
     const limits = app.app.get(LimitsAdminService);
-    await limits.setUserLimits(o.internalUserId, { tpm: 100_000, daily_budget_usd: 5 });
+    await limits.setUserLimits(o.internalUserId, { tpm: 100_000, daily_budget_usd: 5 }, cliActor());
 
     const failed = await o.call('POST', '/v1/responses', BODY);
     expect(failed.status).toBe(502);
@@ -175,7 +176,7 @@ describe.each([
 
   it('a call refused by upstream releases its reservation; a later success counts only what it used', async () => {
     const o = await org(app, fake.url);
-    await app.app.get(LimitsAdminService).setUserLimits(o.internalUserId, { tpm: 100_000 });
+    await app.app.get(LimitsAdminService).setUserLimits(o.internalUserId, { tpm: 100_000 }, cliActor());
     fake.enqueue({ kind: 'status', status: 400 });
     expect((await o.call('POST', '/v1/responses', BODY)).status).toBe(400);
     expect((await o.call('GET', '/v1/limits')).body.user.usage.tokens_this_minute).toBe(0);

@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { createServer, Server, Socket, connect } from 'node:net';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { cliActor } from '../../src/audit/audit-actor';
 import { estimateCall } from '../../src/limits/call-estimate';
 import { LimitCountersService } from '../../src/limits/limit-counters.service';
 import type { LimitPatch } from '../../src/limits/limit-definitions';
@@ -77,8 +78,8 @@ describe('limits and budgets', () => {
     for (const [kind, patch, code] of kinds) {
       it(`${kind} of the ${scope}: the call over it is refused before upstream; others are not affected`, async () => {
         const o = await org(app, fake);
-        if (scope === 'organization') await adminOf(app).setOrganizationLimits(o.orgId, patch);
-        else await adminOf(app).setUserLimits(o.internalUserId, patch);
+        if (scope === 'organization') await adminOf(app).setOrganizationLimits(o.orgId, patch, cliActor());
+        else await adminOf(app).setUserLimits(o.internalUserId, patch, cliActor());
 
         expect((await o.call('POST', '/v1/responses', BODY)).status).toBe(200);
         const refused = await o.call('POST', '/v1/responses', BODY);
@@ -96,8 +97,8 @@ describe('limits and budgets', () => {
 
   it('the stricter of the organization and user limits applies, and the headers report it', async () => {
     const o = await org(app, fake);
-    await adminOf(app).setOrganizationLimits(o.orgId, { rpm: 5 });
-    await adminOf(app).setUserLimits(o.internalUserId, { rpm: 2 });
+    await adminOf(app).setOrganizationLimits(o.orgId, { rpm: 5 }, cliActor());
+    await adminOf(app).setUserLimits(o.internalUserId, { rpm: 2 }, cliActor());
     const first = await o.call('POST', '/v1/responses', BODY);
     expect(first.status).toBe(200);
     expect(first.headers.get('x-ratelimit-limit-requests')).toBe('2');
@@ -110,8 +111,8 @@ describe('limits and budgets', () => {
 
     // a stricter organization limit wins over a looser user limit
     const p = await org(app, fake);
-    await adminOf(app).setOrganizationLimits(p.orgId, { rpm: 1 });
-    await adminOf(app).setUserLimits(p.internalUserId, { rpm: 10 });
+    await adminOf(app).setOrganizationLimits(p.orgId, { rpm: 1 }, cliActor());
+    await adminOf(app).setUserLimits(p.internalUserId, { rpm: 10 }, cliActor());
     expect((await p.call('POST', '/v1/responses', BODY)).headers.get('x-ratelimit-limit-requests')).toBe('1');
     const refused = await p.call('POST', '/v1/responses', BODY);
     expect429(refused, 'rate_limit_exceeded');
@@ -122,7 +123,7 @@ describe('limits and budgets', () => {
     const o = await org(app, fake);
     // the server has already cached "no limits" for the organization
     expect((await o.call('POST', '/v1/responses', BODY)).status).toBe(200);
-    const view = await adminOf(app).setOrganizationLimits(o.orgId.toUpperCase(), { rpm: 1 });
+    const view = await adminOf(app).setOrganizationLimits(o.orgId.toUpperCase(), { rpm: 1 }, cliActor());
     expect(view.id).toBe(o.orgId);
     expect((await o.call('GET', '/v1/limits')).body.organization.limits.rpm).toBe(1);
     expect((await o.call('POST', '/v1/responses', BODY)).status).toBe(200);
@@ -136,7 +137,7 @@ describe('limits and budgets', () => {
     expect([...plain.headers.keys()].filter((h) => h.startsWith('x-ratelimit'))).toEqual([]);
 
     const o = await org(app, fake);
-    await adminOf(app).setOrganizationLimits(o.orgId, { rpm: 3, tpm: 100_000 });
+    await adminOf(app).setOrganizationLimits(o.orgId, { rpm: 3, tpm: 100_000 }, cliActor());
     const first = await o.call('POST', '/v1/responses', BODY);
     expect(first.status).toBe(200);
     expect(first.headers.get('x-ratelimit-limit-requests')).toBe('3');
@@ -157,8 +158,8 @@ describe('limits and budgets', () => {
 
   it('GET /v1/limits: the acting user and organization, their limits and consumption', async () => {
     const o = await org(app, fake);
-    await adminOf(app).setOrganizationLimits(o.orgId, { rpm: 10, daily_budget_usd: 5 });
-    await adminOf(app).setUserLimits(o.internalUserId, { tpm: 1000, monthly_budget_usd: 50 });
+    await adminOf(app).setOrganizationLimits(o.orgId, { rpm: 10, daily_budget_usd: 5 }, cliActor());
+    await adminOf(app).setUserLimits(o.internalUserId, { tpm: 1000, monthly_budget_usd: 50 }, cliActor());
     const before = await o.call('GET', '/v1/limits');
     expect(before.status).toBe(200);
     expect(before.body.organization.usage).toEqual({ requests_this_minute: 0, tokens_this_minute: null, cost_today_usd: 0, cost_this_month_usd: null });
@@ -198,8 +199,8 @@ describe('limits and budgets', () => {
   it('a new window starts afresh: the minute for rates, the UTC day for the daily budget', async () => {
     const rate = await org(app, fake);
     const budget = await org(app, fake);
-    await adminOf(app).setOrganizationLimits(rate.orgId, { rpm: 1 });
-    await adminOf(app).setUserLimits(budget.internalUserId, { daily_budget_usd: 1e-9 });
+    await adminOf(app).setOrganizationLimits(rate.orgId, { rpm: 1 }, cliActor());
+    await adminOf(app).setUserLimits(budget.internalUserId, { daily_budget_usd: 1e-9 }, cliActor());
     try {
       for (const o of [rate, budget]) expect((await o.call('POST', '/v1/responses', BODY)).status).toBe(200);
       expect429(await rate.call('POST', '/v1/responses', BODY), 'rate_limit_exceeded');
@@ -227,7 +228,7 @@ describe('limits and budgets', () => {
     const spent = (await o.call('GET', `/v1/requests/${first.headers.get('x-request-id')}`)).body.cost;
     expect(spent).toBeGreaterThan(0);
 
-    await adminOf(app).setOrganizationLimits(o.orgId, { daily_budget_usd: spent * 1.0001 });
+    await adminOf(app).setOrganizationLimits(o.orgId, { daily_budget_usd: spent * 1.0001 }, cliActor());
     expect((await o.call('GET', '/v1/limits')).body.organization.usage.cost_today_usd).toBeCloseTo(spent, 12);
 
     fake.enqueue({ kind: 'slow-stream', firstByteMs: 0, eventIntervalMs: 20 });
@@ -250,7 +251,7 @@ describe('limits and budgets', () => {
     const o = await org(app, fake);
     const ex = await o.call('POST', '/v1/responses', BODY);
     const spent = (await o.call('GET', `/v1/requests/${ex.headers.get('x-request-id')}`)).body.cost;
-    await adminOf(app).setUserLimits(o.internalUserId, { daily_budget_usd: spent * 1.0001 });
+    await adminOf(app).setUserLimits(o.internalUserId, { daily_budget_usd: spent * 1.0001 }, cliActor());
 
     const analysis = await o.call('POST', '/v1/analysis', { request_id: ex.headers.get('x-request-id'), config: { analysis_type: 'sentiment' } });
     expect(analysis.status).toBe(200);
@@ -264,7 +265,7 @@ describe('limits and budgets', () => {
 
   it('concurrent calls never pass the request limit (PostgreSQL counters)', async () => {
     const o = await org(app, fake);
-    await adminOf(app).setOrganizationLimits(o.orgId, { rpm: 4 });
+    await adminOf(app).setOrganizationLimits(o.orgId, { rpm: 4 }, cliActor());
     const results = await Promise.all(Array.from({ length: 12 }, () => o.call('POST', '/v1/responses', BODY)));
     expect(results.filter((r) => r.status === 200)).toHaveLength(4);
     expect(results.filter((r) => r.status === 429)).toHaveLength(8);
@@ -276,7 +277,7 @@ describe('limits and budgets', () => {
     try {
       limitsOf(second).clock = () => now;
       const o = await org(app, fake);
-      await adminOf(app).setOrganizationLimits(o.orgId, { rpm: 4 });
+      await adminOf(app).setOrganizationLimits(o.orgId, { rpm: 4 }, cliActor());
       const servers = [app, second];
       const results = await Promise.all(
         Array.from({ length: 10 }, (_, i) =>
@@ -309,7 +310,7 @@ describe('limits and budgets', () => {
         expect(s.app.get(LimitCountersService).current).toBe('redis');
       }
       const o = await org(a, fake);
-      await adminOf(a).setOrganizationLimits(o.orgId, { rpm: 3, tpm: 1_000_000 });
+      await adminOf(a).setOrganizationLimits(o.orgId, { rpm: 3, tpm: 1_000_000 }, cliActor());
       const results = await Promise.all(
         Array.from({ length: 9 }, (_, i) =>
           fetch(`${[a, b][i % 2].url}/v1/responses`, {
@@ -356,7 +357,7 @@ describe('limits and budgets', () => {
       const counters = s.app.get(LimitCountersService);
       expect(counters.current).toBe('redis');
       const o = await org(s, fake);
-      await adminOf(s).setOrganizationLimits(o.orgId, { rpm: 3 });
+      await adminOf(s).setOrganizationLimits(o.orgId, { rpm: 3 }, cliActor());
       const call = () =>
         fetch(`${s.url}/v1/responses`, {
           method: 'POST',

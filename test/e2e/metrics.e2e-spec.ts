@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { cliActor } from '../../src/audit/audit-actor';
 import { LimitsAdminService } from '../../src/limits/limits-admin.service';
 import { MetricsService } from '../../src/metrics/metrics.service';
 import { createTestApp, TestApp } from '../support/create-test-app';
@@ -110,7 +111,7 @@ describe('GET /metrics', () => {
     fake.enqueue({ kind: 'status', status: 503 });
     expect((await o.call('POST', '/v1/chat/completions', { model: 'gpt-4o', messages: [{ role: 'user', content: 'hi' }] })).status).toBe(200);
     const user = await createUser(app, o.orgId, `limited-${randomUUID()}`);
-    await app.app.get(LimitsAdminService).setUserLimits(user.id, { rpm: 1 });
+    await app.app.get(LimitsAdminService).setUserLimits(user.id, { rpm: 1 }, cliActor());
     const limited = (body: unknown) => api(app, o.token, user.external_id)('POST', '/v1/responses', body);
     expect((await limited({ model: 'gpt-4o-mini', input: 'one' })).status).toBe(200);
     expect((await limited({ model: 'gpt-4o-mini', input: 'two' })).status).toBe(429);

@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { cliActor } from '../../src/audit/audit-actor';
 import { TokensService } from '../../src/auth/tokens.service';
 import { KeysService } from '../../src/keys/keys.service';
 import { createTestApp, type TestApp } from '../support/create-test-app';
@@ -94,7 +95,7 @@ describe.skipIf(!process.env.DATABASE_URL)('several server processes on one data
     // every server has resolved (and cached) the key
     expect((await Promise.all(servers.map(models))).map((r) => r.status)).toEqual([200, 200, 200]);
 
-    await servers[1].app.get(KeysService).revoke(key.id);
+    await servers[1].app.get(KeysService).revoke(key.id, cliActor());
     expect(await untilAll(1000, 403, models)).toEqual([403, 403, 403]);
     const refused = await models(servers[2]);
     expect(refused.body.error).toMatchObject({ type: 'permission_error', code: 'no_api_key' });
@@ -105,7 +106,7 @@ describe.skipIf(!process.env.DATABASE_URL)('several server processes on one data
     const personas = (s: TestApp) => api(s, org.token, 'tokens@example.com')('GET', '/v1/personas');
     expect((await Promise.all(servers.map(personas))).map((r) => r.status)).toEqual([200, 200, 200]);
 
-    await servers[2].app.get(TokensService).revoke(org.jti);
+    await servers[2].app.get(TokensService).revoke(org.jti, cliActor());
     expect(await untilAll(1000, 401, personas)).toEqual([401, 401, 401]);
   });
 });

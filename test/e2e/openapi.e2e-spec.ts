@@ -166,7 +166,8 @@ describe('the OpenAPI document', () => {
   });
 
   it('every example works when sent, and every answer fits its schema', { timeout: 60_000 }, async () => {
-    const org = await createOrg(app);
+    // every scope, so that every route answers
+    const org = await createOrg(app, { tokenScope: 'proxy read manage admin' });
     const externalId = `openapi-user-${Date.now()}@example.com`;
     await createUser(app, org.orgId, externalId);
     await createKey(app, org.orgId, 'sk-openapi-org-key-3333', { baseUrl: fake.url });

@@ -1,5 +1,6 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { cliActor } from '../../src/audit/audit-actor';
 import { LimitsAdminService } from '../../src/limits/limits-admin.service';
 import { createTestApp, TestApp } from '../support/create-test-app';
 import { FakeUpstream, startFakeUpstream } from '../support/fake-upstream';
@@ -238,7 +239,7 @@ describe('proxy streams: SSE by the specification, usage always counted, whole c
     for (const [name, spend] of shapes) {
       it(name, async () => {
         const b = await proxyOrg(app, fake.url, `sk-budget-${randomUUID()}`);
-        await app.app.get(LimitsAdminService).setOrganizationLimits(b.orgId, { daily_budget_usd: 1e-9 });
+        await app.app.get(LimitsAdminService).setOrganizationLimits(b.orgId, { daily_budget_usd: 1e-9 }, cliActor());
         await spend(b);
         await waitFor(async () => (await b.call('GET', '/v1/limits')).body.organization.usage.cost_today_usd > 0, 5000, 'the call to be counted');
         const next = await b.call('POST', '/v1/responses', { model: 'gpt-4o-mini', input: 'more' });

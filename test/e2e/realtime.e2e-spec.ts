@@ -4,6 +4,7 @@ import * as net from 'node:net';
 import { OpenAIRealtimeWS } from 'openai/realtime/ws';
 import WebSocket from 'ws';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { cliActor } from '../../src/audit/audit-actor';
 import { LimitsAdminService } from '../../src/limits/limits-admin.service';
 import { LimitsService } from '../../src/limits/limits.service';
 import { RealtimeGateway } from '../../src/realtime/realtime-gateway';
@@ -231,7 +232,7 @@ describe('realtime: GET /v1/realtime relayed as a WebSocket', () => {
     limits.clock = () => now;
     try {
       const o = await proxyOrg(app, fake.url);
-      await app.app.get(LimitsAdminService).setOrganizationLimits(o.orgId, { rpm: 1 });
+      await app.app.get(LimitsAdminService).setOrganizationLimits(o.orgId, { rpm: 1 }, cliActor());
       const first = await open(app, `/v1/realtime?model=${MODEL}`, auth(o));
       expect(first.headers['x-ratelimit-remaining-requests']).toBe('0');
       const second = await upgrade(app, `/v1/realtime?model=${MODEL}`, auth(o));

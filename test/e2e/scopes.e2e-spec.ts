@@ -8,6 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { IS_PUBLIC } from '../../src/auth/public.decorator';
 import { REQUIRED_SCOPE, SCOPE_EXTENSION } from '../../src/auth/require-scope.decorator';
 import type { Scope } from '../../src/auth/scopes';
+import { cliActor } from '../../src/audit/audit-actor';
 import { TokensService } from '../../src/auth/tokens.service';
 import { OPENAI_ROUTES } from '../../src/relay/openai-route-list';
 import { createTestApp, TEST_JWT_SECRET, TestApp } from '../support/create-test-app';
@@ -50,6 +51,7 @@ const NEST_ROUTES: Record<string, Scope | 'public'> = {
   'GET /v1/analytics/personas/:id': 'read',
   'GET /v1/analytics/usage': 'read',
   'GET /v1/limits': 'read',
+  'GET /v1/audit': 'admin',
 };
 
 /** The token variants: each scope alone, and a token without a scope claim (the defaults). */
@@ -104,7 +106,7 @@ describe('token scopes: every route × every scope', () => {
     app = await createTestApp({ OPENAI_BASE_URL: fake.url });
     org = await proxyOrg(app, fake.url);
     const issue = app.app.get(TokensService);
-    for (const set of SCOPE_SETS) tokens.set(set.name, (await issue.create({ orgId: org.orgId, scope: set.scope })).token);
+    for (const set of SCOPE_SETS) tokens.set(set.name, (await issue.create({ orgId: org.orgId, scope: set.scope }, cliActor())).token);
   });
   afterAll(async () => {
     await app?.close();

@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { cliActor } from '../../src/audit/audit-actor';
 import { OrganizationsService } from '../../src/auth/organizations.service';
 import { TokensService } from '../../src/auth/tokens.service';
 import { UsersService } from '../../src/auth/users.service';
@@ -13,14 +14,14 @@ export interface TestOrg {
 }
 
 /** A fresh organization (unique name) with a token; every test makes its own, so tests never depend on each other. */
-export async function createOrg(app: RunningServer, opts: { name?: string; tokenUserId?: string } = {}): Promise<TestOrg> {
-  const org = await app.app.get(OrganizationsService).create(opts.name ?? `org-${randomUUID()}`);
-  const { token, jti } = await app.app.get(TokensService).create({ orgId: org.id, userId: opts.tokenUserId });
+export async function createOrg(app: RunningServer, opts: { name?: string; tokenUserId?: string; tokenScope?: string } = {}): Promise<TestOrg> {
+  const org = await app.app.get(OrganizationsService).create(opts.name ?? `org-${randomUUID()}`, cliActor());
+  const { token, jti } = await app.app.get(TokensService).create({ orgId: org.id, userId: opts.tokenUserId, scope: opts.tokenScope }, cliActor());
   return { orgId: org.id, name: org.name, token, jti };
 }
 
 export async function createUser(app: RunningServer, orgId: string, externalId = `user-${randomUUID()}@example.com`) {
-  return app.app.get(UsersService).create(orgId, externalId);
+  return app.app.get(UsersService).create(orgId, externalId, undefined, cliActor());
 }
 
 export async function createKey(
@@ -29,11 +30,11 @@ export async function createKey(
   apiKey: string,
   opts: { userId?: string; label?: string; baseUrl?: string } = {},
 ) {
-  return app.app.get(KeysService).create({ orgId, apiKey, ...opts });
+  return app.app.get(KeysService).create({ orgId, apiKey, ...opts }, cliActor());
 }
 
-export async function createToken(app: RunningServer, orgId: string, opts: { userId?: string; expiresIn?: string } = {}) {
-  return app.app.get(TokensService).create({ orgId, ...opts });
+export async function createToken(app: RunningServer, orgId: string, opts: { userId?: string; expiresIn?: string; scope?: string } = {}) {
+  return app.app.get(TokensService).create({ orgId, ...opts }, cliActor());
 }
 
 /** fetch against the app with the token and X-User-ID filled in. */

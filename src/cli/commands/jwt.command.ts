@@ -1,4 +1,5 @@
 import { Command, Option, SubCommand } from 'nest-commander';
+import { cliActor } from '../../audit/audit-actor';
 import { IssuedTokensService, IssuedTokenView } from '../../auth/issued-tokens.service';
 import { DEFAULT_SCOPES, SCOPES } from '../../auth/scopes';
 import { TokensService } from '../../auth/tokens.service';
@@ -51,13 +52,10 @@ export class JwtCreateCommand extends AdminCommand<JwtCreateOptions> {
   }
 
   async run(_params: string[], options: JwtCreateOptions): Promise<void> {
-    const issued = await this.tokens.create({
-      orgId: options.orgId,
-      orgName: options.orgName,
-      userId: options.userId,
-      expiresIn: options.expiresIn,
-      scope: options.scope,
-    });
+    const issued = await this.tokens.create(
+      { orgId: options.orgId, orgName: options.orgName, userId: options.userId, expiresIn: options.expiresIn, scope: options.scope },
+      cliActor(),
+    );
     // the bare token alone, so that TOKEN=$(openai-proxy jwt create …) works
     this.print(options, issued, () => issued.token);
   }
@@ -70,7 +68,7 @@ export class JwtRevokeCommand extends AdminCommand {
   }
 
   async run([jti]: string[], options: JsonOption): Promise<void> {
-    const result = await this.tokens.revoke(jti);
+    const result = await this.tokens.revoke(jti, cliActor());
     this.print(options, result, () => `Revoked token ${result.jti}; running servers refuse it within seconds.`);
   }
 }

@@ -1,5 +1,6 @@
 import { Command, Option, SubCommand } from 'nest-commander';
 import { readFileSync } from 'node:fs';
+import { cliActor } from '../../audit/audit-actor';
 import { KeysService, KeyView } from '../../keys/keys.service';
 import { AdminCommand, JsonOption, masked, record, table } from '../admin-command';
 import { CommandGroup } from '../command-group';
@@ -40,7 +41,7 @@ export class KeyCreateCommand extends AdminCommand<KeyCreateOptions> {
   async run([orgId, apiKey]: string[], options: KeyCreateOptions): Promise<void> {
     // '-' keeps the key out of the shell history and the process list
     const secret = apiKey === '-' ? readFileSync(0, 'utf8').trim() : apiKey;
-    const key = await this.keys.create({ orgId, apiKey: secret, userId: options.userId, label: options.label, baseUrl: options.baseUrl });
+    const key = await this.keys.create({ orgId, apiKey: secret, userId: options.userId, label: options.label, baseUrl: options.baseUrl }, cliActor());
     this.print(options, key, () =>
       record(`Stored ${key.scope} key ${masked(key.last4)}`, [
         ['id', key.id],
@@ -78,7 +79,7 @@ export class KeyRevokeCommand extends AdminCommand {
   }
 
   async run([keyId]: string[], options: JsonOption): Promise<void> {
-    const key = await this.keys.revoke(keyId);
+    const key = await this.keys.revoke(keyId, cliActor());
     this.print(options, key, () => `Revoked key ${masked(key.last4)} (${key.id}); running servers stop using it within seconds.`);
   }
 }
@@ -93,7 +94,7 @@ export class KeyRotateMasterCommand extends AdminCommand {
   }
 
   async run(_params: string[], options: JsonOption): Promise<void> {
-    const result = await this.keys.rotateMaster();
+    const result = await this.keys.rotateMaster(cliActor());
     this.print(
       options,
       result,

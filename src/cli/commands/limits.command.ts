@@ -1,4 +1,5 @@
 import { Option, SubCommand } from 'nest-commander';
+import { cliActor } from '../../audit/audit-actor';
 import { LimitOptionValues, parseLimitOptions } from '../../limits/limit-options';
 import type { LimitValues } from '../../limits/limit-definitions';
 import { LimitsAdminService, LimitUsage } from '../../limits/limits-admin.service';
@@ -58,7 +59,7 @@ export class OrgLimitsCommand extends LimitsOptionsCommand {
   }
 
   async run([orgId]: string[], options: LimitsOptions): Promise<void> {
-    const org = await this.limits.setOrganizationLimits(orgId, parseLimitOptions(options));
+    const org = await this.limits.setOrganizationLimits(orgId, parseLimitOptions(options), cliActor());
     this.print(options, org, () => record(`Limits of organization '${org.name}' (${org.id})`, limitLines(org.limits, org.usage, this.pricing)));
   }
 }
@@ -77,7 +78,7 @@ export class UserLimitsCommand extends LimitsOptionsCommand {
   }
 
   async run([userId]: string[], options: LimitsOptions): Promise<void> {
-    const user = await this.limits.setUserLimits(userId, parseLimitOptions(options));
+    const user = await this.limits.setUserLimits(userId, parseLimitOptions(options), cliActor());
     this.print(options, user, () => record(`Limits of user '${user.external_id}' (${user.id})`, limitLines(user.limits, user.usage, this.pricing)));
   }
 }

@@ -1,4 +1,5 @@
 import { Command, SubCommand } from 'nest-commander';
+import { cliActor } from '../../audit/audit-actor';
 import { OrganizationsService, OrganizationView } from '../../auth/organizations.service';
 import { AdminCommand, JsonOption, record, table } from '../admin-command';
 import { CommandGroup } from '../command-group';
@@ -13,7 +14,7 @@ export class OrgCreateCommand extends AdminCommand {
   }
 
   async run([name]: string[], options: JsonOption): Promise<void> {
-    const org = await this.orgs.create(name);
+    const org = await this.orgs.create(name, cliActor());
     this.print(options, org, () => record(`Created organization '${org.name}'`, [['id', org.id]]));
   }
 }
@@ -39,7 +40,7 @@ export class OrgDisableCommand extends AdminCommand {
   }
 
   async run([orgId]: string[], options: JsonOption): Promise<void> {
-    const org = await this.orgs.disable(orgId);
+    const org = await this.orgs.disable(orgId, cliActor());
     this.print(options, org, () => `Disabled organization '${org.name}' (${org.id}); its tokens are refused from now on.`);
   }
 }
@@ -51,7 +52,7 @@ export class OrgEnableCommand extends AdminCommand {
   }
 
   async run([orgId]: string[], options: JsonOption): Promise<void> {
-    const org = await this.orgs.enable(orgId);
+    const org = await this.orgs.enable(orgId, cliActor());
     this.print(options, org, () => `Enabled organization '${org.name}' (${org.id}); its tokens are accepted again.`);
   }
 }

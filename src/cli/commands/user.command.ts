@@ -1,4 +1,5 @@
 import { Command, Option, SubCommand } from 'nest-commander';
+import { cliActor } from '../../audit/audit-actor';
 import { UsersService } from '../../auth/users.service';
 import { AdminCommand, JsonOption, record, table } from '../admin-command';
 import { CommandGroup } from '../command-group';
@@ -24,7 +25,7 @@ export class UserCreateCommand extends AdminCommand<UserCreateOptions> {
   }
 
   async run([orgId, externalId]: string[], options: UserCreateOptions): Promise<void> {
-    const user = await this.users.create(orgId, externalId, options.name);
+    const user = await this.users.create(orgId, externalId, options.name, cliActor());
     this.print(options, user, () =>
       record(`Created user '${user.external_id}'`, [
         ['id', user.id],
@@ -62,7 +63,7 @@ export class UserDeleteCommand extends AdminCommand {
   }
 
   async run([orgId, userRef]: string[], options: JsonOption): Promise<void> {
-    const user = await this.users.delete(orgId, userRef);
+    const user = await this.users.delete(orgId, userRef, cliActor());
     const keys = user.deleted_keys === 1 ? '1 upstream key' : `${user.deleted_keys} upstream keys`;
     this.print(options, user, () => `Deleted user '${user.external_id}' (${user.id}) with ${keys} and its limits; its exchanges and ratings stay.`);
   }
