@@ -19,8 +19,6 @@ import { KeyScrubber, scrubUpstreamText, upstreamErrorAnswer, upstreamFailure } 
 import { estimateUsage } from './usage-estimate';
 import { backoff, RETRYABLE_STATUS, retryAfterMs } from '../upstream/retry';
 
-export { retryAfterMs };
-
 const PATHS: Record<ProxyEndpoint, string> = { responses: '/responses', 'chat.completions': '/chat/completions' };
 
 /** What a proxied call uses, given to it explicitly. */

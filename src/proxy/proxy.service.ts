@@ -17,8 +17,6 @@ import { lacksStreamUsage, readProxyBody, readSessionHeader, withoutPersona, wit
 import { UpstreamClient } from '../upstream/upstream-client';
 import { ObjectOwners } from '../relay/object-owners';
 
-export { retryAfterMs } from './proxied-call';
-
 const ROUTE_TEMPLATES: Record<ProxyEndpoint, string> = { responses: '/v1/responses', 'chat.completions': '/v1/chat/completions' };
 
 /** The conversation a Responses call joins (`conversation`: an id, or an object with one). */
