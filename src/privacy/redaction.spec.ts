@@ -12,6 +12,7 @@ const POSITIVES: [string, string, string][] = [
   ['email', '<first_last-99@sub.domain.io>', '<[EMAIL_1]>'],
   ['email', 'mailto:o\'brien@example.org, thanks', "mailto:[EMAIL_1], thanks"],
   ['email', 'josé.müller@bücher.de', '[EMAIL_1]'],
+  ['email', 'upload alice@example.com.txt and bob@mail.example.org.pdf', 'upload [EMAIL_1].txt and [EMAIL_2].pdf'],
   // phone numbers, international formats and the default country's
   ['phone', 'call +44 20 7946 0958 now', 'call [PHONE_1] now'],
   ['phone', 'US: (415) 555-2671', 'US: [PHONE_1]'],
@@ -20,6 +21,7 @@ const POSITIVES: [string, string, string][] = [
   ['phone', 'mobile +91 98765 43210', 'mobile [PHONE_1]'],
   ['phone', '+1-202-555-0173', '[PHONE_1]'],
   ['phone', 'Tokyo +81 3-3224-9999', 'Tokyo [PHONE_1]'],
+  ['phone', 'me (+44 20 7946 0958) or (415) 555-2671', 'me ([PHONE_1]) or [PHONE_2]'],
   // payment cards (Luhn-valid, with a network's prefix), plain, spaced, dashed
   ['card', 'Visa 4111 1111 1111 1111', 'Visa [CARD_1]'],
   ['card', 'visa:4012888888881881', 'visa:[CARD_1]'],

@@ -158,7 +158,26 @@ function findIps(text: string, out: Found[]): void {
 
 function findPhones(text: string, out: Found[]): void {
   for (const m of findNumbers(text, { defaultCountry: 'US', v2: true })) {
-    out.push({ kind: 'PHONE', start: m.startsAt, end: m.endsAt, key: m.number.number });
+    let start = m.startsAt;
+    let end = m.endsAt;
+    // a number written in parentheses, `(+44 20 7946 0958)`: the parentheses are the text's, not the number's
+    const span = text.slice(start, end);
+    if (span.startsWith('(') && !span.includes(')')) start++;
+    if (span.endsWith(')') && !span.includes('(')) end--;
+    out.push({ kind: 'PHONE', start, end, key: m.number.number });
+  }
+}
+
+/** `name@example.com.txt` is a file named after an address: the extension is not part of it */
+const FILE_EXTENSION = /\.(?:txt|pdf|csv|tsv|jsonl?|xml|html?|md|log|docx?|xlsx?|pptx?|odt|rtf|png|jpe?g|gif|webp|svg|zip|gz|tar|mp3|mp4|wav|m4a|ogg|webm|eml|msg|vcf)$/i;
+
+function findEmails(text: string, out: Found[]): void {
+  for (const m of text.matchAll(EMAIL)) {
+    let value = m[0];
+    const ext = FILE_EXTENSION.exec(value);
+    // only when what is left still has a dotted domain
+    if (ext && value.slice(value.indexOf('@'), ext.index).includes('.')) value = value.slice(0, ext.index);
+    out.push({ kind: 'EMAIL', start: m.index, end: m.index + value.length, key: value.toLowerCase() });
   }
 }
 
@@ -177,9 +196,7 @@ export function findPersonalData(text: string): Found[] {
   const found: Found[] = [];
   if (text.length < 7) return found;
   for (const m of text.matchAll(SECRET)) found.push({ kind: 'SECRET', start: m.index, end: m.index + m[0].length, key: m[0] });
-  if (text.includes('@')) {
-    for (const m of text.matchAll(EMAIL)) found.push({ kind: 'EMAIL', start: m.index, end: m.index + m[0].length, key: m[0].toLowerCase() });
-  }
+  if (text.includes('@')) findEmails(text, found);
   findIps(text, found);
   if (digitCount(text, 7)) {
     findIbans(text, found);
