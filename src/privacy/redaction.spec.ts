@@ -45,6 +45,8 @@ const POSITIVES: [string, string, string][] = [
   ['ip', 'link fe80::1%eth0', 'link [IP_1]'],
   ['ip', '::ffff:10.0.0.1', '[IP_1]'],
   ['ip', '2001:0db8:0000:0000:0000:ff00:0042:8329', '[IP_1]'],
+  // a bare dotted quad cannot be told from an address: replaced, erring on the side of privacy (`v1.2.3.4` survives)
+  ['ip', 'build 1.2.3.4', 'build [IP_1]'],
   // secrets shaped like keys, and JWTs
   ['secret', 'key sk-abcdefghijklmnopqrstuvwxyz012345', 'key [SECRET_1]'],
   ['secret', 'OPENAI_API_KEY=sk-proj-Ab3dEf6hIj9kLmN0pQrStUvWxYz_12-34567890abcdef', 'OPENAI_API_KEY=[SECRET_1]'],

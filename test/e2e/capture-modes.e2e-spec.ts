@@ -249,6 +249,48 @@ describe('capture modes: what is stored of an exchange (full, redacted, metadata
     });
   });
 
+  describe('background responses completed after the call', () => {
+    /** creates one, then retrieves it until it has ended: the client always gets the response as the upstream has it */
+    async function runBackground(client: OpenAI) {
+      fake.background = { pollsBeforeDone: 1, outcome: 'completed' };
+      const { data, response } = await client.responses.create({ model: 'gpt-4o-mini', input: SENT, background: true }).withResponse();
+      expect(data.status).toBe('queued');
+      let got = await client.responses.retrieve(data.id);
+      for (let i = 0; i < 5 && got.status !== 'completed'; i++) got = await client.responses.retrieve(data.id);
+      expect(got.status).toBe('completed');
+      expect(got.output_text).toBe(`Echo: ${SENT}`);
+      return { id: data.id, requestId: response.headers.get('x-request-id')! };
+    }
+
+    it('redacted: the ended response is stored with the placeholders its request got; a retrieve is answered as it is', async () => {
+      const o = await org('full');
+      const client = lowered(o, 'redacted');
+      const made = await runBackground(client);
+      await pollRequest(o.call, made.requestId, (r) => r.status === 'completed');
+      const r = await stored(made.requestId, o);
+      expect(r.capture_mode).toBe('redacted');
+      expectNoPii(r);
+      expect(JSON.parse(r.request_body!).input).toBe(REDACTED);
+      expect(r.output_text).toBe(`Echo: ${REDACTED}`);
+      expect(Number(r.output_tokens)).toBeGreaterThan(0);
+      // not from the (redacted) record: from upstream, as it is
+      const again = await client.responses.retrieve(made.id);
+      expect(again.output_text).toBe(`Echo: ${SENT}`);
+    });
+
+    it('metadata: the ended response stores no body and no text; a retrieve still answers it', async () => {
+      const o = await org('full');
+      const client = lowered(o, 'metadata');
+      const made = await runBackground(client);
+      await pollRequest(o.call, made.requestId, (r) => r.status === 'completed');
+      const r = await stored(made.requestId, o);
+      expect(r).toMatchObject({ capture_mode: 'metadata', request_body: null, response_body: null, output_text: null, response_id: made.id });
+      expect(Number(r.output_tokens)).toBeGreaterThan(0);
+      const again = await client.responses.retrieve(made.id);
+      expect(again.output_text).toBe(`Echo: ${SENT}`);
+    });
+  });
+
   describe('X-Capture-Mode lowers the mode per request, never raises it', () => {
     it('an organization in full: redacted and metadata per request; full stays full', async () => {
       const o = await org('full');
