@@ -207,7 +207,15 @@ export function findPersonalData(text: string): Found[] {
   // higher priority first, then the longer; a find overlapping one already taken is dropped
   found.sort((a, b) => PRIORITY.indexOf(a.kind) - PRIORITY.indexOf(b.kind) || b.end - b.start - (a.end - a.start) || a.start - b.start);
   const taken: Found[] = [];
-  for (const f of found) if (!taken.some((t) => f.start < t.end && t.start < f.end)) taken.push(f);
+  // the characters already taken (finds are short: checking their span is linear in the text overall)
+  const used = new Uint8Array(text.length);
+  for (const f of found) {
+    let free = true;
+    for (let i = f.start; i < f.end && free; i++) if (used[i]) free = false;
+    if (!free) continue;
+    used.fill(1, f.start, f.end);
+    taken.push(f);
+  }
   return taken.sort((a, b) => a.start - b.start);
 }
 
