@@ -1,10 +1,11 @@
 import OpenAI, { toFile } from 'openai';
+import WebSocket from 'ws';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { cliActor } from '../../src/audit/audit-actor';
 import { OrganizationsService } from '../../src/auth/organizations.service';
 import { createTestApp, TestApp } from '../support/create-test-app';
 import { FakeUpstream, startFakeUpstream } from '../support/fake-upstream';
-import { pollRequest, proxyOrg, ProxyTestOrg } from '../support/proxy-test-helpers';
+import { pollRequest, proxyOrg, ProxyTestOrg, waitFor } from '../support/proxy-test-helpers';
 
 /** personal data of every kind the redacted mode replaces */
 const PII = {
@@ -288,6 +289,49 @@ describe('capture modes: what is stored of an exchange (full, redacted, metadata
       expect(Number(r.output_tokens)).toBeGreaterThan(0);
       const again = await client.responses.retrieve(made.id);
       expect(again.output_text).toBe(`Echo: ${SENT}`);
+    });
+  });
+
+  describe('realtime sessions', () => {
+    /** a raw upgrade: the open socket and the events it received, or the answer that refused it */
+    function connect(o: ProxyTestOrg, mode: string) {
+      const ws = new WebSocket(`${app.url.replace('http:', 'ws:')}/v1/realtime?model=gpt-realtime`, [], {
+        headers: { authorization: `Bearer ${o.token}`, 'x-user-id': o.userId, 'x-capture-mode': mode },
+        perMessageDeflate: false,
+      });
+      const events: any[] = [];
+      ws.on('message', (d: Buffer) => events.push(JSON.parse(d.toString())));
+      const upgraded = new Promise<{ requestId?: string; status?: number; body?: any }>((resolve, reject) => {
+        ws.once('upgrade', (res) => resolve({ requestId: res.headers['x-request-id'] as string }));
+        ws.once('unexpected-response', (_req, res) => {
+          let text = '';
+          res.on('data', (d: Buffer) => (text += d.toString()));
+          res.on('end', () => resolve({ status: res.statusCode, body: JSON.parse(text) }));
+        });
+        ws.once('error', reject);
+      });
+      return { ws, events, upgraded };
+    }
+
+    it('redacted: the session summary, the request and the transcripts are stored with placeholders; a raised mode is refused before the upgrade', async () => {
+      const o = await org('full');
+      const s = connect(o, 'redacted');
+      const { requestId } = await s.upgraded;
+      await new Promise((resolve) => (s.ws.readyState === WebSocket.OPEN ? resolve(null) : s.ws.once('open', resolve)));
+      s.ws.send(JSON.stringify({ type: 'conversation.item.create', item: { type: 'message', role: 'user', content: [{ type: 'input_text', text: SENT }] } }));
+      s.ws.send(JSON.stringify({ type: 'response.create' }));
+      await waitFor(() => s.events.some((e) => e.type === 'response.done'));
+      const text = s.events.filter((e) => e.type === 'response.output_text.delta').map((e) => e.delta).join('');
+      expect(text).toContain(PII.email);
+      s.ws.close();
+      const r = await stored(requestId!, o);
+      expect(r).toMatchObject({ status: 'completed', capture_mode: 'redacted' });
+      expectNoPii(r);
+      expect(r.output_text).toContain('[EMAIL_1]');
+      expect(Number(r.input_tokens)).toBeGreaterThan(0);
+
+      const refused = connect(o, 'everything');
+      expect(await refused.upgraded).toMatchObject({ status: 400, body: { error: { code: 'invalid_capture_mode', param: 'X-Capture-Mode' } } });
     });
   });
 
