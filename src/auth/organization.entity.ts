@@ -25,6 +25,10 @@ export class OrganizationEntity {
   @Column({ name: 'safety_identifier', type: 'boolean', default: false })
   safetyIdentifier: boolean;
 
+  /** a user's calls go on to the organization's keys when their own pool cannot serve them */
+  @Column({ name: 'key_fallback', type: 'boolean', default: false })
+  keyFallback: boolean;
+
   @CreateDateColumn({ name: 'created_at', type: 'timestamptz' })
   createdAt: Date;
 }

@@ -41,6 +41,10 @@ export class AppConfig {
   circuitCooldownMs: number;
   /** resolved upstream keys kept in memory, one per (organization, user); the least recently used go first */
   keyCacheSize: number;
+  /** the longest a rate-limited key rests (its Retry-After is capped to this) */
+  keyRestMaxMs: number;
+  /** how long a rate-limited key rests when the upstream gave no Retry-After */
+  keyRestDefaultMs: number;
   /** completed exchange records wait for the WAL flush (durable across a database crash) */
   recordSyncCommit: boolean;
   /**
@@ -190,6 +194,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
   c.circuitFailureThreshold = int(env, 'CIRCUIT_FAILURE_THRESHOLD', 10, 1, 100_000);
   c.circuitCooldownMs = int(env, 'CIRCUIT_COOLDOWN_MS', 30_000, 100);
   c.keyCacheSize = int(env, 'KEY_CACHE_SIZE', 50_000, 1);
+  c.keyRestMaxMs = int(env, 'KEY_REST_MAX_MS', 300_000, 0);
+  c.keyRestDefaultMs = int(env, 'KEY_REST_DEFAULT_MS', 10_000, 0);
   const sync = (env.RECORD_SYNC_COMMIT || 'on').toLowerCase();
   if (!['on', 'off', 'true', 'false', '1', '0'].includes(sync)) throw new ConfigError('RECORD_SYNC_COMMIT must be on or off');
   c.recordSyncCommit = ['on', 'true', '1'].includes(sync);

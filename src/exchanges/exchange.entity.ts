@@ -95,6 +95,10 @@ export class ExchangeEntity {
   @Column({ name: 'key_source', type: 'text', nullable: true })
   keySource: string | null;
 
+  /** keys of the pool tried before the one that served the call, and why each was left */
+  @Column({ name: 'key_attempts', type: 'jsonb', nullable: true })
+  keyAttempts: unknown;
+
   /** the server process that wrote the row; a pending row of a process that is gone is marked interrupted */
   @Column({ name: 'instance_id', type: 'text', nullable: true })
   instanceId: string | null;

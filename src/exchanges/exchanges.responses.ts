@@ -83,6 +83,13 @@ export class ExchangeResponse implements ExchangeView {
   @ApiProperty(nullable('string', 'user or organization', 'organization'))
   key_source!: string | null;
 
+  @ApiProperty({
+    nullable: true,
+    description: 'keys of the pool left before the one that served the call, and why (rate_limited, invalid, error)',
+    example: [{ key_id: '0b6f3c52-8a3e-4f4e-9d0c-1f3b5a7c9e21', outcome: 'rate_limited', status: 429 }],
+  })
+  key_attempts!: unknown;
+
   @ApiProperty(nullable('string', 'the HTTP method', 'POST'))
   method!: string | null;
 

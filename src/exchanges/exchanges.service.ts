@@ -34,6 +34,8 @@ export interface ExchangeView {
   time_to_first_byte_ms: number | null;
   key_id: string | null;
   key_source: string | null;
+  /** keys of the pool left before the one that served the call: `[{key_id, outcome, status}]` */
+  key_attempts: unknown;
   method: string | null;
   route: string | null;
   upstream_request_id: string | null;
@@ -83,6 +85,7 @@ export function toExchangeView(e: ExchangeEntity): ExchangeView {
     time_to_first_byte_ms: e.timeToFirstByteMs,
     key_id: e.keyId,
     key_source: e.keySource,
+    key_attempts: e.keyAttempts ?? null,
     method: e.method ?? null,
     route: e.route ?? null,
     upstream_request_id: e.upstreamRequestId ?? null,

@@ -1,6 +1,7 @@
 import { Injectable } from '@nestjs/common';
 import { InjectRepository } from '@nestjs/typeorm';
 import { IsNull, Repository } from 'typeorm';
+import { OrganizationEntity } from '../auth/organization.entity';
 import { AppException } from '../common/app-exception';
 import { Cache } from '../common/cache';
 import { JsonLogger } from '../common/logger';
@@ -8,42 +9,103 @@ import { AppConfig } from '../config/app-config';
 import { ChangeFeedService } from '../database/change-feed.service';
 import { ApiKeyEntity } from './api-key.entity';
 import { KeyCryptoService } from './key-crypto.service';
-import { KeyResolver, ResolvedKey } from './key-resolver';
+import { KeyHealth } from './key-health.service';
+import { orderPool, servesModel } from './key-pool';
+import { KeyResolver, PoolQuery, ResolvedKey } from './key-resolver';
+
+/** The keys a user's calls may use, as loaded: their own, the organization's, and whether to fall back to those. */
+interface Pools {
+  user: ResolvedKey[];
+  organization: ResolvedKey[];
+  fallback: boolean;
+}
 
 /**
- * Key resolution with the decrypted result cached per (organization, user), at most KEY_CACHE_SIZE of them (least
- * recently used dropped first); a created or revoked key drops the organization's entries in every process through
- * the change feed.
+ * Key resolution with the decrypted pools cached per (organization, user), at most KEY_CACHE_SIZE of them (least
+ * recently used dropped first); a created, revoked, rested or invalidated key, and an organization change, drop
+ * the organization's entries in every process through the change feed. Choosing among the cached keys reads
+ * nothing: no database round trip per call.
  */
 @Injectable()
 export class CachedKeyResolver extends KeyResolver {
-  /** "orgId\nuserId" → the key that user's calls use */
-  private readonly cache: Cache<ResolvedKey | null>;
+  /** "orgId\nuserId" → the pools that user's calls use */
+  private readonly cache: Cache<Pools>;
+  private readonly single: Cache<ResolvedKey | null>;
 
   constructor(
     @InjectRepository(ApiKeyEntity) private readonly keys: Repository<ApiKeyEntity>,
+    @InjectRepository(OrganizationEntity) private readonly orgs: Repository<OrganizationEntity>,
     private readonly crypto: KeyCryptoService,
     private readonly config: AppConfig,
     private readonly logger: JsonLogger,
+    private readonly health: KeyHealth,
     changes: ChangeFeedService,
   ) {
     super();
     this.cache = new Cache({ max: config.keyCacheSize });
-    const dropOrganization = (orgId: string) => this.cache.deleteWhere((key) => key.startsWith(`${orgId}\n`));
+    this.single = new Cache({ max: config.keyCacheSize });
+    const dropOrganization = (orgId: string) => {
+      const mine = (key: string) => key.startsWith(`${orgId}\n`);
+      this.cache.deleteWhere(mine);
+      this.single.deleteWhere(mine);
+    };
     changes.on('key', dropOrganization);
     changes.on('org', dropOrganization);
+    health.onSettled(dropOrganization);
   }
 
-  async resolve(acting: { orgId: string; userId: string }): Promise<ResolvedKey> {
-    const resolved = await this.cache.get(`${acting.orgId}\n${acting.userId}`, () => this.load(acting.orgId, acting.userId));
-    if (!resolved) {
-      throw new AppException('no_api_key', 'No upstream API key is configured for this user or organization');
+  async candidates(acting: { orgId: string; userId: string }, query: PoolQuery = {}): Promise<ResolvedKey[]> {
+    const pools = await this.cache.get(`${acting.orgId}\n${acting.userId}`, () => this.load(acting.orgId, acting.userId));
+    const now = Date.now();
+    const user = this.usableOf(pools.user, now);
+    const keys = user.length ? (pools.fallback ? [...user, ...this.usableOf(pools.organization, now)] : user) : this.usableOf(pools.organization, now);
+    if (!keys.length) {
+      const refused = pools.user.length + pools.organization.length > 0;
+      throw new AppException(
+        'no_api_key',
+        refused
+          ? 'Every upstream API key of this user or organization was refused by the upstream (invalid); enable or replace one'
+          : 'No upstream API key is configured for this user or organization',
+      );
     }
-    return resolved;
+    const serving = query.model == null ? keys : keys.filter((k) => servesModel(k, query.model));
+    if (!serving.length) {
+      throw new AppException('not_found', `The model '${query.model}' is not served by any upstream key of this user or organization`, {
+        type: 'invalid_request_error',
+        code: 'model_not_found',
+        param: 'model',
+      });
+    }
+    if (serving.length === 1) return serving;
+    // with fallback, the user's pool is tried before the organization's
+    return orderPool(serving, query.sessionId, now, user.length > 0 && pools.fallback);
+  }
+
+  async usable(acting: { orgId: string; userId: string }): Promise<ResolvedKey[]> {
+    const pools = await this.cache.get(`${acting.orgId}\n${acting.userId}`, () => this.load(acting.orgId, acting.userId));
+    const now = Date.now();
+    const user = this.usableOf(pools.user, now);
+    return user.length ? (pools.fallback ? [...user, ...this.usableOf(pools.organization, now)] : user) : this.usableOf(pools.organization, now);
+  }
+
+  /** Active keys (not invalid), with what this process knows of their rest beyond the cached row. */
+  private usableOf(keys: ResolvedKey[], now: number): ResolvedKey[] {
+    let out: ResolvedKey[] | null = null;
+    for (let i = 0; i < keys.length; i++) {
+      const k = keys[i];
+      const rest = this.health.restUntil(k.keyId);
+      const drop = k.state === 'invalid' || this.health.isInvalid(k.keyId);
+      const rested = rest !== null && rest > (k.restUntil ?? 0) && rest > now;
+      if (!drop && !rested && !out) continue;
+      out ??= keys.slice(0, i);
+      if (drop) continue;
+      out.push(rested ? { ...k, restUntil: rest } : k);
+    }
+    return out ?? keys;
   }
 
   async byId(orgId: string, keyId: string): Promise<ResolvedKey | null> {
-    return this.cache.get(`${orgId}\nkey:${keyId}`, async () => {
+    return this.single.get(`${orgId}\nkey:${keyId}`, async () => {
       const key = await this.keys.findOne({ where: { id: keyId, organizationId: orgId, revokedAt: IsNull() } });
       return key ? this.decrypted(key) : null;
     });
@@ -57,6 +119,12 @@ export class CachedKeyResolver extends KeyResolver {
         apiKey: plaintext,
         baseUrl: key.baseUrl ?? this.config.openaiBaseUrl,
         source: key.userId ? 'user' : 'organization',
+        orgId: key.organizationId,
+        models: key.models?.length ? key.models : null,
+        weight: key.weight ?? 1,
+        priority: key.priority ?? 0,
+        state: key.state ?? 'active',
+        restUntil: key.restUntil ? key.restUntil.getTime() : null,
       };
     } catch (err) {
       this.logger.write('error', 'stored upstream key cannot be decrypted; skipped', { key_id: key.id, err });
@@ -64,15 +132,21 @@ export class CachedKeyResolver extends KeyResolver {
     }
   }
 
-  private async load(orgId: string, userId: string): Promise<ResolvedKey | null> {
-    const candidates = [
-      ...(await this.keys.find({ where: { organizationId: orgId, userId, revokedAt: IsNull() }, order: { createdAt: 'DESC' } })),
-      ...(await this.keys.find({ where: { organizationId: orgId, userId: IsNull(), revokedAt: IsNull() }, order: { createdAt: 'DESC' } })),
-    ];
-    for (const key of candidates) {
-      const resolved = this.decrypted(key);
-      if (resolved) return resolved;
+  private decryptAll(rows: ApiKeyEntity[]): ResolvedKey[] {
+    const out: ResolvedKey[] = [];
+    for (const row of rows) {
+      const k = this.decrypted(row);
+      if (k) out.push(k);
     }
-    return null;
+    return out;
+  }
+
+  private async load(orgId: string, userId: string): Promise<Pools> {
+    const [user, organization, org] = await Promise.all([
+      this.keys.find({ where: { organizationId: orgId, userId, revokedAt: IsNull() }, order: { createdAt: 'DESC' } }),
+      this.keys.find({ where: { organizationId: orgId, userId: IsNull(), revokedAt: IsNull() }, order: { createdAt: 'DESC' } }),
+      this.orgs.findOne({ where: { id: orgId }, select: { id: true, keyFallback: true } }),
+    ]);
+    return { user: this.decryptAll(user), organization: this.decryptAll(organization), fallback: org?.keyFallback === true };
   }
 }

@@ -6,12 +6,13 @@ import { UserEntity } from '../auth/user.entity';
 import { ApiKeyEntity } from './api-key.entity';
 import { CachedKeyResolver } from './cached-key-resolver';
 import { KeyCryptoService } from './key-crypto.service';
+import { KeyHealth } from './key-health.service';
 import { KeyResolver } from './key-resolver';
 import { KeysService } from './keys.service';
 
 @Module({
   imports: [AuditModule, TypeOrmModule.forFeature([ApiKeyEntity, OrganizationEntity, UserEntity])],
-  providers: [KeyCryptoService, KeysService, { provide: KeyResolver, useClass: CachedKeyResolver }],
-  exports: [KeysService, KeyResolver, KeyCryptoService],
+  providers: [KeyCryptoService, KeysService, KeyHealth, { provide: KeyResolver, useClass: CachedKeyResolver }],
+  exports: [KeysService, KeyResolver, KeyCryptoService, KeyHealth],
 })
 export class KeysModule {}

@@ -58,6 +58,9 @@ const MAX_MODEL_MEMO = 1000;
  * so its size in bytes, not only in entries, must be bounded (1,000 names of 9 MB would be 9 GB).
  */
 export const MAX_MODEL_NAME_LENGTH = 256;
+/** upstream keys given a label value of their own (an id prefix); the rest share 'other' */
+const MAX_KEY_LABELS = 200;
+export type KeyEvent = 'served' | 'rate_limited' | 'invalid' | 'error' | 'failover';
 const HTTP_METHODS = new Set(['GET', 'POST', 'PUT', 'PATCH', 'DELETE', 'HEAD', 'OPTIONS']);
 
 interface PgPoolLike {
@@ -86,6 +89,9 @@ export class MetricsService {
   private readonly cost: Counter<'model' | 'source'>;
   private readonly retries: Counter<'route'>;
   private readonly refusals: Counter<'kind' | 'scope'>;
+  private readonly keyEvents: Counter<'key' | 'event'>;
+  /** key id prefixes given their own label value so far (bounded: later keys are 'other') */
+  private readonly keyLabels = new Set<string>();
 
   private readonly modelMemo = new Map<string, string>();
   private readonly children = new Map<object, Map<string, unknown>>();
@@ -110,6 +116,12 @@ export class MetricsService {
       help: 'Time to answer an HTTP request (until the last byte), by method and route template',
       labelNames: ['method', 'route'],
       buckets: LATENCY_BUCKETS,
+      registers,
+    });
+    this.keyEvents = new Counter({
+      name: 'openai_proxy_upstream_key_events_total',
+      help: `Upstream key events by key (the first 8 characters of its id; 'other' beyond ${MAX_KEY_LABELS} keys) and event (served, rate_limited, invalid, error, failover)`,
+      labelNames: ['key', 'event'],
       registers,
     });
     this.proxied = new Counter({
@@ -236,6 +248,16 @@ export class MetricsService {
   retry(route: string): void {
     const r = ROUTES.has(route) ? route : 'other';
     this.cached(this.retries, r, () => ({ route: r })).inc();
+  }
+
+  /** What happened with one upstream key of a pool: it served a call, was rate limited, refused (invalid), failed, or was left for another. */
+  keyEvent(keyId: string, event: KeyEvent): void {
+    let key = keyId.slice(0, 8);
+    if (!this.keyLabels.has(key)) {
+      if (this.keyLabels.size >= MAX_KEY_LABELS) key = 'other';
+      else this.keyLabels.add(key);
+    }
+    this.cached(this.keyEvents, `${key} ${event}`, () => ({ key, event })).inc();
   }
 
   limitRefusal(kind: 'requests' | 'tokens' | 'daily_budget' | 'monthly_budget', scope: 'organization' | 'user'): void {

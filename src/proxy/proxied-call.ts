@@ -3,8 +3,9 @@ import { AppException } from '../common/app-exception';
 import { BodyTooLarge, readBounded } from '../common/read-bounded';
 import type { ProxiedRequest } from '../common/request-context';
 import { AppConfig } from '../config/app-config';
-import type { ExchangeOutcome, ExchangeStatus } from '../exchanges/recorder/exchange-record';
+import type { ExchangeOutcome, ExchangeStatus, KeyAttempt } from '../exchanges/recorder/exchange-record';
 import type { RecordHandle } from '../exchanges/recorder/record-handle';
+import type { KeyHealth } from '../keys/key-health.service';
 import type { ResolvedKey } from '../keys/key-resolver';
 import type { Admission, LimitsService } from '../limits/limits.service';
 import type { MetricsService } from '../metrics/metrics.service';
@@ -30,6 +31,8 @@ export interface CallServices {
   readonly limits: LimitsService;
   readonly metrics: MetricsService;
   readonly config: AppConfig;
+  /** rests a rate-limited key, invalidates a refused one */
+  readonly health: Pick<KeyHealth, 'rest' | 'invalidate'>;
 }
 
 function parseJson(text: string): unknown {
@@ -49,7 +52,12 @@ export class ProxiedCall implements RelayedCall {
   /** OpenAI's own request id for the call */
   private upstreamRequestId: string | null = null;
   /** takes the call's key out of whatever the upstream sends */
-  readonly scrubber: KeyScrubber;
+  scrubber: KeyScrubber;
+  /** the key being tried: the pool's first, then the next one each time a key is left before the first byte */
+  private key: ResolvedKey;
+  private nextCandidate = 1;
+  /** the keys left, and why */
+  private readonly keyAttempts: KeyAttempt[] = [];
 
   constructor(
     private readonly services: CallServices,
@@ -57,7 +65,8 @@ export class ProxiedCall implements RelayedCall {
     private readonly fields: ProxyBodyFields,
     private readonly req: ProxiedRequest,
     readonly res: ServerResponse,
-    private readonly key: ResolvedKey,
+    /** the pool's keys in the order they are tried (one alone: an object's own key) */
+    private readonly candidates: readonly ResolvedKey[],
     private readonly sessionId: string,
     private readonly payload: Buffer | string,
     /** the call's record, open since before the upstream is called */
@@ -66,7 +75,8 @@ export class ProxiedCall implements RelayedCall {
     /** the proxy asked a chat stream for usage the client did not ask for */
     readonly usageUnrequested = false,
   ) {
-    this.scrubber = new KeyScrubber(key.apiKey);
+    this.key = candidates[0];
+    this.scrubber = new KeyScrubber(this.key.apiKey);
     res.once('close', () => {
       if (!res.writableFinished) {
         this.gone = true;
@@ -105,6 +115,12 @@ export class ProxiedCall implements RelayedCall {
       } catch (err) {
         if (this.clientGone) return void (await this.finish('client_aborted', { upstreamStatus: null }));
         const exc = upstreamFailure(err);
+        // a key whose circuit is open is passed over for the next one of the pool
+        if (exc.options.code === 'circuit_open' && this.failover('error', null)) {
+          attempt = -1;
+          continue;
+        }
+        if (exc.kind !== 'service_unavailable') this.services.metrics.keyEvent(this.key.keyId, 'error');
         if (exc.kind === 'upstream_error' && attempt < config.upstreamMaxRetries) {
           this.services.metrics.retry(this.endpoint);
           await this.backoff(attempt, null);
@@ -123,8 +139,22 @@ export class ProxiedCall implements RelayedCall {
       // is read drops what it had buffered and never emits again. The pending row is awaited by finish() and,
       // for a stream, before its first byte is relayed.
 
+      if ((status === 429 && this.nextCandidate < this.candidates.length) || status === 401) {
+        // before the first byte: a rate-limited key rests, a refused one is invalid; the call goes on with the next key
+        const { text, body } = await this.readErrorBody(up);
+        const reason = errorReason(status, body);
+        if (status === 429) void this.services.health.rest(this.key, retryAfterMs(up.headers), reason);
+        else void this.services.health.invalidate(this.key, reason);
+        if (this.failover(status === 429 ? 'rate_limited' : 'invalid', status)) {
+          attempt = -1;
+          continue;
+        }
+        return this.fail(upstreamErrorAnswer(status, text), 'failed', status, body);
+      }
       if (RETRYABLE_STATUS.has(status)) {
         const wait = retryAfterMs(up.headers);
+        if (status === 429) void this.services.health.rest(this.key, wait, errorReason(429, null));
+        else this.services.metrics.keyEvent(this.key.keyId, 'error');
         const overCap = wait !== null && wait > config.retryAfterCapMs;
         if (!overCap && attempt < config.upstreamMaxRetries) {
           await up.body.dump().catch(() => undefined);
@@ -149,6 +179,17 @@ export class ProxiedCall implements RelayedCall {
       if (contentType.includes('text/event-stream')) return this.relayStream(up);
       return this.relayJson(up);
     }
+  }
+
+  /** Leaves the current key for the pool's next one (false: none left). */
+  private failover(outcome: KeyAttempt['outcome'], status: number | null): boolean {
+    if (this.nextCandidate >= this.candidates.length || this.gone) return false;
+    this.keyAttempts.push({ key_id: this.key.keyId, outcome, status });
+    this.services.metrics.keyEvent(this.key.keyId, 'failover');
+    this.key = this.candidates[this.nextCandidate++];
+    this.scrubber = new KeyScrubber(this.key.apiKey);
+    this.res.setHeader('X-Key-Source', this.key.source);
+    return true;
   }
 
   private backoff(attempt: number, retryAfter: number | null): Promise<void> {
@@ -212,6 +253,9 @@ export class ProxiedCall implements RelayedCall {
       latencyMs: performance.now() - this.req.startedAt,
       timeToFirstByteMs: this.ttfb,
       upstreamRequestId: this.upstreamRequestId,
+      keyAttempts: this.keyAttempts.length ? this.keyAttempts : null,
+      // the key that served the call, when it is not the one the pending row names
+      late: this.keyAttempts.length ? { keyId: this.key.keyId, keySource: this.key.source } : undefined,
     };
     // settled whether or not the record can be written (upstream was paid either way); never throws
     const settled = limits.settle(this.admission, { tokens: usage ? (usage.total ?? (usage.input ?? 0) + (usage.output ?? 0)) : null, cost });
@@ -221,6 +265,7 @@ export class ProxiedCall implements RelayedCall {
     if (!committed && this.record.unrecorded) return false;
     // counted before the answer leaves, so the client's next call already sees these tokens and this cost
     await settled;
+    if (status === 'completed') metrics.keyEvent(this.key.keyId, 'served');
     metrics.observeExchange({
       route: this.endpoint,
       status,
@@ -293,6 +338,13 @@ export class ProxiedCall implements RelayedCall {
     const { config } = this.services;
     return new StreamRelay(this, up, { maxBodyBytes: config.upstreamMaxBodyBytes, streamIdleTimeoutMs: config.streamIdleTimeoutMs }).run();
   }
+}
+
+/** Why a key was left: the upstream's status and error code or message (the key scrubbed out already). */
+function errorReason(status: number, body: unknown): string {
+  const error = body && typeof body === 'object' ? (body as { error?: { code?: unknown; message?: unknown } }).error : undefined;
+  const detail = typeof error?.code === 'string' ? error.code : typeof error?.message === 'string' ? error.message : null;
+  return detail ? `${status} ${detail}` : `${status} ${status === 429 ? 'rate limited' : status === 401 ? 'unauthorized' : 'error'}`;
 }
 
 /** What the answer says beyond tokens that changes its price: the service tier it ran on, tool calls billed per call. */

@@ -5,6 +5,7 @@ import type { ProxiedRequest } from '../common/request-context';
 import { AppConfig } from '../config/app-config';
 import { ExchangeRecorder } from '../exchanges/recorder/exchange-recorder.service';
 import type { RecordHandle } from '../exchanges/recorder/record-handle';
+import { KeyHealth } from '../keys/key-health.service';
 import { KeyResolver } from '../keys/key-resolver';
 import { LimitsService } from '../limits/limits.service';
 import { MetricsService } from '../metrics/metrics.service';
@@ -45,8 +46,9 @@ export class ProxyService {
     private readonly limits: LimitsService,
     metrics: MetricsService,
     private readonly owners: ObjectOwners,
+    health: KeyHealth,
   ) {
-    this.services = { upstream, pricing, exchanges, limits, metrics, config };
+    this.services = { upstream, pricing, exchanges, limits, metrics, config, health };
   }
 
   async forward(endpoint: ProxyEndpoint, req: ProxiedRequest, res: ServerResponse): Promise<void> {
@@ -60,13 +62,16 @@ export class ProxyService {
     const conversation = conversationOf(fields.body);
     const refs = fields.previousResponseId ? [fields.previousResponseId] : [];
     if (conversation) refs.push(conversation);
-    const key = refs.length ? (await this.owners.keyFor(acting, refs)).key : await this.keys.resolve(acting);
     // a conversation is one session; so is a chain of responses
     const sessionId =
       sessionHeader ??
       (fields.previousResponseId ? await this.exchanges.sessionOfResponse(acting.orgId, fields.previousResponseId) : null) ??
       conversation ??
       newSessionId();
+    // an object's key wins over the pool; otherwise the pool's keys serving the model, the session's first
+    const owned = refs.length ? await this.owners.keyFor(acting, refs, { model: fields.model, sessionId }) : null;
+    const candidates = owned?.owned && owned.key.keyId === owned.owned.keyId ? [owned.key] : await this.keys.candidates(acting, { model: fields.model, sessionId });
+    const key = candidates[0];
     res.setHeader('X-Session-ID', sessionId);
     res.setHeader('X-Key-Source', key.source);
     // a chat stream is asked for its usage even when the client did not (budgets and token limits count it)
@@ -111,7 +116,7 @@ export class ProxyService {
         throw err;
       }
     } else record = opened;
-    const call = new ProxiedCall(this.services, endpoint, fields, req, res, key, sessionId, payload, record, admission, askUsage);
+    const call = new ProxiedCall(this.services, endpoint, fields, req, res, candidates, sessionId, payload, record, admission, askUsage);
     try {
       await call.run();
     } catch (err) {

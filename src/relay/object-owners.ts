@@ -5,7 +5,7 @@ import { AppException } from '../common/app-exception';
 import { Cache } from '../common/cache';
 import type { ActingContext } from '../common/request-context';
 import { ExchangesRepository } from '../exchanges/exchanges.repository';
-import { KeyResolver, ResolvedKey } from '../keys/key-resolver';
+import { KeyResolver, PoolQuery, ResolvedKey } from '../keys/key-resolver';
 import { UpstreamObjectEntity } from './upstream-object.entity';
 
 /** Who made an upstream object through the proxy, and with which key. */
@@ -55,7 +55,7 @@ export class ObjectOwners {
    * The key for a call naming `ids` (path parameters first, then body references): the key that made the first
    * of them the proxy knows, else the caller's own resolution. 404 for an object the caller is not entitled to.
    */
-  async keyFor(acting: ActingContext, ids: readonly string[]): Promise<{ key: ResolvedKey; owned: ObjectOwner | null }> {
+  async keyFor(acting: ActingContext, ids: readonly string[], pool?: PoolQuery): Promise<{ key: ResolvedKey; owned: ObjectOwner | null }> {
     let owned: ObjectOwner | null = null;
     for (const id of ids) {
       const owner = await this.ownerOf(id);
@@ -66,7 +66,7 @@ export class ObjectOwners {
       owned ??= owner;
     }
     // the key that made it, while it is active; a revoked one gives way to the caller's own resolution
-    const key = (owned?.keyId ? await this.keys.byId(acting.orgId, owned.keyId) : null) ?? (await this.keys.resolve(acting));
+    const key = (owned?.keyId ? await this.keys.byId(acting.orgId, owned.keyId) : null) ?? (await this.keys.resolve(acting, pool));
     return { key, owned };
   }
 

@@ -76,9 +76,10 @@ export class RelayService {
     const pathIds = Object.entries(params)
       .filter(([name]) => !NOT_OBJECTS.has(name))
       .map(([, v]) => v);
-    const { key } = await this.owners.keyFor(acting, [...pathIds, ...referencedIds(fields)]);
-
     const model = typeof fields?.model === 'string' ? fields.model : null;
+    // otherwise the caller's pool, by the model the call names
+    const { key } = await this.owners.keyFor(acting, [...pathIds, ...referencedIds(fields)], { model });
+
     const conversation = params.conversation_id ?? (typeof fields?.conversation === 'string' ? fields.conversation : null);
     const sessionId = readSessionHeader(req.headers['x-session-id']) ?? conversation ?? newSessionId();
     res.setHeader('X-Session-ID', sessionId);

@@ -6,6 +6,8 @@ import { join } from 'node:path';
 import { DataSource } from 'typeorm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestApp, TEST_JWT_SECRET, TestApp } from '../support/create-test-app';
+import { cliActor } from '../../src/audit/audit-actor';
+import { KeysService } from '../../src/keys/keys.service';
 import { api, createKey, createOrg, createUser } from '../support/factories';
 import { FakeUpstream, startFakeUpstream } from '../support/fake-upstream';
 import { cliEnvFor, CliResult, runCli } from '../support/run-cli';
@@ -76,12 +78,21 @@ describe('secrets: a canary upstream key never leaves the proxy', () => {
       status: 401,
       body: { error: { message: `Incorrect API key provided: ${canary}. You can find your API key at https://platform.openai.com/account/api-keys.`, type: 'invalid_request_error', code: 'invalid_api_key' } },
     });
+    // a refused key is marked invalid (its last error stored, scrubbed); enabled again for the next route
+    const keyId: string = created.json.id;
+    const revive = async () => {
+      const keys = app.app.get(KeysService);
+      for (let i = 0; i < 100 && (await keys.list(org.orgId)).find((k) => k.id === keyId)?.state !== 'invalid'; i++) await new Promise((r) => setTimeout(r, 20));
+      await keys.enable(keyId, cliActor());
+    };
     fake.enqueue(echo());
     const refused = await proxied('/v1/responses', { model: 'gpt-4o-mini', input: 'refused' });
     expect(refused.status).toBe(502);
     expect(refused.body.error.code).toBe('upstream_auth_failed');
+    await revive();
     fake.enqueue(echo());
     expect((await proxied('/v1/chat/completions', { model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'hi' }], stream: true })).status).toBe(502);
+    await revive();
     fake.enqueue(echo());
     expect((await record(await call('GET', '/v1/models'))).status).toBe(502);
     // a 5xx that echoes it too (retried once, then passed on)

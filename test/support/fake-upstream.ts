@@ -79,6 +79,10 @@ export interface FakeUpstream {
   enqueue(...faults: Fault[]): void;
   /** a fault applied to every request until cleared (after the queue is empty) */
   setDefaultFault(fault: Fault | undefined): void;
+  /** faults applied to every request made with one API key (before the queue), until deleted */
+  keyFaults: Map<string, Fault>;
+  /** what GET /v1/models lists (mutable; reset() restores the default list) */
+  models: { id: string; object: string; created: number; owned_by: string }[];
   /** default pacing/size of streams (mutable; read at request time) */
   options: FakeUpstreamOptions;
   /** answer json_schema structured-output requests with this value instead of the generated one */
@@ -1119,6 +1123,8 @@ export async function startFakeUpstream(opts: Partial<FakeUpstreamOptions> = {})
     backgroundResponses: new Map(),
     background: { ...DEFAULT_BACKGROUND },
     realtime: attachFakeRealtime(server),
+    keyFaults: new Map(),
+    models: [...MODELS],
     enqueue(...faults: Fault[]) {
       queue.push(...faults);
     },
@@ -1133,6 +1139,8 @@ export async function startFakeUpstream(opts: Partial<FakeUpstreamOptions> = {})
       fake.backgroundResponses.clear();
       fake.background = { ...DEFAULT_BACKGROUND };
       fake.realtime.reset();
+      fake.keyFaults.clear();
+      fake.models = [...MODELS];
     },
     close() {
       if (!closing) {
@@ -1228,7 +1236,10 @@ export async function startFakeUpstream(opts: Partial<FakeUpstreamOptions> = {})
     }
 
     // faults: queued one-shot, else default, else none
-    const fault: Fault | undefined = route === 'model' || route === 'response' || route === 'cancel' ? undefined : queue.length > 0 ? queue.shift() : defaultFault;
+    const bearer = /^Bearer\s+(\S+)/i.exec(String(req.headers.authorization ?? ''))?.[1];
+    const keyFault = bearer !== undefined ? fake.keyFaults.get(bearer) : undefined;
+    const fault: Fault | undefined =
+      keyFault ?? (route === 'model' || route === 'response' || route === 'cancel' ? undefined : queue.length > 0 ? queue.shift() : defaultFault);
     if (fault) {
       switch (fault.kind) {
         case 'status': {
@@ -1311,7 +1322,7 @@ export async function startFakeUpstream(opts: Partial<FakeUpstreamOptions> = {})
     }
 
     if (route === 'models') {
-      await sendJsonPaced(ctx, 200, { object: 'list', data: MODELS });
+      await sendJsonPaced(ctx, 200, { object: 'list', data: fake.models });
       return;
     }
     if (route === 'response' || route === 'cancel') {

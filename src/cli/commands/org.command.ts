@@ -7,6 +7,7 @@ import { AdminCommand, JsonOption, record, table } from '../admin-command';
 import { CommandGroup } from '../command-group';
 import { OrgLimitsCommand, OrgShowCommand } from './limits.command';
 import { privacyLines } from './privacy-lines';
+import { OrgFallbackCommand } from './key.command';
 
 const status = (o: OrganizationView) => (o.disabled ? 'disabled' : 'active');
 
@@ -141,6 +142,7 @@ export class OrgSafetyIdCommand extends AdminCommand {
     OrgCaptureCommand,
     OrgRetentionCommand,
     OrgSafetyIdCommand,
+    OrgFallbackCommand,
   ],
 })
 export class OrgCommand extends CommandGroup {}

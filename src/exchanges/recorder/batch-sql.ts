@@ -78,6 +78,7 @@ const UPDATE_FIELDS: [string, Cast][] = [
   ['response_content_type', 'text'],
   ['response_bytes', 'int8'],
   ['body_truncated', 'boolean'],
+  ['key_attempts', 'jsonb'],
 ];
 /** an inserted row: the pending fields, then the outcome's (status first; null while pending) */
 const OUTCOME_FIELDS = UPDATE_FIELDS.slice(1);
@@ -89,6 +90,8 @@ const INSERT_ROW: [string, Cast][] = [...INSERT_FIELDS, ...OUTCOME_FIELDS];
 const LATE_FIELDS: [string, Cast][] = [
   ['model', 'text'],
   ['request_body', 'jsonb'],
+  ['key_id', 'uuid'],
+  ['key_source', 'text'],
 ];
 const UPDATE_ROW: [string, Cast][] = [...UPDATE_FIELDS, ...LATE_FIELDS];
 // Postgres allows 65535 parameters per statement
@@ -189,6 +192,7 @@ function outcomeValues(r: ExchangeOutcome, completedAt: Date): unknown[] {
     r.responseContentType ?? null,
     r.responseBytes ?? null,
     r.bodyTruncated ?? null,
+    r.keyAttempts ?? null,
   ];
 }
 
@@ -209,7 +213,15 @@ export function batchQuery(inserts: BatchInsert[], updates: BatchUpdate[], insta
     }
     // a row written whole carries what its outcome learned late
     const late = item.outcome?.late;
-    const r = late ? { ...item.row, model: late.model ?? item.row.model, requestBody: late.requestBody ?? item.row.requestBody } : item.row;
+    const r = late
+      ? {
+          ...item.row,
+          model: late.model ?? item.row.model,
+          requestBody: late.requestBody ?? item.row.requestBody,
+          keyId: late.keyId ?? item.row.keyId,
+          keySource: late.keySource ?? item.row.keySource,
+        }
+      : item.row;
     const degrade = item.degrade ?? 0;
     pushValues(
       params,
@@ -253,7 +265,7 @@ export function batchQuery(inserts: BatchInsert[], updates: BatchUpdate[], insta
     params.push(item.row.id);
     pushValues(params, OUTCOME_FIELDS, outcomeValues(item.row, item.completedAt), item.degrade ?? 0);
     const late = item.row.late;
-    pushValues(params, LATE_FIELDS, [late?.model ?? null, late?.requestBody ?? null], item.degrade ?? 0);
+    pushValues(params, LATE_FIELDS, [late?.model ?? null, late?.requestBody ?? null, late?.keyId ?? null, late?.keySource ?? null], item.degrade ?? 0);
   }
   const idempotent = inserts.some((item) => item.again);
   const text = batchSql(insertRows, updateRows, idempotent);

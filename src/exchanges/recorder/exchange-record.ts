@@ -49,6 +49,13 @@ export interface PendingExchange {
   capture?: ExchangeCapture;
 }
 
+/** A key of the pool left before the first byte, and why: rate limited (429), invalid (401), or failing (open circuit). */
+export interface KeyAttempt {
+  key_id: string;
+  outcome: 'rate_limited' | 'invalid' | 'error';
+  status: number | null;
+}
+
 /** How the exchange ended. */
 export interface ExchangeOutcome {
   id: string;
@@ -75,7 +82,9 @@ export interface ExchangeOutcome {
   /** a stored body was cut at RECORD_BODY_MAX */
   bodyTruncated?: boolean | null;
   /** what the pending row could not know yet (a multipart upload's model and fields, read while it streamed) */
-  late?: { model?: string | null; requestBody?: string | null };
+  late?: { model?: string | null; requestBody?: string | null; keyId?: string; keySource?: string };
+  /** keys of the pool left before the one that served the call */
+  keyAttempts?: KeyAttempt[] | null;
 }
 
 /** The error stored with a call whose answer was withheld because its record could not be written. */
