@@ -45,6 +45,8 @@ export class AppConfig {
   keyRestMaxMs: number;
   /** how long a rate-limited key rests when the upstream gave no Retry-After */
   keyRestDefaultMs: number;
+  /** GET /v1/models: how long an upstream's model list is answered with before it is fetched again (0: every time) */
+  modelsCacheMs: number;
   /** completed exchange records wait for the WAL flush (durable across a database crash) */
   recordSyncCommit: boolean;
   /**
@@ -196,6 +198,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
   c.keyCacheSize = int(env, 'KEY_CACHE_SIZE', 50_000, 1);
   c.keyRestMaxMs = int(env, 'KEY_REST_MAX_MS', 300_000, 0);
   c.keyRestDefaultMs = int(env, 'KEY_REST_DEFAULT_MS', 10_000, 0);
+  c.modelsCacheMs = int(env, 'MODELS_CACHE_MS', 60_000, 0);
   const sync = (env.RECORD_SYNC_COMMIT || 'on').toLowerCase();
   if (!['on', 'off', 'true', 'false', '1', '0'].includes(sync)) throw new ConfigError('RECORD_SYNC_COMMIT must be on or off');
   c.recordSyncCommit = ['on', 'true', '1'].includes(sync);

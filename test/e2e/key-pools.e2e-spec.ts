@@ -176,6 +176,28 @@ describe('key pools, routing and failover', () => {
     expect(llama.requests).toHaveLength(1);
   });
 
+  it('GET /v1/models is the union of what the usable keys serve, each upstream asked once while its list is fresh', async () => {
+    const org = await createOrg(app);
+    await addKey(org.orgId, 'sk-models-openai-001', { models: 'gpt-4o*' });
+    await addKey(org.orgId, 'sk-models-llama-0002', { baseUrl: llama.url });
+    const refused = await addKey(org.orgId, 'sk-models-refused-03', { baseUrl: llama.url });
+    await app.dataSource.query(`UPDATE api_keys SET state = 'invalid' WHERE id = $1`, [refused]);
+    llama.models = [
+      { id: 'llama-3.1-8b', object: 'model', created: 1, owned_by: 'local' },
+      { id: 'llama-3.1-70b', object: 'model', created: 1, owned_by: 'local' },
+    ];
+    const call = api(app, org.token, 'models@example.com');
+    const res = await call('GET', '/v1/models');
+    expect(res.status).toBe(200);
+    expect(res.body.object).toBe('list');
+    expect(res.body.data.map((m: { id: string }) => m.id).sort()).toEqual(['gpt-4o', 'gpt-4o-mini', 'llama-3.1-70b', 'llama-3.1-8b']);
+    // the invalid key is not asked
+    expect(llama.requests.map(keyOf)).toEqual(['sk-models-llama-0002']);
+    expect((await call('GET', '/v1/models')).status).toBe(200);
+    expect(fake.requests).toHaveLength(1);
+    expect(llama.requests).toHaveLength(1);
+  });
+
   it("falls back from the user's pool to the organization's only when the organization turns it on", async () => {
     const org = await createOrg(app);
     const user = await createUser(app, org.orgId, `fallback-${randomUUID()}@example.com`);

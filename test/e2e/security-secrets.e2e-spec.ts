@@ -33,7 +33,7 @@ describe('secrets: a canary upstream key never leaves the proxy', () => {
 
   beforeAll(async () => {
     fake = await startFakeUpstream();
-    app = await createTestApp({ OPENAI_BASE_URL: fake.url, LOG_LEVEL: 'debug', UPSTREAM_MAX_RETRIES: '1' });
+    app = await createTestApp({ OPENAI_BASE_URL: fake.url, LOG_LEVEL: 'debug', UPSTREAM_MAX_RETRIES: '1', MODELS_CACHE_MS: '0' });
   });
   afterAll(async () => {
     await app?.close();
