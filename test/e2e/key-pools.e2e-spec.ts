@@ -114,6 +114,24 @@ describe('key pools, routing and failover', () => {
     expect(next.body.error).toMatchObject({ code: 'no_api_key', message: expect.stringContaining('refused') });
   });
 
+  it('an object is reached with the key that made it, whatever the pool would choose: no failover away from it', async () => {
+    const org = await createOrg(app);
+    await addKey(org.orgId, 'sk-affinity-maker-001', { priority: 1 });
+    await addKey(org.orgId, 'sk-affinity-other-002');
+    const call = api(app, org.token, 'affinity@example.com');
+    const made = await ask(call);
+    expect(made.status).toBe(200);
+    fake.keyFaults.set('sk-affinity-maker-001', { kind: 'status', status: 429, retryAfter: '30' });
+    fake.requests.length = 0;
+    const next = await call('POST', '/v1/responses', { model: 'gpt-4o-mini', input: 'and then?', previous_response_id: made.body.id });
+    expect(next.status).toBe(429);
+    expect(fake.requests.map(keyOf)).toEqual(['sk-affinity-maker-001']);
+    // a call of its own goes on with the other key
+    fake.requests.length = 0;
+    expect((await ask(call)).status).toBe(200);
+    expect(fake.requests.map(keyOf)).toEqual(['sk-affinity-other-002']);
+  });
+
   it('a session stays on one key while it is healthy; sessions spread over the pool', async () => {
     const org = await createOrg(app);
     for (const n of ['1111', '2222', '3333']) await addKey(org.orgId, `sk-sticky-key-${n}`);
