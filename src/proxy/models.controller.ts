@@ -15,7 +15,7 @@ export class ModelsController {
   constructor(private readonly models: ModelsService) {}
 
   @Get()
-  @ApiOperation({ summary: 'List the upstream models (forwarded with the resolved key)' })
+  @ApiOperation({ summary: "List the models the caller's usable upstream keys serve (the union of their upstreams' lists, cached briefly)" })
   @ApiOkResponse({ type: ModelListObject, example: { object: 'list', data: [{ id: 'gpt-4o-mini', object: 'model', created: 1721172741, owned_by: 'system' }] } })
   @ApiResponse(apiError(403, 'No upstream API key is configured for this user or organization', 'permission_error', 'no_api_key', 'No upstream API key is configured for this user or organization'))
   @ApiResponse(apiError(502, 'The upstream could not be reached or closed the connection', 'upstream_error', 'upstream_error', 'The upstream could not be reached or closed the connection'))
