@@ -59,7 +59,8 @@ describe('authentication, identity and upstream keys', () => {
 
   beforeAll(async () => {
     fake = await startFakeUpstream();
-    app = await createTestApp({ OPENAI_BASE_URL: fake.url });
+    // every GET /v1/models goes upstream (the tests count which key was used)
+    app = await createTestApp({ OPENAI_BASE_URL: fake.url, MODELS_CACHE_MS: '0' });
     orgId = (await createOrg(app)).orgId;
     const disabled = await createOrg(app);
     disabledToken = disabled.token;

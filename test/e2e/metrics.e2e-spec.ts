@@ -165,6 +165,9 @@ describe('GET /metrics', () => {
       scope: /^(organization|user)$/,
       state: /^(closed|open|half_open|total|idle|waiting)$/,
       le: /^([0-9.e+-]+|\+Inf)$/,
+      // an upstream key by the first 8 characters of its id (never the key), bounded to a few hundred values
+      key: /^([0-9a-f]{8}|other)$/,
+      event: /^(served|rate_limited|invalid|error|failover)$/,
     };
     const known = new Set(['none', 'other', ...Object.keys((await import('../../src/pricing/prices.json')).default)]);
     for (const s of samples.filter((x) => x.name.startsWith('openai_proxy_'))) {
