@@ -6,10 +6,11 @@ import { newSessionId } from '../common/ids';
 import { BodyTooLarge, readBounded } from '../common/read-bounded';
 import type { ProxiedRequest } from '../common/request-context';
 import { AppConfig } from '../config/app-config';
-import type { ExchangeOutcome, ExchangeStatus } from '../exchanges/recorder/exchange-record';
+import type { ExchangeOutcome, ExchangeStatus, KeyAttempt } from '../exchanges/recorder/exchange-record';
 import { ExchangeRecorder } from '../exchanges/recorder/exchange-recorder.service';
 import type { RecordHandle } from '../exchanges/recorder/record-handle';
-import type { ResolvedKey } from '../keys/key-resolver';
+import { KeyHealth } from '../keys/key-health.service';
+import { KeyResolver, ResolvedKey } from '../keys/key-resolver';
 import { Admission, LimitsService } from '../limits/limits.service';
 import { MetricsService } from '../metrics/metrics.service';
 import { PricingService } from '../pricing/pricing.service';
@@ -61,6 +62,8 @@ export class RelayService {
     private readonly pricing: PricingService,
     private readonly metrics: MetricsService,
     private readonly config: AppConfig,
+    private readonly keys: KeyResolver,
+    private readonly health: KeyHealth,
   ) {}
 
   async relay(match: RouteMatch, req: ProxiedRequest, res: ServerResponse): Promise<void> {
@@ -78,10 +81,11 @@ export class RelayService {
       .map(([, v]) => v);
     const model = typeof fields?.model === 'string' ? fields.model : null;
     // otherwise the caller's pool, by the model the call names
-    const { key } = await this.owners.keyFor(acting, [...pathIds, ...referencedIds(fields)], { model });
-
     const conversation = params.conversation_id ?? (typeof fields?.conversation === 'string' ? fields.conversation : null);
     const sessionId = readSessionHeader(req.headers['x-session-id']) ?? conversation ?? newSessionId();
+    const { key, owned } = await this.owners.keyFor(acting, [...pathIds, ...referencedIds(fields)], { model, sessionId });
+    // a call naming an object keeps to the key that made it; any other may go on with the next key of the pool
+    const candidates = owned && owned.keyId === key.keyId ? [key] : await this.keys.candidates(acting, { model, sessionId });
     res.setHeader('X-Session-ID', sessionId);
     res.setHeader('X-Key-Source', key.source);
 
@@ -119,7 +123,7 @@ export class RelayService {
       if (body.kind === 'stream') body.stream.resume();
       throw err;
     }
-    const call = new RelayedCall(this, match, req, res, key, body, record, admission, requestTruncated);
+    const call = new RelayedCall(this, match, req, res, candidates, body, record, admission, requestTruncated);
     try {
       await call.run();
     } catch (err) {
@@ -130,7 +134,15 @@ export class RelayService {
 
   /** @internal what a relayed call uses */
   get services() {
-    return { owners: this.owners, upstream: this.upstream, limits: this.limits, pricing: this.pricing, metrics: this.metrics, config: this.config };
+    return {
+      owners: this.owners,
+      upstream: this.upstream,
+      limits: this.limits,
+      pricing: this.pricing,
+      metrics: this.metrics,
+      config: this.config,
+      health: this.health,
+    };
   }
 }
 
@@ -140,24 +152,39 @@ class RelayedCall {
   private gone = false;
   private ttfb: number | null = null;
   private upstreamRequestId: string | null = null;
+  /** the key being tried, and the keys of the pool left before it (with why) */
+  private key: ResolvedKey;
+  private nextCandidate = 1;
+  private readonly keyAttempts: KeyAttempt[] = [];
 
   constructor(
     private readonly relay: RelayService,
     private readonly match: RouteMatch,
     private readonly req: ProxiedRequest,
     private readonly res: ServerResponse,
-    private readonly key: ResolvedKey,
+    private readonly candidates: readonly ResolvedKey[],
     private readonly body: RelayBody,
     private readonly record: RecordHandle,
     private readonly admission: Admission,
     private readonly requestTruncated: boolean,
   ) {
+    this.key = candidates[0];
     res.once('close', () => {
       if (!res.writableFinished) {
         this.gone = true;
         this.abort.abort();
       }
     });
+  }
+
+  /** Leaves the current key for the pool's next one, when a repeat is safe (false: none left, or not safe). */
+  private failover(outcome: KeyAttempt['outcome'], status: number | null): boolean {
+    if (!this.retryable || this.nextCandidate >= this.candidates.length || this.gone) return false;
+    this.keyAttempts.push({ key_id: this.key.keyId, outcome, status });
+    this.relay.services.metrics.keyEvent(this.key.keyId, 'failover');
+    this.key = this.candidates[this.nextCandidate++];
+    this.res.setHeader('X-Key-Source', this.key.source);
+    return true;
   }
 
   /** A repeat is safe: a repeatable route or an Idempotency-Key, and a body held whole (a stream is sent once). */
@@ -203,6 +230,10 @@ class RelayedCall {
           return this.fail(new AppException('body_too_large', `The upload is larger than the configured limit (UPLOAD_LIMIT, ${config.uploadLimitBytes} bytes)`), 'failed', null);
         }
         const exc = upstreamFailure(err);
+        if (exc.options.code === 'circuit_open' && this.failover('error', null)) {
+          attempt = -1;
+          continue;
+        }
         if (exc.kind === 'upstream_error' && this.retryable && attempt < config.upstreamMaxRetries) {
           metrics.retry(route.endpoint);
           await this.backoff(attempt, null);
@@ -216,6 +247,23 @@ class RelayedCall {
       this.upstreamRequestId = typeof rid === 'string' ? rid.slice(0, 200) : null;
       if (this.upstreamRequestId) this.res.setHeader('X-Upstream-Request-ID', this.upstreamRequestId);
 
+      if (status === 401 || status === 429) {
+        // a refused key is invalid, a rate-limited one rests; a call safe to repeat goes on with the next key
+        const health = this.relay.services.health;
+        const canMove = this.retryable && this.nextCandidate < this.candidates.length;
+        if (status === 401 || canMove) {
+          const text = await this.readErrorText(up);
+          const reason = `${status} ${status === 401 ? 'unauthorized' : 'rate limited'}`;
+          if (status === 401) void health.invalidate(this.key, reason);
+          else void health.rest(this.key, retryAfterMs(up.headers), reason);
+          if (this.failover(status === 401 ? 'invalid' : 'rate_limited', status)) {
+            attempt = -1;
+            continue;
+          }
+          return this.fail(upstreamErrorAnswer(status, text), 'failed', status, parseJson(text) ?? null);
+        }
+        void health.rest(this.key, retryAfterMs(up.headers), '429 rate limited');
+      }
       if (RETRYABLE_STATUS.has(status) && this.retryable) {
         const wait = retryAfterMs(up.headers);
         if (!(wait !== null && wait > config.retryAfterCapMs) && attempt < config.upstreamMaxRetries) {
@@ -415,7 +463,10 @@ class RelayedCall {
       responseBytes: o.responseBytes ?? null,
       bodyTruncated: o.truncated || this.requestTruncated ? true : null,
       late: form ? { model: form.model, requestBody: JSON.stringify(form.body) } : model !== this.record.row.model ? { model } : undefined,
+      keyAttempts: this.keyAttempts.length ? this.keyAttempts : null,
     };
+    // the key that served the call, when it is not the one the pending row names
+    if (this.keyAttempts.length) outcome.late = { ...outcome.late, keyId: this.key.keyId, keySource: this.key.source };
     const settled = limits.settle(this.admission, billed && usage ? { tokens: usage.total ?? (usage.input ?? 0) + (usage.output ?? 0), cost } : null);
     const committed = await this.record.finish(outcome);
     if (!committed && this.record.unrecorded) return false;

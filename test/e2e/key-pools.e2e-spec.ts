@@ -132,6 +132,25 @@ describe('key pools, routing and failover', () => {
     expect(fake.requests.map(keyOf)).toEqual(['sk-affinity-other-002']);
   });
 
+  it('the generic relay fails over too (a model call safe to repeat), and routes by model', async () => {
+    const org = await createOrg(app);
+    const limited = await addKey(org.orgId, 'sk-relay-limited-001', { priority: 1, models: 'text-embedding-*' });
+    const good = await addKey(org.orgId, 'sk-relay-good-000002', { models: 'text-embedding-*' });
+    await addKey(org.orgId, 'sk-relay-llama-00003', { models: 'llama-*', baseUrl: llama.url });
+    fake.keyFaults.set('sk-relay-limited-001', { kind: 'status', status: 429, retryAfter: '5' });
+    const call = api(app, org.token, 'relay@example.com');
+    const res = await call('POST', '/v1/embeddings', { model: 'text-embedding-3-small', input: 'hello' });
+    expect(res.status).toBe(200);
+    expect(fake.requests.map(keyOf)).toEqual(['sk-relay-limited-001', 'sk-relay-good-000002']);
+    const rec = await call('GET', `/v1/requests/${res.headers.get('x-request-id')}`);
+    expect(rec.body).toMatchObject({ key_id: good, key_attempts: [{ key_id: limited, outcome: 'rate_limited', status: 429 }] });
+    expect((await call('POST', '/v1/embeddings', { model: 'llama-embed', input: 'hello' })).status).toBe(200);
+    expect(llama.requests.map(keyOf)).toEqual(['sk-relay-llama-00003']);
+    expect((await call('POST', '/v1/embeddings', { model: 'mistral-embed', input: 'hello' })).status).toBe(404);
+    expect(fake.requests).toHaveLength(2);
+    expect(llama.requests).toHaveLength(1);
+  });
+
   it('a session stays on one key while it is healthy; sessions spread over the pool', async () => {
     const org = await createOrg(app);
     for (const n of ['1111', '2222', '3333']) await addKey(org.orgId, `sk-sticky-key-${n}`);

@@ -74,7 +74,8 @@ export interface FakeOpenAiApiDeps {
   /** the fake's shared request log */
   requests: RecordedRequest[];
   /** the next queued (or default) fault */
-  nextFault(): Fault | undefined;
+  /** the fault for a request (made with this API key, if any) */
+  nextFault(apiKey?: string): Fault | undefined;
   options: FakeUpstreamOptions;
 }
 
@@ -2337,7 +2338,7 @@ export function createOpenAiApi(deps: FakeOpenAiApiDeps): FakeOpenAiApi {
     const max = deps.options.maxRecorded;
     if (typeof max === 'number' && max >= 0) while (deps.requests.length > max) deps.requests.shift();
 
-    const fault = deps.nextFault();
+    const fault = deps.nextFault(/^Bearer\s+(\S+)/i.exec(String(req.headers.authorization ?? ''))?.[1]);
     if (fault && (await applyFault(call, fault))) return;
     const failure = authFailure(req) ?? bodyError;
     if (failure) {

@@ -1155,7 +1155,7 @@ export async function startFakeUpstream(opts: Partial<FakeUpstreamOptions> = {})
     },
     api: undefined as unknown as FakeOpenAiApi,
   };
-  fake.api = createOpenAiApi({ requests: fake.requests, nextFault: () => (queue.length > 0 ? queue.shift() : defaultFault), options });
+  fake.api = createOpenAiApi({ requests: fake.requests, nextFault: (apiKey?: string) => (apiKey !== undefined ? fake.keyFaults.get(apiKey) : undefined) ?? (queue.length > 0 ? queue.shift() : defaultFault), options });
 
   server.on('connection', (socket: Socket) => {
     sockets.add(socket);
