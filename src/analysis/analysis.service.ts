@@ -356,7 +356,7 @@ export class AnalysisService {
    * the answering model) is added to `spent` as it arrives, so a failure still knows what was billed.
    */
   private async callModel(acting: ActingContext, def: AnalysisDefinition, transcript: string, spent: Spent): Promise<ParsedAnswer> {
-    const key = await this.keys.resolve({ orgId: acting.orgId, userId: acting.userId });
+    const key = await this.keys.resolve({ orgId: acting.orgId, userId: acting.userId }, { model: def.model });
     spent.key = key;
     const body = JSON.stringify({
       model: def.model,

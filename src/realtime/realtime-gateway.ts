@@ -176,7 +176,7 @@ export class RealtimeGateway implements BeforeApplicationShutdown {
     const problem = websocketProblem(req);
     if (problem) throw problem;
     const sessionId = readSessionHeader(req.headers['x-session-id']) ?? newSessionId();
-    const key = (call.key = await this.keys.resolve(acting));
+    const key = (call.key = await this.keys.resolve(acting, { model: handshake.model, sessionId }));
     const admission = (call.admission = await this.limits.admit(acting, { model: handshake.model, body: null, instructions: undefined }));
     try {
       const opened = this.recorder.open({
