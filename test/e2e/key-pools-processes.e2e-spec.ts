@@ -103,5 +103,22 @@ describe.skipIf(!process.env.DATABASE_URL)('key pools: CLI and several processes
     expect(lastFirst - markedAt).toBeLessThan(1000);
     const shown = (await cli('key', 'list', orgId)).json.data.find((k: { last4: string }) => k.last4 === '0001');
     expect(shown).toMatchObject({ state: 'invalid', last_error: expect.stringContaining('401') });
+
+    // a rest is shared the same way: rate limited here, the other process leaves the key too until its time
+    await cli('key', 'enable', shown.id);
+    await new Promise((r) => setTimeout(r, 1200));
+    fake.reset();
+    expect((await ask(there)).status).toBe(200);
+    expect(fake.requests.map(keyOf)).toEqual(['sk-shared-first-0001']);
+    fake.keyFaults.set('sk-shared-first-0001', { kind: 'status', status: 429, retryAfter: '30' });
+    expect((await ask(here)).status).toBe(200);
+    fake.keyFaults.clear();
+    await new Promise((r) => setTimeout(r, 1000));
+    fake.reset();
+    expect((await ask(there)).status).toBe(200);
+    expect(fake.requests.map(keyOf)).toEqual(['sk-shared-second-002']);
+    const rested = (await cli('key', 'show', shown.id)).json;
+    expect(rested).toMatchObject({ state: 'active', rest_until: expect.any(String), last_error: expect.stringContaining('429') });
+    expect(Date.parse(rested.rest_until) - Date.now()).toBeGreaterThan(20_000);
   });
 });
