@@ -2,6 +2,7 @@ import { AnalysisModule } from './analysis/analysis.module';
 import { AnalyticsModule } from './analytics/analytics.module';
 import { AuditModule } from './audit/audit.module';
 import { AuthModule } from './auth/auth.module';
+import { EndUsersModule } from './end-users/end-users.module';
 import { ExchangesModule } from './exchanges/exchanges.module';
 import { HealthModule } from './health/health.module';
 import { KeysModule } from './keys/keys.module';
@@ -33,4 +34,5 @@ export const FEATURE_MODULES = [
   AnalysisModule,
   MetricsModule,
   LimitsModule,
+  EndUsersModule,
 ];
