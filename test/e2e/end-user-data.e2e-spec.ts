@@ -210,6 +210,40 @@ describe("end users' data: export and erasure", () => {
     }
   }, 60_000);
 
+  it('exports a long history page by page (keyset on created_at and id, ties included), and erases earlier users of the same X-User-ID', async () => {
+    const org = await createOrg(app);
+    const admin = await createToken(app, org.orgId, { scope: 'admin' });
+    const externalId = `paged-${randomUUID()}`;
+    const first = await createUser(app, org.orgId, externalId);
+    // more than two pages, many rows sharing one timestamp; the first user was deleted (its exchanges stay) and the
+    // same X-User-ID came back as a new user
+    await app.dataSource.query(
+      `INSERT INTO exchanges (id, organization_id, user_id, external_user_id, session_id, endpoint, model, stream, status, request_body, created_at)
+       SELECT 'req_' || $4 || lpad(i::text, 6, '0'), $1, $2, $3, 'session_paged', 'responses', 'gpt-4o-mini', false, 'completed',
+              jsonb_build_object('input', 'row ' || i), timestamptz '2026-01-01T00:00:00Z' + ((i / 50) * interval '1 microsecond')
+         FROM generate_series(1, 450) AS i`,
+      [org.orgId, first.id, externalId, randomBytes(6).toString('hex')],
+    );
+    await app.dataSource.query('DELETE FROM users WHERE id = $1', [first.id]);
+    const second = await createUser(app, org.orgId, externalId);
+
+    const res = await fetch(`${app.url}/v1/users/${encodeURIComponent(externalId)}/export`, { headers: { authorization: `Bearer ${admin.token}`, 'x-user-id': 'operator' } });
+    const lines = (await res.text()).trimEnd().split('\n').map((l) => JSON.parse(l));
+    const ids = lines.filter((l) => l.type === 'exchange').map((l) => l.id);
+    expect(ids).toHaveLength(450);
+    expect(new Set(ids).size).toBe(450);
+    expect(ids).toEqual([...ids].sort());
+    expect(lines[0]).toMatchObject({ type: 'user', id: second.id });
+
+    const erased = await api(app, admin.token, 'operator')('DELETE', `/v1/users/${encodeURIComponent(externalId)}`);
+    expect(erased.body.erased).toMatchObject({ users: 1, exchanges: 450 });
+    const event: { target_id: string; details: Record<string, unknown> }[] = await app.dataSource.query(
+      `SELECT target_id, details FROM audit_events WHERE organization_id = $1 AND action = 'user.erase'`,
+      [org.orgId],
+    );
+    expect(event).toEqual([{ target_id: second.id, details: expect.objectContaining({ exchanges: 450, user_ids: expect.arrayContaining([first.id, second.id]) }) }]);
+  }, 60_000);
+
   it('the CLI exports to a file and erases with a receipt', async () => {
     const org = await createOrg(app);
     const c = await userWithHistory(org.orgId, 'cli-user');
