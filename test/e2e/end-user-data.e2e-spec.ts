@@ -244,6 +244,35 @@ describe("end users' data: export and erasure", () => {
     expect(event).toEqual([{ target_id: second.id, details: expect.objectContaining({ exchanges: 450, user_ids: expect.arrayContaining([first.id, second.id]) }) }]);
   }, 60_000);
 
+  it('another server process forgets the erased user through the change feed (the next call records a new user)', async () => {
+    const second = await createTestApp({ DATABASE_URL: process.env.DATABASE_URL ?? app.db.url, LOG_LEVEL: 'warn', DB_POOL_SIZE: '2' });
+    try {
+      const org = await createOrg(app);
+      const admin = await createToken(app, org.orgId, { scope: 'admin' });
+      const externalId = `cached-${randomUUID()}`;
+      const viaSecond = api(second, org.token, externalId);
+      expect((await viaSecond('GET', '/v1/limits')).status).toBe(200);
+      const before: { id: string }[] = await app.dataSource.query('SELECT id FROM users WHERE organization_id = $1 AND external_id = $2', [org.orgId, externalId]);
+      expect(before).toHaveLength(1);
+
+      const erased = await api(app, admin.token, 'operator')('DELETE', `/v1/users/${encodeURIComponent(externalId)}`);
+      expect(erased.body.erased.users).toBe(1);
+      const cached: unknown[] = await app.dataSource.query(`SELECT 1 FROM cache_invalidations WHERE ref LIKE '%' || $1 || '%'`, [externalId]);
+      expect(cached, 'the change feed never carries the external id').toEqual([]);
+
+      let after: { id: string }[] = [];
+      for (let i = 0; i < 80 && !after.length; i++) {
+        await new Promise((r) => setTimeout(r, 100));
+        expect((await viaSecond('GET', '/v1/limits')).status).toBe(200);
+        after = await app.dataSource.query('SELECT id FROM users WHERE organization_id = $1 AND external_id = $2', [org.orgId, externalId]);
+      }
+      expect(after).toHaveLength(1);
+      expect(after[0].id).not.toBe(before[0].id);
+    } finally {
+      await second.close();
+    }
+  }, 60_000);
+
   it('the CLI exports to a file and erases with a receipt', async () => {
     const org = await createOrg(app);
     const c = await userWithHistory(org.orgId, 'cli-user');
