@@ -15,6 +15,7 @@ import { AddBackgroundFollowLeases1795847310000 } from '../../migrations/1795847
 import { AddIssuedTokenScope1795900000000 } from '../../migrations/1795900000000-AddIssuedTokenScope';
 import { AddAuditEvents1795900000100 } from '../../migrations/1795900000100-AddAuditEvents';
 import { AddEndUserIndexes1795900186599 } from '../../migrations/1795900186599-AddEndUserIndexes';
+import { AddOrganizationPrivacy1796000000000 } from '../../migrations/1796000000000-AddOrganizationPrivacy';
 
 /** Every migration, in order (listed explicitly, never globbed). */
 export const MIGRATIONS = [
@@ -35,4 +36,5 @@ export const MIGRATIONS = [
   AddIssuedTokenScope1795900000000,
   AddAuditEvents1795900000100,
   AddEndUserIndexes1795900186599,
+  AddOrganizationPrivacy1796000000000,
 ];

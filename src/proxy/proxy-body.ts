@@ -1,6 +1,7 @@
 import { createHmac } from 'node:crypto';
 import { AppException } from '../common/app-exception';
 import { isUuid } from '../common/ids';
+import type { ActingContext } from '../common/request-context';
 import type { ProxyEndpoint } from './exchange-capture';
 
 /** The few fields of an OpenAI request body the proxy reads; everything else passes through untouched. */
@@ -99,9 +100,8 @@ export function safetyIdentifierOf(secret: string, orgId: string, externalUserId
 }
 
 /** The safety identifier a call adds: when its organization has them on, else null (the body goes as it came). */
-export function safetyIdentifierFor(acting: { orgId: string; externalUserId: string }, secret: string): string | null {
-  const on = (acting as { privacy?: { safetyIdentifier?: unknown } }).privacy?.safetyIdentifier === true;
-  return on ? safetyIdentifierOf(secret, acting.orgId, acting.externalUserId) : null;
+export function safetyIdentifierFor(acting: Pick<ActingContext, 'orgId' | 'externalUserId' | 'privacy'>, secret: string): string | null {
+  return acting.privacy.safetyIdentifier ? safetyIdentifierOf(secret, acting.orgId, acting.externalUserId) : null;
 }
 
 /** Whether a safety identifier is to be added to this body: one is given and the client sent none (not even null). */

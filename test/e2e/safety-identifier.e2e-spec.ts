@@ -29,7 +29,7 @@ describe('safety_identifier: a keyed hash of the organization and end user, adde
     const o = await createOrg(app);
     const apiKey = `sk-safety-${randomBytes(8).toString('hex')}`;
     await createKey(app, o.orgId, apiKey, { baseUrl: fake.url });
-    if (on) await (app.app.get(OrganizationsService) as any).setSafetyIdentifier(o.orgId, true, cliActor());
+    if (on) await app.app.get(OrganizationsService).changePrivacy(o.orgId, { safetyIdentifier: true }, cliActor());
     const client = (userId: string) => new OpenAI({ baseURL: `${app.url}/v1`, apiKey: o.token, defaultHeaders: { 'X-User-ID': userId }, maxRetries: 0 });
     /** what the upstream received from this organization, in order */
     const received = () => fake.requests.filter((r) => r.headers.authorization === `Bearer ${apiKey}`);
