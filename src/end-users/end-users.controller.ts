@@ -1,5 +1,5 @@
 import { Controller, Delete, Get, Param, Res } from '@nestjs/common';
-import { ApiOkResponse, ApiOperation, ApiParam, ApiProduces, ApiResponse, ApiTags } from '@nestjs/swagger';
+import { ApiOkResponse, ApiOperation, ApiParam, ApiResponse, ApiTags } from '@nestjs/swagger';
 import type { Response } from 'express';
 import { tokenActor } from '../audit/audit-actor';
 import { RequireScope } from '../auth/require-scope.decorator';
@@ -44,8 +44,10 @@ export class EndUsersController {
       'and `end` last (with counts: a reader that does not see it knows the export was cut short).',
   })
   @ApiParam(USER_PARAM)
-  @ApiProduces('application/x-ndjson')
-  @ApiOkResponse({ description: 'JSON lines (application/x-ndjson)', schema: { type: 'string' } })
+  @ApiOkResponse({
+    description: 'JSON lines: one object per line',
+    content: { 'application/x-ndjson': { schema: { type: 'string', example: '{"type":"user",…}\n{"type":"exchange",…}\n{"type":"end",…}\n' } } },
+  })
   @ApiResponse(apiError(404, 'No user and no exchange with this external id in the organization', 'not_found_error', 'not_found', "No user found with id 'user@example.com'"))
   async export(@Acting() acting: ActingContext, @Param('user_id') userId: string, @Res() res: Response): Promise<void> {
     await sendLines(res, await this.endUsers.export(acting.orgId, userId));
