@@ -94,7 +94,12 @@ export class UserExportCommand extends AdminCommand<UserExportOptions> {
 
   async run([orgId, externalId]: string[], options: UserExportOptions): Promise<void> {
     const lines = await this.endUsers.export(orgId, externalId);
-    if (!options.out) return writeLines(process.stdout, lines);
+    if (!options.out) {
+      // a reader that stops early (`| head`) ends the export, as it would any other command's output
+      return writeLines(process.stdout, lines).catch((err: NodeJS.ErrnoException) => {
+        if (err.code !== 'EPIPE') throw err;
+      });
+    }
     const file = createWriteStream(options.out, { mode: 0o600 });
     await once(file, 'open');
     await writeLines(file, lines);
