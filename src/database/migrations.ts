@@ -16,6 +16,7 @@ import { AddIssuedTokenScope1795900000000 } from '../../migrations/1795900000000
 import { AddAuditEvents1795900000100 } from '../../migrations/1795900000100-AddAuditEvents';
 import { AddEndUserIndexes1795900186599 } from '../../migrations/1795900186599-AddEndUserIndexes';
 import { AddOrganizationPrivacy1796000000000 } from '../../migrations/1796000000000-AddOrganizationPrivacy';
+import { AddExchangeCaptureMode1796100000000 } from '../../migrations/1796100000000-AddExchangeCaptureMode';
 
 /** Every migration, in order (listed explicitly, never globbed). */
 export const MIGRATIONS = [
@@ -37,4 +38,5 @@ export const MIGRATIONS = [
   AddAuditEvents1795900000100,
   AddEndUserIndexes1795900186599,
   AddOrganizationPrivacy1796000000000,
+  AddExchangeCaptureMode1796100000000,
 ];
