@@ -54,6 +54,15 @@ export interface AnalysisRow {
   cursor_at: string;
 }
 
+export interface ObjectRow {
+  id: string;
+  route: string;
+  exchange_id: string;
+  created_at: Date;
+  deleted_at: Date | null;
+  cursor_at: string;
+}
+
 export interface KeyRow {
   id: string;
   label: string | null;
@@ -165,6 +174,21 @@ export class EndUserDataRepository {
           ${after ? 'AND (r.created_at, r.id) > ($4::timestamptz, $5::uuid)' : ''}
         ORDER BY r.created_at, r.id LIMIT $3`,
       after ? [orgId, externalId, limit, after.at, after.id] : [orgId, externalId, limit],
+    );
+  }
+
+  /**
+   * A page of the upstream objects (files, stored responses, vector stores, …) the user made through the proxy,
+   * oldest first: what to delete upstream before an erasure, which forgets only the proxy's record of them.
+   */
+  async objectsPage(orgId: string, externalId: string, userIds: string[], after: PageCursor | null, limit: number): Promise<ObjectRow[]> {
+    return this.dataSource.query(
+      `SELECT o.id, o.route, o.exchange_id, o.created_at, o.deleted_at, o.created_at::text AS cursor_at
+         FROM upstream_objects o
+        WHERE o.organization_id = $1 AND (o.user_id = ANY($3::uuid[]) OR o.exchange_id IN (${USER_EXCHANGES}))
+          ${after ? 'AND (o.created_at, o.id) > ($5::timestamptz, $6)' : ''}
+        ORDER BY o.created_at, o.id LIMIT $4`,
+      after ? [orgId, externalId, userIds, limit, after.at, after.id] : [orgId, externalId, userIds, limit],
     );
   }
 

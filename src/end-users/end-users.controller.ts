@@ -40,7 +40,8 @@ export class EndUsersController {
   @ApiOperation({
     summary: "Everything stored of one end user of the organization, as JSON lines",
     description:
-      'One JSON object per line, each with a `type`: `user` first, then `exchange`, `rating`, `analysis`, `key`, `token` lines, ' +
+      'One JSON object per line, each with a `type`: `user` first, then `exchange`, `rating`, `analysis`, `object` (upstream objects ' +
+        'the user made: delete them upstream before erasing, which forgets only their record), `key`, `token` lines, ' +
       'and `end` last (with counts: a reader that does not see it knows the export was cut short).',
   })
   @ApiParam(USER_PARAM)

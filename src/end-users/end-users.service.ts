@@ -89,7 +89,7 @@ export class EndUsersService {
   private async *lines(orgId: string, externalId: string, userId: string | null, userIds: string[]): AsyncGenerator<ExportLine> {
     const createdAt = userId ? await this.data.userCreatedAt(userId) : null;
     yield { type: 'user', id: userId, organization_id: orgId, external_id: externalId, created_at: iso(createdAt), exported_at: new Date().toISOString() };
-    const counts = { exchanges: 0, ratings: 0, analyses: 0, keys: 0, tokens: 0 };
+    const counts = { exchanges: 0, ratings: 0, analyses: 0, objects: 0, keys: 0, tokens: 0 };
 
     for (let after: PageCursor | null = null, first = true; first || after; first = false) {
       const page = await this.data.exchangesPage(orgId, externalId, after, EXPORT_PAGE_SIZE);
@@ -112,6 +112,14 @@ export class EndUsersService {
       for (const r of rows) {
         counts.analyses++;
         yield analysisLine(r);
+      }
+      after = rows.length === EXPORT_PAGE_SIZE ? { at: rows[rows.length - 1].cursor_at, id: rows[rows.length - 1].id } : null;
+    }
+    for (let after: PageCursor | null = null, first = true; first || after; first = false) {
+      const rows = await this.data.objectsPage(orgId, externalId, userIds, after, EXPORT_PAGE_SIZE);
+      for (const o of rows) {
+        counts.objects++;
+        yield { type: 'object', id: o.id, route: o.route, request_id: o.exchange_id, created_at: iso(o.created_at), deleted_at: iso(o.deleted_at) };
       }
       after = rows.length === EXPORT_PAGE_SIZE ? { at: rows[rows.length - 1].cursor_at, id: rows[rows.length - 1].id } : null;
     }

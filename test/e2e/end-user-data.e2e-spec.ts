@@ -4,7 +4,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
-import OpenAI from 'openai';
+import OpenAI, { toFile } from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cliActor } from '../../src/audit/audit-actor';
 import { LimitCountersService } from '../../src/limits/limit-counters.service';
@@ -77,11 +77,13 @@ describe("end users' data: export and erasure", () => {
     for await (const _chunk of stream) void _chunk;
     await pollRequest(call, requestId, (row) => row.status === 'completed');
 
+    const file = await client.files.create({ file: await toFile(Buffer.from(`notes: ${phrase}`), `${tag}-notes.txt`), purpose: 'user_data' });
+
     const rating = await call('POST', `/v1/requests/${requestId}/rating`, { rating: 2, comment: `About ${phrase}` });
     expect(rating.status).toBe(201);
     const analysis = await call('POST', '/v1/analysis', { request_id: requestId, config: { analysis_type: 'sentiment' } });
     expect(analysis.status, analysis.text).toBe(200);
-    return { externalId, phrase, userId: user.id, keyId: key.id, jti: pinned.jti, token: pinned.token, requestId, responseId: answer.id, call };
+    return { externalId, phrase, userId: user.id, keyId: key.id, fileId: file.id, jti: pinned.jti, token: pinned.token, requestId, responseId: answer.id, call };
   }
 
   async function waitForExchanges(orgId: string, externalId: string, n: number) {
@@ -104,8 +106,8 @@ describe("end users' data: export and erasure", () => {
     const asAdmin = api(app, admin.token, 'operator');
     const a = await userWithHistory(org.orgId, 'erase-me');
     const b = await userWithHistory(org.orgId, 'keep-me');
-    await waitForExchanges(org.orgId, a.externalId, 2);
-    await waitForExchanges(org.orgId, b.externalId, 2);
+    await waitForExchanges(org.orgId, a.externalId, 3);
+    await waitForExchanges(org.orgId, b.externalId, 3);
     expect((await redis.keys(`${REDIS_PREFIX}limit:u:${a.userId}:*`)).length).toBeGreaterThan(0);
     // a counter left in PostgreSQL while Redis was away
     await app.dataSource.query(`INSERT INTO limit_counters (key, value, expires_at) VALUES ($1, 1, now() + interval '1 hour')`, [
@@ -123,10 +125,12 @@ describe("end users' data: export and erasure", () => {
     const lines = text.trimEnd().split('\n').map((l) => JSON.parse(l));
     const ofType = (t: string) => lines.filter((l) => l.type === t);
     expect(lines[0]).toMatchObject({ type: 'user', id: a.userId, organization_id: org.orgId, external_id: a.externalId });
-    expect(lines.at(-1)).toEqual({ type: 'end', counts: { exchanges: 2, ratings: 1, analyses: 1, keys: 1, tokens: 1 } });
+    expect(lines.at(-1)).toEqual({ type: 'end', counts: { exchanges: 3, ratings: 1, analyses: 1, objects: 1, keys: 1, tokens: 1 } });
     const exchanges = ofType('exchange');
-    expect(exchanges.map((e) => e.endpoint).sort()).toEqual(['chat.completions', 'responses']);
-    expect(exchanges.every((e) => e.user_id === a.externalId && JSON.stringify(e.request_body).includes(a.phrase))).toBe(true);
+    expect(exchanges.map((e) => e.endpoint).sort()).toEqual(['chat.completions', 'files', 'responses']);
+    expect(exchanges.every((e) => e.user_id === a.externalId)).toBe(true);
+    expect(exchanges.filter((e) => JSON.stringify(e.request_body).includes(a.phrase))).toHaveLength(2);
+    expect(ofType('object')).toEqual([expect.objectContaining({ id: a.fileId, route: '/v1/files' })]);
     expect(exchanges.find((e) => e.id === a.requestId)).toMatchObject({ response_id: a.responseId, status: 'completed' });
     expect(ofType('rating')).toEqual([expect.objectContaining({ request_id: a.requestId, rating: 2, comment: `About ${a.phrase}` })]);
     expect(ofType('analysis')).toEqual([expect.objectContaining({ request_id: a.requestId, analysis_type: 'sentiment', status: 'completed' })]);
@@ -160,7 +164,7 @@ describe("end users' data: export and erasure", () => {
       user_id: a.externalId,
       erased: {
         users: 1,
-        exchanges: 2,
+        exchanges: 3,
         ratings: 1,
         analyses: 1,
         analysis_claims: 0,
@@ -168,7 +172,7 @@ describe("end users' data: export and erasure", () => {
         limits: 1,
         limit_counters: expect.any(Number),
         tokens: 1,
-        upstream_objects: 0,
+        upstream_objects: 1,
         audit_events_scrubbed: 0,
       },
       erased_at: expect.any(String),
@@ -184,14 +188,15 @@ describe("end users' data: export and erasure", () => {
     expect(occurrences(dump, b.externalId)).toBeGreaterThan(0);
     expect(occurrences(dump, b.phrase)).toBeGreaterThan(0);
     const kept = await api(app, b.token, b.externalId)('GET', `/v1/requests?user_id=${encodeURIComponent(b.externalId)}`);
-    expect(kept.body.data).toHaveLength(2);
+    expect(kept.body.data).toHaveLength(3);
+    expect((await app.dataSource.query('SELECT count(*)::int AS n FROM upstream_objects WHERE id = $1', [b.fileId]))[0].n).toBe(1);
     expect((await app.dataSource.query('SELECT count(*)::int AS n FROM ratings WHERE user_id = $1', [b.userId]))[0].n).toBe(1);
     expect((await app.dataSource.query('SELECT count(*)::int AS n FROM api_keys WHERE id = $1 AND revoked_at IS NULL', [b.keyId]))[0].n).toBe(1);
     expect((await redis.keys(`${REDIS_PREFIX}limit:u:${b.userId}:*`)).length).toBeGreaterThan(0);
 
     // the audit log names the user by internal id, with the counts
     const audit = await asAdmin('GET', '/v1/audit?action=user.erase');
-    expect(audit.body.data).toEqual([expect.objectContaining({ action: 'user.erase', target_id: a.userId, details: expect.objectContaining({ exchanges: 2, keys: 1 }) })]);
+    expect(audit.body.data).toEqual([expect.objectContaining({ action: 'user.erase', target_id: a.userId, details: expect.objectContaining({ exchanges: 3, keys: 1 }) })]);
 
     // the token pinned to the user is revoked; the same X-User-ID later is a new user
     expect((await a.call('GET', '/v1/models')).status).toBe(401);
@@ -276,7 +281,7 @@ describe("end users' data: export and erasure", () => {
   it('the CLI exports to a file and erases with a receipt', async () => {
     const org = await createOrg(app);
     const c = await userWithHistory(org.orgId, 'cli-user');
-    await waitForExchanges(org.orgId, c.externalId, 2);
+    await waitForExchanges(org.orgId, c.externalId, 3);
     const dir = mkdtempSync(join(tmpdir(), 'export-'));
     try {
       const out = join(dir, 'user.jsonl');
@@ -284,12 +289,12 @@ describe("end users' data: export and erasure", () => {
       expect(exported.code, exported.stderr).toBe(0);
       const lines = readFileSync(out, 'utf8').trimEnd().split('\n').map((l) => JSON.parse(l));
       expect(lines[0]).toMatchObject({ type: 'user', external_id: c.externalId });
-      expect(lines.filter((l) => l.type === 'exchange')).toHaveLength(2);
-      expect(lines.at(-1)).toMatchObject({ type: 'end', counts: { exchanges: 2, ratings: 1, analyses: 1 } });
+      expect(lines.filter((l) => l.type === 'exchange')).toHaveLength(3);
+      expect(lines.at(-1)).toMatchObject({ type: 'end', counts: { exchanges: 3, ratings: 1, analyses: 1, objects: 1 } });
 
       const erased = await runCli(['user', 'erase', org.orgId, c.externalId, '--json'], cliEnvFor(app));
       expect(erased.code, erased.stderr).toBe(0);
-      expect(erased.json).toMatchObject({ object: 'user.erasure', user_id: c.externalId, erased: { users: 1, exchanges: 2, ratings: 1, analyses: 1, keys: 1 } });
+      expect(erased.json).toMatchObject({ object: 'user.erasure', user_id: c.externalId, erased: { users: 1, exchanges: 3, ratings: 1, analyses: 1, keys: 1, upstream_objects: 1 } });
       const events: { actor: string; target_id: string }[] = await app.dataSource.query(
         `SELECT actor, target_id FROM audit_events WHERE organization_id = $1 AND action = 'user.erase'`,
         [org.orgId],
