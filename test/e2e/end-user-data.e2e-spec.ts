@@ -109,6 +109,22 @@ describe("end users' data: export and erasure", () => {
     await waitForExchanges(org.orgId, a.externalId, 3);
     await waitForExchanges(org.orgId, b.externalId, 3);
     expect((await redis.keys(`${REDIS_PREFIX}limit:u:${a.userId}:*`)).length).toBeGreaterThan(0);
+    // an analysis the user ran of another user's exchange: it stays, no longer linked to them
+    const ofOther = await a.call('POST', '/v1/analysis', { request_id: b.requestId, config: { analysis_type: 'urgency' } });
+    expect(ofOther.status, ofOther.text).toBe(200);
+    // what a running analysis, older versions of the change feed and of the audit log may hold
+    const [{ cache_key: cacheKey }] = await app.dataSource.query('SELECT cache_key FROM analysis_results WHERE exchange_id = $1', [a.requestId]);
+    await app.dataSource.query(`INSERT INTO analysis_claims (organization_id, cache_key, holder, expires_at) VALUES ($1, $2, $3, now() + interval '1 minute')`, [
+      org.orgId,
+      cacheKey,
+      randomUUID(),
+    ]);
+    await app.dataSource.query(`INSERT INTO cache_invalidations (kind, ref) VALUES ('user', $1)`, [`${org.orgId}\n${a.externalId}`]);
+    await app.dataSource.query(`INSERT INTO audit_events (organization_id, actor, action, target_id, details) VALUES ($1, 'cli:someone', 'user.note', $2, $3)`, [
+      org.orgId,
+      a.externalId,
+      JSON.stringify({ users: [a.externalId, 'someone-else'], nested: { who: a.externalId } }),
+    ]);
     // a counter left in PostgreSQL while Redis was away
     await app.dataSource.query(`INSERT INTO limit_counters (key, value, expires_at) VALUES ($1, 1, now() + interval '1 hour')`, [
       `${REDIS_PREFIX}limit:u:${a.userId}:rpm:0`,
@@ -167,13 +183,13 @@ describe("end users' data: export and erasure", () => {
         exchanges: 3,
         ratings: 1,
         analyses: 1,
-        analysis_claims: 0,
+        analysis_claims: 1,
         keys: 1,
         limits: 1,
         limit_counters: expect.any(Number),
         tokens: 1,
         upstream_objects: 1,
-        audit_events_scrubbed: 0,
+        audit_events_scrubbed: 1,
       },
       erased_at: expect.any(String),
     });
@@ -184,6 +200,7 @@ describe("end users' data: export and erasure", () => {
     expect(occurrences(dump, a.externalId), 'the external id in the dump').toBe(0);
     expect(occurrences(dump, a.phrase), 'the phrase in the dump').toBe(0);
     expect(await redis.keys(`${REDIS_PREFIX}limit:u:${a.userId}:*`)).toEqual([]);
+    expect(await app.dataSource.query('SELECT key FROM limit_counters WHERE key LIKE $1', [`%${a.userId}%`])).toEqual([]);
     // the other user's data is whole
     expect(occurrences(dump, b.externalId)).toBeGreaterThan(0);
     expect(occurrences(dump, b.phrase)).toBeGreaterThan(0);
@@ -193,6 +210,11 @@ describe("end users' data: export and erasure", () => {
     expect((await app.dataSource.query('SELECT count(*)::int AS n FROM ratings WHERE user_id = $1', [b.userId]))[0].n).toBe(1);
     expect((await app.dataSource.query('SELECT count(*)::int AS n FROM api_keys WHERE id = $1 AND revoked_at IS NULL', [b.keyId]))[0].n).toBe(1);
     expect((await redis.keys(`${REDIS_PREFIX}limit:u:${b.userId}:*`)).length).toBeGreaterThan(0);
+
+    const analysesOfB: { user_id: string | null }[] = await app.dataSource.query('SELECT user_id FROM analysis_results WHERE exchange_id = $1 ORDER BY created_at', [b.requestId]);
+    expect(analysesOfB).toEqual([{ user_id: b.userId }, { user_id: null }]);
+    const scrubbed = await app.dataSource.query(`SELECT target_id, details FROM audit_events WHERE organization_id = $1 AND action = 'user.note'`, [org.orgId]);
+    expect(scrubbed).toEqual([{ target_id: a.userId, details: { users: [a.userId, 'someone-else'], nested: { who: a.userId } } }]);
 
     // the audit log names the user by internal id, with the counts
     const audit = await asAdmin('GET', '/v1/audit?action=user.erase');
