@@ -240,7 +240,8 @@ describe("end users' data: export and erasure", () => {
   it('exports a long history page by page (keyset on created_at and id, ties included), and erases earlier users of the same X-User-ID', async () => {
     const org = await createOrg(app);
     const admin = await createToken(app, org.orgId, { scope: 'admin' });
-    const externalId = `paged-${randomUUID()}`;
+    // characters a path must carry encoded
+    const externalId = `paged/${randomUUID()} %2F?#é`;
     const first = await createUser(app, org.orgId, externalId);
     // more than two pages, many rows sharing one timestamp; the first user was deleted (its exchanges stay) and the
     // same X-User-ID came back as a new user
