@@ -61,8 +61,9 @@ describe('safety_identifier: a keyed hash of the organization and end user, adde
     // a function of the server secret, the organization and the user only (so the same after a restart), and not a
     // plain hash anyone could recompute from the ids
     expect(first).toBe(safetyIdentifierOf(TEST_JWT_SECRET, a.orgId, user));
-    expect(first).not.toBe(createHash('sha256').update(`${a.orgId}\n${user}`).digest('hex').slice(0, 32));
-    expect(first).not.toBe(createHmac('sha256', TEST_JWT_SECRET).update(`${a.orgId}\n${user}`).digest('hex').slice(0, 32));
+    const input = JSON.stringify([a.orgId, user]);
+    expect(first).not.toBe(createHash('sha256').update(input).digest('hex').slice(0, 32));
+    expect(first).not.toBe(createHmac('sha256', TEST_JWT_SECRET).update(input).digest('hex').slice(0, 32));
     expect(safetyIdentifierOf('another-secret-0123456789abcdef-0123456789', a.orgId, user)).not.toBe(first);
   });
 
