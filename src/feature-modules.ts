@@ -13,6 +13,7 @@ import { ProxyModule } from './proxy/proxy.module';
 import { RatingsModule } from './ratings/ratings.module';
 import { RealtimeModule } from './realtime/realtime.module';
 import { ResponsesModule } from './responses/responses.module';
+import { RetentionModule } from './retention/retention.module';
 import { UpstreamModule } from './upstream/upstream.module';
 
 /** The feature modules, shared by the HTTP server (AppModule) and the admin CLI (AdminCliModule). */
@@ -33,4 +34,5 @@ export const FEATURE_MODULES = [
   AnalysisModule,
   MetricsModule,
   LimitsModule,
+  RetentionModule,
 ];

@@ -14,6 +14,7 @@ import { NoteDeletedResponses1795800000200 } from '../../migrations/179580000020
 import { AddBackgroundFollowLeases1795847310000 } from '../../migrations/1795847310000-AddBackgroundFollowLeases';
 import { AddIssuedTokenScope1795900000000 } from '../../migrations/1795900000000-AddIssuedTokenScope';
 import { AddAuditEvents1795900000100 } from '../../migrations/1795900000100-AddAuditEvents';
+import { AddUsageRollups1795999149039 } from '../../migrations/1795999149039-AddUsageRollups';
 
 /** Every migration, in order (listed explicitly, never globbed). */
 export const MIGRATIONS = [
@@ -33,4 +34,5 @@ export const MIGRATIONS = [
   AddBackgroundFollowLeases1795847310000,
   AddIssuedTokenScope1795900000000,
   AddAuditEvents1795900000100,
+  AddUsageRollups1795999149039,
 ];
