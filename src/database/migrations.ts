@@ -15,6 +15,7 @@ import { AddBackgroundFollowLeases1795847310000 } from '../../migrations/1795847
 import { AddIssuedTokenScope1795900000000 } from '../../migrations/1795900000000-AddIssuedTokenScope';
 import { AddAuditEvents1795900000100 } from '../../migrations/1795900000100-AddAuditEvents';
 import { AddUsageRollups1795999149039 } from '../../migrations/1795999149039-AddUsageRollups';
+import { PartitionExchanges1795999149040 } from '../../migrations/1795999149040-PartitionExchanges';
 
 /** Every migration, in order (listed explicitly, never globbed). */
 export const MIGRATIONS = [
@@ -35,4 +36,5 @@ export const MIGRATIONS = [
   AddIssuedTokenScope1795900000000,
   AddAuditEvents1795900000100,
   AddUsageRollups1795999149039,
+  PartitionExchanges1795999149040,
 ];

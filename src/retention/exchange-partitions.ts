@@ -1,6 +1,7 @@
 import { Injectable } from '@nestjs/common';
 import { DataSource } from 'typeorm';
 import { JsonLogger } from '../common/logger';
+import { RETENTION_LOCK_CLASS } from './retention.repository';
 import { UsageRollupsRepository } from './usage-rollups.repository';
 
 const DAY_MS = 86_400_000;
@@ -62,7 +63,7 @@ export class ExchangePartitions {
     return parts.sort((a, b) => a.from.getTime() - b.from.getTime());
   }
 
-  /** Makes sure the months from `from` to MONTHS_AHEAD months after `to` have their partitions. */
+  /** Makes sure the months from the one of `from` to the one of `to` have their partitions. */
   async ensureRange(from: Date, to: Date): Promise<number> {
     if (!(await this.isPartitioned())) return 0;
     let created = 0;
@@ -72,7 +73,7 @@ export class ExchangePartitions {
       if (!got[0]?.ok) return;
       await m.query(`SELECT set_config('lock_timeout', '2s', true)`);
       const existing = new Set((await this.list()).map((p) => p.name));
-      for (let start = monthStart(from); start <= monthStart(to, MONTHS_AHEAD); start = monthStart(start, 1)) {
+      for (let start = monthStart(from); start <= monthStart(to); start = monthStart(start, 1)) {
         const name = partitionName(start);
         if (existing.has(name)) continue;
         await m.query(
@@ -89,7 +90,7 @@ export class ExchangePartitions {
     const month = monthStart(now).getTime();
     if (this.ensuredMonth === month) return;
     try {
-      await this.ensureRange(now, now);
+      await this.ensureRange(now, monthStart(now, MONTHS_AHEAD));
       this.ensuredMonth = month;
     } catch (err) {
       // rows of that month already in the default partition, or a lock not granted: the next run tries again
@@ -109,10 +110,9 @@ export class ExchangePartitions {
       if (part.to > now) break;
       try {
         if (await this.dropIfExpired(part, now)) dropped++;
-        else break;
       } catch (err) {
+        // a lock not granted in time, most likely: the next run tries again
         this.logger.write('warn', 'exchange partition could not be dropped', { partition: part.name, err });
-        break;
       }
     }
     return dropped;
@@ -137,6 +137,11 @@ export class ExchangePartitions {
       // an organization that no longer exists has no claim on its rows
       const keep = orgs.some((o) => o.live && (o.days === null || part.to.getTime() > now.getTime() - o.days * DAY_MS));
       if (keep) return false;
+      // no batch of the retention job may be at work on these organizations' rows meanwhile
+      for (const o of orgs) {
+        const free: { ok: boolean }[] = await m.query(`SELECT pg_try_advisory_xact_lock($1, hashtext($2)) AS ok`, [RETENTION_LOCK_CLASS, o.id]);
+        if (!free[0]?.ok) return false;
+      }
       const whole = { table: part.name, from: part.from, to: part.to };
       await this.rollups.addPartition(m, whole);
       await m.query(

@@ -12,7 +12,7 @@ export interface OrgRetention {
 }
 
 /** advisory lock class of retention work: one process at a time works on one organization */
-const LOCK_CLASS = 7_345_113;
+export const RETENTION_LOCK_CLASS = 7_345_113;
 /** a retention statement never waits long for a lock the proxy holds: it gives way and tries again next run */
 const LOCK_TIMEOUT = '2s';
 const STATEMENT_TIMEOUT = '60s';
@@ -105,7 +105,7 @@ export class RetentionRepository {
   private async locked<T>(orgId: string, work: (m: EntityManager) => Promise<T>): Promise<T | null> {
     return this.dataSource.transaction(async (m) => {
       await m.query(`SELECT set_config('lock_timeout', $1, true), set_config('statement_timeout', $2, true)`, [LOCK_TIMEOUT, STATEMENT_TIMEOUT]);
-      const got: { ok: boolean }[] = await m.query(`SELECT pg_try_advisory_xact_lock($1, hashtext($2)) AS ok`, [LOCK_CLASS, orgId]);
+      const got: { ok: boolean }[] = await m.query(`SELECT pg_try_advisory_xact_lock($1, hashtext($2)) AS ok`, [RETENTION_LOCK_CLASS, orgId]);
       if (!got[0]?.ok) return null;
       return work(m);
     });

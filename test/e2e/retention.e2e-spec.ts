@@ -1,5 +1,6 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ExchangePartitions } from '../../src/retention/exchange-partitions';
 import { RetentionService } from '../../src/retention/retention.service';
 import { UsageRollupsRepository } from '../../src/retention/usage-rollups.repository';
 import { createTestApp, TestApp } from '../support/create-test-app';
@@ -285,5 +286,44 @@ describe('retention', () => {
     expect((await app.dataSource.query(`SELECT count(*)::int AS n FROM usage_rollups WHERE user_id = $1`, [bob]))[0].n).toBe(0);
     // alice keeps hers
     expect((await app.dataSource.query(`SELECT count(*)::int AS n FROM usage_rollups WHERE user_id = $1`, [users[`${orgA.orgId}:alice`]]))[0].n).toBeGreaterThan(0);
+  });
+
+  it('drops a whole month once every organization with rows in it is done with it, and keeps its totals', async () => {
+    const partitions = app.app.get(ExchangePartitions);
+    if (!(await partitions.isPartitioned())) throw new Error('exchanges is not partitioned');
+    // two months long past: in the first only organizations with a retention, in the second one without
+    await partitions.ensureRange(new Date('2021-01-01T00:00:00Z'), new Date('2021-02-01T00:00:00Z'));
+    const kept = await createOrg(app);
+    const gone = [await createOrg(app), await createOrg(app)];
+    for (const org of [kept, ...gone]) users[`${org.orgId}:dave`] = (await createUser(app, org.orgId, 'dave')).id;
+    const jan: string[] = [];
+    for (const [i, org] of gone.entries()) {
+      for (let k = 0; k < 3; k++) {
+        jan.push(await store(org.orgId, { user: 'dave', persona: null, model: 'gpt-4o', session: `s-${k}`, at: new Date(Date.UTC(2021, 0, 5 + k, i)), cost: 0.01 }));
+      }
+      await setRetention(org.orgId, null, 365);
+    }
+    await rate(gone[0].orgId, jan[0], 'dave', 5, null);
+    const feb = await store(kept.orgId, { user: 'dave', persona: null, model: 'gpt-4o', session: 's', at: new Date('2021-02-10T00:00:00Z') });
+    const febGone = await store(gone[0].orgId, { user: 'dave', persona: null, model: 'gpt-4o', session: 's-9', at: new Date('2021-02-11T00:00:00Z') });
+
+    const usage = async (org: TestOrg) =>
+      (await api(app, org.token, 'dave')('GET', '/v1/analytics/usage?group_by=day&from=2021-01-01T00:00:00Z&to=2021-03-01T00:00:00Z')).body;
+    const before = await Promise.all(gone.map(usage));
+    expect(before[0].data).toHaveLength(4);
+
+    const run = await app.app.get(RetentionService).runOnce(now);
+    expect(run.partitionsDropped).toBeGreaterThanOrEqual(1);
+    const names = (await partitions.list()).map((p) => p.name);
+    expect(names).not.toContain('exchanges_p2021_01');
+    expect(names).toContain('exchanges_p2021_02');
+    expect(await app.dataSource.query(`SELECT id FROM exchanges WHERE id = ANY($1)`, [jan])).toEqual([]);
+    expect(await app.dataSource.query(`SELECT id FROM ratings WHERE exchange_id = $1`, [jan[0]])).toEqual([]);
+    // the month kept for an organization without retention: its rows stay, the others' are deleted in batches
+    expect(await exchangeRow(feb)).toBeDefined();
+    expect(await exchangeRow(febGone)).toBeUndefined();
+    expect(await Promise.all(gone.map(usage))).toEqual(before);
+    const metrics = await fetch(`${app.url}/metrics`).then((r) => r.text());
+    expect(metrics).toMatch(/openai_proxy_retention_partitions_dropped_total [1-9]/);
   });
 });
