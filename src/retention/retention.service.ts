@@ -40,7 +40,7 @@ export class RetentionService implements OnApplicationBootstrap, BeforeApplicati
   ) {}
 
   onApplicationBootstrap(): void {
-    if (!this.recorder.instanceId) return;
+    if (!this.recorder.instanceId || this.config.retentionIntervalMs === 0) return;
     this.schedule(0);
   }
 
