@@ -11,10 +11,12 @@ import { UserEntity } from './user.entity';
 import { RequestAuthenticator } from './request-authenticator';
 import { OrganizationsService } from './organizations.service';
 import { TokensService } from './tokens.service';
+import { SettingsController } from './settings.controller';
 import { UsersService } from './users.service';
 
 @Module({
   imports: [AuditModule, JwtModule.register({}), TypeOrmModule.forFeature([OrganizationEntity, UserEntity, RevokedTokenEntity, IssuedTokenEntity])],
+  controllers: [SettingsController],
   providers: [OrganizationsService, UsersService, TokensService, IssuedTokensService, RequestAuthenticator, JwtAuthGuard, UserIdGuard],
   exports: [OrganizationsService, UsersService, TokensService, IssuedTokensService, RequestAuthenticator, JwtAuthGuard, UserIdGuard],
 })

@@ -3,6 +3,7 @@ import { isUtf8 } from 'node:buffer';
 import type { IncomingHttpHeaders } from 'node:http';
 import { AppException } from '../common/app-exception';
 import type { ActingContext } from '../common/request-context';
+import { DEFAULT_PRIVACY } from './org-privacy';
 import { OrganizationsService } from './organizations.service';
 import { requireScope, Scope } from './scopes';
 import { TokenClaims, TokensService } from './tokens.service';
@@ -54,9 +55,11 @@ export class RequestAuthenticator {
       throw new AppException('user_mismatch', 'X-User-ID does not match the user the token was issued for');
     }
     const userId = await this.users.ensure(claims.org_id, externalId!);
+    const org = await this.orgs.state(claims.org_id);
     return {
       orgId: claims.org_id,
-      orgName: claims.org_name ?? (await this.orgs.state(claims.org_id))?.name ?? null,
+      orgName: claims.org_name ?? org?.name ?? null,
+      privacy: org?.privacy ?? DEFAULT_PRIVACY,
       userId,
       externalUserId: externalId!,
       jti: claims.jti,

@@ -1,3 +1,4 @@
+import type { OrgPrivacy } from '../auth/org-privacy';
 import { createParamDecorator, ExecutionContext } from '@nestjs/common';
 import type { Request } from 'express';
 import type { IncomingMessage } from 'node:http';
@@ -11,6 +12,8 @@ export interface ActingContext {
   /** the X-User-ID value */
   externalUserId: string;
   jti: string;
+  /** the organization's privacy settings (from the cached organization state) */
+  privacy: OrgPrivacy;
 }
 
 /** What the app keeps on a request (set by configureApp's middleware or the proxy dispatch, and the auth guards). */

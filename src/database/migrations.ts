@@ -14,8 +14,9 @@ import { NoteDeletedResponses1795800000200 } from '../../migrations/179580000020
 import { AddBackgroundFollowLeases1795847310000 } from '../../migrations/1795847310000-AddBackgroundFollowLeases';
 import { AddIssuedTokenScope1795900000000 } from '../../migrations/1795900000000-AddIssuedTokenScope';
 import { AddAuditEvents1795900000100 } from '../../migrations/1795900000100-AddAuditEvents';
-import { AddUsageRollups1795999149039 } from '../../migrations/1795999149039-AddUsageRollups';
-import { PartitionExchanges1795999149040 } from '../../migrations/1795999149040-PartitionExchanges';
+import { AddOrganizationPrivacy1796000000000 } from '../../migrations/1796000000000-AddOrganizationPrivacy';
+import { AddUsageRollups1796000001000 } from '../../migrations/1796000001000-AddUsageRollups';
+import { PartitionExchanges1796000001100 } from '../../migrations/1796000001100-PartitionExchanges';
 
 /** Every migration, in order (listed explicitly, never globbed). */
 export const MIGRATIONS = [
@@ -35,6 +36,7 @@ export const MIGRATIONS = [
   AddBackgroundFollowLeases1795847310000,
   AddIssuedTokenScope1795900000000,
   AddAuditEvents1795900000100,
-  AddUsageRollups1795999149039,
-  PartitionExchanges1795999149040,
+  AddOrganizationPrivacy1796000000000,
+  AddUsageRollups1796000001000,
+  PartitionExchanges1796000001100,
 ];

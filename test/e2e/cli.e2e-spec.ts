@@ -65,7 +65,13 @@ describe.concurrent('admin CLI', () => {
     ]);
     expectSuccess(json);
     expect(json.stdout.trim().split('\n')).toHaveLength(1);
-    expect(json.json).toEqual({ id: expect.stringMatching(UUID), name: a, disabled: false, created_at: expect.any(String) });
+    expect(json.json).toEqual({
+      id: expect.stringMatching(UUID),
+      name: a,
+      disabled: false,
+      created_at: expect.any(String),
+      settings: { capture_mode: 'full', content_retention_days: null, retention_days: null, safety_identifier: false },
+    });
     expectSuccess(prose);
     const [rowB] = await q('SELECT id FROM organizations WHERE name = $1', [b]);
     expect(prose.stdout).toContain(b);

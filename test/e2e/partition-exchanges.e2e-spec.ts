@@ -1,7 +1,7 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DataSource } from 'typeorm';
-import { PartitionExchanges1795999149040 } from '../../migrations/1795999149040-PartitionExchanges';
+import { PartitionExchanges1796000001100 } from '../../migrations/1796000001100-PartitionExchanges';
 import { MIGRATIONS } from '../../src/database/migrations';
 import { buildTypeOrmOptions } from '../../src/database/typeorm-options';
 
@@ -39,7 +39,7 @@ describe.skipIf(!DATABASE_URL)('migration PartitionExchanges on existing data', 
   });
 
   it('keeps every row, spreads them over monthly partitions, and the way back keeps them too', async () => {
-    const at = MIGRATIONS.indexOf(PartitionExchanges1795999149040);
+    const at = MIGRATIONS.indexOf(PartitionExchanges1796000001100);
     expect(at).toBeGreaterThan(0);
     const before = await open(MIGRATIONS.slice(0, at));
     await before.runMigrations({ transaction: 'each' });

@@ -52,6 +52,8 @@ const NEST_ROUTES: Record<string, Scope | 'public'> = {
   'GET /v1/analytics/usage': 'read',
   'GET /v1/limits': 'read',
   'GET /v1/audit': 'admin',
+  'GET /v1/settings': 'admin',
+  'PATCH /v1/settings': 'admin',
 };
 
 /** The token variants: each scope alone, and a token without a scope claim (the defaults). */

@@ -5,6 +5,7 @@ import type { LimitValues } from '../../limits/limit-definitions';
 import { LimitsAdminService, LimitUsage } from '../../limits/limits-admin.service';
 import { PricingService } from '../../pricing/pricing.service';
 import { AdminCommand, JsonOption, record } from '../admin-command';
+import { privacyLines } from './privacy-lines';
 
 interface LimitsOptions extends JsonOption, LimitOptionValues {}
 
@@ -99,6 +100,7 @@ export class OrgShowCommand extends AdminCommand {
         ['id', org.id],
         ['status', org.disabled ? 'disabled' : 'active'],
         ['created', org.created_at],
+        ...privacyLines(org.settings),
         ...limitLines(org.limits, org.usage, this.pricing),
       ]),
     );

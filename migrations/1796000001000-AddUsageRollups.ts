@@ -14,8 +14,8 @@ import { MigrationInterface, QueryRunner } from 'typeorm';
  *   never walks over rows it has cleared before.
  * - exchanges.content_deleted_at: when an exchange's bodies and text were cleared by retention.
  */
-export class AddUsageRollups1795999149039 implements MigrationInterface {
-  name = 'AddUsageRollups1795999149039';
+export class AddUsageRollups1796000001000 implements MigrationInterface {
+  name = 'AddUsageRollups1796000001000';
 
   public async up(queryRunner: QueryRunner): Promise<void> {
     await queryRunner.query(`ALTER TABLE "exchanges" ADD COLUMN IF NOT EXISTS "content_deleted_at" TIMESTAMP WITH TIME ZONE`);

@@ -17,8 +17,8 @@ import { MigrationInterface, QueryRunner } from 'typeorm';
  * (months of the existing rows up to two months ahead, and a default partition for anything outside), then the
  * indexes the old table had are built again on the new one. Writes wait for the copy (about 10 s per million rows).
  */
-export class PartitionExchanges1795999149040 implements MigrationInterface {
-  name = 'PartitionExchanges1795999149040';
+export class PartitionExchanges1796000001100 implements MigrationInterface {
+  name = 'PartitionExchanges1796000001100';
 
   public async up(queryRunner: QueryRunner): Promise<void> {
     const kind: { relkind: string }[] = await queryRunner.query(`SELECT relkind FROM pg_class WHERE oid = 'exchanges'::regclass`);
