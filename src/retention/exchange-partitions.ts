@@ -1,5 +1,5 @@
 import { Injectable } from '@nestjs/common';
-import { DataSource } from 'typeorm';
+import { DataSource, EntityManager } from 'typeorm';
 import { JsonLogger } from '../common/logger';
 import { RETENTION_LOCK_CLASS } from './retention.repository';
 import { UsageRollupsRepository } from './usage-rollups.repository';
@@ -8,6 +8,7 @@ const DAY_MS = 86_400_000;
 /** months of partitions kept ready ahead of the current one, so rows never land in the default partition */
 export const MONTHS_AHEAD = 2;
 const LOCK_CLASS = 7_345_114;
+const DETACH_ATTEMPTS = 6;
 
 /** One monthly partition of `exchanges`: [from, to) of created_at. */
 export interface ExchangePartition {
@@ -49,8 +50,8 @@ export class ExchangePartitions {
   }
 
   /** The attached monthly partitions, oldest first (the default partition is not one of them). */
-  async list(): Promise<ExchangePartition[]> {
-    const rows: { name: string; bound: string }[] = await this.dataSource.query(
+  async list(m: EntityManager = this.dataSource.manager): Promise<ExchangePartition[]> {
+    const rows: { name: string; bound: string }[] = await m.query(
       `SELECT c.relname AS name, pg_get_expr(c.relpartbound, c.oid) AS bound
          FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
         WHERE i.inhparent = 'exchanges'::regclass`,
@@ -72,7 +73,8 @@ export class ExchangePartitions {
       const got: { ok: boolean }[] = await m.query(`SELECT pg_try_advisory_xact_lock($1, 0) AS ok`, [LOCK_CLASS]);
       if (!got[0]?.ok) return;
       await m.query(`SELECT set_config('lock_timeout', '2s', true)`);
-      const existing = new Set((await this.list()).map((p) => p.name));
+      // on the transaction's connection: the embedded database serves one connection at a time
+      const existing = new Set((await this.list(m)).map((p) => p.name));
       for (let start = monthStart(from); start <= monthStart(to); start = monthStart(start, 1)) {
         const name = partitionName(start);
         if (existing.has(name)) continue;
@@ -122,9 +124,9 @@ export class ExchangePartitions {
     return this.dataSource.transaction(async (m) => {
       const got: { ok: boolean }[] = await m.query(`SELECT pg_try_advisory_xact_lock($1, 1) AS ok`, [LOCK_CLASS]);
       if (!got[0]?.ok) return false;
-      // a short wait at most for the locks: the proxy's writes to the parent table must not queue behind this
-      await m.query(`SELECT set_config('lock_timeout', '500ms', true), set_config('statement_timeout', '600s', true)`);
-      // nothing is written to a month that ended; this makes sure nothing is while it is counted
+      // nothing is written to a month that ended; this makes sure nothing is while it is counted. Waiting for it
+      // holds up nobody but an autovacuum of the month, which gives way after deadlock_timeout
+      await m.query(`SELECT set_config('lock_timeout', '10s', true), set_config('statement_timeout', '600s', true)`);
       await m.query(`LOCK TABLE "${part.name}" IN SHARE MODE`);
       // the organizations with rows in it, found by skipping through the (organization_id, created_at) index
       const orgs: { id: string; days: number | null; live: boolean }[] = await m.query(
@@ -150,7 +152,20 @@ export class ExchangePartitions {
       );
       await m.query(`DELETE FROM analysis_results a USING "${part.name}" e WHERE a.exchange_id = e.id AND a.organization_id = e.organization_id`);
       await m.query(`DELETE FROM ratings r USING "${part.name}" e WHERE r.exchange_id = e.id AND r.organization_id = e.organization_id`);
-      await m.query(`ALTER TABLE exchanges DETACH PARTITION "${part.name}"`);
+      // a short wait at most for the parent's lock, so the proxy's writes never queue behind it for long; tried a
+      // few times (a savepoint keeps the rollup) before the month is left for the next run
+      await m.query(`SELECT set_config('lock_timeout', '500ms', true)`);
+      for (let attempt = 1; ; attempt++) {
+        await m.query(`SAVEPOINT detach_month`);
+        try {
+          await m.query(`ALTER TABLE exchanges DETACH PARTITION "${part.name}"`);
+          break;
+        } catch (err) {
+          await m.query(`ROLLBACK TO SAVEPOINT detach_month`);
+          if ((err as { driverError?: { code?: string } }).driverError?.code !== '55P03' || attempt >= DETACH_ATTEMPTS) throw err;
+          await new Promise((r) => setTimeout(r, 250 * attempt));
+        }
+      }
       await m.query(`DROP TABLE "${part.name}"`);
       this.logger.write('info', 'exchange partition dropped', { partition: part.name });
       return true;
