@@ -124,10 +124,10 @@ export class ExchangePartitions {
     return this.dataSource.transaction(async (m) => {
       const got: { ok: boolean }[] = await m.query(`SELECT pg_try_advisory_xact_lock($1, 1) AS ok`, [LOCK_CLASS]);
       if (!got[0]?.ok) return false;
-      // nothing is written to a month that ended; this makes sure nothing is while it is counted. Waiting for it
-      // holds up nobody but an autovacuum of the month, which gives way after deadlock_timeout
-      await m.query(`SELECT set_config('lock_timeout', '10s', true), set_config('statement_timeout', '600s', true)`);
-      await m.query(`LOCK TABLE "${part.name}" IN SHARE MODE`);
+      // No table lock while the month is counted: a write that only knows an id (the recorder completing a row)
+      // locks every partition, and must never wait for this. Nothing writes to a month that ended but what
+      // retention does itself, which the organizations' locks below keep out.
+      await m.query(`SELECT set_config('statement_timeout', '600s', true)`);
       // the organizations with rows in it, found by skipping through the (organization_id, created_at) index
       const orgs: { id: string; days: number | null; live: boolean }[] = await m.query(
         `WITH RECURSIVE o(id) AS (
