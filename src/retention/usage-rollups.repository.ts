@@ -100,8 +100,16 @@ export class UsageRollupsRepository {
    */
   async addPartition(m: EntityManager, p: { table: string; from: Date; to: Date }): Promise<void> {
     const table = `"${p.table.replace(/"/g, '')}"`;
-    await m.query(exchangeRollupSql(table, 'TRUE', `rt.exchange_id IN (SELECT id FROM ${table})`, null), []);
-    await this.addAnalysesOf(m, `a.exchange_id IN (SELECT id FROM ${table})`, table, 'a.organization_id = e.organization_id', []);
+    // rows of an organization that no longer exists are dropped without a rollup to keep them for
+    const live = 'e.organization_id IN (SELECT id FROM organizations)';
+    await m.query(exchangeRollupSql(table, live, `rt.exchange_id IN (SELECT id FROM ${table})`, null), []);
+    await this.addAnalysesOf(
+      m,
+      `a.exchange_id IN (SELECT id FROM ${table}) AND a.organization_id IN (SELECT id FROM organizations)`,
+      table,
+      `a.organization_id = e.organization_id AND ${live}`,
+      [],
+    );
   }
 
   /**

@@ -3,7 +3,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ExchangePartitions } from '../../src/retention/exchange-partitions';
 import { RetentionService } from '../../src/retention/retention.service';
 import { UsageRollupsRepository } from '../../src/retention/usage-rollups.repository';
-import { createTestApp, TestApp } from '../support/create-test-app';
+import { loadConfig } from '../../src/config/app-config';
+import { createTestApp, TEST_ENCRYPTION_KEY, TEST_JWT_SECRET, TestApp } from '../support/create-test-app';
 import { api, createOrg, createUser, TestOrg } from '../support/factories';
 
 /*
@@ -325,5 +326,14 @@ describe('retention', () => {
     expect(await Promise.all(gone.map(usage))).toEqual(before);
     const metrics = await fetch(`${app.url}/metrics`).then((r) => r.text());
     expect(metrics).toMatch(/openai_proxy_retention_partitions_dropped_total [1-9]/);
+  });
+
+  it('RETENTION_INTERVAL_MS is at most a minute (0: this process runs no job) and RETENTION_BATCH is bounded', () => {
+    const env = { JWT_SECRET: TEST_JWT_SECRET, ENCRYPTION_KEY: TEST_ENCRYPTION_KEY, DATABASE_URL: 'postgres://127.0.0.1/x' };
+    expect(loadConfig(env)).toMatchObject({ retentionIntervalMs: 60_000, retentionBatch: 500 });
+    expect(loadConfig({ ...env, RETENTION_INTERVAL_MS: '0', RETENTION_BATCH: '50' })).toMatchObject({ retentionIntervalMs: 0, retentionBatch: 50 });
+    expect(() => loadConfig({ ...env, RETENTION_INTERVAL_MS: '120000' })).toThrow(/RETENTION_INTERVAL_MS must be between 0 and 60000/);
+    expect(() => loadConfig({ ...env, RETENTION_INTERVAL_MS: '5' })).toThrow(/RETENTION_INTERVAL_MS must be 0 \(off\) or between 100 and 60000/);
+    expect(() => loadConfig({ ...env, RETENTION_BATCH: '0' })).toThrow(/RETENTION_BATCH must be between 1 and 10000/);
   });
 });
