@@ -223,6 +223,14 @@ export class AnalysisService {
     if (!exchange) {
       throw hasRequest ? AppException.notFound('request', dto.request_id!) : AppException.notFound('response', dto.response_id!);
     }
+    // an exchange recorded without its content (capture mode metadata, or bodies past their retention) has nothing
+    // to analyse: a conflict with what was stored, not a malformed request
+    if (exchange.captureMode === 'metadata' || (exchange.requestBody == null && exchange.outputText == null)) {
+      throw new AppException('conflict', 'The exchange was recorded without its content (capture mode metadata, or its bodies are past retention): there is nothing to analyse', {
+        code: 'no_content',
+        param: hasRequest ? 'request_id' : 'response_id',
+      });
+    }
     const conversation = conversationOf(exchange.requestBody, exchange.outputText);
     if (isEmptyConversation(conversation)) {
       throw AppException.invalid('The exchange holds no conversation to analyse', hasRequest ? 'request_id' : 'response_id');

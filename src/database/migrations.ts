@@ -17,6 +17,7 @@ import { AddAuditEvents1795900000100 } from '../../migrations/1795900000100-AddA
 import { AddOrganizationPrivacy1796000000000 } from '../../migrations/1796000000000-AddOrganizationPrivacy';
 import { AddUsageRollups1796000001000 } from '../../migrations/1796000001000-AddUsageRollups';
 import { PartitionExchanges1796000001100 } from '../../migrations/1796000001100-PartitionExchanges';
+import { AddExchangeCaptureMode1796100000000 } from '../../migrations/1796100000000-AddExchangeCaptureMode';
 
 /** Every migration, in order (listed explicitly, never globbed). */
 export const MIGRATIONS = [
@@ -39,4 +40,5 @@ export const MIGRATIONS = [
   AddOrganizationPrivacy1796000000000,
   AddUsageRollups1796000001000,
   PartitionExchanges1796000001100,
+  AddExchangeCaptureMode1796100000000,
 ];

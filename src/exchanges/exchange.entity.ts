@@ -61,6 +61,10 @@ export class ExchangeEntity {
   @Column({ type: 'jsonb', nullable: true })
   error: unknown;
 
+  /** what was stored of it: full, redacted (personal data replaced) or metadata (no bodies or text) */
+  @Column({ name: 'capture_mode', type: 'text', default: 'full' })
+  captureMode: string;
+
   @Column({ name: 'input_tokens', type: 'bigint', nullable: true, transformer: BIGINT_AS_NUMBER })
   inputTokens: number | null;
 

@@ -281,7 +281,8 @@ export class ProxiedCall implements RelayedCall {
     // a background response still queued or running is not over: it is not recorded as completed
     const exStatus: ExchangeStatus = captured.upstreamError ? 'failed' : captured.unfinished ? 'queued' : 'completed';
     // read-your-writes: the record is committed before the answer leaves
-    const recorded = await this.finish(exStatus, { upstreamStatus: status, captured, responseBody: text });
+    // stored as the text received; a capture that rewrites it walks the value already parsed
+    const recorded = await this.finish(exStatus, { upstreamStatus: status, captured, responseBody: this.record.row.capture ? parsed : text });
     if (!recorded) throw AppException.databaseUnavailable();
     if (this.clientGone) return;
     this.res.writeHead(status, { 'content-type': 'application/json', 'content-length': buf.length });

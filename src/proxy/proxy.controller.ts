@@ -14,6 +14,14 @@ const SESSION_HEADER = {
   description: 'Groups exchanges into a session (1–128 of [A-Za-z0-9._:-]). Without it, previous_response_id joins that response’s session, else a new session_… is minted.',
 };
 
+const CAPTURE_HEADER = {
+  name: 'X-Capture-Mode',
+  required: false,
+  description:
+    'Lowers what is stored of this call below the organization’s capture mode (full > redacted > metadata); never forwarded upstream. ' +
+    'Asking for more than the organization’s mode is a 400 capture_mode_not_allowed, an unknown value a 400 invalid_capture_mode.',
+};
+
 const errors = (status: number, type: string, code: string | null, message: string) => ApiResponse(apiError(status, message, type, code, message));
 const PERSONA_EXAMPLE_NOTE = 'persona_id must be the id of one of your personas (POST /v1/personas answers it); an unknown id is a 404.';
 
@@ -33,6 +41,7 @@ const ProxyErrors = () => (target: object, key: string | symbol, desc: PropertyD
 @ApiTags('proxy')
 @ApiProtected()
 @ApiHeader(SESSION_HEADER)
+@ApiHeader(CAPTURE_HEADER)
 @ForwardsBody()
 @RequireScope('proxy')
 @Controller('v1')

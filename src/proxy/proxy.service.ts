@@ -16,6 +16,7 @@ import { CallServices, ProxiedCall } from './proxied-call';
 import { lacksStreamUsage, readProxyBody, readSessionHeader, withoutPersona, withPersona } from './proxy-body';
 import { UpstreamClient } from '../upstream/upstream-client';
 import { ObjectOwners } from '../relay/object-owners';
+import { captureModeFor, exchangeCapture } from '../privacy/capture-mode';
 
 const ROUTE_TEMPLATES: Record<ProxyEndpoint, string> = { responses: '/v1/responses', 'chat.completions': '/v1/chat/completions' };
 
@@ -50,6 +51,8 @@ export class ProxyService {
 
   async forward(endpoint: ProxyEndpoint, req: ProxiedRequest, res: ServerResponse): Promise<void> {
     const acting = req.acting!;
+    // what is stored of the call (X-Capture-Mode may lower the organization's mode; refused before anything is done)
+    const capture = exchangeCapture(captureModeFor(acting, req.headers));
     const fields = readProxyBody(endpoint, req.body, req.rawBody);
     const sessionHeader = readSessionHeader(req.headers['x-session-id']);
     const persona = fields.personaId ? await this.personas.resolveForRequest(acting.orgId, fields.personaId) : null;
@@ -96,6 +99,7 @@ export class ProxyService {
       createdAt: new Date(),
       method: 'POST',
       route: ROUTE_TEMPLATES[endpoint],
+      capture,
     };
     const opened = this.recorder.open(pending);
     let record: RecordHandle;

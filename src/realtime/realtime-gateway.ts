@@ -23,6 +23,7 @@ import { actingHeaders, readHandshake, REALTIME_PATH, RealtimeHandshake, websock
 import { RealtimeSession, SessionEnd } from './realtime-session';
 import { RealtimeTally } from './realtime-tally';
 import { ConnectAbandoned, connectUpstream, OpenUpstream, UpstreamRefusal } from './realtime-upstream';
+import { captureModeFor, exchangeCapture } from '../privacy/capture-mode';
 
 /** The largest message relayed either way (Realtime's own limit on an event is 15 MiB). */
 export const MAX_FRAME_BYTES = 32 * 1024 * 1024;
@@ -170,6 +171,8 @@ export class RealtimeGateway implements BeforeApplicationShutdown {
     const handshake = call.handshake;
     const claims = await this.auth.verifyToken(handshake.authHeaders, 'proxy');
     const acting = (call.acting = await this.auth.actingFor(claims, actingHeaders(handshake, claims)));
+    // what is stored of the session (X-Capture-Mode may lower the organization's mode)
+    const capture = exchangeCapture(captureModeFor(acting, req.headers));
     const problem = websocketProblem(req);
     if (problem) throw problem;
     const sessionId = readSessionHeader(req.headers['x-session-id']) ?? newSessionId();
@@ -193,6 +196,7 @@ export class RealtimeGateway implements BeforeApplicationShutdown {
         createdAt: new Date(),
         method: 'GET',
         route: REALTIME_PATH,
+        capture,
       });
       call.record = opened instanceof Promise ? await opened : opened;
     } catch (err) {

@@ -22,6 +22,7 @@ import { ObjectOwners } from './object-owners';
 import type { RouteMatch } from './openai-routes';
 import { AnswerTap, outputTextOf, RelayUsage, storableAnswer, usageOf } from './relay-answer';
 import { madeIds, readRelayBody, referencedIds, RelayBody } from './relay-request';
+import { captureModeFor, exchangeCapture } from '../privacy/capture-mode';
 
 /** request headers that reach the upstream (never the client's Authorization, cookies or hop-by-hop headers) */
 const FORWARDED = ['openai-beta', 'idempotency-key', 'accept', 'content-type', 'x-stainless-helper-method'];
@@ -65,6 +66,8 @@ export class RelayService {
   async relay(match: RouteMatch, req: ProxiedRequest, res: ServerResponse): Promise<void> {
     const acting = req.acting!;
     const { route, params } = match;
+    // what is stored of the call (X-Capture-Mode may lower the organization's mode; refused before the body is read)
+    const capture = exchangeCapture(captureModeFor(acting, req.headers));
     const body = await readRelayBody(req, route.method, { json: this.config.bodyLimitBytes, upload: this.config.uploadLimitBytes });
     const json = body.kind === 'json' ? body.parsed : null;
     const fields = json && typeof json === 'object' && !Array.isArray(json) ? (json as Record<string, unknown>) : null;
@@ -105,6 +108,7 @@ export class RelayService {
       method: route.method,
       route: route.template,
       requestContentType: body.kind === 'stream' ? body.contentType || null : null,
+      capture,
     });
     let record: RecordHandle;
     try {

@@ -20,13 +20,15 @@ export interface ResponseRecord {
   createdAt: Date;
   /** the stored response object (read for an answer only) */
   responseBody?: unknown;
+  /** what the record stores (full, redacted, metadata): a completion stores the ended response likewise */
+  captureMode: string;
 }
 
 /** How a response that ended upstream is recorded. */
 export interface EndedResponse {
   status: ExchangeStatus;
-  /** the response object as JSON text */
-  responseBody: string;
+  /** the response object as JSON text (null: not stored, capture mode metadata) */
+  responseBody: string | null;
   outputText: string | null;
   error: unknown;
   /** 'estimate': the upstream reported none, and the estimate recorded at the start stays */
@@ -52,7 +54,7 @@ export interface CountedBefore {
 const UNFINISHED = `(x.status = 'queued' OR (x.status IN ('interrupted', 'client_aborted') AND x.response_body->>'background' = 'true'
   AND x.response_body->>'status' IN ('queued', 'in_progress')))`;
 
-const RECORD_COLUMNS = `x.id, x.organization_id, x.user_id, x.response_id, x.status, x.key_id, x.key_source, x.model, x.created_at`;
+const RECORD_COLUMNS = `x.id, x.organization_id, x.user_id, x.response_id, x.status, x.key_id, x.key_source, x.model, x.created_at, x.capture_mode`;
 
 interface RecordRow {
   id: string;
@@ -64,6 +66,7 @@ interface RecordRow {
   key_source: string | null;
   model: string | null;
   created_at: Date | string;
+  capture_mode: string;
   response_body?: unknown;
 }
 
@@ -78,6 +81,7 @@ function toRecord(r: RecordRow): ResponseRecord {
     keySource: r.key_source,
     model: r.model,
     createdAt: new Date(r.created_at),
+    captureMode: r.capture_mode ?? 'full',
   };
   if ('response_body' in r) record.responseBody = r.response_body;
   return record;
@@ -107,13 +111,17 @@ export class QueuedResponsesRepository {
     private readonly recorder: ExchangeRecorder,
   ) {}
 
-  /** The organization's newest exchange that stored a response object with this id, with that object. */
+  /**
+   * The organization's newest exchange that stored a response object with this id, with that object (or that made
+   * it without storing it: capture mode redacted or metadata).
+   */
   async findByResponseId(orgId: string, responseId: string): Promise<ResponseRecord | null> {
     // a record completed after its answer left is read as completed
     await this.recorder.caughtUp();
     const rows: RecordRow[] = await this.dataSource.query(
       `SELECT ${RECORD_COLUMNS}, x.response_body FROM exchanges x
-        WHERE x.organization_id = $1 AND x.response_id = $2 AND x.response_body IS NOT NULL AND x.upstream_deleted_at IS NULL
+        WHERE x.organization_id = $1 AND x.response_id = $2 AND (x.response_body IS NOT NULL OR x.capture_mode <> 'full')
+          AND x.upstream_deleted_at IS NULL
         ORDER BY x.created_at DESC LIMIT 1`,
       [orgId, responseId],
     );

@@ -6,6 +6,7 @@ import type { BackgroundResponseClosed } from '../metrics/metrics.service';
 import { toolCallsOf } from '../pricing/answer-usage';
 import { PricingService } from '../pricing/pricing.service';
 import { captureJson } from '../proxy/exchange-capture';
+import { storedLater } from '../privacy/capture-mode';
 import { EndedResponse, QueuedResponsesRepository, ResponseRecord } from './queued-responses.repository';
 import type { UpstreamResponseObject } from './upstream-responses';
 
@@ -60,11 +61,15 @@ export class ResponseCompletion {
     const tier = typeof body.service_tier === 'string' ? body.service_tier : null;
     const cost = usage && usage !== 'estimate' ? this.pricing.cost(model, usage, { serviceTier: tier, ...toolCallsOf(body) }) : null;
     const completedAt = new Date();
+    // stored as the record was: in full, redacted (with the placeholders its request got, when this process made
+    // it) or without bodies and text
+    const capture = storedLater(record.id, record.captureMode);
+    const error = failed ? (captured.upstreamError ?? { message: 'The response failed' }) : null;
     const ended: EndedResponse = {
       status,
-      responseBody: answer.text,
-      outputText: captured.outputText,
-      error: failed ? (captured.upstreamError ?? { message: 'The response failed' }) : null,
+      responseBody: capture ? (capture.mode === 'metadata' ? null : JSON.stringify(capture.json(body))) : answer.text,
+      outputText: capture ? capture.text(captured.outputText) : captured.outputText,
+      error: capture ? capture.error(error) : error,
       usage,
       cost,
       latencyMs: completedAt.getTime() - record.createdAt.getTime(),
@@ -72,6 +77,7 @@ export class ResponseCompletion {
     };
     const before = await this.records.complete(record.id, ended);
     if (!before) return false;
+    capture?.ended(record.id);
     this.logger.write('info', 'background response ended', { request_id: record.id, response_id: record.responseId, status: upstreamStatus });
     if (usage === 'estimate') {
       this.count({ outcome: upstreamStatus, model });

@@ -48,7 +48,9 @@ export class ResponsesService {
     const record = await this.entitled(acting, responseId);
     const forwarded = query ? `?${query}` : '';
     if (stream) return this.resume(record, forwarded, res);
-    if (!isUnfinished(record)) return send(res, JSON.stringify(record.responseBody ?? null));
+    // a record that stored the object as it was answered answers for it; one that did not (capture mode redacted or
+    // metadata) has the upstream answer, so the client gets its response as it is, not as it was stored
+    if (!isUnfinished(record) && record.captureMode === 'full') return send(res, JSON.stringify(record.responseBody ?? null));
     const answer = await this.upstream.get(await this.keys.of(record), responseId, forwarded);
     if (hasEnded(answer.body)) await this.complete(record, answer);
     send(res, answer.text);

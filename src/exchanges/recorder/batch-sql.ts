@@ -53,6 +53,7 @@ const INSERT_FIELDS: [string, Cast][] = [
   ['method', 'text'],
   ['route', 'text'],
   ['request_content_type', 'text'],
+  ['capture_mode', 'text'],
 ];
 const UPDATE_FIELDS: [string, Cast][] = [
   ['id', 'text'],
@@ -235,6 +236,7 @@ export function batchQuery(inserts: BatchInsert[], updates: BatchUpdate[], insta
         r.method ?? null,
         r.route ?? null,
         r.requestContentType ?? null,
+        r.capture?.mode ?? 'full',
       ],
       degrade,
     );

@@ -1,5 +1,7 @@
 /** What an exchange record holds: the row written before the upstream is called, and how the call ended. */
 
+import type { ExchangeCapture } from '../../privacy/capture-mode';
+
 export interface TokenUsage {
   input: number | null;
   output: number | null;
@@ -33,8 +35,8 @@ export interface PendingExchange {
   endpoint: string;
   model: string | null;
   stream: boolean;
-  /** the JSON text sent upstream, stored as jsonb without re-serializing it */
-  requestBody: string;
+  /** the JSON text sent upstream, stored as jsonb without re-serializing it (null: not stored, see capture) */
+  requestBody: string | null;
   keyId: string;
   keySource: string;
   createdAt: Date;
@@ -43,6 +45,8 @@ export interface PendingExchange {
   route?: string;
   /** a request body that is not stored (binary, multipart): its type (its size is known when the call ends) */
   requestContentType?: string | null;
+  /** what of the exchange is stored when it is not everything (capture mode redacted or metadata); absent: full */
+  capture?: ExchangeCapture;
 }
 
 /** How the exchange ended. */

@@ -98,6 +98,8 @@ export class ExchangeRecorder implements OnApplicationBootstrap, OnApplicationSh
    * database known to be unreachable, the row is written first: rejects with 503 before the upstream is called.
    */
   open(row: PendingExchange): RecordHandle | Promise<RecordHandle> {
+    // a capture mode other than full rewrites what is stored, once, before it is queued (the outcome in the handle)
+    if (row.capture) row = row.capture.pending(row);
     if (this.reachable) {
       const written = this.begin(row, row.stream ? 0 : this.config.recordPendingAfterMs);
       written.catch(() => undefined);

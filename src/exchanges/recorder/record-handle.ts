@@ -68,6 +68,7 @@ export class RecordHandle {
    */
   async finish(outcome: ExchangeOutcome): Promise<boolean> {
     this.closed = true;
+    if (this.row.capture) outcome = this.row.capture.outcome(outcome);
     // past RECORD_AFTER_ANSWER_MAX completions waiting for the database, the answer waits for its record
     if (this.afterAnswer && this.writes.takesAfterAnswer) {
       this.writes.completeAfterAnswer(outcome);
