@@ -78,13 +78,16 @@ export class RetentionRepository {
    */
   async deleteBatch(orgId: string, cutoff: Date, batch: number): Promise<number | null> {
     return this.locked(orgId, async (m) => {
-      const rows: { id: string; created_at: Date }[] = await m.query(
-        `SELECT id, created_at FROM exchanges WHERE organization_id = $1 AND created_at < $2 ORDER BY created_at LIMIT $3 FOR UPDATE`,
+      // the bounds as text: a timestamptz has microseconds, a JS Date only milliseconds
+      const found: { ids: string[] | null; lo: string | null; hi: string | null }[] = await m.query(
+        `WITH batch AS (
+           SELECT id, created_at FROM exchanges WHERE organization_id = $1 AND created_at < $2 ORDER BY created_at LIMIT $3 FOR UPDATE)
+         SELECT array_agg(id) AS ids, min(created_at)::text AS lo, max(created_at)::text AS hi FROM batch`,
         [orgId, cutoff.toISOString(), batch],
       );
-      if (!rows.length) return 0;
-      const times = rows.map((r) => new Date(r.created_at).getTime());
-      const selection = { orgId, ids: rows.map((r) => r.id), from: new Date(Math.min(...times)), to: new Date(Math.max(...times)) };
+      const { ids, lo, hi } = found[0] ?? { ids: null, lo: null, hi: null };
+      if (!ids?.length || lo === null || hi === null) return 0;
+      const selection = { orgId, ids, from: lo, to: hi };
       await this.rollups.addExchanges(m, selection);
       await m.query(
         `DELETE FROM analysis_claims c WHERE c.organization_id = $1 AND c.expires_at < now()
@@ -95,9 +98,9 @@ export class RetentionRepository {
       await m.query(`DELETE FROM ratings WHERE organization_id = $1 AND exchange_id = ANY($2::text[])`, [orgId, selection.ids]);
       await m.query(
         `DELETE FROM exchanges WHERE organization_id = $1 AND id = ANY($2::text[]) AND created_at >= $3 AND created_at <= $4`,
-        [orgId, selection.ids, selection.from.toISOString(), selection.to.toISOString()],
+        [orgId, selection.ids, selection.from, selection.to],
       );
-      return rows.length;
+      return ids.length;
     });
   }
 

@@ -1,12 +1,15 @@
 import { Injectable } from '@nestjs/common';
 import { EntityManager } from 'typeorm';
 
-/** The exchanges a retention step removes: one organization's, by id, within [from, to] of created_at (for pruning). */
+/**
+ * The exchanges a retention step removes: one organization's, by id, within [from, to] of created_at (for
+ * partition pruning; timestamptz text, microseconds included).
+ */
 export interface ExchangeSelection {
   orgId: string;
   ids: string[];
-  from: Date;
-  to: Date;
+  from: string;
+  to: string;
 }
 
 /** The key of a usage rollup row; NULLs are equal (the unique index is NULLS NOT DISTINCT). */
@@ -84,14 +87,9 @@ export class UsageRollupsRepository {
          AND NOT (o.id = ANY($2::text[])))`;
     await m.query(
       exchangeRollupSql('exchanges', SELECTED, `rt.organization_id = $1 AND rt.exchange_id = ANY($2::text[])`, sessionLeft),
-      [s.orgId, s.ids, s.from.toISOString(), s.to.toISOString()],
+      [s.orgId, s.ids, s.from, s.to],
     );
-    await this.addAnalysesOf(m, `a.organization_id = $1 AND a.exchange_id = ANY($2::text[])`, 'exchanges', SELECTED, [
-      s.orgId,
-      s.ids,
-      s.from.toISOString(),
-      s.to.toISOString(),
-    ]);
+    await this.addAnalysesOf(m, `a.organization_id = $1 AND a.exchange_id = ANY($2::text[])`, 'exchanges', SELECTED, [s.orgId, s.ids, s.from, s.to]);
   }
 
   /**

@@ -259,6 +259,8 @@ describe('retention', () => {
     for (let i = 0; i < n; i++) {
       await store(org.orgId, { user: 'carol', persona: null, model: 'gpt-4o-mini', session: `s-${i % 3}`, at: daysAgo(50 + (i % 4), i % 24), cost: 0.001 });
     }
+    // instants with microseconds (a JavaScript Date has milliseconds only): every row is still found and deleted
+    await app.dataSource.query(`UPDATE exchanges SET created_at = created_at + interval '123 microseconds' WHERE organization_id = $1`, [org.orgId]);
     await setRetention(org.orgId, null, 30);
     const service = app.app.get(RetentionService);
     // two processes' worth of runners on separate connections, each deleting 2 at a time
