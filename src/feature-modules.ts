@@ -14,6 +14,7 @@ import { ProxyModule } from './proxy/proxy.module';
 import { RatingsModule } from './ratings/ratings.module';
 import { RealtimeModule } from './realtime/realtime.module';
 import { ResponsesModule } from './responses/responses.module';
+import { RetentionModule } from './retention/retention.module';
 import { UpstreamModule } from './upstream/upstream.module';
 
 /** The feature modules, shared by the HTTP server (AppModule) and the admin CLI (AdminCliModule). */
@@ -35,4 +36,5 @@ export const FEATURE_MODULES = [
   MetricsModule,
   LimitsModule,
   EndUsersModule,
+  RetentionModule,
 ];

@@ -16,6 +16,8 @@ import { AddIssuedTokenScope1795900000000 } from '../../migrations/1795900000000
 import { AddAuditEvents1795900000100 } from '../../migrations/1795900000100-AddAuditEvents';
 import { AddEndUserIndexes1795900186599 } from '../../migrations/1795900186599-AddEndUserIndexes';
 import { AddOrganizationPrivacy1796000000000 } from '../../migrations/1796000000000-AddOrganizationPrivacy';
+import { AddUsageRollups1796000001000 } from '../../migrations/1796000001000-AddUsageRollups';
+import { PartitionExchanges1796000001100 } from '../../migrations/1796000001100-PartitionExchanges';
 import { AddExchangeCaptureMode1796100000000 } from '../../migrations/1796100000000-AddExchangeCaptureMode';
 
 /** Every migration, in order (listed explicitly, never globbed). */
@@ -38,5 +40,7 @@ export const MIGRATIONS = [
   AddAuditEvents1795900000100,
   AddEndUserIndexes1795900186599,
   AddOrganizationPrivacy1796000000000,
+  AddUsageRollups1796000001000,
+  PartitionExchanges1796000001100,
   AddExchangeCaptureMode1796100000000,
 ];
