@@ -92,11 +92,13 @@ export interface ErasedRows {
   tokens: number;
   upstream_objects: number;
   audit_events_scrubbed: number;
+  /** daily usage rollups that named the user, merged into the organization's rollups without a user */
+  usage_rollups: number;
 }
 
 /** The erased rows the caller must announce to other processes. */
 export interface ErasureEffects {
-  rows: Omit<ErasedRows, 'limit_counters'>;
+  rows: Omit<ErasedRows, 'limit_counters' | 'usage_rollups'>;
   keyIds: string[];
   tokenJtis: string[];
 }

@@ -24,6 +24,7 @@ const RECEIPT_EXAMPLE: ErasureReceipt = {
     tokens: 0,
     upstream_objects: 2,
     audit_events_scrubbed: 0,
+    usage_rollups: 2,
   },
   erased_at: '2026-06-05T18:30:00.000Z',
 };

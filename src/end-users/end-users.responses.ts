@@ -37,6 +37,9 @@ export class ErasedRowsResponse implements ErasedRows {
 
   @ApiProperty({ description: 'audit events that held the external id: it was replaced by the internal id' })
   audit_events_scrubbed!: number;
+
+  @ApiProperty({ description: "daily usage rollups of the user's deleted exchanges: merged into the organization's, without a user" })
+  usage_rollups!: number;
 }
 
 @ApiObject('UserErasure')

@@ -10,6 +10,7 @@ import { ChangeFeedService } from '../database/change-feed.service';
 import { toExchangeView } from '../exchanges/exchanges.service';
 import { limitRef } from '../limits/limit-definitions';
 import { LimitCountersService } from '../limits/limit-counters.service';
+import { UsageRollupsRepository } from '../retention/usage-rollups.repository';
 import { AnalysisRow, EndUserDataRepository, ErasedRows, PageCursor, RatingRow } from './end-user-data.repository';
 
 /** Rows read per statement while exporting: memory stays bounded whatever the user's history. */
@@ -71,6 +72,7 @@ export class EndUsersService {
     private readonly changes: ChangeFeedService,
     private readonly audit: AuditService,
     private readonly counters: LimitCountersService,
+    private readonly rollups: UsageRollupsRepository,
     private readonly logger: JsonLogger,
   ) {}
 
@@ -137,7 +139,8 @@ export class EndUsersService {
 
   /**
    * Erases the user: every row that holds their external id or anything they sent, in one transaction (nothing is
-   * ever half-erased to a reader), then their Redis counters. Running processes drop them from their caches through
+   * ever half-erased to a reader), then their Redis counters. Their usage rollups move to no user (the
+   * organization's analytics totals stay). Running processes drop them from their caches through
    * the change feed. A user never seen, or already erased, gets a receipt of zeros.
    */
   async erase(orgId: string, externalId: string, actor: AuditActor): Promise<ErasureReceipt> {
@@ -147,7 +150,10 @@ export class EndUsersService {
       const subject = await this.data.findSubject(m, orgId, externalId, true);
       const effects = await this.data.erase(m, orgId, externalId, subject);
       const limitCounters = await this.counters.deleteUserCounters(m, subject.userIds);
-      const erased: ErasedRows = { ...effects.rows, limit_counters: limitCounters };
+      // the organization's totals stay in the rollups, under no user
+      let rollups = 0;
+      for (const id of subject.userIds) rollups += await this.rollups.forgetUser(m, orgId, id);
+      const erased: ErasedRows = { ...effects.rows, limit_counters: limitCounters, usage_rollups: rollups };
       for (const id of subject.userIds) await this.changes.publish(m, 'user', id);
       if (effects.keyIds.length) await this.changes.publish(m, 'key', orgId);
       if (erased.limits) for (const id of subject.userIds) await this.changes.publish(m, 'limits', limitRef('user', id));

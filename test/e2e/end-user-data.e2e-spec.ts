@@ -125,6 +125,13 @@ describe("end users' data: export and erasure", () => {
       a.externalId,
       JSON.stringify({ users: [a.externalId, 'someone-else'], nested: { who: a.externalId } }),
     ]);
+    // daily rollups of deleted exchanges: the user's, the organization's without a user, another user's
+    await app.dataSource.query(
+      `INSERT INTO usage_rollups (day, organization_id, source, user_id, model, requests, cost)
+       VALUES ('2026-01-01', $1, 'proxy', $2, 'gpt-4o-mini', 3, 0.5), ('2026-01-01', $1, 'proxy', NULL, 'gpt-4o-mini', 2, 0.25),
+              ('2026-01-02', $1, 'proxy', $2, 'gpt-4o-mini', 1, 0.125), ('2026-01-01', $1, 'proxy', $3, 'gpt-4o-mini', 7, 1)`,
+      [org.orgId, a.userId, b.userId],
+    );
     // a counter left in PostgreSQL while Redis was away
     await app.dataSource.query(`INSERT INTO limit_counters (key, value, expires_at) VALUES ($1, 1, now() + interval '1 hour')`, [
       `${REDIS_PREFIX}limit:u:${a.userId}:rpm:0`,
@@ -190,6 +197,7 @@ describe("end users' data: export and erasure", () => {
         tokens: 1,
         upstream_objects: 1,
         audit_events_scrubbed: 1,
+        usage_rollups: 2,
       },
       erased_at: expect.any(String),
     });
@@ -211,6 +219,15 @@ describe("end users' data: export and erasure", () => {
     expect((await app.dataSource.query('SELECT count(*)::int AS n FROM api_keys WHERE id = $1 AND revoked_at IS NULL', [b.keyId]))[0].n).toBe(1);
     expect((await redis.keys(`${REDIS_PREFIX}limit:u:${b.userId}:*`)).length).toBeGreaterThan(0);
 
+    const rollups = await app.dataSource.query(
+      `SELECT day::text AS day, user_id, requests::int AS requests, cost FROM usage_rollups WHERE organization_id = $1 ORDER BY day, user_id NULLS FIRST`,
+      [org.orgId],
+    );
+    expect(rollups).toEqual([
+      { day: '2026-01-01', user_id: null, requests: 5, cost: 0.75 },
+      { day: '2026-01-01', user_id: b.userId, requests: 7, cost: 1 },
+      { day: '2026-01-02', user_id: null, requests: 1, cost: 0.125 },
+    ]);
     const analysesOfB: { user_id: string | null }[] = await app.dataSource.query('SELECT user_id FROM analysis_results WHERE exchange_id = $1 ORDER BY created_at', [b.requestId]);
     expect(analysesOfB).toEqual([{ user_id: b.userId }, { user_id: null }]);
     const scrubbed = await app.dataSource.query(`SELECT target_id, details FROM audit_events WHERE organization_id = $1 AND action = 'user.note'`, [org.orgId]);
