@@ -13,6 +13,16 @@ const { existsSync, mkdirSync, writeFileSync, readFileSync, rmSync } = require('
 const procs = require('./lib/procs');
 const setup = require('./lib/setup');
 const { runSequential } = require('./lib/seq-client');
+const { execFileSync } = require('node:child_process');
+
+/** The commit a checkout is at (`git rev-parse --short HEAD`), for the report; `unknown` outside git. */
+function gitHead(dir) {
+  try {
+    return execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: dir, encoding: 'utf8' }).trim();
+  } catch {
+    return 'unknown';
+  }
+}
 
 const ROOT = path.resolve(__dirname, '..');
 const FAKE = path.join(ROOT, 'dist', 'test', 'support', 'fake-upstream.js');
@@ -37,6 +47,9 @@ const HELP = `usage: node bench/run.js [--smoke | --quick] [options]
   --pg-setting K=V        experiment: ALTER DATABASE bench_<ts> SET K = V before the proxy starts (repeatable),
                           e.g. --pg-setting synchronous_commit=off
   --proxy-env K=V         run the proxy with this environment variable (repeatable), e.g. --proxy-env RECORD_WRITE=after_answer
+  --baseline DIR          also measure the proxy built in another checkout DIR (its own dist/, e.g. a git worktree of
+                          the commit before a change), in the same run and on the same core: the report adds
+                          "baseline" and "proxy vs baseline" columns — before/after figures from one run
   --proxy-node-flags "F"  experiment: extra node flags for the proxy, e.g. "--max-semi-space-size=8"
   --strict                exit 2 when a target FAILs (broken runs always exit 1)
   --out FILE              results JSON (default bench/results/latest.json; smoke.json / quick.json for those modes)
@@ -61,6 +74,7 @@ function parseArgs(argv) {
     pgSettings: {},
     proxyNodeFlags: [],
     proxyEnv: {},
+    baseline: undefined,
     out: undefined,
   };
   for (let i = 0; i < argv.length; i++) {
@@ -109,6 +123,7 @@ function parseArgs(argv) {
         break;
       }
       case '--out': o.out = path.resolve(next()); break;
+      case '--baseline': o.baseline = path.resolve(next()); break;
       case '-h': case '--help': console.log(HELP); process.exit(0); break; // eslint-disable-line no-fallthrough
       default: throw new Error(`unknown option ${a}\n${HELP}`);
     }
@@ -351,15 +366,33 @@ async function main() {
       }
       proxy.probeIds = [...(proxy.probeIds ?? []), ...probe.ids];
     }
-    targets.proxy = { url: proxy.url, pid: proxy.child.pid };
+    targets.proxy = { url: proxy.url, pid: proxy.child.pid, users };
     results.peak_rss_mb.proxy_before_load = procs.peakRssMb(proxy.child.pid);
   }
-  const order = ['direct', 'floor', 'proxy'].filter((t) => targets[t]);
+  let baseline;
+  if (opts.baseline && targets.proxy) {
+    baseline = await setup.startProxy({ root: opts.baseline, databaseUrl: process.env.DATABASE_URL, upstreamUrl, pinning, dbSettings: opts.pgSettings, nodeFlags: opts.proxyNodeFlags, extraEnv: opts.proxyEnv });
+    const made = await setup.createOrganizations(baseline, { orgs: opts.orgs, upstreamUrl, how: opts.setup });
+    const baselineUsers = setup.benchUsers(made.orgs, opts.users);
+    const prime = await runSequential({
+      url: baseline.url,
+      requests: baselineUsers.map((u) => ({ method: 'GET', path: '/v1/models', headers: { authorization: `Bearer ${u.org.token}`, 'x-user-id': u.userId } })),
+      count: Math.ceil(baselineUsers.length / 8),
+      concurrency: 8,
+      partition: true,
+    });
+    if (prime.ok2xx !== prime.sent) throw new Error(`priming the baseline's users failed: ${JSON.stringify(prime.statuses)} ${prime.errors.join('; ')}`);
+    targets.baseline = { url: baseline.url, pid: baseline.child.pid, users: baselineUsers };
+    results.baseline = { dir: opts.baseline, commit: gitHead(opts.baseline), database: baseline.dbName ?? baseline.mode };
+    log(`baseline proxy (${opts.baseline}, ${results.baseline.commit}) at ${baseline.url}`);
+  }
+  const order = ['direct', 'floor', 'baseline', 'proxy'].filter((t) => targets[t]);
+  /** The requests of a case for one target: a proxy's carry its own organizations' tokens. */
+  const requestsOf = (c, t) => requestsFor(c, targets[t].users ?? users);
 
   // -- the four cases
   for (const name of opts.cases) {
     const c = CASES[name];
-    const requests = requestsFor(c, users);
     const caseResult = {};
     const proxyIds = [];
     let proxy2xx = 0;
@@ -372,6 +405,7 @@ async function main() {
     const stats0 = proxy?.lastStats;
     for (const t of order) {
       const target = targets[t];
+      const requests = requestsOf(c, t);
       log(`${name}: ${t}`);
       if (opts.warmup > 0) {
         const w = await loadRun(target.url, requests, { connections: opts.connections, duration: opts.warmup });
@@ -426,17 +460,16 @@ async function main() {
   if (opts.realistic && order.length > 0) {
     const [concurrency, count] = opts.realisticShape;
     const names = opts.mode === 'smoke' ? ['responses-sse'] : ['responses-sse', 'chat-sse'];
-    results.realistic_streaming = { first_byte_ms: 200, event_interval_ms: 20, concurrency, requests_per_target: concurrency * count, cases: {} };
+    results.realistic_streaming = { first_byte_ms: 200, event_interval_ms: 20, concurrency, requests_per_target: concurrency * count, baseline: Boolean(targets.baseline), cases: {} };
     await setFakeOptions({ firstByteMs: 200, eventIntervalMs: 20 });
     try {
       for (const name of names) {
-        const requests = requestsFor(CASES[name], users);
         const out = {};
         const ids = [];
         let ok = 0;
         for (const t of order) {
           log(`realistic ${name}: ${t}`);
-          const seq = await runSequential({ url: targets[t].url, requests, count, concurrency });
+          const seq = await runSequential({ url: targets[t].url, requests: requestsOf(CASES[name], t), count, concurrency });
           if (seq.ok2xx !== seq.sent) broken.push(`realistic ${name}/${t}: ${JSON.stringify(seq.statuses)} ${seq.errors.join('; ')}`);
           if (t === 'proxy') (ids.push(...seq.ids), (ok += seq.ok2xx));
           out[t] = { ttfb_p50_ms: r2(seq.ttfb.p50), ttfb_p99_ms: r2(seq.ttfb.p99), total_p50_ms: r2(seq.total.p50), total_p99_ms: r2(seq.total.p99) };
@@ -490,6 +523,24 @@ async function main() {
       writeFileSync(path.join(RESULTS, 'profile-summary.txt'), format(summary) + '\n');
     } else {
       broken.push('profile: no .cpuprofile written by the proxy');
+    }
+  }
+
+  // -- a graceful stop leaves no record behind: every row the proxy began is finished (needs PostgreSQL: the
+  // embedded database stops with the proxy)
+  if (proxy && proxy.mode === 'postgresql') {
+    for (const p of [proxy, baseline].filter(Boolean)) {
+      const started = Date.now();
+      await procs.stop(p.child, 30000);
+      const statuses = await setup.countByStatus(p.dbUrl);
+      const who = p === proxy ? 'proxy' : 'baseline';
+      results.after_stop = { ...results.after_stop, [who]: { stop_ms: Date.now() - started, exit: p.child.exitCode ?? p.child.signalCode, statuses } };
+      if (statuses.pending) {
+        const what = `${who}: ${statuses.pending} exchanges still pending after a graceful stop (SIGTERM)`;
+        // a smoke run (CI) reports it; a measuring run fails on it
+        if (opts.mode === 'smoke') log(`WARNING: ${what}`);
+        else broken.push(what);
+      }
     }
   }
 
@@ -570,7 +621,17 @@ function diff(a, b) {
 
 function caseRows(c) {
   const v = (t, k) => c[t]?.[k];
-  const row = (label, key, cmp) => [label, v('direct', key), v('floor', key), v('proxy', key), cmp(v('proxy', key), v('direct', key)), cmp(v('proxy', key), v('floor', key))];
+  const withBaseline = c.baseline !== undefined;
+  const row = (label, key, cmp) => [
+    label,
+    v('direct', key),
+    v('floor', key),
+    ...(withBaseline ? [v('baseline', key)] : []),
+    v('proxy', key),
+    cmp(v('proxy', key), v('direct', key)),
+    cmp(v('proxy', key), v('floor', key)),
+    ...(withBaseline ? [cmp(v('proxy', key), v('baseline', key))] : []),
+  ];
   return [
     row('req/s @N conn', 'rps', ratio),
     row('p50 ms @N conn', 'p50_ms', diff),
@@ -604,10 +665,14 @@ function report(results, opts) {
     if (results.proxy_env) lines.push(`   proxy environment: ${Object.entries(results.proxy_env).map(([k, v]) => `${k}=${v}`).join(' ')}`);
     lines.push(`   proxy database: ${results.database.mode}${results.database.name ? ` (${results.database.name})` : ''}; setup via ${results.database.setup}${settings ? `; EXPERIMENT: ${settings}` : ''}`);
   }
+  if (results.baseline) lines.push(`   baseline: the proxy built in ${results.baseline.dir} (${results.baseline.commit}), same core, same upstream, its own database; this checkout is ${gitHead(path.join(__dirname, '..'))}`);
   lines.push(`   ${opts.connections} connections × ${opts.duration} s per throughput run (after ${opts.warmup} s warm-up); ${opts.seq} sequential requests @1 conn; SSE = 20 delta events`);
   for (const [name, c] of Object.entries(results.cases)) {
     lines.push('', `-- ${name} (${CASES[name].path}${CASES[name].stream ? ', stream' : ''})`);
-    lines.push(table(['metric', 'direct', 'floor', 'proxy', 'proxy vs direct', 'proxy vs floor'], caseRows(c).map((r) => [r[0].replace('@N', `@${opts.connections}`), ...r.slice(1)])));
+    const head = c.baseline
+      ? ['metric', 'direct', 'floor', 'baseline', 'proxy', 'proxy vs direct', 'proxy vs floor', 'proxy vs baseline']
+      : ['metric', 'direct', 'floor', 'proxy', 'proxy vs direct', 'proxy vs floor'];
+    lines.push(table(head, caseRows(c).map((r) => [r[0].replace('@N', `@${opts.connections}`), ...r.slice(1)])));
   }
   if (results.realistic_streaming) {
     const rs = results.realistic_streaming;
@@ -615,15 +680,24 @@ function report(results, opts) {
     const rows = [];
     for (const [name, c] of Object.entries(rs.cases)) {
       for (const [k, label] of [['ttfb_p50_ms', 'first chunk p50'], ['ttfb_p99_ms', 'first chunk p99'], ['total_p50_ms', 'total p50'], ['total_p99_ms', 'total p99']]) {
-        rows.push([`${name} ${label}`, c.direct?.[k], c.floor?.[k], c.proxy?.[k], diff(c.proxy?.[k], c.direct?.[k])]);
+        rows.push([`${name} ${label}`, c.direct?.[k], c.floor?.[k], ...(rs.baseline ? [c.baseline?.[k]] : []), c.proxy?.[k], diff(c.proxy?.[k], c.direct?.[k])]);
       }
     }
-    lines.push(table(['ms', 'direct', 'floor', 'proxy', 'proxy added'], rows));
+    lines.push(table(['ms', 'direct', 'floor', ...(rs.baseline ? ['baseline'] : []), 'proxy', 'proxy added'], rows));
   }
   if (results.analytics) {
     const a = results.analytics;
     lines.push('', '-- persona analytics');
     lines.push(a.error ? `   ERROR: ${a.error}` : a.skipped ? `   skipped: ${a.skipped}` : `   ${a.exchanges} exchanges, ${a.calls} calls: p50 ${a.p50_ms} ms, p95 ${a.p95_ms} ms, max ${a.max_ms} ms (seeded in ${a.seed_ms} ms)`);
+  }
+  if (results.after_stop) {
+    lines.push('', '-- after a graceful stop (SIGTERM): exchanges per status (none may stay pending)');
+    lines.push(
+      table(
+        ['target', 'stop ms', 'exit', 'statuses'],
+        Object.entries(results.after_stop).map(([k, a]) => [k, a.stop_ms, a.exit, Object.entries(a.statuses).map(([s, n]) => `${s} ${n}`).join(', ')]),
+      ),
+    );
   }
   if (Object.keys(results.lost_exchanges).length) {
     lines.push('', '-- stored exchanges (every 2xx must have a completed record)');

@@ -12,8 +12,9 @@ const { Client } = require('pg');
 const procs = require('./procs');
 
 const ROOT = path.resolve(__dirname, '..', '..');
-const MAIN = path.join(ROOT, 'dist', 'src', 'main.js');
-const CLI = path.join(ROOT, 'dist', 'src', 'cli.js');
+/** The built server and CLI of a checkout: this one, or a baseline's (`--baseline DIR`). */
+const mainOf = (root) => path.join(root, 'dist', 'src', 'main.js');
+const cliOf = (root) => path.join(root, 'dist', 'src', 'cli.js');
 
 /** Creates `bench_<ts>` on the server of `databaseUrl`; dropped again by the cleanup. */
 async function createBenchDatabase(databaseUrl, settings = {}) {
@@ -78,8 +79,8 @@ async function waitHealthy(url, child, timeoutMs = 60000) {
 }
 
 /** The node flags `npm start` runs the server with (package.json), so the bench measures the server as shipped. */
-function startFlags() {
-  const script = JSON.parse(readFileSync(path.join(ROOT, 'package.json'), 'utf8')).scripts.start;
+function startFlags(root) {
+  const script = JSON.parse(readFileSync(path.join(root, 'package.json'), 'utf8')).scripts.start;
   const m = /^node((?: --\S+)*) dist\/src\/main\.js$/.exec(script);
   if (!m) throw new Error(`package.json scripts.start is not "node [flags] dist/src/main.js": ${script}`);
   return m[1].trim().split(' ').filter(Boolean);
@@ -89,8 +90,9 @@ function startFlags() {
  * Starts dist/src/main.js pinned to the system-under-test core.
  * @returns {{child, url, env, dbUrl: () => string, jwtSecret, encryptionKey, mode}}
  */
-async function startProxy({ databaseUrl, upstreamUrl, pinning, cpuProfDir, dbSettings, nodeFlags = [], extraEnv = {} }) {
-  if (!existsSync(MAIN)) throw new Error(`${path.relative(ROOT, MAIN)} is missing: run npm run build`);
+async function startProxy({ root = ROOT, databaseUrl, upstreamUrl, pinning, cpuProfDir, dbSettings, nodeFlags = [], extraEnv = {} }) {
+  const MAIN = mainOf(root);
+  if (!existsSync(MAIN)) throw new Error(`${MAIN} is missing: run npm run build${root === ROOT ? '' : ' in the baseline checkout'}`);
   const jwtSecret = randomBytes(48).toString('base64url');
   const encryptionKey = randomBytes(32).toString('hex');
   let dbUrl;
@@ -107,19 +109,23 @@ async function startProxy({ databaseUrl, upstreamUrl, pinning, cpuProfDir, dbSet
   const port = await procs.freePort();
   const env = { ...proxyEnv({ port, databaseUrl: dbUrl, dataDir, jwtSecret, encryptionKey, upstreamUrl }), ...extraEnv };
   const profFlags = cpuProfDir ? ['--cpu-prof', `--cpu-prof-dir=${cpuProfDir}`, '--cpu-prof-name=proxy.cpuprofile'] : [];
-  const child = procs.start('proxy', process.execPath, [...startFlags(), ...nodeFlags, ...profFlags, MAIN], { env, core: pinning.sutCore, pinning });
+  const child = procs.start(root === ROOT ? 'proxy' : 'baseline', process.execPath, [...startFlags(root), ...nodeFlags, ...profFlags, MAIN], {
+    env,
+    core: pinning.sutCore,
+    pinning,
+  });
   const url = `http://127.0.0.1:${port}`;
   await waitHealthy(url, child);
   if (!dbUrl) {
     // The embedded database is served on a private Unix socket by the proxy process; its endpoint file says where.
     dbUrl = JSON.parse(readFileSync(path.join(dataDir, 'embedded-db.json'), 'utf8')).url;
   }
-  return { child, url, env, dbUrl, dbName, dataDir, jwtSecret, encryptionKey, mode: databaseUrl ? 'postgresql' : 'embedded' };
+  return { root, child, url, env, dbUrl, dbName, dataDir, jwtSecret, encryptionKey, mode: databaseUrl ? 'postgresql' : 'embedded' };
 }
 
-function runCli(env, args) {
+function runCli(root, env, args) {
   return new Promise((resolve, reject) => {
-    execFile(process.execPath, [CLI, ...args, '--json'], { env, cwd: ROOT, timeout: 60000 }, (err, stdout, stderr) => {
+    execFile(process.execPath, [cliOf(root), ...args, '--json'], { env, cwd: root, timeout: 60000 }, (err, stdout, stderr) => {
       if (err) return reject(new Error(`cli ${args.slice(0, 2).join(' ')} failed: ${(stderr || err.message).trim().split('\n').slice(-3).join(' ')}`));
       const i = stdout.indexOf('{');
       try {
@@ -144,11 +150,11 @@ async function orgsWithCli(proxy, { orgs, upstreamUrl, stamp }) {
   // one chain of commands per organization, the chains side by side (each CLI run boots the app)
   const one = async (i) => {
     const name = `bench-org-${stamp}-${i}`;
-    const org = await runCli(proxy.env, ['org', 'create', name]);
+    const org = await runCli(proxy.root, proxy.env, ['org', 'create', name]);
     const orgId = org.id ?? org.organization?.id;
     if (!orgId) throw new Error(`cli org create printed no id: ${JSON.stringify(org)}`);
-    await runCli(proxy.env, ['key', 'create', orgId, `sk-bench-${randomBytes(12).toString('hex')}`, '--label', 'bench', '--base-url', upstreamUrl]);
-    const jwt = await runCli(proxy.env, ['jwt', 'create', '--org-id', orgId, '--expires-in', '1d']);
+    await runCli(proxy.root, proxy.env, ['key', 'create', orgId, `sk-bench-${randomBytes(12).toString('hex')}`, '--label', 'bench', '--base-url', upstreamUrl]);
+    const jwt = await runCli(proxy.root, proxy.env, ['jwt', 'create', '--org-id', orgId, '--expires-in', '1d']);
     if (!jwt.token) throw new Error(`cli jwt create printed no token: ${JSON.stringify(jwt)}`);
     return { id: orgId, name, token: jwt.token };
   };
@@ -157,8 +163,8 @@ async function orgsWithCli(proxy, { orgs, upstreamUrl, stamp }) {
 
 /** Without the CLI: rows by SQL, the key encrypted by the built KeyCryptoService, tokens signed here. */
 async function orgsWithSql(proxy, { orgs, upstreamUrl, stamp }) {
-  const { KeyCryptoService } = require(path.join(ROOT, 'dist', 'src', 'keys', 'key-crypto.service.js'));
-  const { parseMasterKey } = require(path.join(ROOT, 'dist', 'src', 'config', 'app-config.js'));
+  const { KeyCryptoService } = require(path.join(proxy.root, 'dist', 'src', 'keys', 'key-crypto.service.js'));
+  const { parseMasterKey } = require(path.join(proxy.root, 'dist', 'src', 'config', 'app-config.js'));
   const crypto = new KeyCryptoService({ encryptionKey: parseMasterKey('ENCRYPTION_KEY', proxy.encryptionKey) });
   const client = new Client({ connectionString: proxy.dbUrl });
   await client.connect();
@@ -185,7 +191,7 @@ async function orgsWithSql(proxy, { orgs, upstreamUrl, stamp }) {
 /** Organizations with an org key each (pointing at the fake upstream) and one token each; `how`: auto|cli|sql. */
 async function createOrganizations(proxy, { orgs, upstreamUrl, how }) {
   const stamp = Date.now().toString(36);
-  const cliReady = existsSync(CLI);
+  const cliReady = existsSync(cliOf(proxy.root));
   if (how === 'cli' || (how === 'auto' && cliReady)) {
     try {
       return { orgs: await orgsWithCli(proxy, { orgs, upstreamUrl, stamp }), via: 'cli' };
@@ -221,6 +227,18 @@ async function countCompleted(dbUrl, ids) {
   }
 }
 
+/** Exchanges per status (`pending`, `completed`, `failed`, …) in the proxy's database. */
+async function countByStatus(dbUrl) {
+  const client = new Client({ connectionString: dbUrl });
+  await client.connect();
+  try {
+    const { rows } = await client.query(`SELECT status, count(*)::int AS n FROM exchanges GROUP BY status ORDER BY status`);
+    return Object.fromEntries(rows.map((r) => [r.status, r.n]));
+  } finally {
+    await client.end();
+  }
+}
+
 /** Transaction and row counters of the proxy's database (pg_stat_database), to tell what a request costs it. */
 async function dbStats(dbUrl) {
   const client = new Client({ connectionString: dbUrl });
@@ -238,4 +256,4 @@ async function dbStats(dbUrl) {
   }
 }
 
-module.exports = { dbStats, startProxy, createOrganizations, benchUsers, countCompleted, mintToken };
+module.exports = { countByStatus, dbStats, startProxy, createOrganizations, benchUsers, countCompleted, mintToken };

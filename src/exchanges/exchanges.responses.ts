@@ -117,6 +117,13 @@ export class ExchangeResponse implements ExchangeView {
   @ApiProperty({ type: Boolean, description: 'a stored body was longer than RECORD_BODY_MAX: its beginning is stored, as a JSON string', example: false })
   body_truncated!: boolean;
 
+  @ApiProperty({
+    enum: ['full', 'redacted', 'metadata'],
+    description: 'what was stored of this exchange: bodies as sent, bodies with personal data replaced by placeholders, or no bodies or text',
+    example: 'full',
+  })
+  capture_mode!: 'full' | 'redacted' | 'metadata';
+
   @ApiProperty({ type: String, format: 'date-time', nullable: true, description: 'the response this exchange returned was deleted upstream (DELETE /v1/responses/{id}); the record stays', example: null })
   upstream_deleted_at!: string | null;
 

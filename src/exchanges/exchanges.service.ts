@@ -1,3 +1,4 @@
+import type { CaptureMode } from '../auth/org-privacy';
 import { Injectable } from '@nestjs/common';
 import { AppException } from '../common/app-exception';
 import { Cache } from '../common/cache';
@@ -45,6 +46,7 @@ export interface ExchangeView {
   response_content_type: string | null;
   response_bytes: number | null;
   body_truncated: boolean;
+  capture_mode: CaptureMode;
   upstream_deleted_at: string | null;
   request_body: unknown;
   response_body: unknown;
@@ -95,6 +97,7 @@ export function toExchangeView(e: ExchangeEntity): ExchangeView {
     response_content_type: e.responseContentType ?? null,
     response_bytes: e.responseBytes ?? null,
     body_truncated: e.bodyTruncated === true,
+    capture_mode: (e.captureMode ?? 'full') as CaptureMode,
     upstream_deleted_at: e.upstreamDeletedAt ? e.upstreamDeletedAt.toISOString() : null,
     request_body: e.requestBody ?? null,
     response_body: e.responseBody ?? null,

@@ -350,6 +350,9 @@ describe('capture modes: what is stored of an exchange (full, redacted, metadata
       const rRed = await stored(red.response.headers.get('x-request-id'), o);
       expect(rRed.capture_mode).toBe('redacted');
       expect(rRed.output_text).toBe(`Echo: ${REDACTED}`);
+      // the API shows what was kept, and how
+      const view = (await o.call('GET', `/v1/requests/${red.response.headers.get('x-request-id')}`)).body;
+      expect(view).toMatchObject({ capture_mode: 'redacted', output_text: `Echo: ${REDACTED}` });
 
       const meta = await lowered(o, 'Metadata').chat.completions.create({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: SENT }] }).withResponse();
       const rMeta = await stored(meta.response.headers.get('x-request-id'), o);
