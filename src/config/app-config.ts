@@ -39,7 +39,7 @@ export class AppConfig {
   recordPendingAfterMs: number;
   circuitFailureThreshold: number;
   circuitCooldownMs: number;
-  /** resolved upstream keys kept in memory, one per (organization, user); the least recently used go first */
+  /** resolved upstream keys kept in memory (entries per (organization, user) and per organization); the least recently used go first */
   keyCacheSize: number;
   /** the longest a rate-limited key rests (its Retry-After is capped to this) */
   keyRestMaxMs: number;

@@ -20,16 +20,24 @@ interface Pools {
   fallback: boolean;
 }
 
+/** An organization's own keys, and whether its users fall back to them. */
+interface OrganizationPool {
+  keys: ResolvedKey[];
+  fallback: boolean;
+}
+
 /**
- * Key resolution with the decrypted pools cached per (organization, user), at most KEY_CACHE_SIZE of them (least
- * recently used dropped first); a created, revoked, rested or invalidated key, and an organization change, drop
- * the organization's entries in every process through the change feed. Choosing among the cached keys reads
- * nothing: no database round trip per call.
+ * Key resolution with the decrypted keys cached: a user's own keys per (organization, user), the organization's
+ * keys once per organization, at most KEY_CACHE_SIZE entries each (least recently used dropped first); a created,
+ * revoked, rested or invalidated key, and an organization change, drop the organization's entries in every process
+ * through the change feed. Choosing among the cached keys reads nothing: no database round trip per call.
  */
 @Injectable()
 export class CachedKeyResolver extends KeyResolver {
-  /** "orgId\nuserId" → the pools that user's calls use */
-  private readonly cache: Cache<Pools>;
+  /** "orgId\nuserId" → that user's own keys */
+  private readonly users: Cache<ResolvedKey[]>;
+  /** "orgId\n" → the organization's keys */
+  private readonly organizations: Cache<OrganizationPool>;
   private readonly single: Cache<ResolvedKey | null>;
 
   constructor(
@@ -42,11 +50,13 @@ export class CachedKeyResolver extends KeyResolver {
     changes: ChangeFeedService,
   ) {
     super();
-    this.cache = new Cache({ max: config.keyCacheSize });
+    this.users = new Cache({ max: config.keyCacheSize });
+    this.organizations = new Cache({ max: config.keyCacheSize });
     this.single = new Cache({ max: config.keyCacheSize });
     const dropOrganization = (orgId: string) => {
       const mine = (key: string) => key.startsWith(`${orgId}\n`);
-      this.cache.deleteWhere(mine);
+      this.users.deleteWhere(mine);
+      this.organizations.delete(`${orgId}\n`);
       this.single.deleteWhere(mine);
     };
     changes.on('key', dropOrganization);
@@ -55,7 +65,7 @@ export class CachedKeyResolver extends KeyResolver {
   }
 
   async candidates(acting: { orgId: string; userId: string }, query: PoolQuery = {}): Promise<ResolvedKey[]> {
-    const pools = await this.cache.get(`${acting.orgId}\n${acting.userId}`, () => this.load(acting.orgId, acting.userId));
+    const pools = await this.pools(acting.orgId, acting.userId);
     const now = Date.now();
     const user = this.usableOf(pools.user, now);
     const keys = user.length ? (pools.fallback ? [...user, ...this.usableOf(pools.organization, now)] : user) : this.usableOf(pools.organization, now);
@@ -82,10 +92,19 @@ export class CachedKeyResolver extends KeyResolver {
   }
 
   async usable(acting: { orgId: string; userId: string }): Promise<ResolvedKey[]> {
-    const pools = await this.cache.get(`${acting.orgId}\n${acting.userId}`, () => this.load(acting.orgId, acting.userId));
+    const pools = await this.pools(acting.orgId, acting.userId);
     const now = Date.now();
     const user = this.usableOf(pools.user, now);
     return user.length ? (pools.fallback ? [...user, ...this.usableOf(pools.organization, now)] : user) : this.usableOf(pools.organization, now);
+  }
+
+  /** The cached keys (loaded values are taken without waiting). */
+  private async pools(orgId: string, userId: string): Promise<Pools> {
+    const userKey = `${orgId}\n${userId}`;
+    const orgKey = `${orgId}\n`;
+    const user = this.users.peek(userKey) ?? (await this.users.get(userKey, () => this.loadUser(orgId, userId)));
+    const org = this.organizations.peek(orgKey) ?? (await this.organizations.get(orgKey, () => this.loadOrganization(orgId)));
+    return { user, organization: org.keys, fallback: org.fallback };
   }
 
   /** Active keys (not invalid), with what this process knows of their rest beyond the cached row. */
@@ -141,12 +160,15 @@ export class CachedKeyResolver extends KeyResolver {
     return out;
   }
 
-  private async load(orgId: string, userId: string): Promise<Pools> {
-    const [user, organization, org] = await Promise.all([
-      this.keys.find({ where: { organizationId: orgId, userId, revokedAt: IsNull() }, order: { createdAt: 'DESC' } }),
+  private async loadUser(orgId: string, userId: string): Promise<ResolvedKey[]> {
+    return this.decryptAll(await this.keys.find({ where: { organizationId: orgId, userId, revokedAt: IsNull() }, order: { createdAt: 'DESC' } }));
+  }
+
+  private async loadOrganization(orgId: string): Promise<OrganizationPool> {
+    const [keys, org] = await Promise.all([
       this.keys.find({ where: { organizationId: orgId, userId: IsNull(), revokedAt: IsNull() }, order: { createdAt: 'DESC' } }),
       this.orgs.findOne({ where: { id: orgId }, select: { id: true, keyFallback: true } }),
     ]);
-    return { user: this.decryptAll(user), organization: this.decryptAll(organization), fallback: org?.keyFallback === true };
+    return { keys: this.decryptAll(keys), fallback: org?.keyFallback === true };
   }
 }
