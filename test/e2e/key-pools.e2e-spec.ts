@@ -151,6 +151,27 @@ describe('key pools, routing and failover', () => {
     expect(llama.requests).toHaveLength(1);
   });
 
+  it('5xx answers feed the circuit of their key (no failover); a key whose circuit is open is passed over for the next', async () => {
+    const tight = await createTestApp({ LOG_LEVEL: 'warn', DATABASE_URL: app.env.DATABASE_URL, DATA_DIR: app.dataDir, CIRCUIT_FAILURE_THRESHOLD: '2', UPSTREAM_MAX_RETRIES: '0' });
+    try {
+      const org = await createOrg(tight);
+      const failing = await (await tight.app.get(KeysService).create({ orgId: org.orgId, apiKey: 'sk-circuit-fail-0001', baseUrl: fake.url, priority: 1 }, cliActor())).id;
+      await tight.app.get(KeysService).create({ orgId: org.orgId, apiKey: 'sk-circuit-good-0002', baseUrl: fake.url }, cliActor());
+      fake.keyFaults.set('sk-circuit-fail-0001', { kind: 'status', status: 500 });
+      const call = api(tight, org.token, 'circuit@example.com');
+      expect((await ask(call)).status).toBe(502);
+      expect((await ask(call)).status).toBe(502);
+      expect(fake.requests.map(keyOf)).toEqual(['sk-circuit-fail-0001', 'sk-circuit-fail-0001']);
+      const served = await ask(call);
+      expect(served.status).toBe(200);
+      expect(fake.requests.map(keyOf).slice(2)).toEqual(['sk-circuit-good-0002']);
+      const rec = await call('GET', `/v1/requests/${served.headers.get('x-request-id')}`);
+      expect(rec.body.key_attempts).toEqual([{ key_id: failing, outcome: 'error', status: null }]);
+    } finally {
+      await tight.close();
+    }
+  });
+
   it('a session stays on one key while it is healthy; sessions spread over the pool', async () => {
     const org = await createOrg(app);
     for (const n of ['1111', '2222', '3333']) await addKey(org.orgId, `sk-sticky-key-${n}`);
