@@ -5,7 +5,10 @@
 let real: Record<string, unknown> | undefined;
 const inquirer = () => (real ??= require('inquirer') as Record<string, unknown>);
 
-// inquirer 8's exports; getters, so that nest-commander's `__importStar(require('inquirer'))` does not load it
+// inquirer 8's exports, as getters: nest-commander's `__importStar(require('inquirer'))` copies them without reading them
+const standIn: Record<string, unknown> = {};
 for (const name of ['prompt', 'prompts', 'createPromptModule', 'registerPrompt', 'restoreDefaultPrompts', 'Separator', 'ui']) {
-  Object.defineProperty(exports, name, { enumerable: true, get: () => inquirer()[name] });
+  Object.defineProperty(standIn, name, { enumerable: true, get: () => inquirer()[name] });
 }
+
+export = standIn;
