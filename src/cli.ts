@@ -2,4 +2,5 @@
 import { exitUnlessSupportedNode } from './common/node-version';
 
 exitUnlessSupportedNode('openai-proxy');
+(require('./cli/lean-start') as typeof import('./cli/lean-start')).useCliStandIns();
 (require('./cli/run') as typeof import('./cli/run')).runCli();

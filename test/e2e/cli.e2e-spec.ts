@@ -1,6 +1,6 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestApp, TEST_ENCRYPTION_KEY, TEST_JWT_SECRET, TestApp } from '../support/create-test-app';
@@ -377,7 +377,7 @@ describe.concurrent('admin CLI', () => {
     expect(root.stderr).toContain('Usage: openai-proxy [options] [command]');
   }, 180_000);
 
-  it('embedded mode: a fresh DATA_DIR is migrated, the CLI works through a running server, and key rotate-master re-encrypts', async () => {
+  it('embedded mode: a fresh DATA_DIR is migrated, the CLI works through a running server, and key rotate-master re-encrypts (one global audit event)', async () => {
     const dataDir = mkdtempSync(join(tmpdir(), 'proxy-cli-embedded-'));
     const newMasterKey = randomBytes(32).toString('base64');
     const embedded = { DATABASE_URL: '', DATA_DIR: dataDir, JWT_SECRET: TEST_JWT_SECRET, ENCRYPTION_KEY: TEST_ENCRYPTION_KEY };
@@ -403,6 +403,8 @@ describe.concurrent('admin CLI', () => {
       await server.close();
       server = undefined;
 
+      // without the previous master key nothing can be read: refused, and no event (see the audit list below)
+      expectFailure(await runCli(['key', 'rotate-master'], { ...embedded, ENCRYPTION_KEY: newMasterKey }), /cannot be decrypted/);
       const rotated = await runCli(['key', 'rotate-master', '--json'], {
         ...embedded,
         ENCRYPTION_KEY: newMasterKey,
@@ -416,6 +418,16 @@ describe.concurrent('admin CLI', () => {
       const after = await api(server, token, 'embedded-user')('GET', '/v1/models');
       expect(after.status).toBe(200);
       expect(fake.requests.filter((r) => r.headers.authorization === `Bearer ${secret}`)).toHaveLength(2);
+
+      // the rotation is a global event (no organization, no target); the failed one wrote none
+      const audit = await runCli(['audit', 'list', '--json'], { ...embedded, ENCRYPTION_KEY: newMasterKey });
+      expectSuccess(audit);
+      const actions = audit.json.data.map((e: { action: string }) => e.action);
+      expect(actions[0]).toBe('key.rotate_master');
+      // key create and jwt create ran side by side
+      expect(actions.slice(1).sort()).toEqual(['jwt.create', 'key.create', 'org.create']);
+      expect(audit.json.data[0]).toMatchObject({ organization_id: null, target_id: null, actor: `cli:${userInfo().username}`, details: { rotated: 1, total: 1 } });
+      expect(audit.stdout).not.toContain(secret);
     } finally {
       await server?.close();
       rmSync(dataDir, { recursive: true, force: true });

@@ -59,7 +59,9 @@ async function listening(url: string): Promise<boolean> {
   }
 }
 
-describe('npm run demo', () => {
+// The runs are independent (each its own temporary directory, ports and processes) and mostly one busy process at a
+// time: side by side they take about the time of the longest.
+describe.concurrent('npm run demo', () => {
   it('needs a build first', () => {
     // `npm test` builds before running the tests; running vitest alone needs `npm run build` first
     expect(existsSync(resolve(ROOT, 'dist/src/main.js')), 'dist/src/main.js is missing: run npm run build').toBe(true);

@@ -1,0 +1,3 @@
+import { lazyModule } from './lazy-module';
+
+export = lazyModule(() => require('undici') as object);
