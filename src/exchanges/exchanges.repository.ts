@@ -55,6 +55,7 @@ const ENTITY_FIELD: Record<BodyField, keyof ExchangeEntity> = {
 export interface ListedExchange {
   exchange: ExchangeEntity;
   omitted: BodyField[];
+  ratings: { count: number; average: number | null };
 }
 
 /** What a list of the organization's exchanges is filtered by. */
@@ -63,6 +64,12 @@ export interface ExchangeFilter {
   externalUserId?: string;
   personaId?: string;
   model?: string;
+  endpoint?: string;
+  status?: string;
+  /** rated this (1–5) by someone */
+  rating?: number;
+  /** put in this primary category by an analysis */
+  analysisCategory?: string;
   from?: Date;
   to?: Date;
 }
@@ -159,6 +166,19 @@ export class ExchangesRepository {
     if (filter.externalUserId) qb.andWhere('e.external_user_id = :userId', { userId: filter.externalUserId });
     if (filter.personaId) qb.andWhere('e.persona_id = :personaId', { personaId: filter.personaId });
     if (filter.model) qb.andWhere('e.model = :model', { model: filter.model });
+    if (filter.endpoint) qb.andWhere('e.endpoint = :endpoint', { endpoint: filter.endpoint });
+    if (filter.status) qb.andWhere('e.status = :status', { status: filter.status });
+    // per-row lookups through the unique (exchange, user) index of ratings and the (organization, exchange) index of
+    // analysis results: the newest-first keyset scan stays the plan
+    if (filter.rating) {
+      qb.andWhere('EXISTS (SELECT 1 FROM ratings r WHERE r.exchange_id = e.id AND r.rating = :rating)', { rating: filter.rating });
+    }
+    if (filter.analysisCategory) {
+      qb.andWhere(
+        `EXISTS (SELECT 1 FROM analysis_results a WHERE a.organization_id = e.organization_id AND a.exchange_id = e.id AND a.primary_category = :category)`,
+        { category: filter.analysisCategory },
+      );
+    }
     if (filter.from) qb.andWhere('e.created_at >= :from', { from: filter.from });
     if (filter.to) qb.andWhere('e.created_at < :to', { to: filter.to });
     return this.page(qb, orgId, limit, after, 'DESC');
@@ -326,6 +346,8 @@ export class ExchangesRepository {
       qb.addSelect(BODY_COLUMNS[field], `listed_${field}`);
       qb.addSelect(`e.${field} IS NOT NULL`, `stored_${field}`);
     }
+    qb.addSelect('(SELECT count(*) FROM ratings r WHERE r.exchange_id = e.id)::int', 'ratings_count');
+    qb.addSelect('(SELECT avg(r.rating) FROM ratings r WHERE r.exchange_id = e.id)::float8', 'ratings_average');
     const { entities, raw } = await qb
       .orderBy('e.created_at', dir)
       .addOrderBy('e.id', dir)
@@ -338,7 +360,8 @@ export class ExchangesRepository {
         (row as unknown as Record<string, unknown>)[ENTITY_FIELD[field]] = value;
         if (value === null && raw[i][`stored_${field}`] === true) omitted.push(field);
       }
-      return { exchange: row, omitted };
+      const average = raw[i].ratings_average as number | null;
+      return { exchange: row, omitted, ratings: { count: Number(raw[i].ratings_count ?? 0), average: average === null ? null : Math.round(average * 100) / 100 } };
     });
   }
 }
