@@ -144,7 +144,7 @@ function RateIt({ requestId }: { requestId: string }) {
         <Text fw={600} size="sm">
           Your rating
         </Text>
-        <Rating value={value} onChange={setValue} aria-label="Rating" />
+        <Rating value={value} onChange={setValue} aria-label="Rating" getSymbolLabel={(v) => `${v} star${v > 1 ? "s" : ""}`} />
         <Textarea placeholder="Comment (optional)" value={comment} onChange={(e) => setComment(e.currentTarget.value)} autosize minRows={1} maxLength={2000} />
         <Group>
           <Button size="xs" disabled={!value} loading={save.isPending} onClick={() => save.mutate()}>

@@ -1,6 +1,7 @@
-import { Alert, Anchor, Badge, Button, Code, Group, Loader, Paper, Select, SimpleGrid, Stack, Text, TextInput, Title } from '@mantine/core';
+import { Alert, Anchor, Badge, Button, Code, Collapse, Group, Loader, Paper, Select, SimpleGrid, Stack, Text, TextInput, Title } from '@mantine/core';
+import { useMediaQuery } from '@mantine/hooks';
 import { useInfiniteQuery, useQuery } from '@tanstack/react-query';
-import { FormEvent, useMemo } from 'react';
+import { FormEvent, useMemo, useState } from 'react';
 import { Link, useNavigate, useSearchParams } from 'react-router';
 import { apiFetch, errorText, Exchange, ListPage, loadCredentials, Persona, qs } from '../api';
 import { Columns, DataTable } from '../DataTable';
@@ -17,7 +18,7 @@ export function statusColor(status: string): string {
 }
 
 const columns: Columns<Exchange> = [
-  { id: 'time', header: 'Time', cell: ({ row }) => <Anchor component={Link} to={`/requests/${row.original.id}`} size="sm">{fmtTime(row.original.created_at)}</Anchor> },
+  { id: 'time', header: 'Time', cell: ({ row }) => <Anchor component={Link} to={`/requests/${row.original.id}`} size="sm" style={{ whiteSpace: 'nowrap' }}>{fmtTime(row.original.created_at)}</Anchor> },
   { id: 'user', header: 'User', cell: ({ row }) => <Text size="sm" truncate maw={200}>{row.original.user_id}</Text> },
   { id: 'model', header: 'Model', cell: ({ row }) => row.original.model ?? row.original.endpoint },
   { id: 'status', header: 'Status', cell: ({ row }) => <Badge color={statusColor(row.original.status)} variant="light">{row.original.status}</Badge> },
@@ -59,6 +60,9 @@ export function ExchangesView() {
   });
   const rows = useMemo(() => list.data?.pages.flatMap((p) => p.data) ?? [], [list.data]);
   const filtered = FILTERS.some((f) => filters[f]);
+  // a narrow window shows the filters on demand
+  const narrow = useMediaQuery('(max-width: 48em)');
+  const [showFilters, setShowFilters] = useState(false);
 
   function apply(e: FormEvent<HTMLFormElement>) {
     e.preventDefault();
@@ -82,6 +86,12 @@ export function ExchangesView() {
           </Text>
         </Group>
       </Group>
+      {narrow && (
+        <Button variant="default" size="xs" onClick={() => setShowFilters((v) => !v)} aria-expanded={showFilters}>
+          Filters{filtered ? ` (${FILTERS.filter((f) => filters[f]).length})` : ''}
+        </Button>
+      )}
+      <Collapse expanded={!narrow || showFilters}>
       <Paper withBorder p="sm">
         <form onSubmit={apply} key={params.toString()} aria-label="Filters">
           <SimpleGrid cols={{ base: 1, xs: 2, md: 5 }} spacing="xs">
@@ -115,6 +125,7 @@ export function ExchangesView() {
           </Group>
         </form>
       </Paper>
+      </Collapse>
       {list.error && <Alert color="red">{errorText(list.error)}</Alert>}
       {list.isPending && <Loader />}
       {list.isSuccess && rows.length === 0 && (filtered ? <Alert color="gray">No exchange matches these filters.</Alert> : <FirstExchange />)}
