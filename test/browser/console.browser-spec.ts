@@ -4,7 +4,7 @@ import OpenAI from 'openai';
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestApp, type TestApp } from '../support/create-test-app';
-import { api, createToken } from '../support/factories';
+import { createToken } from '../support/factories';
 import { startFakeUpstream, type FakeUpstream } from '../support/fake-upstream';
 import { proxyOrg, type ProxyTestOrg, waitFor } from '../support/proxy-test-helpers';
 
@@ -94,7 +94,7 @@ describe('the console in a browser', () => {
   });
 
   it('shows an exchange made through the official SDK without a reload', async () => {
-    await page.evaluate(() => ((window as unknown as { marker: number }).marker = 42));
+    await page.evaluate(() => ((globalThis as unknown as { marker: number }).marker = 42));
     const first = await o.client.responses.create(
       { model: 'gpt-4o-mini', input: 'My photos do not upload, error 0x80070005', persona_id: personaId } as never,
       { headers: { 'X-Session-ID': 'session-console-test' } },
@@ -111,7 +111,7 @@ describe('the console in a browser', () => {
 
     await page.locator(`tr[data-row="${ids.bob}"]`).waitFor({ timeout: 10_000 });
     await page.locator(`tr[data-row="${ids.first}"]`).waitFor();
-    expect(await page.evaluate(() => (window as unknown as { marker?: number }).marker)).toBe(42);
+    expect(await page.evaluate(() => (globalThis as unknown as { marker?: number }).marker)).toBe(42);
     // newest first
     const order = await page.locator('tr[data-row]').evaluateAll((rows) => rows.map((r) => r.getAttribute('data-row')));
     expect(order).toEqual([ids.bob, ids.second, ids.first]);
@@ -319,5 +319,3 @@ describe('the console in a browser', () => {
   });
 });
 
-// keeps `api` in use for ad-hoc calls as another user
-void api;

@@ -64,7 +64,7 @@ describe('the console at /console', () => {
   });
 
   it('is not part of the API document', async () => {
-    const doc = await (await fetch(`${app.url}/docs-json`)).json();
+    const doc = (await (await fetch(`${app.url}/docs-json`)).json()) as { paths: Record<string, unknown> };
     expect(Object.keys(doc.paths).filter((p) => p.startsWith('/console'))).toEqual([]);
   });
 

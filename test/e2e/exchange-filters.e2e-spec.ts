@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestApp, TestApp } from '../support/create-test-app';
+import { api } from '../support/factories';
 import { FakeUpstream, startFakeUpstream } from '../support/fake-upstream';
 import { proxyOrg, ProxyTestOrg } from '../support/proxy-test-helpers';
 
@@ -25,7 +26,7 @@ describe('exchange list filters and ratings', () => {
     expect((await o.call('POST', `/v1/requests/${ids.liked}/rating`, { rating: 5 })).status).toBe(201);
     expect((await o.call('POST', `/v1/requests/${ids.disliked}/rating`, { rating: 2 })).status).toBe(201);
     // a second user's rating of the same exchange: the list shows both, averaged
-    const other = (await import('../support/factories')).api(app, o.token, 'someone-else@example.com');
+    const other = api(app, o.token, 'someone-else@example.com');
     expect((await other('POST', `/v1/requests/${ids.liked}/rating`, { rating: 4 })).status).toBe(201);
   });
   afterAll(async () => {
