@@ -4,7 +4,7 @@ import OpenAI from 'openai';
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestApp, type TestApp } from '../support/create-test-app';
-import { createToken } from '../support/factories';
+import { api, createToken } from '../support/factories';
 import { startFakeUpstream, type FakeUpstream } from '../support/fake-upstream';
 import { proxyOrg, type ProxyTestOrg, waitFor } from '../support/proxy-test-helpers';
 
@@ -40,7 +40,15 @@ describe('the console in a browser', () => {
     mkdirSync(SHOTS, { recursive: true });
     fake = await startFakeUpstream();
     app = await createTestApp({ OPENAI_BASE_URL: fake.url });
-    o = await proxyOrg(app, fake.url);
+    // readable names in the screenshots: the organization's SDK client acts for alice
+    const made = await proxyOrg(app, fake.url);
+    const alice = 'alice@example.com';
+    o = {
+      ...made,
+      userId: alice,
+      client: new OpenAI({ baseURL: `${app.url}/v1`, apiKey: made.token, defaultHeaders: { 'X-User-ID': alice }, maxRetries: 0 }),
+      call: api(app, made.token, alice),
+    };
     other = new OpenAI({ baseURL: `${app.url}/v1`, apiKey: o.token, defaultHeaders: { 'X-User-ID': otherUser }, maxRetries: 0 });
     readToken = (await createToken(app, o.orgId, { scope: 'read' })).token;
     const persona = await o.call('POST', '/v1/personas', {
@@ -54,6 +62,10 @@ describe('the console in a browser', () => {
     context = await browser.newContext({ viewport: { width: 1280, height: 860 } });
     page = await context.newPage();
     page.on('pageerror', (e) => pageErrors.push(String(e)));
+    // anything the Content-Security-Policy blocks (an inline script, an outside origin) is reported here
+    page.on('console', (m) => {
+      if (m.type() === 'error' && /Content Security Policy|Refused to/i.test(m.text())) pageErrors.push(m.text());
+    });
   });
 
   afterAll(async () => {
@@ -314,7 +326,7 @@ describe('the console in a browser', () => {
     await ro.close();
   });
 
-  it('logged no page errors', () => {
+  it('logged no page errors and nothing the Content-Security-Policy refused', () => {
     expect(pageErrors).toEqual([]);
   });
 });

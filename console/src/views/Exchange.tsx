@@ -243,7 +243,7 @@ function RunAnalysis({ requestId }: { requestId: string }) {
           onChange={setConfigId}
         />
       ) : (
-        <Textarea label="Inline configuration (JSON)" value={inline} onChange={(e) => setInline(e.currentTarget.value)} autosize minRows={4} ff="monospace" />
+        <Textarea label="Inline configuration (JSON)" value={inline} onChange={(e) => setInline(e.currentTarget.value)} autosize minRows={4} styles={{ input: { fontFamily: "var(--mantine-font-family-monospace)" } }} />
       )}
       {inlineError && <Alert color="red">{inlineError}</Alert>}
       <Group>

@@ -79,7 +79,7 @@ function Editor({ persona }: { persona: Persona }) {
       <Stack gap="xs">
         <TextInput name="name" label="Name" defaultValue={persona.name} required maxLength={100} />
         <TextInput name="description" label="Description" defaultValue={persona.description ?? ''} />
-        <Textarea name="content" label="Content" defaultValue={persona.content} autosize minRows={6} ff="monospace" required />
+        <Textarea name="content" label="Content" defaultValue={persona.content} autosize minRows={6} styles={{ input: { fontFamily: "var(--mantine-font-family-monospace)" } }} required />
         <Text size="xs" c="dimmed">
           Changing the content makes a new version; the exchanges of earlier versions keep theirs.
         </Text>
