@@ -227,6 +227,18 @@ async function countCompleted(dbUrl, ids) {
   }
 }
 
+/** Exchanges per status (`pending`, `completed`, `failed`, …) in the proxy's database. */
+async function countByStatus(dbUrl) {
+  const client = new Client({ connectionString: dbUrl });
+  await client.connect();
+  try {
+    const { rows } = await client.query(`SELECT status, count(*)::int AS n FROM exchanges GROUP BY status ORDER BY status`);
+    return Object.fromEntries(rows.map((r) => [r.status, r.n]));
+  } finally {
+    await client.end();
+  }
+}
+
 /** Transaction and row counters of the proxy's database (pg_stat_database), to tell what a request costs it. */
 async function dbStats(dbUrl) {
   const client = new Client({ connectionString: dbUrl });
@@ -244,4 +256,4 @@ async function dbStats(dbUrl) {
   }
 }
 
-module.exports = { dbStats, startProxy, createOrganizations, benchUsers, countCompleted, mintToken };
+module.exports = { countByStatus, dbStats, startProxy, createOrganizations, benchUsers, countCompleted, mintToken };
