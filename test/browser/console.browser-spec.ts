@@ -115,7 +115,17 @@ describe('the console in a browser', () => {
       .create({ model: 'gpt-4o-mini', input: 'Still failing after a restart', persona_id: personaId } as never, { headers: { 'X-Session-ID': 'session-console-test' } })
       .withResponse()).response.headers.get('x-request-id')!;
     ids.second = firstId;
-    const bob = await other.chat.completions.create({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'How do I share an album?' }] }).withResponse();
+    const bob = await other.chat.completions
+      .create({
+        model: 'gpt-4o-mini',
+        messages: [
+          { role: 'user', content: 'Which albums do I have?' },
+          { role: 'assistant', content: null, tool_calls: [{ id: 'call_1', type: 'function', function: { name: 'list_albums', arguments: '{"owner":"bob"}' } }] },
+          { role: 'tool', tool_call_id: 'call_1', content: '["Holidays 2026","Cats"]' },
+          { role: 'user', content: 'How do I share an album?' },
+        ],
+      })
+      .withResponse();
     ids.bob = bob.response.headers.get('x-request-id')!;
     expect(first.output_text).toContain('Echo:');
     const list = await o.call('GET', '/v1/requests?limit=10');
@@ -213,6 +223,20 @@ describe('the console in a browser', () => {
     expect(await page.locator('[data-stat="Turns"]').innerText()).toBe('2');
     expect(await page.locator('[data-stat="Average rating"]').innerText()).toBe('3');
     await shot('session');
+  });
+
+  it('opens a deep link to an exchange and renders its tool calls', async () => {
+    await page.goto(`${app.url}/console/requests/${ids.bob}`);
+    const chat = page.getByTestId('chat');
+    await chat.waitFor();
+    const roles = await chat.locator('[data-role]').evaluateAll((els) => els.map((e) => e.getAttribute('data-role')));
+    expect(roles).toEqual(['user', 'assistant', 'tool', 'user', 'assistant']);
+    const text = await chat.innerText();
+    expect(text.toLowerCase()).toContain('tool call: list_albums');
+    expect(text).toContain('{"owner":"bob"}');
+    expect(text).toContain('["Holidays 2026","Cats"]');
+    expect(text).toContain('How do I share an album?');
+    await shot('exchange-tools');
   });
 
   it('shows a persona’s analytics as charts whose numbers are the API’s', async () => {
