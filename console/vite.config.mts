@@ -18,5 +18,14 @@ export default defineConfig({
     assetsInlineLimit: 0,
     sourcemap: false,
     chunkSizeWarningLimit: 2000,
+    // libraries change less often than the console: their own files, cached apart
+    rollupOptions: {
+      output: {
+        manualChunks(id: string) {
+          if (!id.includes('node_modules')) return undefined;
+          return /recharts|d3-|victory|@mantine\/charts/.test(id) ? 'charts' : 'vendor';
+        },
+      },
+    },
   },
 });
