@@ -308,7 +308,32 @@ describe('the console in a browser', () => {
     const configs = (await o.call('GET', '/v1/analysis/configs')).body.data;
     expect(configs.map((c: { name: string }) => c.name)).toEqual(['Support intent']);
     expect(configs[0].categories.map((c: { name: string }) => c.name)).toEqual(['bug_report', 'how_to']);
-    await page.getByTestId('chart-category-distribution').locator('svg').first().waitFor();
+    const configId = configs[0].id as string;
+
+    // run it from an exchange's Analysis tab, as a saved configuration
+    await page.goto(`${app.url}/console/requests/${ids.second}`);
+    await page.getByRole('tab', { name: 'Analysis' }).click();
+    await page.getByPlaceholder('Pick one').click();
+    await page.getByRole('option', { name: 'Support intent (intent)' }).click();
+    await page.getByRole('button', { name: 'Run analysis' }).click();
+    await page.getByTestId('analysis-result').first().waitFor();
+    const saved = (await o.call('GET', `/v1/analysis/results?config_id=${configId}`)).body.data;
+    expect(saved).toHaveLength(1);
+    expect(saved[0].request_id).toBe(ids.second);
+
+    // the results with their category distribution: the bars count the API's results
+    await page.goto(`${app.url}/console/analysis`);
+    await page.getByRole('table', { name: 'Analysis results' }).waitFor();
+    const all = (await o.call('GET', '/v1/analysis/results?limit=100')).body.data as { primary_category: string }[];
+    expect(all).toHaveLength(2);
+    const counts = new Map<string, number>();
+    for (const r of all) counts.set(r.primary_category, (counts.get(r.primary_category) ?? 0) + 1);
+    const chart = page.getByTestId('chart-category-distribution');
+    await chart.locator('.recharts-label-list text').first().waitFor();
+    const shown = await chart.locator('.recharts-label-list text').allTextContents();
+    expect(shown.map(Number).sort()).toEqual([...counts.values()].sort());
+    expect(await chart.locator('.recharts-cartesian-axis-tick-value').allTextContents()).toEqual(expect.arrayContaining([...counts.keys()]));
+    expect(await page.getByRole('table', { name: 'Analysis results' }).locator('tr[data-row]').count()).toBe(2);
     await shot('analysis');
   });
 

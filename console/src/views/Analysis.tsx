@@ -1,8 +1,8 @@
 import { BarChart } from '@mantine/charts';
-import { Alert, Anchor, Badge, Button, Checkbox, Group, Loader, Paper, Select, SimpleGrid, Stack, Text, Textarea, TextInput, Title } from '@mantine/core';
+import { Alert, Anchor, Badge, Button, Checkbox, Group, Loader, Paper, Select, Stack, Text, Textarea, TextInput, Title } from '@mantine/core';
 import { useMutation, useQuery, useQueryClient } from '@tanstack/react-query';
 import { FormEvent, useState } from 'react';
-import { Link } from 'react-router';
+import { Link, useNavigate } from 'react-router';
 import { AnalysisConfig, AnalysisResult, apiFetch, errorText, ListPage, qs } from '../api';
 import { Columns, DataTable } from '../DataTable';
 import { fmtCost, fmtNum, fmtTime } from '../format';
@@ -43,6 +43,7 @@ const resultColumns: Columns<AnalysisResult> = [
 
 export function AnalysisView() {
   const client = useQueryClient();
+  const navigate = useNavigate();
   const configs = useQuery({ queryKey: ['analysis-configs'], queryFn: () => apiFetch<ListPage<AnalysisConfig>>('/v1/analysis/configs?limit=100') });
   const [editing, setEditing] = useState<AnalysisConfig | 'new' | null>(null);
   const [filter, setFilter] = useState<string | null>(null);
@@ -93,7 +94,7 @@ export function AnalysisView() {
         maw={360}
       />
       {results.error && <Alert color="red">{errorText(results.error)}</Alert>}
-      <SimpleGrid cols={{ base: 1, md: 2 }}>
+      <Stack>
         <Paper withBorder p="sm" data-testid="chart-category-distribution">
           <Text fw={600} size="sm" mb="xs">
             Category distribution (latest {results.data?.data.length ?? 0} results)
@@ -106,8 +107,10 @@ export function AnalysisView() {
             </Text>
           )}
         </Paper>
-        <div>{results.data && results.data.data.length > 0 && <DataTable label="Analysis results" columns={resultColumns} data={results.data.data} rowId={(r) => r.id} />}</div>
-      </SimpleGrid>
+        {results.data && results.data.data.length > 0 && (
+          <DataTable label="Analysis results" columns={resultColumns} data={results.data.data} rowId={(r) => r.id} onOpen={(r) => navigate(`/requests/${r.request_id}`)} />
+        )}
+      </Stack>
     </Stack>
   );
 }
