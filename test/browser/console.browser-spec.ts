@@ -284,6 +284,24 @@ describe('the console in a browser', () => {
     await shot('persona-versions');
   });
 
+  it('creates a persona and edits it into a new version', async () => {
+    await page.goto(`${app.url}/console/personas`);
+    await page.getByRole('button', { name: 'New persona' }).click();
+    const form = page.getByRole('form', { name: 'New persona' });
+    await form.locator('input[name="name"]').fill('Billing agent');
+    await form.locator('textarea[name="content"]').fill('You answer billing questions.');
+    await form.getByRole('button', { name: 'Create' }).click();
+    await page.waitForURL(/\/console\/personas\/[0-9a-f-]{36}$/);
+    const id = page.url().split('/').pop()!;
+    expect((await o.call('GET', `/v1/personas/${id}`)).body).toMatchObject({ name: 'Billing agent', version: 1 });
+    await page.getByRole('tab', { name: 'Editor' }).click();
+    await page.getByLabel('Content').fill('You answer billing questions, politely.');
+    await page.getByRole('button', { name: 'Save' }).click();
+    await page.getByText('Saved: version 2.').waitFor();
+    expect((await o.call('GET', `/v1/personas/${id}`)).body).toMatchObject({ version: 2, content: 'You answer billing questions, politely.' });
+    await shot('persona-editor');
+  });
+
   it('shows usage by day, model, user and persona, and the limits', async () => {
     await page.goto(`${app.url}/console/usage`);
     await page.getByRole('table', { name: 'Usage' }).waitFor();
