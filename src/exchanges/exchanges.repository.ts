@@ -171,7 +171,7 @@ export class ExchangesRepository {
     // per-row lookups through the unique (exchange, user) index of ratings and the (organization, exchange) index of
     // analysis results: the newest-first keyset scan stays the plan
     if (filter.rating) {
-      qb.andWhere('EXISTS (SELECT 1 FROM ratings r WHERE r.exchange_id = e.id AND r.rating = :rating)', { rating: filter.rating });
+      qb.andWhere('EXISTS (SELECT 1 FROM ratings r WHERE r.organization_id = e.organization_id AND r.exchange_id = e.id AND r.rating = :rating)', { rating: filter.rating });
     }
     if (filter.analysisCategory) {
       qb.andWhere(
