@@ -191,7 +191,7 @@ export interface PersonaAnalytics {
   latency_ms: { avg: number | null; p50: number | null; p95: number | null };
   ratings: { count: number; average: number | null; distribution: Record<string, number> };
   analysis: Record<string, Record<string, number>>;
-  by_version: { version: number; requests: number; average_rating: number | null; cost: number }[];
+  by_version: { version: number | null; requests: number; average_rating: number | null; cost: number; analysis?: Record<string, Record<string, number>> }[];
   daily: { date: string; requests: number; tokens: number; cost: number; average_rating: number | null }[];
 }
 

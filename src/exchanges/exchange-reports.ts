@@ -36,6 +36,8 @@ export interface RatingSliceRow {
 }
 
 export interface AnalysisCountRow {
+  /** the persona version of the analysed exchanges */
+  version: number | null;
   analysis_type: string;
   primary_category: string;
   count: number;

@@ -262,19 +262,19 @@ export class ExchangesRepository {
   }
 
   /**
-   * Primary categories per analysis type over the persona's exchanges in the period. An exchange analysed several
-   * times with one type (force_refresh, a changed config) counts once, with its newest result.
+   * Primary categories per persona version and analysis type over the persona's exchanges in the period. An
+   * exchange analysed several times with one type (force_refresh, a changed config) counts once, with its newest result.
    */
   async personaAnalysis(orgId: string, personaId: string, period: ReportPeriod): Promise<AnalysisCountRow[]> {
     await this.recorder.caughtUp();
     return this.exchanges.query(
-      `SELECT latest.analysis_type, latest.primary_category, count(*)::int AS count
-         FROM (SELECT DISTINCT ON (a.exchange_id, a.analysis_type) a.analysis_type, a.primary_category
+      `SELECT latest.version, latest.analysis_type, latest.primary_category, count(*)::int AS count
+         FROM (SELECT DISTINCT ON (a.exchange_id, a.analysis_type) e.persona_version AS version, a.analysis_type, a.primary_category
                  FROM analysis_results a
                  JOIN exchanges e ON e.id = a.exchange_id
                 WHERE ${PERSONA_EXCHANGES} AND a.organization_id = $2 AND a.status = 'completed'
                 ORDER BY a.exchange_id, a.analysis_type, a.created_at DESC, a.id DESC) latest
-        GROUP BY latest.analysis_type, latest.primary_category
+        GROUP BY latest.version, latest.analysis_type, latest.primary_category
         ORDER BY latest.analysis_type, latest.primary_category`,
       [personaId, orgId, period.from.toISOString(), period.to.toISOString()],
     );

@@ -243,7 +243,9 @@ describe('the console in a browser', () => {
     // a second version, to compare
     const patched = await o.call('PATCH', `/v1/personas/${personaId}`, { content: 'You are the support agent of a photo-sharing app.\nBe brief and kind.' });
     expect(patched.body.version).toBe(2);
-    await o.client.responses.create({ model: 'gpt-4o-mini', input: 'Thanks!', persona_id: personaId } as never);
+    const thanks = await o.client.responses.create({ model: 'gpt-4o-mini', input: 'Thanks!', persona_id: personaId } as never).withResponse();
+    const intent = { analysis_type: 'intent', categories: [{ name: 'bug_report' }, { name: 'how_to' }] };
+    expect((await o.call('POST', '/v1/analysis', { request_id: thanks.response.headers.get('x-request-id'), config: intent })).status).toBe(200);
     const analytics = (await o.call('GET', `/v1/analytics/personas/${personaId}`)).body;
     expect(analytics.requests).toBe(3);
 
@@ -272,6 +274,17 @@ describe('the console in a browser', () => {
     expect(perVersion).toEqual(analytics.by_version.map((v: { requests: number }) => String(v.requests)));
     const ratingPerVersion = await labels('chart-version-rating');
     expect(ratingPerVersion).toEqual(analytics.by_version.map((v: { average_rating: number | null }) => { const a = v.average_rating ?? 0; return Number.isInteger(a) ? String(a) : a.toFixed(2); }));
+    // the analysis categories of each version (the first exchange, of v1, was analysed above; "Thanks!" is of v2)
+    expect(analytics.by_version.filter((v: { analysis: object }) => Object.keys(v.analysis).length)).toHaveLength(2);
+    for (const [type, categories] of Object.entries(analytics.analysis as Record<string, Record<string, number>>)) {
+      const shown = await labels(`chart-analysis-${type}`);
+      const expected: string[] = [];
+      for (const v of analytics.by_version as { analysis: Record<string, Record<string, number>> }[]) {
+        if (v.analysis[type]) for (const c of Object.keys(categories)) expected.push(String(v.analysis[type][c] ?? 0));
+      }
+      expect(shown.slice().sort()).toEqual(expected.sort());
+    }
+    expect(Object.keys(analytics.analysis)).toEqual(['intent']);
     const daily = await labels('chart-daily-requests');
     expect(daily).toEqual(analytics.daily.map((d: { requests: number }) => String(d.requests)));
     await shot('persona-analytics');
@@ -343,7 +356,7 @@ describe('the console in a browser', () => {
     await page.goto(`${app.url}/console/analysis`);
     await page.getByRole('table', { name: 'Analysis results' }).waitFor();
     const all = (await o.call('GET', '/v1/analysis/results?limit=100')).body.data as { primary_category: string }[];
-    expect(all).toHaveLength(2);
+    expect(all).toHaveLength(3);
     const counts = new Map<string, number>();
     for (const r of all) counts.set(r.primary_category, (counts.get(r.primary_category) ?? 0) + 1);
     const chart = page.getByTestId('chart-category-distribution');
@@ -351,7 +364,7 @@ describe('the console in a browser', () => {
     const shown = await chart.locator('.recharts-label-list text').allTextContents();
     expect(shown.map(Number).sort()).toEqual([...counts.values()].sort());
     expect(await chart.locator('.recharts-cartesian-axis-tick-value').allTextContents()).toEqual(expect.arrayContaining([...counts.keys()]));
-    expect(await page.getByRole('table', { name: 'Analysis results' }).locator('tr[data-row]').count()).toBe(2);
+    expect(await page.getByRole('table', { name: 'Analysis results' }).locator('tr[data-row]').count()).toBe(3);
     await shot('analysis');
   });
 

@@ -143,6 +143,8 @@ function Versions({ id, current }: { id: string; current: number }) {
   );
 }
 
+const VERSION_COLORS = ['gray.5', 'cyan.6', 'violet.6', 'teal.6', 'orange.6', 'pink.6'];
+
 const PERIODS = [
   { value: '7', label: '7 days' },
   { value: '30', label: '30 days' },
@@ -239,11 +241,25 @@ function Analytics({ id }: { id: string }) {
             withBarValueLabel valueFormatter={fmtNum} barChartProps={{ margin: { top: 20 } }}
           />
         </ChartCard>
-        {analysis.map(([type, cats]) => (
-          <ChartCard key={type} title={`Analysis: ${type}`} testId={`chart-analysis-${type}`}>
-            <BarChart h={220} data={Object.entries(cats).map(([category, count]) => ({ category, count }))} dataKey="category" series={[{ name: 'count', color: 'cyan.6' }]} withBarValueLabel valueFormatter={fmtNum} barChartProps={{ margin: { top: 20 } }} />
-          </ChartCard>
-        ))}
+        {analysis.map(([type, cats]) => {
+          // one group of bars per category, one bar per version: is version 7 sorted differently from version 6?
+          const versions = a.by_version.filter((v) => v.analysis?.[type]);
+          const data = Object.keys(cats).map((category) => Object.fromEntries([['category', category], ...versions.map((v) => [`v${v.version}`, v.analysis![type][category] ?? 0])]));
+          return (
+            <ChartCard key={type} title={`Analysis categories per version: ${type}`} testId={`chart-analysis-${type}`}>
+              <BarChart
+                h={220}
+                data={data}
+                dataKey="category"
+                series={versions.map((v, i) => ({ name: `v${v.version}`, color: VERSION_COLORS[i % VERSION_COLORS.length] }))}
+                withLegend
+                withBarValueLabel
+                valueFormatter={fmtNum}
+                barChartProps={{ margin: { top: 20 } }}
+              />
+            </ChartCard>
+          );
+        })}
       </SimpleGrid>
     </Stack>
   );
