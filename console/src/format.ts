@@ -32,6 +32,7 @@ export function daysAgo(n: number): Date {
 }
 
 /** A chart's value label: integers as they are, other numbers to two decimals. */
-export function fmtNum(v: number): string {
+export function fmtNum(v: number | null | undefined): string {
+  if (v === null || v === undefined) return '';
   return Number.isInteger(v) ? String(v) : v.toFixed(2);
 }

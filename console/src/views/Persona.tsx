@@ -1,4 +1,4 @@
-import { BarChart, LineChart } from '@mantine/charts';
+import { BarChart } from '@mantine/charts';
 import { Alert, Anchor, Badge, Button, Group, Loader, Paper, SegmentedControl, Select, SimpleGrid, Stack, Tabs, Text, Textarea, TextInput, Title } from '@mantine/core';
 import { useMutation, useQuery, useQueryClient } from '@tanstack/react-query';
 import { diffLines } from 'diff';
@@ -184,7 +184,8 @@ function Analytics({ id }: { id: string }) {
   if (q.error) return <Alert color="red">{errorText(q.error)}</Alert>;
   const a = q.data;
   const distribution = ['1', '2', '3', '4', '5'].map((k) => ({ rating: `${k}★`, count: a.ratings.distribution[k] ?? 0 }));
-  const byVersion = a.by_version.map((v) => ({ version: `v${v.version}`, requests: v.requests, average_rating: v.average_rating ?? 0, cost: v.cost }));
+  // a version nobody rated has no bar (not a zero)
+  const byVersion = a.by_version.map((v) => ({ version: `v${v.version}`, requests: v.requests, average_rating: v.average_rating, cost: v.cost }));
   const daily = a.daily.map((d) => ({ date: d.date, requests: d.requests, cost: d.cost, average_rating: d.average_rating }));
   const analysis = Object.entries(a.analysis);
   return (
@@ -217,7 +218,7 @@ function Analytics({ id }: { id: string }) {
           <BarChart h={220} data={daily} dataKey="date" series={[{ name: 'requests', color: 'blue.6' }]} withBarValueLabel valueFormatter={fmtNum} barChartProps={{ margin: { top: 20 } }} />
         </ChartCard>
         <ChartCard title="Cost per day (USD)" testId="chart-daily-cost">
-          <LineChart h={220} data={daily} dataKey="date" series={[{ name: 'cost', color: 'teal.6' }]} valueFormatter={(v) => fmtCost(v)} />
+          <BarChart h={220} data={daily} dataKey="date" series={[{ name: 'cost', color: 'teal.6' }]} valueFormatter={(v) => fmtCost(v)} />
         </ChartCard>
         <ChartCard title="Average rating per version" testId="chart-version-rating">
           <BarChart h={220} data={byVersion} dataKey="version" series={[{ name: 'average_rating', label: 'average rating', color: 'yellow.6' }]} withBarValueLabel valueFormatter={fmtNum} barChartProps={{ margin: { top: 20 } }} yAxisProps={{ domain: [0, 5] }} />
