@@ -219,6 +219,8 @@ function RunAnalysis({ requestId }: { requestId: string }) {
     mutationFn: (body: unknown) => apiFetch<AnalysisResult>('/v1/analysis', { method: 'POST', body }),
     onSuccess: () => void client.invalidateQueries({ queryKey: ['analysis-results', requestId] }),
   });
+  // the result just run is shown above, not again among the earlier ones
+  const earlier = (results.data?.data ?? []).filter((r) => r.id !== run.data?.id);
   function start() {
     setInlineError(null);
     if (mode === 'saved') {
@@ -254,7 +256,7 @@ function RunAnalysis({ requestId }: { requestId: string }) {
       {run.error && <Alert color="red">{errorText(run.error)}</Alert>}
       {run.data && <AnalysisResultCard r={run.data} />}
       <Title order={5}>Earlier results</Title>
-      {results.data?.data.length ? results.data.data.map((r) => <AnalysisResultCard key={r.id} r={r} />) : <Text c="dimmed" size="sm">None yet.</Text>}
+      {earlier.length ? earlier.map((r) => <AnalysisResultCard key={r.id} r={r} />) : <Text c="dimmed" size="sm">None yet.</Text>}
     </Stack>
   );
 }
