@@ -2,6 +2,7 @@ import { AnalysisModule } from './analysis/analysis.module';
 import { AnalyticsModule } from './analytics/analytics.module';
 import { AuditModule } from './audit/audit.module';
 import { AuthModule } from './auth/auth.module';
+import { EndUsersModule } from './end-users/end-users.module';
 import { ExchangesModule } from './exchanges/exchanges.module';
 import { HealthModule } from './health/health.module';
 import { KeysModule } from './keys/keys.module';
@@ -13,6 +14,7 @@ import { ProxyModule } from './proxy/proxy.module';
 import { RatingsModule } from './ratings/ratings.module';
 import { RealtimeModule } from './realtime/realtime.module';
 import { ResponsesModule } from './responses/responses.module';
+import { RetentionModule } from './retention/retention.module';
 import { UpstreamModule } from './upstream/upstream.module';
 
 /** The feature modules, shared by the HTTP server (AppModule) and the admin CLI (AdminCliModule). */
@@ -33,4 +35,6 @@ export const FEATURE_MODULES = [
   AnalysisModule,
   MetricsModule,
   LimitsModule,
+  EndUsersModule,
+  RetentionModule,
 ];

@@ -24,7 +24,9 @@ export class AnalyticsController {
     description:
       'Counts every exchange made with the persona (failed ones too; `errors` are those neither completed nor pending). ' +
       'Ratings and analysis results belong to the period of the exchange they are about. Latency percentiles are ' +
-      'interpolated (percentile_cont). Days are UTC. A deleted persona still answers.',
+      'interpolated (percentile_cont). Days are UTC. A deleted persona still answers. Exchanges deleted by the ' +
+      "organization's retention are counted from daily rollups (a rolled-up day counts when its start is in the " +
+      'period); latency percentiles cover the stored exchanges only.',
   })
   @ApiOkResponse({ type: PersonaAnalyticsResponse, example: PERSONA_ANALYTICS_EXAMPLE })
   @ApiBadPeriod()
@@ -38,7 +40,9 @@ export class AnalyticsController {
     summary: "The organization's usage per user, model, persona or UTC day",
     description:
       'One row per group key and source: `proxy` (proxied exchanges) and `analysis` (conversation-analysis calls, ' +
-      'one per stored result). `user` keys are X-User-ID values; `persona` keys are persona ids (null: no persona).',
+      'one per stored result). `user` keys are X-User-ID values; `persona` keys are persona ids (null: no persona). ' +
+      "Exchanges and analyses deleted by the organization's retention are counted from daily rollups (a rolled-up " +
+      'day counts when its start is in the period; an erased user\'s key is null).',
   })
   @ApiOkResponse({ type: UsageListResponse, example: USAGE_EXAMPLE })
   @ApiBadPeriod()

@@ -44,6 +44,8 @@ export class AnalyticsService {
     for (const a of analysis) {
       const all = (analysisByType[a.analysis_type] ??= {});
       all[a.primary_category] = (all[a.primary_category] ?? 0) + a.count;
+      // rolled-up exchanges count in the totals only: their version is not kept
+      if (a.rolled) continue;
       if (!analysisByVersion.has(a.version)) analysisByVersion.set(a.version, {});
       (analysisByVersion.get(a.version)![a.analysis_type] ??= {})[a.primary_category] = a.count;
     }

@@ -61,8 +61,9 @@ export class UsersService {
     private readonly changes: ChangeFeedService,
     private readonly audit: AuditService,
   ) {
-    // a deleted user: the next call with that X-User-ID records a new one
-    changes.on('user', (ref) => this.ids.delete(ref));
+    // a deleted or erased user, named by internal id (the change feed never carries an external id): the next call
+    // with that X-User-ID records a new one
+    changes.on('user', (ref) => this.forget(ref));
   }
 
   async create(orgId: string, externalId: string, name: string | undefined, actor: AuditActor): Promise<UserView> {
@@ -106,11 +107,17 @@ export class UsersService {
       const keys = await m.countBy(ApiKeyEntity, { userId: user.id });
       // api_keys and limits rows of the user go with it (ON DELETE CASCADE)
       await m.delete(UserEntity, { id: user.id });
-      await this.changes.publish(m, 'user', cacheKey(orgId, user.externalId));
+      await this.changes.publish(m, 'user', user.id);
       if (keys > 0) await this.changes.publish(m, 'key', orgId);
       await this.audit.record(m, { orgId, actor, action: 'user.delete', target: user.id, details: { deleted_keys: keys } });
       return { ...toView(user), deleted_keys: keys };
     });
+  }
+
+  /** Drops a user from this process's cache, by internal id (or, as older rows name them, by "orgId\nexternalId"). */
+  private forget(ref: string): void {
+    if (ref.includes('\n')) this.ids.delete(ref);
+    else this.ids.deleteWhere((key) => this.ids.peek(key) === ref);
   }
 
   /** The internal id of the organization's user with this X-User-ID, recorded on first sight. */

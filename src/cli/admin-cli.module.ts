@@ -66,6 +66,8 @@ const COMMANDS = [
   user.UserCreateCommand,
   user.UserListCommand,
   user.UserDeleteCommand,
+  user.UserExportCommand,
+  user.UserEraseCommand,
   limits.UserLimitsCommand,
   key.KeyCommand,
   key.KeyCreateCommand,

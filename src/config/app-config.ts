@@ -67,6 +67,10 @@ export class AppConfig {
   backgroundLeaseMs: number;
   /** background responses one process follows at once; 0: this process follows none */
   backgroundFollowConcurrency: number;
+  /** how often a server process runs the retention job (clearing and deleting expired exchanges), at most a minute; 0: this process runs none */
+  retentionIntervalMs: number;
+  /** exchanges cleared or deleted per retention transaction: small batches keep each lock short */
+  retentionBatch: number;
   /** development secrets read from (or generated into) DATA_DIR, when the environment did not give both */
   devSecrets: { file: string; generated: boolean } | undefined;
 }
@@ -208,5 +212,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
   c.backgroundFollowMaxMs = int(env, 'BACKGROUND_FOLLOW_MAX_MS', 86_400_000, 1000);
   c.backgroundLeaseMs = int(env, 'BACKGROUND_LEASE_MS', 60_000, 300, 3_600_000);
   c.backgroundFollowConcurrency = int(env, 'BACKGROUND_FOLLOW_CONCURRENCY', 200, 0, 100_000);
+  c.retentionIntervalMs = int(env, 'RETENTION_INTERVAL_MS', 60_000, 0, 60_000);
+  if (c.retentionIntervalMs > 0 && c.retentionIntervalMs < 100) throw new ConfigError('RETENTION_INTERVAL_MS must be 0 (off) or between 100 and 60000');
+  c.retentionBatch = int(env, 'RETENTION_BATCH', 500, 1, 10_000);
   return c;
 }

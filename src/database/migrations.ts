@@ -14,7 +14,10 @@ import { NoteDeletedResponses1795800000200 } from '../../migrations/179580000020
 import { AddBackgroundFollowLeases1795847310000 } from '../../migrations/1795847310000-AddBackgroundFollowLeases';
 import { AddIssuedTokenScope1795900000000 } from '../../migrations/1795900000000-AddIssuedTokenScope';
 import { AddAuditEvents1795900000100 } from '../../migrations/1795900000100-AddAuditEvents';
+import { AddEndUserIndexes1795900186599 } from '../../migrations/1795900186599-AddEndUserIndexes';
 import { AddOrganizationPrivacy1796000000000 } from '../../migrations/1796000000000-AddOrganizationPrivacy';
+import { AddUsageRollups1796000001000 } from '../../migrations/1796000001000-AddUsageRollups';
+import { PartitionExchanges1796000001100 } from '../../migrations/1796000001100-PartitionExchanges';
 import { AddExchangeCaptureMode1796100000000 } from '../../migrations/1796100000000-AddExchangeCaptureMode';
 
 /** Every migration, in order (listed explicitly, never globbed). */
@@ -35,6 +38,9 @@ export const MIGRATIONS = [
   AddBackgroundFollowLeases1795847310000,
   AddIssuedTokenScope1795900000000,
   AddAuditEvents1795900000100,
+  AddEndUserIndexes1795900186599,
   AddOrganizationPrivacy1796000000000,
+  AddUsageRollups1796000001000,
+  PartitionExchanges1796000001100,
   AddExchangeCaptureMode1796100000000,
 ];

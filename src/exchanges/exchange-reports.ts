@@ -36,8 +36,10 @@ export interface RatingSliceRow {
 }
 
 export interface AnalysisCountRow {
-  /** the persona version of the analysed exchanges */
+  /** the persona version of the analysed exchanges (null for rolled-up ones: the rollups keep no version) */
   version: number | null;
+  /** counted from the rollups of exchanges retention deleted */
+  rolled: boolean;
   analysis_type: string;
   primary_category: string;
   count: number;
@@ -93,3 +95,22 @@ export const USAGE_KEYS = {
   day: { proxy: UTC_DAY('e.created_at'), analysis: UTC_DAY('a.created_at') },
 } as const satisfies Record<string, { proxy: string; analysis: string }>;
 export type UsageGroup = keyof typeof USAGE_KEYS;
+/** The same keys over the daily rollups (alias r; users joined as ru). */
+export const ROLLED_USAGE_KEYS: Record<UsageGroup, string> = {
+  user: 'ru.external_id',
+  model: 'r.model',
+  persona: 'r.persona_id::text',
+  day: `to_char(r.day, 'YYYY-MM-DD')`,
+};
+
+/**
+ * The rolled-up days (usage_rollups, analysis_rollups: exchanges deleted by retention) a period counts: a day
+ * whose start lies in [from, to), so consecutive periods never count a day twice. $5/$6 in the persona queries.
+ */
+export function rolledDays(period: ReportPeriod): [string, string] {
+  const ceilDay = (d: Date) => new Date(Math.ceil(d.getTime() / 86_400_000) * 86_400_000).toISOString().slice(0, 10);
+  return [ceilDay(period.from), ceilDay(period.to)];
+}
+
+/** The persona's rolled-up exchanges in the period (alias r). $1 persona, $2 organization, $5/$6 rolledDays. */
+export const PERSONA_ROLLUPS = `r.source = 'proxy' AND r.persona_id = $1 AND r.organization_id = $2 AND r.day >= $5::date AND r.day < $6::date`;

@@ -142,7 +142,8 @@ export class ExchangeEntity {
   @Column({ name: 'follow_until', type: 'timestamptz', nullable: true, select: false })
   followUntil: Date | null;
 
-  @Column({ name: 'created_at', type: 'timestamptz' })
+  /** part of the key: the table is partitioned by month of created_at (migration PartitionExchanges) */
+  @PrimaryColumn({ name: 'created_at', type: 'timestamptz' })
   createdAt: Date;
 
   @Column({ name: 'completed_at', type: 'timestamptz', nullable: true })

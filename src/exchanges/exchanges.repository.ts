@@ -7,16 +7,19 @@ import {
   AnalysisCountRow,
   IS_ERROR,
   PERSONA_EXCHANGES,
+  PERSONA_ROLLUPS,
   PersonaLatencyRow,
   PersonaPeopleRow,
   PersonaSliceRow,
   RatingSliceRow,
   ReportPeriod,
+  rolledDays,
   SpendQuery,
   SpendSince,
   UTC_DATE,
   UsageGroup,
   USAGE_KEYS,
+  ROLLED_USAGE_KEYS,
   UsageRow,
 } from './exchange-reports';
 
@@ -198,7 +201,10 @@ export class ExchangesRepository {
     return this.exchanges.existsBy({ organizationId: orgId, sessionId });
   }
 
-  /** Requests, errors, tokens and cost of the persona's exchanges per (version, UTC day) slice of the period. */
+  /**
+   * Requests, errors, tokens and cost of the persona's exchanges per (version, UTC day) slice of the period: the
+   * stored ones, and the rolled-up ones retention deleted (a slice may come twice, once of each; callers sum).
+   */
   async personaSlices(orgId: string, personaId: string, period: ReportPeriod): Promise<PersonaSliceRow[]> {
     await this.recorder.caughtUp();
     return this.exchanges.query(
@@ -212,41 +218,65 @@ export class ExchangesRepository {
                       coalesce(sum(e.cost), 0)::float8 AS cost
                  FROM exchanges e
                 WHERE ${PERSONA_EXCHANGES}
+                GROUP BY 1, 2
+               UNION ALL
+               SELECT r.persona_version, r.day, sum(r.requests)::int, sum(r.errors)::int, sum(r.input_tokens)::float8,
+                      sum(r.output_tokens)::float8, sum(r.total_tokens)::float8, sum(r.cost)::float8
+                 FROM usage_rollups r
+                WHERE ${PERSONA_ROLLUPS}
                 GROUP BY 1, 2) slices`,
-      [personaId, orgId, period.from.toISOString(), period.to.toISOString()],
+      [personaId, orgId, period.from.toISOString(), period.to.toISOString(), ...rolledDays(period)],
     );
   }
 
-  /** Distinct users and sessions of the persona's exchanges, hashed in one pass (count(DISTINCT …) would sort both columns). */
+  /**
+   * Distinct users and sessions of the persona's exchanges, hashed in one pass (count(DISTINCT …) would sort both
+   * columns). Rolled-up users are told apart by id; rolled-up sessions are counted per rollup key (day, user, model,
+   * version), so a session that spans several keys counts once per key once it is deleted.
+   */
   async personaPeople(orgId: string, personaId: string, period: ReportPeriod): Promise<PersonaPeopleRow> {
     await this.recorder.caughtUp();
     const rows: PersonaPeopleRow[] = await this.exchanges.query(
-      `SELECT (count(*) FILTER (WHERE per_user))::int AS users, (count(*) FILTER (WHERE NOT per_user))::int AS sessions
-         FROM (SELECT GROUPING(e.user_id) = 0 AS per_user
-                 FROM exchanges e
-                WHERE ${PERSONA_EXCHANGES}
-                GROUP BY GROUPING SETS ((e.user_id), (e.session_id))) distinct_values`,
-      [personaId, orgId, period.from.toISOString(), period.to.toISOString()],
+      `WITH live AS (
+              SELECT GROUPING(e.user_id) = 0 AS per_user, e.user_id
+                FROM exchanges e
+               WHERE ${PERSONA_EXCHANGES}
+               GROUP BY GROUPING SETS ((e.user_id), (e.session_id))),
+            rolled AS (SELECT r.user_id, r.sessions FROM usage_rollups r WHERE ${PERSONA_ROLLUPS})
+       SELECT (SELECT count(*) FROM (SELECT user_id FROM live WHERE per_user UNION SELECT user_id FROM rolled WHERE user_id IS NOT NULL) u)::int AS users,
+              ((SELECT count(*) FROM live WHERE NOT per_user) + (SELECT coalesce(sum(sessions), 0) FROM rolled))::int AS sessions`,
+      [personaId, orgId, period.from.toISOString(), period.to.toISOString(), ...rolledDays(period)],
     );
     return rows[0];
   }
 
-  /** Average and percentiles of latency_ms; percentile_cont interpolates linearly (numpy's default), nulls are skipped. */
+  /**
+   * Average and percentiles of latency_ms; percentile_cont interpolates linearly (numpy's default), nulls are
+   * skipped. The average includes rolled-up exchanges (their sum and count are kept); percentiles cannot be rolled
+   * up and are those of the stored exchanges.
+   */
   async personaLatency(orgId: string, personaId: string, period: ReportPeriod): Promise<PersonaLatencyRow> {
     await this.recorder.caughtUp();
     const rows: PersonaLatencyRow[] = await this.exchanges.query(
-      `SELECT avg(e.latency_ms)::float8 AS avg,
-              percentile_cont(ARRAY[0.5, 0.95]::float8[]) WITHIN GROUP (ORDER BY e.latency_ms) AS pct
-         FROM exchanges e
-        WHERE ${PERSONA_EXCHANGES}`,
-      [personaId, orgId, period.from.toISOString(), period.to.toISOString()],
+      `WITH live AS (
+              SELECT coalesce(sum(e.latency_ms), 0)::numeric AS total, count(e.latency_ms)::numeric AS n,
+                     percentile_cont(ARRAY[0.5, 0.95]::float8[]) WITHIN GROUP (ORDER BY e.latency_ms) AS pct
+                FROM exchanges e
+               WHERE ${PERSONA_EXCHANGES}),
+            rolled AS (
+              SELECT coalesce(sum(r.latency_ms_sum), 0)::numeric AS total, coalesce(sum(r.latency_count), 0)::numeric AS n
+                FROM usage_rollups r WHERE ${PERSONA_ROLLUPS})
+       SELECT CASE WHEN live.n + rolled.n > 0 THEN ((live.total + rolled.total) / (live.n + rolled.n))::float8 END AS avg, live.pct
+         FROM live, rolled`,
+      [personaId, orgId, period.from.toISOString(), period.to.toISOString(), ...rolledDays(period)],
     );
     return rows[0];
   }
 
   /**
    * Ratings of the persona's exchanges made in the period (a rating belongs to the period of the exchange it
-   * rates, not to the moment it was given), counted per (version, day of the exchange, value).
+   * rates, not to the moment it was given), counted per (version, day of the exchange, value); with the ratings
+   * of rolled-up exchanges.
    */
   async personaRatings(orgId: string, personaId: string, period: ReportPeriod): Promise<RatingSliceRow[]> {
     await this.recorder.caughtUp();
@@ -256,37 +286,59 @@ export class ExchangesRepository {
                  FROM ratings r
                  JOIN exchanges e ON e.id = r.exchange_id
                 WHERE ${PERSONA_EXCHANGES} AND r.organization_id = $2
+                GROUP BY 1, 2, 3
+               UNION ALL
+               SELECT r.persona_version, r.day, v.rating, sum(v.count)::int
+                 FROM usage_rollups r
+                 CROSS JOIN LATERAL (VALUES (1, r.ratings_1), (2, r.ratings_2), (3, r.ratings_3), (4, r.ratings_4), (5, r.ratings_5)) v(rating, count)
+                WHERE ${PERSONA_ROLLUPS} AND v.count > 0
                 GROUP BY 1, 2, 3) rated`,
-      [personaId, orgId, period.from.toISOString(), period.to.toISOString()],
+      [personaId, orgId, period.from.toISOString(), period.to.toISOString(), ...rolledDays(period)],
     );
   }
 
   /**
    * Primary categories per persona version and analysis type over the persona's exchanges in the period. An
-   * exchange analysed several times with one type (force_refresh, a changed config) counts once, with its newest result.
+   * exchange analysed several times with one type (force_refresh, a changed config) counts once, with its newest
+   * result; rolled-up exchanges count with the newest result they had, without a version (the rollups keep none).
    */
   async personaAnalysis(orgId: string, personaId: string, period: ReportPeriod): Promise<AnalysisCountRow[]> {
     await this.recorder.caughtUp();
     return this.exchanges.query(
-      `SELECT latest.version, latest.analysis_type, latest.primary_category, count(*)::int AS count
-         FROM (SELECT DISTINCT ON (a.exchange_id, a.analysis_type) e.persona_version AS version, a.analysis_type, a.primary_category
-                 FROM analysis_results a
-                 JOIN exchanges e ON e.id = a.exchange_id
-                WHERE ${PERSONA_EXCHANGES} AND a.organization_id = $2 AND a.status = 'completed'
-                ORDER BY a.exchange_id, a.analysis_type, a.created_at DESC, a.id DESC) latest
-        GROUP BY latest.version, latest.analysis_type, latest.primary_category
-        ORDER BY latest.analysis_type, latest.primary_category`,
-      [personaId, orgId, period.from.toISOString(), period.to.toISOString()],
+      `SELECT version, rolled, analysis_type, primary_category, sum(count)::int AS count
+         FROM (SELECT latest.version, false AS rolled, latest.analysis_type, latest.primary_category, count(*) AS count
+                 FROM (SELECT DISTINCT ON (a.exchange_id, a.analysis_type) e.persona_version AS version, a.analysis_type, a.primary_category
+                         FROM analysis_results a
+                         JOIN exchanges e ON e.id = a.exchange_id
+                        WHERE ${PERSONA_EXCHANGES} AND a.organization_id = $2 AND a.status = 'completed'
+                        ORDER BY a.exchange_id, a.analysis_type, a.created_at DESC, a.id DESC) latest
+                GROUP BY 1, 2, 3, 4
+               UNION ALL
+               SELECT NULL::int, true, r.analysis_type, r.primary_category, r.count
+                 FROM analysis_rollups r
+                WHERE r.persona_id = $1 AND r.organization_id = $2 AND r.day >= $5::date AND r.day < $6::date) counted
+        GROUP BY version, rolled, analysis_type, primary_category
+        ORDER BY analysis_type, primary_category`,
+      [personaId, orgId, period.from.toISOString(), period.to.toISOString(), ...rolledDays(period)],
     );
   }
 
-  /** Proxied traffic (exchanges) and analysis calls (stored analysis results) of the organization, per group key. */
+  /**
+   * Proxied traffic (exchanges) and analysis calls (stored analysis results) of the organization, per group key;
+   * with what retention deleted of both (the daily rollups; a rolled-up user is named by their current X-User-ID,
+   * an erased one is null).
+   */
   async usageByGroup(orgId: string, period: ReportPeriod, group: UsageGroup): Promise<UsageRow[]> {
     await this.recorder.caughtUp();
     const key = USAGE_KEYS[group];
     const userJoin = group === 'user' ? 'LEFT JOIN users u ON u.id = a.user_id' : '';
+    const rolledKey = ROLLED_USAGE_KEYS[group];
+    const rolledJoin = group === 'user' ? 'LEFT JOIN users ru ON ru.id = r.user_id' : '';
     return this.exchanges.query(
-      `SELECT * FROM (
+      `SELECT key, source, sum(requests)::int AS requests, sum(input_tokens)::float8 AS input_tokens,
+              sum(output_tokens)::float8 AS output_tokens, sum(total_tokens)::float8 AS total_tokens,
+              sum(cost)::float8 AS cost, sum(errors)::int AS errors
+         FROM (
          SELECT ${key.proxy} AS key, 'proxy' AS source, count(*)::int AS requests,
                 coalesce(sum(e.input_tokens), 0)::float8 AS input_tokens,
                 coalesce(sum(e.output_tokens), 0)::float8 AS output_tokens,
@@ -306,18 +358,30 @@ export class ExchangesRepository {
            FROM analysis_results a ${userJoin}
           WHERE a.organization_id = $1 AND a.created_at >= $2::timestamptz AND a.created_at < $3::timestamptz
           GROUP BY 1
+         UNION ALL
+         SELECT ${rolledKey} AS key, r.source, sum(r.requests)::int, sum(r.input_tokens)::float8, sum(r.output_tokens)::float8,
+                sum(r.total_tokens)::float8, sum(r.cost)::float8, sum(r.errors)::int
+           FROM usage_rollups r ${rolledJoin}
+          WHERE r.organization_id = $1 AND r.day >= $4::date AND r.day < $5::date
+          GROUP BY 1, 2
        ) usage
+       GROUP BY key, source
        ORDER BY key COLLATE "C" ASC NULLS LAST, source DESC`,
-      [orgId, period.from.toISOString(), period.to.toISOString()],
+      [orgId, period.from.toISOString(), period.to.toISOString(), ...rolledDays(period)],
     );
   }
 
-  /** The recorded cost of the organization's (or one of its users') proxied calls this month, and the part of it today. */
+  /** The recorded cost of the organization's (or one of its users') proxied calls this month, and the part of it today (deleted calls from the rollups). */
   async costSince(q: SpendQuery): Promise<SpendSince> {
     await this.recorder.caughtUp();
     const rows: { day: number | null; month: number | null }[] = await this.exchanges.query(
-      `SELECT sum(cost) FILTER (WHERE created_at >= $3) AS day, sum(cost) AS month FROM exchanges
-        WHERE organization_id = $1 AND ($4::uuid IS NULL OR user_id = $4) AND created_at >= $2 AND cost IS NOT NULL`,
+      `SELECT sum(cost) FILTER (WHERE created_at >= $3) AS day, sum(cost) AS month FROM (
+         SELECT created_at, cost FROM exchanges
+          WHERE organization_id = $1 AND ($4::uuid IS NULL OR user_id = $4) AND created_at >= $2 AND cost IS NOT NULL
+         UNION ALL
+         SELECT day::timestamp AT TIME ZONE 'UTC', cost FROM usage_rollups
+          WHERE organization_id = $1 AND source = 'proxy' AND ($4::uuid IS NULL OR user_id = $4)
+            AND day >= ($2::timestamptz AT TIME ZONE 'UTC')::date) spent`,
       [q.orgId, new Date(q.monthStart).toISOString(), new Date(q.dayStart).toISOString(), q.userId],
     );
     return { day: Number(rows[0]?.day ?? 0), month: Number(rows[0]?.month ?? 0) };

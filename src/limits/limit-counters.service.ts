@@ -1,9 +1,10 @@
 import { Injectable, OnApplicationShutdown, OnModuleInit } from '@nestjs/common';
 import { Redis } from 'ioredis';
-import { DataSource } from 'typeorm';
+import { DataSource, EntityManager } from 'typeorm';
 import { JsonLogger } from '../common/logger';
 import { AppConfig } from '../config/app-config';
 import type { CounterAdd, CounterStore, CounterTake, TakeOutcome } from './counter-store';
+import { userCounterPrefix } from './limit-definitions';
 import { PgCounterStore } from './pg-counter-store';
 import { RedisCounterStore } from './redis-counter-store';
 
@@ -16,6 +17,11 @@ function mergeByKey(items: CounterAdd[]): CounterAdd[] {
   }
   return [...byKey.values()].filter((i) => i.amount !== 0);
 }
+
+/** A LIKE pattern matching every string that starts with `prefix`. */
+const likePrefix = (prefix: string) => `${prefix.replace(/[\\%_]/g, (c) => `\\${c}`)}%`;
+/** A Redis MATCH pattern matching `text` literally. */
+const globEscaped = (text: string) => text.replace(/[\\*?[\]]/g, (c) => `\\${c}`);
 
 const PURGE_INTERVAL_MS = 10 * 60_000;
 const REDIS_READY_WAIT_MS = 2000;
@@ -123,6 +129,34 @@ export class LimitCountersService implements OnModuleInit, OnApplicationShutdown
 
   get(keys: string[]): Promise<number[]> {
     return this.run((s) => s.get(keys));
+  }
+
+  /**
+   * Deletes the PostgreSQL counters of these users inside the caller's transaction (an erasure). Returns how many
+   * there were. The Redis ones go with forgetUsersInRedis once that transaction has committed.
+   */
+  async deleteUserCounters(manager: EntityManager, userIds: string[]): Promise<number> {
+    if (!userIds.length) return 0;
+    const prefixes = userIds.map((id) => likePrefix(userCounterPrefix(this.config.redisKeyPrefix, id)));
+    // TypeORM answers a DELETE with [rows, count]
+    const [, count] = (await manager.query(`DELETE FROM limit_counters WHERE key LIKE ANY($1::text[])`, [prefixes])) as [unknown[], number];
+    return count;
+  }
+
+  /** Deletes these users' counters from Redis (when it is configured); returns how many keys went. */
+  async forgetUsersInRedis(userIds: string[]): Promise<number> {
+    if (!this.redis || this.redis.status !== 'ready') return 0;
+    let deleted = 0;
+    for (const id of userIds) {
+      const match = `${globEscaped(userCounterPrefix(this.config.redisKeyPrefix, id))}*`;
+      let cursor = '0';
+      do {
+        const [next, keys] = await this.redis.scan(cursor, 'MATCH', match, 'COUNT', 500);
+        cursor = next;
+        if (keys.length) deleted += await this.redis.del(...keys);
+      } while (cursor !== '0');
+    }
+    return deleted;
   }
 
   private async run<T>(op: (store: CounterStore) => Promise<T>): Promise<T> {

@@ -48,6 +48,9 @@ export function counterKey(prefix: string, def: LimitDefinition, metric: LimitMe
   return `${prefix}limit:${def.scope === 'organization' ? 'o' : 'u'}:${def.id}:${metric}:${windowAt(window, now).start}`;
 }
 
+/** What every counter key of one user starts with (an erasure deletes them all, whatever their window). */
+export const userCounterPrefix = (prefix: string, userId: string) => `${prefix}limit:u:${userId}:`;
+
 export function counterAdd(prefix: string, def: LimitDefinition, metric: LimitMetric, window: WindowKind, amount: number, now: number): CounterAdd {
   return { key: counterKey(prefix, def, metric, window, now), amount, expiresAt: counterExpiry(window, windowAt(window, now)) };
 }

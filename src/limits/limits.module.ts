@@ -22,6 +22,6 @@ import { RecordedSpendRepository } from './recorded-spend.repository';
   imports: [TypeOrmModule.forFeature([LimitEntity, LimitCounterEntity]), AuthModule, PricingModule, ExchangesModule, AuditModule],
   controllers: [LimitsController],
   providers: [LimitCountersService, LimitsRepository, RecordedSpendRepository, LimitsService, LimitsAdminService],
-  exports: [LimitsService, LimitsAdminService],
+  exports: [LimitsService, LimitsAdminService, LimitCountersService],
 })
 export class LimitsModule {}

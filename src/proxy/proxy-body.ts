@@ -1,5 +1,7 @@
+import { createHmac } from 'node:crypto';
 import { AppException } from '../common/app-exception';
 import { isUuid } from '../common/ids';
+import type { ActingContext } from '../common/request-context';
 import type { ProxyEndpoint } from './exchange-capture';
 
 /** The few fields of an OpenAI request body the proxy reads; everything else passes through untouched. */
@@ -67,15 +69,58 @@ export function lacksStreamUsage(endpoint: ProxyEndpoint, fields: ProxyBodyField
   return !(options && typeof options === 'object' && options.include_usage === true);
 }
 
-const INCLUDE_USAGE = Buffer.from('"stream_options":{"include_usage":true},');
+const INCLUDE_USAGE = '"stream_options":{"include_usage":true}';
 
 function streamOptionsWithUsage(options: unknown): Record<string, unknown> {
   const own = options && typeof options === 'object' && !Array.isArray(options) ? options : {};
   return { ...own, include_usage: true };
 }
 
+/**
+ * The key safety identifiers are made with: derived from the server's JWT secret (never the secret itself), so the
+ * same secret gives the same identifiers on every process and after every restart.
+ */
+const safetyKeys = new Map<string, Buffer>();
+function safetyKeyOf(secret: string): Buffer {
+  let key = safetyKeys.get(secret);
+  if (!key) {
+    key = createHmac('sha256', secret).update('openai-proxy safety_identifier v1').digest();
+    safetyKeys.set(secret, key);
+  }
+  return key;
+}
+
+/**
+ * OpenAI's `safety_identifier` for an end user: a keyed hash (HMAC-SHA256) of the organization and the X-User-ID,
+ * 32 hex characters. Stable for one user, different in each organization, and without the key it says nothing of
+ * who the user is.
+ */
+export function safetyIdentifierOf(secret: string, orgId: string, externalUserId: string): string {
+  // a JSON pair: no two (organization, user) pairs give the same input
+  return createHmac('sha256', safetyKeyOf(secret)).update(JSON.stringify([orgId, externalUserId])).digest('hex').slice(0, 32);
+}
+
+/** The safety identifier a call adds: when its organization has them on, else null (the body goes as it came). */
+export function safetyIdentifierFor(acting: Pick<ActingContext, 'orgId' | 'externalUserId' | 'privacy'>, secret: string): string | null {
+  return acting.privacy.safetyIdentifier ? safetyIdentifierOf(secret, acting.orgId, acting.externalUserId) : null;
+}
+
+/** Whether a safety identifier is to be added to this body: one is given and the client sent none (not even null). */
+export const addsSafetyIdentifier = (body: Record<string, unknown>, safetyId: string | null): safetyId is string =>
+  safetyId !== null && !('safety_identifier' in body);
+
+/**
+ * The client's bytes with members inserted after the opening brace (each given as `"name":value`), the rest kept as
+ * sent. `empty`: the object has no members of its own (no comma after the inserted ones).
+ */
+export function withLeadingMembers(raw: Buffer, members: string[], empty: boolean): Buffer {
+  const brace = raw.indexOf(0x7b);
+  const inserted = Buffer.from(members.join(',') + (empty ? '' : ','));
+  return Buffer.concat([raw.subarray(0, brace + 1), inserted, raw.subarray(brace + 1)]);
+}
+
 /** The body sent upstream when a persona applies: persona_id removed, the persona's content as instructions / system message. */
-export function withPersona(endpoint: ProxyEndpoint, body: Record<string, unknown>, content: string, askUsage = false): string {
+export function withPersona(endpoint: ProxyEndpoint, body: Record<string, unknown>, content: string, askUsage = false, safetyId: string | null = null): string {
   const { persona_id: _drop, ...rest } = body;
   if (endpoint === 'responses') {
     const own = typeof rest.instructions === 'string' && rest.instructions !== '' ? rest.instructions : null;
@@ -84,6 +129,7 @@ export function withPersona(endpoint: ProxyEndpoint, body: Record<string, unknow
     rest.messages = [{ role: 'system', content }, ...(rest.messages as unknown[])];
   }
   if (askUsage) rest.stream_options = streamOptionsWithUsage(rest.stream_options);
+  if (addsSafetyIdentifier(body, safetyId)) rest.safety_identifier = safetyId;
   return JSON.stringify(rest);
 }
 
@@ -92,15 +138,19 @@ export function withPersona(endpoint: ProxyEndpoint, body: Record<string, unknow
  * `askUsage`, `stream_options.include_usage: true`: without `stream_options` the member is inserted after the
  * opening brace, the client's bytes otherwise kept; a `stream_options` that says otherwise is rewritten.
  */
-export function withoutPersona(body: Record<string, unknown>, raw: Buffer, askUsage = false): Buffer | string {
+export function withoutPersona(body: Record<string, unknown>, raw: Buffer, askUsage = false, safetyId: string | null = null): Buffer | string {
+  const addSafety = addsSafetyIdentifier(body, safetyId);
   if (!('persona_id' in body)) {
-    if (!askUsage) return raw;
-    if (body.stream_options === undefined) {
-      const brace = raw.indexOf(0x7b);
-      return Buffer.concat([raw.subarray(0, brace + 1), INCLUDE_USAGE, raw.subarray(brace + 1)]);
+    if (!askUsage && !addSafety) return raw;
+    if (!askUsage || body.stream_options === undefined) {
+      const members = [...(askUsage ? [INCLUDE_USAGE] : []), ...(addSafety ? [safetyMember(safetyId)] : [])];
+      return withLeadingMembers(raw, members, Object.keys(body).length === 0);
     }
   }
   const { persona_id: _drop, ...rest } = body;
   if (askUsage) rest.stream_options = streamOptionsWithUsage(rest.stream_options);
+  if (addSafety) rest.safety_identifier = safetyId;
   return JSON.stringify(rest);
 }
+
+const safetyMember = (safetyId: string) => `"safety_identifier":${JSON.stringify(safetyId)}`;

@@ -13,7 +13,7 @@ import type { ProxyEndpoint } from './exchange-capture';
 import { ExchangesService } from '../exchanges/exchanges.service';
 import { PricingService } from '../pricing/pricing.service';
 import { CallServices, ProxiedCall } from './proxied-call';
-import { lacksStreamUsage, readProxyBody, readSessionHeader, withoutPersona, withPersona } from './proxy-body';
+import { lacksStreamUsage, readProxyBody, readSessionHeader, safetyIdentifierFor, withoutPersona, withPersona } from './proxy-body';
 import { UpstreamClient } from '../upstream/upstream-client';
 import { ObjectOwners } from '../relay/object-owners';
 import { captureModeFor, exchangeCapture } from '../privacy/capture-mode';
@@ -71,9 +71,11 @@ export class ProxyService {
     res.setHeader('X-Key-Source', key.source);
     // a chat stream is asked for its usage even when the client did not (budgets and token limits count it)
     const askUsage = lacksStreamUsage(endpoint, fields);
+    // the organization's safety identifier for this user, unless the client sent its own
+    const safetyId = safetyIdentifierFor(acting, this.services.config.jwtSecret);
     const payload = persona
-      ? withPersona(endpoint, fields.body, persona.content, askUsage)
-      : withoutPersona(fields.body, req.rawBody!, askUsage);
+      ? withPersona(endpoint, fields.body, persona.content, askUsage, safetyId)
+      : withoutPersona(fields.body, req.rawBody!, askUsage, safetyId);
 
     // rate limits and budgets, before anything is recorded or sent upstream (429 with Retry-After)
     const admission = await this.limits.admit(acting, { model: fields.model, body: fields.body, instructions: persona?.content });

@@ -5,6 +5,7 @@ import { createBrotliDecompress, createGunzip, createInflate } from 'node:zlib';
 import { AppException } from '../common/app-exception';
 import { BodyTooLarge, readBounded } from '../common/read-bounded';
 import { FORWARDED_JSON_BOUNDS, refuseOversizedJson } from '../common/json-limits';
+import { addsSafetyIdentifier, withLeadingMembers } from '../proxy/proxy-body';
 
 /** A relayed call's body: none, JSON read whole (parsed for its references and stored), or streamed through. */
 export type RelayBody =
@@ -167,4 +168,18 @@ export function madeIds(answer: unknown): string[] {
   if (a.file && typeof a.file === 'object' && typeof (a.file as { id?: unknown }).id === 'string') ids.push((a.file as { id: string }).id);
   if (Array.isArray(a.result_files)) for (const f of a.result_files.slice(0, 100)) if (typeof f === 'string') ids.push(f);
   return ids.filter((id) => id.length <= 256);
+}
+
+/** Relayed model calls with a JSON body that take OpenAI's `safety_identifier` (the proxy's own routes add theirs). */
+const TAKES_SAFETY_IDENTIFIER = new Set(['POST /v1/images/generations']);
+
+/** The body with the safety identifier added after the opening brace (the client's bytes otherwise kept), when it applies. */
+export function withSafetyIdentifier(body: RelayBody, route: { method: string; template: string }, safetyId: string | null): RelayBody {
+  if (safetyId === null || body.kind !== 'json' || !TAKES_SAFETY_IDENTIFIER.has(`${route.method} ${route.template}`)) return body;
+  const parsed = body.parsed;
+  if (!parsed || typeof parsed !== 'object' || Array.isArray(parsed)) return body;
+  const fields = parsed as Record<string, unknown>;
+  if (!addsSafetyIdentifier(fields, safetyId)) return body;
+  const raw = withLeadingMembers(body.raw, [`"safety_identifier":${JSON.stringify(safetyId)}`], Object.keys(fields).length === 0);
+  return { kind: 'json', raw, text: raw.toString('utf8'), parsed: { safety_identifier: safetyId, ...fields } };
 }

@@ -13,7 +13,7 @@ import type { ResolvedKey } from '../keys/key-resolver';
 import { Admission, LimitsService } from '../limits/limits.service';
 import { MetricsService } from '../metrics/metrics.service';
 import { PricingService } from '../pricing/pricing.service';
-import { readSessionHeader } from '../proxy/proxy-body';
+import { readSessionHeader, safetyIdentifierFor } from '../proxy/proxy-body';
 import { backoff, RETRYABLE_STATUS, retryAfterMs } from '../upstream/retry';
 import { UpstreamClient, UpstreamResponse } from '../upstream/upstream-client';
 import { scrubUpstreamText, upstreamErrorAnswer, upstreamFailure } from '../upstream/upstream-errors';
@@ -21,7 +21,7 @@ import { usageOfAnswer } from '../pricing/answer-usage';
 import { ObjectOwners } from './object-owners';
 import type { RouteMatch } from './openai-routes';
 import { AnswerTap, outputTextOf, RelayUsage, storableAnswer, usageOf } from './relay-answer';
-import { madeIds, readRelayBody, referencedIds, RelayBody } from './relay-request';
+import { madeIds, readRelayBody, referencedIds, RelayBody, withSafetyIdentifier } from './relay-request';
 import { captureModeFor, exchangeCapture } from '../privacy/capture-mode';
 
 /** request headers that reach the upstream (never the client's Authorization, cookies or hop-by-hop headers) */
@@ -68,7 +68,11 @@ export class RelayService {
     const { route, params } = match;
     // what is stored of the call (X-Capture-Mode may lower the organization's mode; refused before the body is read)
     const capture = exchangeCapture(captureModeFor(acting, req.headers));
-    const body = await readRelayBody(req, route.method, { json: this.config.bodyLimitBytes, upload: this.config.uploadLimitBytes });
+    const body = withSafetyIdentifier(
+      await readRelayBody(req, route.method, { json: this.config.bodyLimitBytes, upload: this.config.uploadLimitBytes }),
+      route,
+      safetyIdentifierFor(acting, this.config.jwtSecret),
+    );
     const json = body.kind === 'json' ? body.parsed : null;
     const fields = json && typeof json === 'object' && !Array.isArray(json) ? (json as Record<string, unknown>) : null;
 

@@ -186,6 +186,7 @@ describe('the OpenAPI document', () => {
       response_id: exchange.body.id,
       session_id: exchange.headers.get('x-session-id')!,
       config_id: config.body.id,
+      user_id: externalId,
     };
     const pathOf = (path: string) =>
       path.replace(/\{(\w+)\}/g, (_m, name: string) => {

@@ -55,6 +55,8 @@ const NEST_ROUTES: Record<string, Scope | 'public'> = {
   'GET /v1/analytics/usage': 'read',
   'GET /v1/limits': 'read',
   'GET /v1/audit': 'admin',
+  'GET /v1/users/:user_id/export': 'admin',
+  'DELETE /v1/users/:user_id': 'admin',
   'GET /v1/settings': 'admin',
   'PATCH /v1/settings': 'admin',
 };

@@ -70,7 +70,7 @@ describe('exchange recorder on a real database: merge, lost rows, refused values
     await bench.recorder.complete(outcomeOf(row));
     expect(await storedRow(bench.dataSource, row.id)).toMatchObject({ status: 'completed', output_text: 'out' });
     expect(bench.logs.some((l) => l.includes('lost by the database') && l.includes(row.id))).toBe(true);
-    expect(bench.statements.slice(before).some((s) => /^INSERT[\s\S]*ON CONFLICT \(id\) DO UPDATE/.test(s.text))).toBe(true);
+    expect(bench.statements.slice(before).some((s) => /^INSERT[\s\S]*ON CONFLICT \(id, created_at\) DO UPDATE/.test(s.text))).toBe(true);
     expect(bench.recorder.keptForLater).toBe(0);
   });
 

@@ -1,6 +1,10 @@
+import { createWriteStream } from 'node:fs';
+import { once } from 'node:events';
 import { Command, Option, SubCommand } from 'nest-commander';
 import { cliActor } from '../../audit/audit-actor';
 import { UsersService } from '../../auth/users.service';
+import { EndUsersService } from '../../end-users/end-users.service';
+import { writeLines } from '../../end-users/export-lines';
 import { AdminCommand, JsonOption, record, table } from '../admin-command';
 import { CommandGroup } from '../command-group';
 import { UserLimitsCommand } from './limits.command';
@@ -69,9 +73,64 @@ export class UserDeleteCommand extends AdminCommand {
   }
 }
 
+interface UserExportOptions extends JsonOption {
+  out?: string;
+}
+
+@SubCommand({
+  name: 'export',
+  arguments: '<org-id> <user-id>',
+  description: "everything stored of an end user (user-id is the X-User-ID value), as JSON lines: exchanges, ratings, analyses, keys, tokens",
+})
+export class UserExportCommand extends AdminCommand<UserExportOptions> {
+  constructor(private readonly endUsers: EndUsersService) {
+    super();
+  }
+
+  @Option({ flags: '--out <file>', description: 'write the lines to this file (created or replaced) instead of stdout' })
+  parseOut(value: string): string {
+    return value;
+  }
+
+  async run([orgId, externalId]: string[], options: UserExportOptions): Promise<void> {
+    const lines = await this.endUsers.export(orgId, externalId);
+    if (!options.out) {
+      // a reader that stops early (`| head`) ends the export, as it would any other command's output
+      return writeLines(process.stdout, lines).catch((err: NodeJS.ErrnoException) => {
+        if (err.code !== 'EPIPE') throw err;
+      });
+    }
+    const file = createWriteStream(options.out, { mode: 0o600 });
+    await once(file, 'open');
+    await writeLines(file, lines);
+    file.end();
+    await once(file, 'close');
+  }
+}
+
+@SubCommand({
+  name: 'erase',
+  arguments: '<org-id> <user-id>',
+  description: 'erase an end user (user-id is the X-User-ID value): exchanges, ratings, analyses, keys, limits and counters; prints a receipt',
+})
+export class UserEraseCommand extends AdminCommand {
+  constructor(private readonly endUsers: EndUsersService) {
+    super();
+  }
+
+  async run([orgId, externalId]: string[], options: JsonOption): Promise<void> {
+    const receipt = await this.endUsers.erase(orgId, externalId, cliActor());
+    const counts = Object.entries(receipt.erased).map(([name, n]): [string, string] => [name.replace(/_/g, ' '), String(n)]);
+    const nothing = Object.values(receipt.erased).every((n) => n === 0);
+    this.print(options, receipt, () =>
+      record(nothing ? `Nothing stored of user '${receipt.user_id}': nothing to erase` : `Erased user '${receipt.user_id}'`, [...counts, ['erased at', receipt.erased_at]]),
+    );
+  }
+}
+
 @Command({
   name: 'user',
   description: 'manage the users of an organization',
-  subCommands: [UserCreateCommand, UserListCommand, UserDeleteCommand, UserLimitsCommand],
+  subCommands: [UserCreateCommand, UserListCommand, UserDeleteCommand, UserExportCommand, UserEraseCommand, UserLimitsCommand],
 })
 export class UserCommand extends CommandGroup {}

@@ -117,9 +117,11 @@ export function batchSql(inserts: number, updates: number, idempotent: boolean):
   // up on it) is not written twice; a pending one takes the outcome of a row written whole, and so does one
   // marked interrupted by a sweep before the outcome could be written. A first attempt cannot meet its own row
   // (the server cancels a write past RECORD_WRITE_TIMEOUT_MS), so it spares the speculative insertion's cost.
+  // The key is (id, created_at), the table being partitioned by created_at: a row written again carries the
+  // created_at of its first attempt.
   const outcomeColumns = UPDATE_FIELDS.slice(1).map(([c]) => c);
   const onConflict = idempotent
-    ? ` ON CONFLICT (id) DO UPDATE SET ${outcomeColumns.map((c) => `${c} = excluded.${c}`).join(', ')}
+    ? ` ON CONFLICT (id, created_at) DO UPDATE SET ${outcomeColumns.map((c) => `${c} = excluded.${c}`).join(', ')}
         WHERE x.status IN ('pending', 'interrupted') AND excluded.status <> 'pending'`
     : '';
   const insertSql = inserts
