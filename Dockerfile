@@ -9,8 +9,10 @@ COPY tsconfig.json tsconfig.build.json ./
 COPY scripts ./scripts
 COPY src ./src
 COPY migrations ./migrations
+# the web console (React, built by Vite into dist/console by npm run build)
+COPY console ./console
 # tsconfig.build.json compiles the tests' fake upstream too (the fault script and the demo use it); it stays
-# in this stage: the runtime stage copies dist/src and dist/migrations only
+# in this stage: the runtime stage copies dist/src, dist/migrations and dist/console only
 COPY test/support/fake-upstream.ts ./test/support/fake-upstream.ts
 RUN npm run build
 
@@ -25,6 +27,7 @@ COPY package.json package-lock.json ./
 RUN npm ci --omit=dev --ignore-scripts --no-audit --no-fund && npm cache clean --force
 COPY --from=build /app/dist/src ./dist/src
 COPY --from=build /app/dist/migrations ./dist/migrations
+COPY --from=build /app/dist/console ./dist/console
 # the admin CLI on the PATH: `openai-proxy <command>` (e.g. `docker compose exec api openai-proxy org list`)
 COPY --chmod=755 bin ./bin
 RUN ln -s /app/bin/openai-proxy.js /usr/local/bin/openai-proxy

@@ -10,6 +10,10 @@
  * Upstream: the real OpenAI API when OPENAI_API_KEY is set, otherwise a local OpenAI-compatible stand-in
  * (the compiled test fake) that gives deterministic canned answers.
  *
+ * Ends by printing the web console's address with a token of the demo organization. With `--keep`
+ * (`npm run demo -- --keep`) the server and the stand-in stay up afterwards, to look around in the console,
+ * until Ctrl-C stops them and deletes the temporary directory.
+ *
  * Needs a prior `npm run build` (the npm script does it). Exits non-zero if any step fails.
  */
 const { spawn } = require('node:child_process');
@@ -26,6 +30,7 @@ const FAKE_JS = path.join(ROOT, 'dist/test/support/fake-upstream.js');
 const EXAMPLES = [path.join(ROOT, 'examples/client.ts'), path.join(ROOT, 'examples/analysis-client.ts')];
 const OPENAI_URL = 'https://api.openai.com/v1';
 const DEMO_USER = 'demo-user@example.com';
+const KEEP = process.argv.slice(2).includes('--keep');
 
 /** settings of the parent shell that must not leak into the throw-away server (it must not touch a real database) */
 const ISOLATED_VARS = [
@@ -257,16 +262,26 @@ async function main() {
 
   step('Done');
   say(`   📖 Swagger UI: ${server.url}/docs (OpenAPI JSON at ${server.url}/docs-json) — served while the demo ran.`);
-  say('      The demo keeps nothing running. To explore the API yourself:');
-  say('        npm start                                   # http://localhost:8000/docs');
+  say(`   🖥  Console: ${server.url}/console`);
+  say('      Sign in with');
+  say(`        Token:   ${jwt.token}`);
+  say(`        User ID: ${DEMO_USER}`);
+  if (KEEP) {
+    say('   ✅ Demo completed successfully.');
+    say(`   ⏸  --keep: the server stays up at ${server.url} (console at ${server.url}/console). Press Ctrl-C to stop it and clean up.`);
+    return 'keep';
+  }
+  say('      The demo keeps nothing running (npm run demo -- --keep leaves the server up). To explore the API yourself:');
+  say('        npm start                                   # http://localhost:8000/docs and /console');
   say('        npm run -s cli -- org create "My Organization"');
-  say('        npm run -s cli -- jwt create --org-id <org-id>   # paste into Authorize, with an X-User-ID');
+  say('        npm run -s cli -- jwt create --org-id <org-id>   # paste into Authorize or the console, with an X-User-ID');
   say('   ✅ Demo completed successfully.');
 }
 
 main()
   .then(
-    () => cleanup().then(() => 0),
+    // --keep: the server runs until Ctrl-C (the signal handler cleans up and exits)
+    (outcome) => (outcome === 'keep' ? new Promise(() => {}) : cleanup().then(() => 0)),
     (err) => {
       // an interrupted step fails too; the signal handler reports and exits
       if (interrupted) return new Promise(() => {});

@@ -20,7 +20,14 @@ export interface PersonaAnalyticsDto {
   ratings: { count: number; average: number | null; distribution: RatingDistribution };
   /** analysis_type → primary_category → number of analysed exchanges */
   analysis: Record<string, Record<string, number>>;
-  by_version: { version: number | null; requests: number; average_rating: number | null; cost: number }[];
+  by_version: {
+    version: number | null;
+    requests: number;
+    average_rating: number | null;
+    cost: number;
+    /** analysis_type → primary_category → number of analysed exchanges of this version */
+    analysis: Record<string, Record<string, number>>;
+  }[];
   daily: { date: string; requests: number; tokens: number; cost: number; average_rating: number | null }[];
 }
 
@@ -52,8 +59,8 @@ export const PERSONA_ANALYTICS_EXAMPLE: PersonaAnalyticsDto = {
   ratings: { count: 240, average: 4.2, distribution: { '1': 6, '2': 10, '3': 24, '4': 70, '5': 130 } },
   analysis: { intent: { technical_support: 90, billing: 40 }, sentiment: { positive: 70, frustrated: 12 } },
   by_version: [
-    { version: 1, requests: 700, average_rating: 4.0, cost: 0.11 },
-    { version: 2, requests: 500, average_rating: 4.5, cost: 0.088 },
+    { version: 1, requests: 700, average_rating: 4.0, cost: 0.11, analysis: { intent: { technical_support: 60, billing: 25 } } },
+    { version: 2, requests: 500, average_rating: 4.5, cost: 0.088, analysis: { intent: { technical_support: 30, billing: 15 } } },
   ],
   daily: [{ date: '2026-06-05', requests: 40, tokens: 23000, cost: 0.0066, average_rating: 4.3 }],
 };

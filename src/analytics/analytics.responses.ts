@@ -81,6 +81,14 @@ class VersionAnalyticsResponse {
 
   @ApiProperty({ example: 0.11, description: 'USD' })
   cost!: number;
+
+  @ApiProperty({
+    type: 'object',
+    additionalProperties: { type: 'object', additionalProperties: { type: 'integer' } },
+    example: { intent: { technical_support: 60, billing: 25 } },
+    description: 'analysis_type → primary_category → number of analysed exchanges of this version',
+  })
+  analysis!: Record<string, Record<string, number>>;
 }
 
 @ApiObject('DailyAnalytics')

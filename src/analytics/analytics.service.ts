@@ -40,7 +40,15 @@ export class AnalyticsService {
     const allRatings = ratingStats(ratings);
 
     const analysisByType: PersonaAnalyticsDto['analysis'] = {};
-    for (const a of analysis) (analysisByType[a.analysis_type] ??= {})[a.primary_category] = a.count;
+    const analysisByVersion = new Map<number | null, PersonaAnalyticsDto['analysis']>();
+    for (const a of analysis) {
+      const all = (analysisByType[a.analysis_type] ??= {});
+      all[a.primary_category] = (all[a.primary_category] ?? 0) + a.count;
+      // rolled-up exchanges count in the totals only: their version is not kept
+      if (a.rolled) continue;
+      if (!analysisByVersion.has(a.version)) analysisByVersion.set(a.version, {});
+      (analysisByVersion.get(a.version)![a.analysis_type] ??= {})[a.primary_category] = a.count;
+    }
 
     const [p50, p95] = latency.pct ?? [null, null];
     return {
@@ -61,7 +69,13 @@ export class AnalyticsService {
         .map(({ key, rows }) => {
           const sum = sumSlices(rows);
           const rated = ratingStats(ratings.filter((r) => r.version === key));
-          return { version: key, requests: sum.requests, average_rating: rated.average, cost: this.pricing.roundUsd(sum.cost) };
+          return {
+            version: key,
+            requests: sum.requests,
+            average_rating: rated.average,
+            cost: this.pricing.roundUsd(sum.cost),
+            analysis: analysisByVersion.get(key) ?? {},
+          };
         }),
       daily: groupBy(slices, (s) => s.day)
         .sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0))

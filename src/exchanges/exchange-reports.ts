@@ -36,6 +36,10 @@ export interface RatingSliceRow {
 }
 
 export interface AnalysisCountRow {
+  /** the persona version of the analysed exchanges (null for rolled-up ones: the rollups keep no version) */
+  version: number | null;
+  /** counted from the rollups of exchanges retention deleted */
+  rolled: boolean;
   analysis_type: string;
   primary_category: string;
   count: number;

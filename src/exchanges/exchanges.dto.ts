@@ -1,5 +1,5 @@
 import { ApiPropertyOptional } from '@nestjs/swagger';
-import { IsString, IsUUID, Matches, MaxLength } from 'class-validator';
+import { IsIn, IsString, IsUUID, Matches, MaxLength } from 'class-validator';
 import { IsInstant } from '../common/dates';
 import { NO_NUL, OptionalParam, PageQueryDto } from '../common/pagination';
 
@@ -42,4 +42,30 @@ export class ListExchangesQueryDto extends PageQueryDto {
   @OptionalParam()
   @IsInstant()
   to?: string;
+
+  @ApiPropertyOptional({ description: 'only this route: the record\'s endpoint (responses, chat.completions, embeddings, files, …)', example: 'responses' })
+  @OptionalParam()
+  @IsString()
+  @MaxLength(256)
+  @noNul('endpoint')
+  endpoint?: string;
+
+  @ApiPropertyOptional({ description: 'only exchanges with this status (completed, failed, client_aborted, upstream_error, …)', example: 'completed' })
+  @OptionalParam()
+  @IsString()
+  @MaxLength(64)
+  @noNul('status')
+  status?: string;
+
+  @ApiPropertyOptional({ enum: ['1', '2', '3', '4', '5'], description: 'only exchanges someone rated with this rating (1–5)' })
+  @OptionalParam()
+  @IsIn(['1', '2', '3', '4', '5'], { message: 'rating must be an integer between 1 and 5' })
+  rating?: string;
+
+  @ApiPropertyOptional({ description: 'only exchanges an analysis put in this primary category', example: 'technical_support' })
+  @OptionalParam()
+  @IsString()
+  @MaxLength(256)
+  @noNul('analysis_category')
+  analysis_category?: string;
 }

@@ -58,6 +58,7 @@ const ENTITY_FIELD: Record<BodyField, keyof ExchangeEntity> = {
 export interface ListedExchange {
   exchange: ExchangeEntity;
   omitted: BodyField[];
+  ratings: { count: number; average: number | null };
 }
 
 /** What a list of the organization's exchanges is filtered by. */
@@ -66,6 +67,12 @@ export interface ExchangeFilter {
   externalUserId?: string;
   personaId?: string;
   model?: string;
+  endpoint?: string;
+  status?: string;
+  /** rated this (1–5) by someone */
+  rating?: number;
+  /** put in this primary category by an analysis */
+  analysisCategory?: string;
   from?: Date;
   to?: Date;
 }
@@ -162,6 +169,19 @@ export class ExchangesRepository {
     if (filter.externalUserId) qb.andWhere('e.external_user_id = :userId', { userId: filter.externalUserId });
     if (filter.personaId) qb.andWhere('e.persona_id = :personaId', { personaId: filter.personaId });
     if (filter.model) qb.andWhere('e.model = :model', { model: filter.model });
+    if (filter.endpoint) qb.andWhere('e.endpoint = :endpoint', { endpoint: filter.endpoint });
+    if (filter.status) qb.andWhere('e.status = :status', { status: filter.status });
+    // per-row lookups through the unique (exchange, user) index of ratings and the (organization, exchange) index of
+    // analysis results: the newest-first keyset scan stays the plan
+    if (filter.rating) {
+      qb.andWhere('EXISTS (SELECT 1 FROM ratings r WHERE r.organization_id = e.organization_id AND r.exchange_id = e.id AND r.rating = :rating)', { rating: filter.rating });
+    }
+    if (filter.analysisCategory) {
+      qb.andWhere(
+        `EXISTS (SELECT 1 FROM analysis_results a WHERE a.organization_id = e.organization_id AND a.exchange_id = e.id AND a.primary_category = :category)`,
+        { category: filter.analysisCategory },
+      );
+    }
     if (filter.from) qb.andWhere('e.created_at >= :from', { from: filter.from });
     if (filter.to) qb.andWhere('e.created_at < :to', { to: filter.to });
     return this.page(qb, orgId, limit, after, 'DESC');
@@ -278,26 +298,26 @@ export class ExchangesRepository {
   }
 
   /**
-   * Primary categories per analysis type over the persona's exchanges in the period. An exchange analysed several
-   * times with one type (force_refresh, a changed config) counts once, with its newest result; rolled-up
-   * exchanges count with the newest result they had.
+   * Primary categories per persona version and analysis type over the persona's exchanges in the period. An
+   * exchange analysed several times with one type (force_refresh, a changed config) counts once, with its newest
+   * result; rolled-up exchanges count with the newest result they had, without a version (the rollups keep none).
    */
   async personaAnalysis(orgId: string, personaId: string, period: ReportPeriod): Promise<AnalysisCountRow[]> {
     await this.recorder.caughtUp();
     return this.exchanges.query(
-      `SELECT analysis_type, primary_category, sum(count)::int AS count
-         FROM (SELECT latest.analysis_type, latest.primary_category, count(*) AS count
-                 FROM (SELECT DISTINCT ON (a.exchange_id, a.analysis_type) a.analysis_type, a.primary_category
+      `SELECT version, rolled, analysis_type, primary_category, sum(count)::int AS count
+         FROM (SELECT latest.version, false AS rolled, latest.analysis_type, latest.primary_category, count(*) AS count
+                 FROM (SELECT DISTINCT ON (a.exchange_id, a.analysis_type) e.persona_version AS version, a.analysis_type, a.primary_category
                          FROM analysis_results a
                          JOIN exchanges e ON e.id = a.exchange_id
                         WHERE ${PERSONA_EXCHANGES} AND a.organization_id = $2 AND a.status = 'completed'
                         ORDER BY a.exchange_id, a.analysis_type, a.created_at DESC, a.id DESC) latest
-                GROUP BY 1, 2
+                GROUP BY 1, 2, 3, 4
                UNION ALL
-               SELECT r.analysis_type, r.primary_category, r.count
+               SELECT NULL::int, true, r.analysis_type, r.primary_category, r.count
                  FROM analysis_rollups r
                 WHERE r.persona_id = $1 AND r.organization_id = $2 AND r.day >= $5::date AND r.day < $6::date) counted
-        GROUP BY analysis_type, primary_category
+        GROUP BY version, rolled, analysis_type, primary_category
         ORDER BY analysis_type, primary_category`,
       [personaId, orgId, period.from.toISOString(), period.to.toISOString(), ...rolledDays(period)],
     );
@@ -390,6 +410,8 @@ export class ExchangesRepository {
       qb.addSelect(BODY_COLUMNS[field], `listed_${field}`);
       qb.addSelect(`e.${field} IS NOT NULL`, `stored_${field}`);
     }
+    qb.addSelect('(SELECT count(*) FROM ratings r WHERE r.exchange_id = e.id)::int', 'ratings_count');
+    qb.addSelect('(SELECT avg(r.rating) FROM ratings r WHERE r.exchange_id = e.id)::float8', 'ratings_average');
     const { entities, raw } = await qb
       .orderBy('e.created_at', dir)
       .addOrderBy('e.id', dir)
@@ -402,7 +424,8 @@ export class ExchangesRepository {
         (row as unknown as Record<string, unknown>)[ENTITY_FIELD[field]] = value;
         if (value === null && raw[i][`stored_${field}`] === true) omitted.push(field);
       }
-      return { exchange: row, omitted };
+      const average = raw[i].ratings_average as number | null;
+      return { exchange: row, omitted, ratings: { count: Number(raw[i].ratings_count ?? 0), average: average === null ? null : Math.round(average * 100) / 100 } };
     });
   }
 }

@@ -24,6 +24,15 @@ class ExchangeUsageResponse {
   reasoning_tokens!: number | null;
 }
 
+@ApiObject('ExchangeRatings')
+class ExchangeRatingsResponse {
+  @ApiProperty({ type: 'integer', example: 1 })
+  count!: number;
+
+  @ApiProperty(nullable('number', 'null when the exchange has no rating', 5))
+  average!: number | null;
+}
+
 @ApiObject('Exchange', { description: 'A proxied call as stored under its req_ id' })
 export class ExchangeResponse implements ExchangeView {
   @ApiProperty({ example: 'req_Xw3v0mQ2bq9Hn1sYtZcA4eLk', description: 'the X-Request-ID the call answered with' })
@@ -151,6 +160,9 @@ export class ExchangeResponse implements ExchangeView {
     description: 'in lists only: the body fields left out (null above) for their size; GET /v1/requests/{request_id} has them whole',
   })
   omitted_fields?: BodyField[];
+
+  @ApiPropertyOptional({ type: ExchangeRatingsResponse, description: 'in lists only: the ratings the exchange has (every user\'s), their count and average' })
+  ratings?: ExchangeRatingsResponse;
 }
 
 export const ExchangeList = ListOf(ExchangeResponse, 'ExchangeList');

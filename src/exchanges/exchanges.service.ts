@@ -59,6 +59,8 @@ export interface ExchangeView {
    * `GET /v1/requests/{id}` has them whole.
    */
   omitted_fields?: BodyField[];
+  /** In lists only: how many ratings the exchange has and their average (null when none). */
+  ratings?: { count: number; average: number | null };
 }
 
 export function toExchangeView(e: ExchangeEntity): ExchangeView {
@@ -109,7 +111,7 @@ export function toExchangeView(e: ExchangeEntity): ExchangeView {
 }
 
 function toListedView(row: ListedExchange): ExchangeView {
-  return { ...toExchangeView(row.exchange), omitted_fields: row.omitted };
+  return { ...toExchangeView(row.exchange), omitted_fields: row.omitted, ratings: row.ratings };
 }
 
 const SESSION_CACHE_MAX = 50_000;
@@ -147,7 +149,18 @@ export class ExchangesService {
     const from = parseInstant(query.from, 'from');
     const to = parseInstant(query.to, 'to');
     checkRange(from, to);
-    const filter = { sessionId: query.session_id, externalUserId: query.user_id, personaId: query.persona_id, model: query.model, from, to };
+    const filter = {
+      sessionId: query.session_id,
+      externalUserId: query.user_id,
+      personaId: query.persona_id,
+      model: query.model,
+      endpoint: query.endpoint || undefined,
+      status: query.status || undefined,
+      rating: query.rating ? Number(query.rating) : undefined,
+      analysisCategory: query.analysis_category || undefined,
+      from,
+      to,
+    };
     const rows = await this.exchanges.listPage(orgId, filter, page.limit, page.after);
     return toListPage(rows.map(toListedView), page.limit);
   }

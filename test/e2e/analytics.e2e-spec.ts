@@ -268,8 +268,9 @@ describe('analytics', () => {
         // E1 counts once with its newest intent (A2); A6 counts (its exchange is in the period), A7 does not
         analysis: { intent: { billing: 2, technical_support: 1 }, sentiment: { frustrated: 1, positive: 1 } },
         by_version: [
-          { version: 1, requests: 3, average_rating: 4, cost: rounded(µ(16.2 + 31.2)) }, // E1–E3
-          { version: 2, requests: 3, average_rating: 3, cost: rounded(µ(770 + 1020)) }, // E4–E6
+          // the analyses of each version's exchanges: E1 (newest intent A2) and E2; E4 (intent and sentiment) and E5
+          { version: 1, requests: 3, average_rating: 4, cost: rounded(µ(16.2 + 31.2)), analysis: { intent: { billing: 1, technical_support: 1 } } }, // E1–E3
+          { version: 2, requests: 3, average_rating: 3, cost: rounded(µ(770 + 1020)), analysis: { intent: { billing: 1 }, sentiment: { frustrated: 1, positive: 1 } } }, // E4–E6
         ],
         daily: [
           { date: '2026-03-09', requests: 2, tokens: 304, cost: rounded(µ(16.2 + 31.2)), average_rating: 4 }, // E1, E2

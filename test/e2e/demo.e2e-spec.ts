@@ -18,12 +18,12 @@ interface DemoRun {
  * Runs `node scripts/demo.js` (what `npm run demo` runs after building) on the stand-in upstream.
  * `interruptWhen`: send SIGINT once stdout contains it.
  */
-function runDemo(interruptWhen?: string, extraEnv: Record<string, string> = {}): Promise<DemoRun> {
+function runDemo(interruptWhen?: string, extraEnv: Record<string, string> = {}, args: string[] = [], whenInterrupting?: (stdout: string) => Promise<void>): Promise<DemoRun> {
   const env = { ...process.env, ...extraEnv };
   // never call the real OpenAI API from the tests
   delete env.OPENAI_API_KEY;
   return new Promise((done, fail) => {
-    const child = spawn(NODE, [DEMO], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(NODE, [DEMO, ...args], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
     let interrupted = false;
@@ -32,7 +32,8 @@ function runDemo(interruptWhen?: string, extraEnv: Record<string, string> = {}):
       stdout += d;
       if (interruptWhen && !interrupted && stdout.includes(interruptWhen)) {
         interrupted = true;
-        child.kill('SIGINT');
+        if (whenInterrupting) void whenInterrupting(stdout).finally(() => child.kill('SIGINT'));
+        else child.kill('SIGINT');
       }
     });
     child.stderr.on('data', (d) => (stderr += d));
@@ -89,10 +90,31 @@ describe.concurrent('npm run demo', () => {
     const swagger = /Swagger UI: (http:\/\/127\.0\.0\.1:\d+)\/docs/.exec(out)?.[1];
     expect(swagger).toBeDefined();
     expect(out).toContain('✅ Demo completed successfully.');
+    // the console's address and a token to sign in with
+    expect(out).toContain(`🖥  Console: ${swagger}/console`);
+    expect(out).toMatch(/ {8}Token: {3}eyJ[\w-]+\.[\w-]+\.[\w-]+\n {8}User ID: demo-user@example\.com\n/);
 
     // nothing left running, nothing left on disk
     expect(existsSync(tempDirOf(out))).toBe(false);
     expect(await listening(swagger!)).toBe(false);
+  });
+
+  it('keeps the server up with --keep, for the console, until Ctrl-C', { timeout: 180_000 }, async () => {
+    const seen: { console?: number; personas?: number } = {};
+    const run = await runDemo('Press Ctrl-C to stop it and clean up.', {}, ['--keep'], async (out) => {
+      const url = /🖥 {2}Console: (\S+)\/console/.exec(out)![1];
+      const token = /Token: {3}(\S+)/.exec(out)![1];
+      // still serving after the demo is done: the console, and the API with the printed token
+      await new Promise((r) => setTimeout(r, 500));
+      seen.console = (await fetch(`${url}/console`)).status;
+      seen.personas = (await fetch(`${url}/v1/personas`, { headers: { authorization: `Bearer ${token}`, 'x-user-id': 'demo-user@example.com' } })).status;
+    });
+    expect(run.stdout).toContain('✅ Demo completed successfully.');
+    expect(seen).toEqual({ console: 200, personas: 200 });
+    expect(run.code).toBe(130);
+    expect(existsSync(tempDirOf(run.stdout))).toBe(false);
+    const server = /server \(dist\/src\/main\.js\) listening on (\S+),/.exec(run.stdout)?.[1];
+    expect(await listening(server!)).toBe(false);
   });
 
   it('cleans up when interrupted with Ctrl-C', { timeout: 180_000 }, async () => {

@@ -24,6 +24,9 @@ import { rawRequest } from '../support/raw-http';
 const NEST_ROUTES: Record<string, Scope | 'public'> = {
   'GET /health': 'public',
   'GET /metrics': 'public',
+  // the console's static files: its data comes from /v1 with the token pasted into it
+  'GET /console': 'public',
+  'GET /console/*path': 'public',
   'POST /v1/responses': 'proxy',
   'POST /v1/chat/completions': 'proxy',
   'GET /v1/models': 'proxy',
