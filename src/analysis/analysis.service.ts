@@ -8,6 +8,7 @@ import { isUuid } from '../common/ids';
 import { JsonLogger } from '../common/logger';
 import { ListPage, PageQuery, toListPage } from '../common/pagination';
 import type { ActingContext } from '../common/request-context';
+import { KeyHealth } from '../keys/key-health.service';
 import { KeyResolver, ResolvedKey } from '../keys/key-resolver';
 import { Admission, LimitsService } from '../limits/limits.service';
 import { MetricsService } from '../metrics/metrics.service';
@@ -144,6 +145,7 @@ export class AnalysisService {
     private readonly configs: AnalysisConfigsService,
     private readonly claims: AnalysisClaimsRepository,
     private readonly keys: KeyResolver,
+    private readonly health: KeyHealth,
     private readonly exchanges: ExchangesRepository,
     private readonly upstream: UpstreamClient,
     private readonly pricing: PricingService,
@@ -356,8 +358,8 @@ export class AnalysisService {
    * the answering model) is added to `spent` as it arrives, so a failure still knows what was billed.
    */
   private async callModel(acting: ActingContext, def: AnalysisDefinition, transcript: string, spent: Spent): Promise<ParsedAnswer> {
-    const key = await this.keys.resolve({ orgId: acting.orgId, userId: acting.userId }, { model: def.model });
-    spent.key = key;
+    const candidates = await this.keys.candidates({ orgId: acting.orgId, userId: acting.userId }, { model: def.model });
+    spent.key = candidates[0];
     const body = JSON.stringify({
       model: def.model,
       instructions: buildAnalysisInstructions(def),
@@ -367,7 +369,7 @@ export class AnalysisService {
     });
     let problem = '';
     for (let attempt = 1; attempt <= MAX_ATTEMPTS; attempt++) {
-      const response = await this.post(key, body);
+      const response = await this.postWithFailover(candidates, body, spent);
       const u = usageOf(response);
       spent.answers++;
       spent.usage.input += u.input;
@@ -386,6 +388,32 @@ export class AnalysisService {
     throw new AppException('upstream_error', `The model's analysis did not fit the schema twice (${problem})`, {
       code: 'invalid_structured_output',
     });
+  }
+
+  /**
+   * The call on the pool's keys in order, as the proxy does: a key the upstream rate limits (429) rests and one it
+   * refuses (401) is marked invalid, and the call goes on with the next key; any other answer is the call's.
+   */
+  private async postWithFailover(candidates: readonly ResolvedKey[], body: string, spent: Spent): Promise<Record<string, any>> {
+    for (let i = spent.key ? Math.max(0, candidates.indexOf(spent.key)) : 0; ; i++) {
+      const key = candidates[i];
+      spent.key = key;
+      try {
+        return await this.post(key, body);
+      } catch (err) {
+        const last = i + 1 >= candidates.length;
+        if (!(err instanceof AppException)) throw err;
+        if (err.options.upstreamStatus === 429) {
+          void this.health.rest(key, null, `429 ${err.message}`.slice(0, 500));
+          if (last) throw err;
+        } else if (err.options.upstreamStatus === 401) {
+          void this.health.invalidate(key, `401 ${err.message}`.slice(0, 500));
+          if (last) throw err;
+        } else {
+          throw err;
+        }
+      }
+    }
   }
 
   private async post(key: ResolvedKey, body: string): Promise<Record<string, any>> {

@@ -31,6 +31,8 @@ export interface AppExceptionOptions {
   /** overrides the kind's `type` */
   type?: string;
   headers?: Record<string, string>;
+  /** the status the upstream answered with, when this error is its answer */
+  upstreamStatus?: number;
 }
 
 export class AppException extends Error {

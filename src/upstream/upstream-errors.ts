@@ -85,11 +85,11 @@ export function upstreamErrorAnswer(status: number, rawText: string, apiKey?: st
   } catch {
     // not JSON: keep the generic message
   }
-  if (status === 429) return new AppException('rate_limit', message, { code: code ?? 'upstream_rate_limited', param });
-  if (status >= 500) return new AppException('upstream_error', message, { param });
+  if (status === 429) return new AppException('rate_limit', message, { code: code ?? 'upstream_rate_limited', param, upstreamStatus: status });
+  if (status >= 500) return new AppException('upstream_error', message, { param, upstreamStatus: status });
   if (status === 401 || status === 403) {
     // the organization's upstream key was refused: not the caller's authentication problem
-    return new AppException('upstream_error', `The upstream refused the API key: ${message}`, { status: 502, code: 'upstream_auth_failed' });
+    return new AppException('upstream_error', `The upstream refused the API key: ${message}`, { status: 502, code: 'upstream_auth_failed', upstreamStatus: status });
   }
-  return new AppException('invalid_request', message, { status, type: type ?? 'invalid_request_error', code: code ?? null, param });
+  return new AppException('invalid_request', message, { status, type: type ?? 'invalid_request_error', code: code ?? null, param, upstreamStatus: status });
 }

@@ -90,6 +90,25 @@ describe('key pools, routing and failover', () => {
     expect(fake.requests.map(keyOf)).toEqual(['sk-pool-refused-B401']);
   });
 
+  it("the proxy's own analysis calls fail over the same way: 429 rests, 401 invalidates, the next key answers", async () => {
+    const org = await createOrg(app);
+    await addKey(org.orgId, 'sk-pool-analysis-A429', { priority: 2 });
+    await addKey(org.orgId, 'sk-pool-analysis-B401', { priority: 1 });
+    await addKey(org.orgId, 'sk-pool-analysis-C200');
+    const call = api(app, org.token, 'analysis-failover@example.com');
+    const made = await ask(call);
+    expect(made.status).toBe(200);
+    fake.keyFaults.set('sk-pool-analysis-A429', { kind: 'status', status: 429 });
+    fake.keyFaults.set('sk-pool-analysis-B401', { kind: 'status', status: 401 });
+    fake.requests.length = 0;
+
+    const res = await call('POST', '/v1/analysis', { request_id: made.headers.get('x-request-id'), config: { analysis_type: 'sentiment' } });
+    expect(res.status, JSON.stringify(res.body)).toBe(200);
+    expect(fake.requests.map(keyOf)).toEqual(['sk-pool-analysis-A429', 'sk-pool-analysis-B401', 'sk-pool-analysis-C200']);
+    await waitFor(async () => (await stateOf(org.orgId)).B401.state === 'invalid', 3000, 'key invalid');
+    await waitFor(async () => (await stateOf(org.orgId)).A429.rest_until !== null, 3000, 'key resting');
+  });
+
   it('never fails over once the answer has started: a stream cut by the upstream is not repeated on another key', async () => {
     const org = await createOrg(app);
     await addKey(org.orgId, 'sk-stream-first-0001', { priority: 1 });
