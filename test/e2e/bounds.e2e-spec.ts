@@ -174,7 +174,8 @@ describe('bounds on what tenants and upstreams can make the proxy hold', () => {
   describe('the key cache', () => {
     it('holds at most KEY_CACHE_SIZE entries and still follows key changes', async () => {
       const o = await proxyOrg(app, fake.url, 'sk-key-cache-first-0001');
-      const resolver = app.app.get(KeyResolver, { strict: false }) as unknown as { cache: { size: number } };
+      // a user's own keys are cached per (organization, user); the organization's once per organization
+      const resolver = app.app.get(KeyResolver, { strict: false }) as unknown as { users: { size: number }; organizations: { size: number } };
       const users = Array.from({ length: 8 }, (_, i) => `cache-user-${i}-${o.orgId}`);
       const ask = (user: string) =>
         fetch(`${app.url}/v1/responses`, {
@@ -182,10 +183,10 @@ describe('bounds on what tenants and upstreams can make the proxy hold', () => {
           headers: { authorization: `Bearer ${o.token}`, 'x-user-id': user, 'content-type': 'application/json' },
           body: JSON.stringify({ model: 'gpt-4o-mini', input: 'hi' }),
         });
-      const internals = resolver as unknown as { load: (...args: unknown[]) => Promise<unknown> };
-      const load = internals.load;
+      const internals = resolver as unknown as { loadUser: (...args: unknown[]) => Promise<unknown> };
+      const load = internals.loadUser;
       let loads = 0;
-      internals.load = function (this: unknown, ...args: unknown[]) {
+      internals.loadUser = function (this: unknown, ...args: unknown[]) {
         loads++;
         return load.apply(this, args);
       };
@@ -196,7 +197,8 @@ describe('bounds on what tenants and upstreams can make the proxy hold', () => {
       expect(loads).toBe(8);
       expect((await ask(users[0])).status).toBe(200);
       expect(loads).toBe(9);
-      expect(resolver.cache.size).toBeLessThanOrEqual(3);
+      expect(resolver.users.size).toBeLessThanOrEqual(3);
+      expect(resolver.organizations.size).toBeLessThanOrEqual(3);
 
       // a new organization key, the old one revoked: every user moves to it, cached or evicted
       const keys = app.app.get(KeysService);
@@ -208,7 +210,8 @@ describe('bounds on what tenants and upstreams can make the proxy hold', () => {
       };
       await waitFor(async () => (await lastKeyOf(users[7])) === 'Bearer sk-key-cache-second-0002', 8000, 'the new key');
       for (const user of users) expect(await lastKeyOf(user)).toBe('Bearer sk-key-cache-second-0002');
-      expect(resolver.cache.size).toBeLessThanOrEqual(3);
+      expect(resolver.users.size).toBeLessThanOrEqual(3);
+      expect(resolver.organizations.size).toBeLessThanOrEqual(3);
     });
   });
 
