@@ -8,7 +8,7 @@ import { MigrationInterface, QueryRunner } from 'typeorm';
  *   count, distinct sessions of the group) and the ratings given to those exchanges, counted per value. A deleted
  *   exchange is added here in the transaction that deletes it. One row per key (NULLs equal), so concurrent
  *   deletions add to the same row.
- * - analysis_rollups: per UTC day of the exchange, organization and persona, the newest primary category per
+ * - analysis_rollups: per UTC day of the exchange, organization, persona and version, the newest primary category per
  *   analysis type of the deleted exchanges (what the persona report counts).
  * - retention_marks: per organization, the instant before which bodies are already cleared, so that clearing
  *   never walks over rows it has cleared before.
@@ -39,8 +39,8 @@ export class AddUsageRollups1796000001000 implements MigrationInterface {
     await queryRunner.query(`CREATE INDEX "ix_usage_rollups_user" ON "usage_rollups" ("organization_id", "user_id") WHERE "user_id" IS NOT NULL`);
     await queryRunner.query(
       `CREATE TABLE "analysis_rollups" ("day" date NOT NULL, "organization_id" uuid NOT NULL, "persona_id" uuid NOT NULL,
-        "analysis_type" text NOT NULL, "primary_category" text NOT NULL, "count" bigint NOT NULL DEFAULT 0,
-        CONSTRAINT "PK_analysis_rollups" PRIMARY KEY ("organization_id", "persona_id", "day", "analysis_type", "primary_category"))`,
+        "persona_version" integer, "analysis_type" text NOT NULL, "primary_category" text NOT NULL, "count" bigint NOT NULL DEFAULT 0,
+        CONSTRAINT "uq_analysis_rollups" UNIQUE NULLS NOT DISTINCT ("organization_id", "persona_id", "day", "persona_version", "analysis_type", "primary_category"))`,
     );
     await queryRunner.query(
       `CREATE TABLE "retention_marks" ("organization_id" uuid NOT NULL, "content_cleared_before" TIMESTAMP WITH TIME ZONE NOT NULL,

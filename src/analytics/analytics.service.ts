@@ -44,10 +44,10 @@ export class AnalyticsService {
     for (const a of analysis) {
       const all = (analysisByType[a.analysis_type] ??= {});
       all[a.primary_category] = (all[a.primary_category] ?? 0) + a.count;
-      // rolled-up exchanges count in the totals only: their version is not kept
-      if (a.rolled) continue;
+      // stored and rolled-up exchanges of one version add up
       if (!analysisByVersion.has(a.version)) analysisByVersion.set(a.version, {});
-      (analysisByVersion.get(a.version)![a.analysis_type] ??= {})[a.primary_category] = a.count;
+      const byType = (analysisByVersion.get(a.version)![a.analysis_type] ??= {});
+      byType[a.primary_category] = (byType[a.primary_category] ?? 0) + a.count;
     }
 
     const [p50, p95] = latency.pct ?? [null, null];

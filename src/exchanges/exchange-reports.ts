@@ -36,7 +36,7 @@ export interface RatingSliceRow {
 }
 
 export interface AnalysisCountRow {
-  /** the persona version of the analysed exchanges (null for rolled-up ones: the rollups keep no version) */
+  /** the persona version of the analysed exchanges (rolled-up ones keep theirs) */
   version: number | null;
   /** counted from the rollups of exchanges retention deleted */
   rolled: boolean;

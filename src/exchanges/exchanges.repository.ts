@@ -300,7 +300,7 @@ export class ExchangesRepository {
   /**
    * Primary categories per persona version and analysis type over the persona's exchanges in the period. An
    * exchange analysed several times with one type (force_refresh, a changed config) counts once, with its newest
-   * result; rolled-up exchanges count with the newest result they had, without a version (the rollups keep none).
+   * result; rolled-up exchanges count with the newest result they had, under their version.
    */
   async personaAnalysis(orgId: string, personaId: string, period: ReportPeriod): Promise<AnalysisCountRow[]> {
     await this.recorder.caughtUp();
@@ -314,7 +314,7 @@ export class ExchangesRepository {
                         ORDER BY a.exchange_id, a.analysis_type, a.created_at DESC, a.id DESC) latest
                 GROUP BY 1, 2, 3, 4
                UNION ALL
-               SELECT NULL::int, true, r.analysis_type, r.primary_category, r.count
+               SELECT r.persona_version, true, r.analysis_type, r.primary_category, r.count
                  FROM analysis_rollups r
                 WHERE r.persona_id = $1 AND r.organization_id = $2 AND r.day >= $5::date AND r.day < $6::date) counted
         GROUP BY version, rolled, analysis_type, primary_category

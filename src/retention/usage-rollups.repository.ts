@@ -128,16 +128,16 @@ export class UsageRollupsRepository {
       params.slice(0, resultsWhere.includes('$2') ? 2 : 0),
     );
     await m.query(
-      `INSERT INTO analysis_rollups AS r (day, organization_id, persona_id, analysis_type, primary_category, count)
-       SELECT day, organization_id, persona_id, analysis_type, primary_category, count(*)
+      `INSERT INTO analysis_rollups AS r (day, organization_id, persona_id, persona_version, analysis_type, primary_category, count)
+       SELECT day, organization_id, persona_id, persona_version, analysis_type, primary_category, count(*)
          FROM (SELECT DISTINCT ON (a.exchange_id, a.analysis_type) ${UTC_DAY_OF('e.created_at')} AS day, e.organization_id,
-                      e.persona_id, a.analysis_type, a.primary_category
+                      e.persona_id, e.persona_version, a.analysis_type, a.primary_category
                  FROM analysis_results a
                  JOIN ${exchanges} e ON e.id = a.exchange_id
                 WHERE ${exchangesWhere} AND e.persona_id IS NOT NULL AND ${resultsWhere} AND a.status = 'completed'
                 ORDER BY a.exchange_id, a.analysis_type, a.created_at DESC, a.id DESC) latest
-        GROUP BY 1, 2, 3, 4, 5
-       ON CONFLICT (organization_id, persona_id, day, analysis_type, primary_category) DO UPDATE SET count = r.count + excluded.count`,
+        GROUP BY 1, 2, 3, 4, 5, 6
+       ON CONFLICT (organization_id, persona_id, day, persona_version, analysis_type, primary_category) DO UPDATE SET count = r.count + excluded.count`,
       params,
     );
   }
