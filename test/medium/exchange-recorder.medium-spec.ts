@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { batchQuery } from '../../src/exchanges/recorder/batch-sql';
 import { MediumDatabase, openMediumDatabase, outcomeOf, pendingRow, RecorderBench, storedRow } from './recorder-harness';
 
 /** A connection of the recorder's own pool for pending rows: the one its next statement will use. */
@@ -11,6 +12,9 @@ async function withRecorderConnection(bench: RecorderBench, sql: string): Promis
     client.release();
   }
 }
+
+/** a value as an SQL literal (the statement's own casts type it) */
+const literal = (v: unknown) => (v === null || v === undefined ? 'NULL' : `'${String(v).replace(/'/g, "''")}'`);
 
 let database: MediumDatabase;
 beforeAll(async () => {
@@ -59,6 +63,36 @@ describe('exchange recorder on a real database: merge, lost rows, refused values
     await bench.recorder.complete(outcomeOf(sent));
     expect(bench.statements.slice(mid).map((s) => s.text.slice(0, 6))).toEqual(['INSERT', 'UPDATE']);
     expect(await storedRow(bench.dataSource, sent.id)).toMatchObject({ status: 'completed', total_tokens: 7 });
+  });
+
+  it('a completion finds its row by its whole key: only the partition of its month is read', async () => {
+    // a row of last month, in its own partition, among the current months'
+    const row = pendingRow('pruned', { createdAt: new Date(Date.now() - 32 * 86_400_000) });
+    const partitions = await bench.dataSource.query(`SELECT count(*)::int AS n FROM pg_inherits WHERE inhparent = 'exchanges'::regclass`);
+    expect(partitions[0].n).toBeGreaterThan(1);
+    await bench.recorder.begin(row);
+    const before = bench.statements.length;
+    await bench.recorder.complete(outcomeOf(row));
+    expect(await storedRow(bench.dataSource, row.id)).toMatchObject({ status: 'completed', output_text: 'out' });
+    const update = bench.statements.slice(before).find((s) => s.text.startsWith('UPDATE'))!;
+    // the same statement with a row's values, as a prepared statement's generic plan runs it: partitions pruned at
+    // run time are never executed
+    const q = batchQuery([], [{ row: outcomeOf(row), createdAt: row.createdAt, completedAt: new Date() }], null, false);
+    expect(q.text).toBe(update.text);
+    const runner = bench.dataSource.createQueryRunner();
+    try {
+      await runner.startTransaction();
+      await runner.query(`SET LOCAL plan_cache_mode = force_generic_plan`);
+      await runner.query(`PREPARE completion_probe AS ${q.text}`);
+      const plan: string[] = (
+        await runner.query(`EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF) EXECUTE completion_probe(${q.values.map(literal).join(', ')})`)
+      ).map((r: Record<string, string>) => r['QUERY PLAN']);
+      const read = plan.filter((l) => /Scan .* on exchanges_\w+/.test(l) && !/never executed/.test(l));
+      expect(read, plan.join('\n')).toHaveLength(1);
+    } finally {
+      await runner.rollbackTransaction();
+      await runner.release();
+    }
   });
 
   it('a pending row the database lost is written again with its outcome, idempotently', async () => {

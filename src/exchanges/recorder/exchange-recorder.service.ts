@@ -219,7 +219,13 @@ export class ExchangeRecorder implements OnApplicationBootstrap, OnApplicationSh
   }
 
   private update(row: ExchangeOutcome, completedAt = new Date()): Promise<void> {
-    return new Promise((resolve, reject) => this.enqueue({ kind: 'update', row, completedAt, resolve, reject }));
+    // the row is found by its key: its pending row is kept until the completion is written
+    const createdAt = this.pendingRows.get(row.id)?.createdAt;
+    if (!createdAt) {
+      this.logger.write('error', 'exchange record to complete not found', { request_id: row.id });
+      return Promise.resolve();
+    }
+    return new Promise((resolve, reject) => this.enqueue({ kind: 'update', row, createdAt, completedAt, resolve, reject }));
   }
 
   private enqueue(item: Item): void {
