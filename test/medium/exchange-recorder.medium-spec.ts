@@ -200,3 +200,30 @@ describe('exchange recorder on its own pools: prepared statements, and the fallb
     }
   });
 });
+
+describe('exchange recorder stopping: every call it opened a record for ends with a final status', () => {
+  it('waits for running calls to give their outcome; one that does not is recorded as interrupted', async () => {
+    const bench = database.recorder();
+    // a call whose client left before the signal: it ends a moment after the stop began (the HTTP drain did not
+    // wait for it, its socket being closed)
+    const late = pendingRow('late', { stream: true });
+    const lateHandle = await bench.recorder.open(late);
+    await lateHandle.pendingRow();
+    // a call whose record is held (not yet written), and one that never ends
+    const held = pendingRow('held-stop');
+    const heldHandle = await bench.recorder.open(held);
+    const stuck = pendingRow('stuck', { stream: true });
+    await (await bench.recorder.open(stuck)).pendingRow();
+
+    const stopping = bench.recorder.beforeApplicationShutdown();
+    setTimeout(() => void lateHandle.finish(outcomeOf(late, { status: 'client_aborted' })), 100);
+    setTimeout(() => void heldHandle.finish(outcomeOf(held, { status: 'client_aborted' })), 150);
+    await stopping;
+    await bench.close();
+
+    expect(await storedRow(bench.dataSource, late.id)).toMatchObject({ status: 'client_aborted' });
+    expect(await storedRow(bench.dataSource, held.id)).toMatchObject({ status: 'client_aborted' });
+    expect(await storedRow(bench.dataSource, stuck.id)).toMatchObject({ status: 'interrupted', error: { code: 'interrupted' } });
+    expect(bench.logs.some((l) => l.includes('calls still running recorded as interrupted'))).toBe(true);
+  });
+});
