@@ -180,6 +180,31 @@ describe('exchange recorder on its own pools: prepared statements, and the fallb
     }
   });
 
+  it("the recorder's own connections run the batches on their generic plan: a completion is not planned again at each run", async () => {
+    const bench = database.recorder({ ownPools: true });
+    try {
+      for (let i = 0; i < 8; i++) {
+        const row = pendingRow(`generic_${i}`);
+        await bench.recorder.begin(row);
+        await bench.recorder.complete(outcomeOf(row));
+      }
+      expect(bench.statements.at(-1)?.name).toBe('exchanges_0_1');
+      const pool = (bench.recorder as any).presence.pool(true, true);
+      const client = await pool.connect();
+      try {
+        expect((await client.query(`SHOW plan_cache_mode`)).rows[0].plan_cache_mode).toBe('force_generic_plan');
+        // every connection of the pool that ran the completion ran it without planning it again
+        const plans = (await client.query(`SELECT generic_plans::int AS g, custom_plans::int AS c FROM pg_prepared_statements WHERE name = 'exchanges_0_1'`)).rows;
+        for (const p of plans) expect(p.c).toBe(0);
+      } finally {
+        client.release();
+      }
+    } finally {
+      await withRecorderConnection(bench, `DEALLOCATE ALL`);
+      await bench.close();
+    }
+  });
+
   it('a prepared statement the session lost (26000): written unprepared from then on', async () => {
     const bench = database.recorder({ ownPools: true });
     try {
