@@ -151,7 +151,17 @@ export class StreamRelay {
     void this.call.record.pendingRow().then((ok) => {
       const queued = this.held ?? [];
       this.held = null;
-      if (this.phase === 'over' || this.call.clientGone) return;
+      // over, or being recorded already (the upstream failed once the client left)
+      if (this.phase === 'over' || (ok && this.call.record.done)) return;
+      if (this.call.clientGone) {
+        // the client left while the row was written: nothing more is relayed, but the call is recorded (the
+        // upstream may have ended meanwhile, so no error of its body is coming to do it)
+        this.held = [];
+        this.body.removeAllListeners('data');
+        this.body.destroy();
+        void this.call.finish('client_aborted', { upstreamStatus: this.status, captured: this.capture.result() }).then(() => this.settle());
+        return;
+      }
       if (!ok) {
         this.body.removeAllListeners('data');
         this.body.destroy();

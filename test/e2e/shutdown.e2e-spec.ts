@@ -175,3 +175,78 @@ describe('SIGTERM drains the server within SHUTDOWN_TIMEOUT_MS', () => {
     expect(row.status).toBe('client_aborted');
   });
 });
+
+/** Sends a proxied call and cuts its connection `afterMs` later (as a load generator does when its run ends). */
+function cutCall(url: string, token: string, body: object, path: string, afterMs: number): Promise<void> {
+  return new Promise<void>((resolve) => {
+    const req = request(`${url}${path}`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${token}`, 'x-user-id': 'cut@example.com', 'content-type': 'application/json' },
+    });
+    req.on('response', (res) => {
+      res.on('data', () => undefined);
+      res.on('end', resolve);
+      res.on('error', () => resolve());
+    });
+    req.on('error', () => resolve());
+    req.on('close', () => resolve());
+    req.end(JSON.stringify(body));
+    setTimeout(() => {
+      req.destroy();
+      resolve();
+    }, afterMs);
+  });
+}
+
+describe('a graceful stop leaves no exchange pending', () => {
+  let fake: FakeUpstream;
+  let server: ServerProcess | undefined;
+
+  beforeAll(async () => {
+    // answers take a while: calls are cut before the upstream answered, while their rows are written, mid-stream
+    fake = await startFakeUpstream({ deltaCount: 8 });
+  });
+  afterAll(async () => {
+    await server?.dispose();
+    await fake?.close();
+  });
+
+  it('finishes the record of every call, those whose clients left just before the signal included', { timeout: 180_000 }, async () => {
+    // RECORD_PENDING_AFTER_MS short: JSON calls too are cut both before and after their pending row is written
+    server = await startServerProcess({ OPENAI_BASE_URL: fake.url, SHUTDOWN_TIMEOUT_MS: '8000', RECORD_PENDING_AFTER_MS: '20' });
+    const { orgId, token } = await cliOrg(server, fake.url);
+    // warmed up: the organization's keys cached, so that the cut calls reach the upstream
+    const warm = await fetch(`${server.url}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${token}`, 'x-user-id': 'cut@example.com', 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'hi' }] }),
+    });
+    expect(warm.status).toBe(200);
+    const kinds: [string, object][] = [
+      ['/v1/chat/completions', { model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'hi' }], stream: true }],
+      ['/v1/responses', { model: 'gpt-4o-mini', input: 'hi', stream: true }],
+      ['/v1/chat/completions', { model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'hi' }] }],
+      ['/v1/responses', { model: 'gpt-4o-mini', input: 'hi' }],
+    ];
+    // a load that ends all at once: every client cuts its call at some moment of it, and the signal follows
+    const calls: Promise<void>[] = [];
+    // each call paced on its own: some answer (or end their stream) before their pending row is written
+    for (let i = 0; i < 240; i++) {
+      fake.enqueue({ kind: 'slow-stream', firstByteMs: Math.floor(Math.random() * 120), eventIntervalMs: Math.floor(Math.random() * 20) });
+    }
+    for (let i = 0; i < 240; i++) {
+      const [path, body] = kinds[i % kinds.length];
+      calls.push(cutCall(server.url, token, body, path, Math.floor(Math.random() * 220)));
+      if (i % 40 === 39) await new Promise((r) => setTimeout(r, 5));
+    }
+    await Promise.all(calls);
+    server.child.kill('SIGTERM');
+    expect(await server.exited).toBe(0);
+
+    const rows = await query(server, 'SELECT status, count(*)::int AS n FROM exchanges WHERE organization_id = $1 GROUP BY status', [orgId]);
+    const statuses = Object.fromEntries(rows.map((r) => [r.status, r.n]));
+    // the calls reached the upstream and were recorded, and none was left pending
+    expect(Object.values(statuses).reduce((a: number, b) => a + (b as number), 0)).toBeGreaterThan(20);
+    expect(statuses.pending ?? 0, JSON.stringify(statuses)).toBe(0);
+  });
+});

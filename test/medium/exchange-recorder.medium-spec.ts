@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { batchQuery } from '../../src/exchanges/recorder/batch-sql';
 import { MediumDatabase, openMediumDatabase, outcomeOf, pendingRow, RecorderBench, storedRow } from './recorder-harness';
 
 /** A connection of the recorder's own pool for pending rows: the one its next statement will use. */
@@ -11,6 +12,9 @@ async function withRecorderConnection(bench: RecorderBench, sql: string): Promis
     client.release();
   }
 }
+
+/** a value as an SQL literal (the statement's own casts type it) */
+const literal = (v: unknown) => (v === null || v === undefined ? 'NULL' : `'${String(v).replace(/'/g, "''")}'`);
 
 let database: MediumDatabase;
 beforeAll(async () => {
@@ -59,6 +63,36 @@ describe('exchange recorder on a real database: merge, lost rows, refused values
     await bench.recorder.complete(outcomeOf(sent));
     expect(bench.statements.slice(mid).map((s) => s.text.slice(0, 6))).toEqual(['INSERT', 'UPDATE']);
     expect(await storedRow(bench.dataSource, sent.id)).toMatchObject({ status: 'completed', total_tokens: 7 });
+  });
+
+  it('a completion finds its row by its whole key: only the partition of its month is read', async () => {
+    // a row of last month, in its own partition, among the current months'
+    const row = pendingRow('pruned', { createdAt: new Date(Date.now() - 32 * 86_400_000) });
+    const partitions = await bench.dataSource.query(`SELECT count(*)::int AS n FROM pg_inherits WHERE inhparent = 'exchanges'::regclass`);
+    expect(partitions[0].n).toBeGreaterThan(1);
+    await bench.recorder.begin(row);
+    const before = bench.statements.length;
+    await bench.recorder.complete(outcomeOf(row));
+    expect(await storedRow(bench.dataSource, row.id)).toMatchObject({ status: 'completed', output_text: 'out' });
+    const update = bench.statements.slice(before).find((s) => s.text.startsWith('UPDATE'))!;
+    // the same statement with a row's values, as a prepared statement's generic plan runs it: partitions pruned at
+    // run time are never executed
+    const q = batchQuery([], [{ row: outcomeOf(row), createdAt: row.createdAt, completedAt: new Date() }], null, false);
+    expect(q.text).toBe(update.text);
+    const runner = bench.dataSource.createQueryRunner();
+    try {
+      await runner.startTransaction();
+      await runner.query(`SET LOCAL plan_cache_mode = force_generic_plan`);
+      await runner.query(`PREPARE completion_probe AS ${q.text}`);
+      const plan: string[] = (
+        await runner.query(`EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF) EXECUTE completion_probe(${q.values.map(literal).join(', ')})`)
+      ).map((r: Record<string, string>) => r['QUERY PLAN']);
+      const read = plan.filter((l) => /Scan .* on exchanges_\w+/.test(l) && !/never executed/.test(l));
+      expect(read, plan.join('\n')).toHaveLength(1);
+    } finally {
+      await runner.rollbackTransaction();
+      await runner.release();
+    }
   });
 
   it('a pending row the database lost is written again with its outcome, idempotently', async () => {
@@ -146,6 +180,31 @@ describe('exchange recorder on its own pools: prepared statements, and the fallb
     }
   });
 
+  it("the recorder's own connections run the batches on their generic plan: a completion is not planned again at each run", async () => {
+    const bench = database.recorder({ ownPools: true });
+    try {
+      for (let i = 0; i < 8; i++) {
+        const row = pendingRow(`generic_${i}`);
+        await bench.recorder.begin(row);
+        await bench.recorder.complete(outcomeOf(row));
+      }
+      expect(bench.statements.at(-1)?.name).toBe('exchanges_0_1');
+      const pool = (bench.recorder as any).presence.pool(true, true);
+      const client = await pool.connect();
+      try {
+        expect((await client.query(`SHOW plan_cache_mode`)).rows[0].plan_cache_mode).toBe('force_generic_plan');
+        // every connection of the pool that ran the completion ran it without planning it again
+        const plans = (await client.query(`SELECT generic_plans::int AS g, custom_plans::int AS c FROM pg_prepared_statements WHERE name = 'exchanges_0_1'`)).rows;
+        for (const p of plans) expect(p.c).toBe(0);
+      } finally {
+        client.release();
+      }
+    } finally {
+      await withRecorderConnection(bench, `DEALLOCATE ALL`);
+      await bench.close();
+    }
+  });
+
   it('a prepared statement the session lost (26000): written unprepared from then on', async () => {
     const bench = database.recorder({ ownPools: true });
     try {
@@ -164,5 +223,32 @@ describe('exchange recorder on its own pools: prepared statements, and the fallb
       await withRecorderConnection(bench, `DEALLOCATE ALL`);
       await bench.close();
     }
+  });
+});
+
+describe('exchange recorder stopping: every call it opened a record for ends with a final status', () => {
+  it('waits for running calls to give their outcome; one that does not is recorded as interrupted', async () => {
+    const bench = database.recorder();
+    // a call whose client left before the signal: it ends a moment after the stop began (the HTTP drain did not
+    // wait for it, its socket being closed)
+    const late = pendingRow('late', { stream: true });
+    const lateHandle = await bench.recorder.open(late);
+    await lateHandle.pendingRow();
+    // a call whose record is held (not yet written), and one that never ends
+    const held = pendingRow('held-stop');
+    const heldHandle = await bench.recorder.open(held);
+    const stuck = pendingRow('stuck', { stream: true });
+    await (await bench.recorder.open(stuck)).pendingRow();
+
+    const stopping = bench.recorder.beforeApplicationShutdown();
+    setTimeout(() => void lateHandle.finish(outcomeOf(late, { status: 'client_aborted' })), 100);
+    setTimeout(() => void heldHandle.finish(outcomeOf(held, { status: 'client_aborted' })), 150);
+    await stopping;
+    await bench.close();
+
+    expect(await storedRow(bench.dataSource, late.id)).toMatchObject({ status: 'client_aborted' });
+    expect(await storedRow(bench.dataSource, held.id)).toMatchObject({ status: 'client_aborted' });
+    expect(await storedRow(bench.dataSource, stuck.id)).toMatchObject({ status: 'interrupted', error: { code: 'interrupted' } });
+    expect(bench.logs.some((l) => l.includes('calls still running recorded as interrupted'))).toBe(true);
   });
 });

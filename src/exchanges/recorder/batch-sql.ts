@@ -23,6 +23,8 @@ export interface BatchInsert {
 
 export interface BatchUpdate {
   row: ExchangeOutcome;
+  /** the pending row's created_at: with its id, the row's key (the partition it is in) */
+  createdAt: Date;
   completedAt: Date;
   degrade?: Degrade;
 }
@@ -93,7 +95,7 @@ const LATE_FIELDS: [string, Cast][] = [
   ['key_id', 'uuid'],
   ['key_source', 'text'],
 ];
-const UPDATE_ROW: [string, Cast][] = [...UPDATE_FIELDS, ...LATE_FIELDS];
+const UPDATE_ROW: [string, Cast][] = [...UPDATE_FIELDS, ...LATE_FIELDS, ['created_at', 'timestamptz']];
 // Postgres allows 65535 parameters per statement
 export const MAX_BATCH = 1000;
 /** the largest padded batch written with a prepared statement (larger ones are planned each time) */
@@ -134,8 +136,11 @@ export function batchSql(inserts: number, updates: number, idempotent: boolean):
     ? `UPDATE exchanges e SET ${[
         ...UPDATE_FIELDS.slice(1).map(([c]) => `${c} = v.${c}`),
         ...LATE_FIELDS.map(([c]) => `${c} = COALESCE(v.${c}, e.${c})`),
-      ].join(', ')} FROM (VALUES ${rows(updates, UPDATE_ROW)}) AS v(${UPDATE_ROW.map(([c]) => c).join(', ')}) WHERE e.id = v.id RETURNING e.id`
+      ].join(', ')} FROM (VALUES ${rows(updates, UPDATE_ROW)}) AS v(${UPDATE_ROW.map(([c]) => c).join(', ')})
+        WHERE e.id = v.id AND e.created_at = v.created_at RETURNING e.id`
     : '';
+  // A completion finds its row by the whole key (id, created_at): the partition is known, so the other months'
+  // indexes are not probed (with the id alone, every partition's would be, at every completion).
   // both kinds in one statement: one round trip per flush (a row's insert and its completion never share a flush)
   sql = insertSql && updateSql ? `WITH ins AS (${insertSql}) ${updateSql}` : insertSql || updateSql;
   if (sqlCache.size < 1000) sqlCache.set(key, sql);
@@ -268,6 +273,7 @@ export function batchQuery(inserts: BatchInsert[], updates: BatchUpdate[], insta
     pushValues(params, OUTCOME_FIELDS, outcomeValues(item.row, item.completedAt), item.degrade ?? 0);
     const late = item.row.late;
     pushValues(params, LATE_FIELDS, [late?.model ?? null, late?.requestBody ?? null, late?.keyId ?? null, late?.keySource ?? null], item.degrade ?? 0);
+    params.push(item.createdAt.toISOString());
   }
   const idempotent = inserts.some((item) => item.again);
   const text = batchSql(insertRows, updateRows, idempotent);

@@ -1,4 +1,4 @@
-import { Injectable, OnApplicationBootstrap, OnApplicationShutdown } from '@nestjs/common';
+import { BeforeApplicationShutdown, Injectable, OnApplicationBootstrap, OnApplicationShutdown } from '@nestjs/common';
 import { DataSource } from 'typeorm';
 import { AppException, isDatabaseUnavailable } from '../../common/app-exception';
 import { JsonLogger } from '../../common/logger';
@@ -25,6 +25,12 @@ interface UpdateItem extends BatchUpdate {
 type Item = InsertItem | UpdateItem;
 
 const SWEEP_INTERVAL_MS = 15_000;
+/**
+ * How long a stopping process waits for the calls it has records open for to say how they ended. The HTTP drain is
+ * over by then, so their clients are gone and they end at once (client_aborted); one that has not ended by then
+ * is recorded as interrupted.
+ */
+export const SHUTDOWN_CALLS_WAIT_MS = 2000;
 
 /**
  * Writes exchange records with group commit: concurrent inserts and completions are gathered and written as
@@ -36,7 +42,7 @@ const SWEEP_INTERVAL_MS = 15_000;
  * no running call owns any more (see sweep()).
  */
 @Injectable()
-export class ExchangeRecorder implements OnApplicationBootstrap, OnApplicationShutdown, RecordWrites {
+export class ExchangeRecorder implements OnApplicationBootstrap, BeforeApplicationShutdown, OnApplicationShutdown, RecordWrites {
   private readonly queue: GroupCommit<Item>;
   private sweepTimer?: NodeJS.Timeout;
   private readonly presence: InstancePresence;
@@ -54,6 +60,10 @@ export class ExchangeRecorder implements OnApplicationBootstrap, OnApplicationSh
   private readonly held = new HeldRows<InsertItem>((item) => this.release(item));
   /** RECORD_WRITE=after_answer: answers do not wait for their records */
   private readonly afterAnswer: boolean;
+  /** calls with an open record whose outcome has not been given yet, by id */
+  private readonly running = new Map<string, PendingExchange>();
+  /** called when the last running call has given its outcome (a stopping process waits for it) */
+  private allEnded?: () => void;
 
   constructor(
     private readonly dataSource: DataSource,
@@ -100,6 +110,7 @@ export class ExchangeRecorder implements OnApplicationBootstrap, OnApplicationSh
   open(row: PendingExchange): RecordHandle | Promise<RecordHandle> {
     // a capture mode other than full rewrites what is stored, once, before it is queued (the outcome in the handle)
     if (row.capture) row = row.capture.pending(row);
+    this.running.set(row.id, row);
     if (this.reachable) {
       const written = this.begin(row, row.stream ? 0 : this.config.recordPendingAfterMs);
       written.catch(() => undefined);
@@ -109,6 +120,7 @@ export class ExchangeRecorder implements OnApplicationBootstrap, OnApplicationSh
       () => new RecordHandle(this, this.logger, row, Promise.resolve(), this.afterAnswer),
       (err) => {
         // the call never reaches the upstream: nothing to keep for it
+        this.ended(row.id);
         this.pendingRows.delete(row.id);
         this.kept.unwritten.delete(row.id);
         throw err;
@@ -157,6 +169,7 @@ export class ExchangeRecorder implements OnApplicationBootstrap, OnApplicationSh
 
   /** The call's answer was withheld for want of its pending row (see KeptRecords.withheld()). */
   withheld(id: string): void {
+    this.ended(id);
     this.kept.withheld(id);
   }
 
@@ -179,6 +192,7 @@ export class ExchangeRecorder implements OnApplicationBootstrap, OnApplicationSh
    * (its failure fails the completion too, and the outcome is kept with the row for completeLater()/withheld()).
    */
   complete(row: ExchangeOutcome): Promise<void> {
+    this.ended(row.id);
     if (this.kept.keepOutcome(row.id, row)) return Promise.reject(AppException.databaseUnavailable());
     const inserting = this.inserting.get(row.id);
     if (inserting && inserting.item.state !== 'sent') {
@@ -213,13 +227,24 @@ export class ExchangeRecorder implements OnApplicationBootstrap, OnApplicationSh
     return this.queue.depth;
   }
 
+  /** The call gave its outcome (or has none to give). */
+  private ended(id: string): void {
+    if (this.running.delete(id) && !this.running.size) this.allEnded?.();
+  }
+
   private release(item: InsertItem): void {
     item.state = 'queued';
     this.enqueue(item);
   }
 
   private update(row: ExchangeOutcome, completedAt = new Date()): Promise<void> {
-    return new Promise((resolve, reject) => this.enqueue({ kind: 'update', row, completedAt, resolve, reject }));
+    // the row is found by its key: its pending row is kept until the completion is written
+    const createdAt = this.pendingRows.get(row.id)?.createdAt;
+    if (!createdAt) {
+      this.logger.write('error', 'exchange record to complete not found', { request_id: row.id });
+      return Promise.resolve();
+    }
+    return new Promise((resolve, reject) => this.enqueue({ kind: 'update', row, createdAt, completedAt, resolve, reject }));
   }
 
   private enqueue(item: Item): void {
@@ -350,6 +375,43 @@ export class ExchangeRecorder implements OnApplicationBootstrap, OnApplicationSh
     await this.sweep();
     this.sweepTimer = setInterval(() => void this.sweep(), SWEEP_INTERVAL_MS);
     this.sweepTimer.unref();
+  }
+
+  /**
+   * Before the database goes: the calls still running give their outcome. Once the HTTP drain is over their
+   * clients are gone (a client that left just before the signal has closed its socket, so the drain did not wait
+   * for its call), so they end at once; one still running after SHUTDOWN_CALLS_WAIT_MS is recorded as interrupted.
+   */
+  async beforeApplicationShutdown(): Promise<void> {
+    if (this.running.size) {
+      let bound: NodeJS.Timeout | undefined;
+      await Promise.race([
+        new Promise<void>((resolve) => (this.allEnded = resolve)),
+        new Promise<void>((resolve) => (bound = setTimeout(resolve, SHUTDOWN_CALLS_WAIT_MS))),
+      ]);
+      clearTimeout(bound);
+      this.allEnded = undefined;
+    }
+    const error = { message: 'The server process stopped before the exchange finished', type: 'server_error', code: 'interrupted', param: null };
+    const left = [...this.running.values()];
+    if (left.length) this.logger.write('warn', 'shutdown: calls still running recorded as interrupted', { count: left.length });
+    await Promise.allSettled(
+      left.map((row) =>
+        this.complete({
+          id: row.id,
+          status: 'interrupted',
+          upstreamStatus: null,
+          responseId: null,
+          responseBody: null,
+          outputText: null,
+          error,
+          usage: null,
+          cost: null,
+          latencyMs: Date.now() - row.createdAt.getTime(),
+          timeToFirstByteMs: null,
+        }),
+      ),
+    );
   }
 
   async onApplicationShutdown(): Promise<void> {

@@ -94,7 +94,9 @@ export class InstancePresence {
       // the server's statement_timeout cancels first; this one covers a server that no longer answers at all
       query_timeout: timeout + 1000,
       keepAlive: true,
-      options: `-c synchronous_commit=${sync ? 'on' : 'off'} -c statement_timeout=${timeout}`,
+      // the batches are prepared statements: their generic plan prunes the partitions at run time, while the
+      // planner, which costs a generic plan over every partition, would otherwise plan a small batch at each run
+      options: `-c synchronous_commit=${sync ? 'on' : 'off'} -c statement_timeout=${timeout} -c plan_cache_mode=force_generic_plan`,
     });
     pool.on('error', (err) => this.lost(err));
     if (sync) this.syncPool = pool;
