@@ -175,6 +175,11 @@ async function main() {
         if (v.slices) {
           v.slices = summed(v.slices, (r) => `${r.version}|${r.day}`);
           v.ratings = summed(v.ratings, (r) => `${r.version}|${r.day}|${r.rating}`);
+          // a category of a version counts from stored and rolled-up exchanges alike: compare the sums
+          v.analysis = summed(
+            v.analysis.map(({ rolled: _rolled, ...r }) => r),
+            (r) => `${r.version}|${r.analysis_type}|${r.primary_category}`,
+          );
         }
       }
       return rounded(out);
