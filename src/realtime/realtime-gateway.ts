@@ -9,9 +9,10 @@ import { newRequestId, newSessionId } from '../common/ids';
 import { JsonLogger } from '../common/logger';
 import type { ActingContext } from '../common/request-context';
 import { AppConfig } from '../config/app-config';
-import type { ExchangeOutcome, ExchangeStatus } from '../exchanges/recorder/exchange-record';
+import type { ExchangeOutcome, ExchangeStatus, KeyAttempt } from '../exchanges/recorder/exchange-record';
 import { ExchangeRecorder } from '../exchanges/recorder/exchange-recorder.service';
 import type { RecordHandle } from '../exchanges/recorder/record-handle';
+import { KeyHealth } from '../keys/key-health.service';
 import { KeyResolver, ResolvedKey } from '../keys/key-resolver';
 import { Admission, LimitsService } from '../limits/limits.service';
 import { MetricsService } from '../metrics/metrics.service';
@@ -47,6 +48,8 @@ interface RealtimeCall {
   /** OpenAI's request id of the session's upgrade (or of its refusal) */
   upstreamRequestId: string | null;
   session?: RealtimeSession;
+  /** the keys the upgrade was refused with before the one that serves it (429: rested, 401: invalid) */
+  keyAttempts: KeyAttempt[];
 }
 
 type Outcome = Pick<ExchangeOutcome, 'status' | 'upstreamStatus' | 'error'> & { responseBody?: unknown };
@@ -83,6 +86,7 @@ export class RealtimeGateway implements BeforeApplicationShutdown {
     private readonly metrics: MetricsService,
     private readonly config: AppConfig,
     private readonly logger: JsonLogger,
+    private readonly health: KeyHealth,
   ) {
     this.wss = new WebSocketServer({
       noServer: true,
@@ -125,6 +129,7 @@ export class RealtimeGateway implements BeforeApplicationShutdown {
       upstreamStartedAt: null,
       ttfb: null,
       upstreamRequestId: null,
+      keyAttempts: [],
     };
     // a reset before the answer is told by 'close'
     socket.on('error', () => undefined);
@@ -176,7 +181,8 @@ export class RealtimeGateway implements BeforeApplicationShutdown {
     const problem = websocketProblem(req);
     if (problem) throw problem;
     const sessionId = readSessionHeader(req.headers['x-session-id']) ?? newSessionId();
-    const key = (call.key = await this.keys.resolve(acting, { model: handshake.model, sessionId }));
+    const candidates = await this.keys.candidates(acting, { model: handshake.model, sessionId });
+    let key = (call.key = candidates[0]);
     const admission = (call.admission = await this.limits.admit(acting, { model: handshake.model, body: null, instructions: undefined }));
     try {
       const opened = this.recorder.open({
@@ -206,18 +212,34 @@ export class RealtimeGateway implements BeforeApplicationShutdown {
 
     let upstream: OpenUpstream;
     try {
-      if (this.stopping) throw shuttingDown();
-      const report = this.circuits.enter(key);
       call.upstreamStartedAt = performance.now();
-      upstream = await connectUpstream({
-        key,
-        search: handshake.search,
-        beta: handshake.beta,
-        timeoutMs: this.config.upstreamTimeoutMs,
-        maxPayload: MAX_FRAME_BYTES,
-        signal: call.abort.signal,
-        report,
-      });
+      for (let next = 1; ; next++) {
+        if (this.stopping) throw shuttingDown();
+        const report = this.circuits.enter(key);
+        try {
+          upstream = await connectUpstream({
+            key,
+            search: handshake.search,
+            beta: handshake.beta,
+            timeoutMs: this.config.upstreamTimeoutMs,
+            maxPayload: MAX_FRAME_BYTES,
+            signal: call.abort.signal,
+            report,
+          });
+          break;
+        } catch (err) {
+          // as on every model call: a 429 rests the key, a 401 invalidates it, and the upgrade goes on with the next
+          // key of the pool (nothing has reached the client yet)
+          const status = err instanceof UpstreamRefusal ? err.upstreamStatus : null;
+          if (status !== 429 && status !== 401) throw err;
+          const reason = `${status} ${(err as UpstreamRefusal).answer.message}`.slice(0, 500);
+          if (status === 401) void this.health.invalidate(key, reason);
+          else void this.health.rest(key, null, reason);
+          if (next >= candidates.length || call.abort.signal.aborted) throw err;
+          call.keyAttempts.push({ key_id: key.keyId, outcome: status === 429 ? 'rate_limited' : 'invalid', status });
+          key = call.key = candidates[next];
+        }
+      }
     } catch (err) {
       if (err instanceof UpstreamRefusal) {
         const status: ExchangeStatus =
@@ -307,6 +329,9 @@ export class RealtimeGateway implements BeforeApplicationShutdown {
       upstreamRequestId: call.upstreamRequestId,
       // the upstream's session (`sess_…`)
       objectId: call.tally.sessionId,
+      // the key that served the session, when the pool failed over to it
+      keyAttempts: call.keyAttempts.length ? call.keyAttempts : null,
+      late: call.keyAttempts.length && call.key ? { keyId: call.key.keyId, keySource: call.key.source } : undefined,
     };
     try {
       const settled = this.limits.settle(admission, usage || cost ? { tokens: usage?.total ?? null, cost } : null);

@@ -5,6 +5,7 @@ import { OpenAIRealtimeWS } from 'openai/realtime/ws';
 import WebSocket from 'ws';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { cliActor } from '../../src/audit/audit-actor';
+import { KeysService } from '../../src/keys/keys.service';
 import { LimitsAdminService } from '../../src/limits/limits-admin.service';
 import { LimitsService } from '../../src/limits/limits.service';
 import { RealtimeGateway } from '../../src/realtime/realtime-gateway';
@@ -294,6 +295,32 @@ describe('realtime: GET /v1/realtime relayed as a WebSocket', () => {
     expect(r502.ws ? null : r502.body.error.type).toBe('upstream_error');
     const rec502 = await pollRequest(api(app, gone.token, 'u@example.com'), r502.headers['x-request-id'] as string, (r) => r.status !== 'pending');
     expect(rec502).toMatchObject({ status: 'upstream_error', upstream_status: null, error: { type: 'upstream_error' } });
+  });
+
+  it('a key pool fails over before the upgrade is answered: a 401 invalidates its key, a 429 rests it, the next key serves the session', async () => {
+    const org = await createOrg(app);
+    const keys = app.app.get(KeysService);
+    const refused = (await keys.create({ orgId: org.orgId, apiKey: 'bad-realtime-key-0401', baseUrl: fake.url, priority: 3 }, cliActor())).id;
+    const limited = (await keys.create({ orgId: org.orgId, apiKey: 'sk-realtime-limited-0429', baseUrl: fake.url, priority: 2 }, cliActor())).id;
+    const good = (await keys.create({ orgId: org.orgId, apiKey: 'sk-realtime-good-0200', baseUrl: fake.url, priority: 1 }, cliActor())).id;
+    const headers = { authorization: `Bearer ${org.token}`, 'x-user-id': 'rt-pool@example.com' };
+    // the first upgrade the fake sees with an sk- key (the limited one) is refused with 429
+    fake.realtime.enqueue({ kind: 'refuse', status: 429, retryAfter: '30' });
+    const r = await open(app, `/v1/realtime?model=${MODEL}`, headers);
+    expect(fake.realtime.keysSeen).toEqual(['bad-realtime-key-0401', 'sk-realtime-limited-0429', 'sk-realtime-good-0200']);
+    r.ws!.close();
+    const rec = await pollRequest(api(app, org.token, 'rt-pool@example.com'), r.headers['x-request-id'] as string, (x) => x.status !== 'pending');
+    expect(rec).toMatchObject({
+      endpoint: 'realtime',
+      key_id: good,
+      key_attempts: [
+        { key_id: refused, outcome: 'invalid', status: 401 },
+        { key_id: limited, outcome: 'rate_limited', status: 429 },
+      ],
+    });
+    const states = Object.fromEntries((await keys.list(org.orgId)).map((k) => [k.id, k]));
+    await waitFor(async () => Object.fromEntries((await keys.list(org.orgId)).map((k) => [k.id, k.state]))[refused] === 'invalid', 3000, 'key invalid');
+    expect(states[good].state).toBe('active');
   });
 
   it('binary frames are relayed as binary frames, both ways, byte for byte', async () => {
