@@ -401,17 +401,10 @@ export class AnalysisService {
       try {
         return await this.post(key, body);
       } catch (err) {
-        const last = i + 1 >= candidates.length;
-        if (!(err instanceof AppException)) throw err;
-        if (err.options.upstreamStatus === 429) {
-          void this.health.rest(key, null, `429 ${err.message}`.slice(0, 500));
-          if (last) throw err;
-        } else if (err.options.upstreamStatus === 401) {
-          void this.health.invalidate(key, `401 ${err.message}`.slice(0, 500));
-          if (last) throw err;
-        } else {
-          throw err;
-        }
+        const status = err instanceof AppException ? err.options.upstreamStatus : undefined;
+        if (status !== 401 && status !== 429) throw err;
+        this.health.refused(key, status, null, `${status} ${(err as AppException).message}`);
+        if (i + 1 >= candidates.length) throw err;
       }
     }
   }

@@ -72,6 +72,19 @@ export class KeyHealth {
     return true;
   }
 
+  /**
+   * A key the upstream refused a call with, before any byte reached the client: a 401 marks it invalid, a 429 rests
+   * it (for `retryAfterMs`, else KEY_REST_DEFAULT_MS). Returns what the exchange's key attempt says of it.
+   */
+  refused(key: ResolvedKey, status: number, retryAfterMs: number | null, error: string): 'invalid' | 'rate_limited' {
+    if (status === 401) {
+      void this.invalidate(key, error);
+      return 'invalid';
+    }
+    void this.rest(key, retryAfterMs, error);
+    return 'rate_limited';
+  }
+
   /** Rests a key the upstream rate limited, for `retryAfterMs` (or KEY_REST_DEFAULT_MS), at most KEY_REST_MAX_MS. */
   rest(key: ResolvedKey, retryAfterMs: number | null, error: string): Promise<void> {
     const ms = Math.min(retryAfterMs ?? this.config.keyRestDefaultMs, this.config.keyRestMaxMs);

@@ -32,7 +32,7 @@ export interface CallServices {
   readonly metrics: MetricsService;
   readonly config: AppConfig;
   /** rests a rate-limited key, invalidates a refused one */
-  readonly health: Pick<KeyHealth, 'rest' | 'invalidate'>;
+  readonly health: Pick<KeyHealth, 'rest' | 'refused'>;
 }
 
 function parseJson(text: string): unknown {
@@ -142,10 +142,8 @@ export class ProxiedCall implements RelayedCall {
       if ((status === 429 && this.nextCandidate < this.candidates.length) || status === 401) {
         // before the first byte: a rate-limited key rests, a refused one is invalid; the call goes on with the next key
         const { text, body } = await this.readErrorBody(up);
-        const reason = errorReason(status, body);
-        if (status === 429) void this.services.health.rest(this.key, retryAfterMs(up.headers), reason);
-        else void this.services.health.invalidate(this.key, reason);
-        if (this.failover(status === 429 ? 'rate_limited' : 'invalid', status)) {
+        const outcome = this.services.health.refused(this.key, status, retryAfterMs(up.headers), errorReason(status, body));
+        if (this.failover(outcome, status)) {
           attempt = -1;
           continue;
         }

@@ -232,11 +232,9 @@ export class RealtimeGateway implements BeforeApplicationShutdown {
           // key of the pool (nothing has reached the client yet)
           const status = err instanceof UpstreamRefusal ? err.upstreamStatus : null;
           if (status !== 429 && status !== 401) throw err;
-          const reason = `${status} ${(err as UpstreamRefusal).answer.message}`.slice(0, 500);
-          if (status === 401) void this.health.invalidate(key, reason);
-          else void this.health.rest(key, null, reason);
+          const outcome = this.health.refused(key, status, null, `${status} ${(err as UpstreamRefusal).answer.message}`);
           if (next >= candidates.length || call.abort.signal.aborted) throw err;
-          call.keyAttempts.push({ key_id: key.keyId, outcome: status === 429 ? 'rate_limited' : 'invalid', status });
+          call.keyAttempts.push({ key_id: key.keyId, outcome, status });
           key = call.key = candidates[next];
         }
       }

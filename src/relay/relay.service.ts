@@ -257,10 +257,8 @@ class RelayedCall {
         const canMove = this.retryable && this.nextCandidate < this.candidates.length;
         if (status === 401 || canMove) {
           const text = await this.readErrorText(up);
-          const reason = `${status} ${status === 401 ? 'unauthorized' : 'rate limited'}`;
-          if (status === 401) void health.invalidate(this.key, reason);
-          else void health.rest(this.key, retryAfterMs(up.headers), reason);
-          if (this.failover(status === 401 ? 'invalid' : 'rate_limited', status)) {
+          const outcome = health.refused(this.key, status, retryAfterMs(up.headers), `${status} ${status === 401 ? 'unauthorized' : 'rate limited'}`);
+          if (this.failover(outcome, status)) {
             attempt = -1;
             continue;
           }
