@@ -154,6 +154,17 @@ async function startServer(name, { databaseUrl, upstreamUrl, jwtSecret, encrypti
   return { child, url };
 }
 
+/** The migrations, by the built CLI (what `openai-proxy migrate` runs). */
+function migrate(databaseUrl, jwtSecret, encryptionKey) {
+  const env = { ...process.env, DATABASE_URL: databaseUrl, JWT_SECRET: jwtSecret, ENCRYPTION_KEY: encryptionKey, LOG_LEVEL: 'warn' };
+  delete env.DATA_DIR;
+  return new Promise((resolve, reject) =>
+    execFile(process.execPath, [path.join(ROOT, 'dist', 'src', 'cli.js'), 'migrate'], { env, timeout: 1_800_000 }, (err, stdout, stderr) =>
+      err ? reject(new Error(`migrate failed: ${stderr || stdout || err.message}`)) : resolve(),
+    ),
+  );
+}
+
 /** An organization key pointing at the fake upstream, encrypted as the server does it. */
 async function addOrgKey(db, orgId, upstreamUrl, encryptionKey) {
   const { KeyCryptoService } = require(path.join(ROOT, 'dist', 'src', 'keys', 'key-crypto.service.js'));
@@ -550,24 +561,25 @@ async function main() {
     writeFileSync(path.join(os.tmpdir(), `${filledName}.key`), encryptionKey);
     log(`the filled database is kept: ${filledName} (reuse it with --database ${filledName})`);
   }
-  log(`database ${filledName}: migrating (starting the server)`);
-  let server = await startServer('proxy', { databaseUrl: filledUrl, upstreamUrl, jwtSecret, encryptionKey, pinning });
   const db = new Client({ connectionString: filledUrl });
   await db.connect();
   procs.onCleanup(() => db.end());
+  // a kept database's keys point at the fake upstream of its first run
+  if (opts.database) await db.query(`UPDATE api_keys SET base_url = $1 WHERE label = 'scale'`, [upstreamUrl]);
+  log(`database ${filledName}: migrating`);
+  await migrate(filledUrl, jwtSecret, encryptionKey);
   if (!opts.database) {
+    // no server runs meanwhile: its retention job would drop the months the fill has not reached yet (empty)
     const t = performance.now();
     result.fill = await fill(db, { rows: opts.rows, upstreamUrl, encryptionKey });
     result.fill.seconds = Math.round((performance.now() - t) / 100) / 10;
-    // the server is started again, as after a deploy: nothing cached from the empty database
-    await procs.stop(server.child);
-    server = await startServer('proxy', { databaseUrl: filledUrl, upstreamUrl, jwtSecret, encryptionKey, pinning });
   } else {
     const n = Number((await db.query(`SELECT count(*) AS n FROM exchanges`)).rows[0].n);
     result.fill = { reused: opts.database, counts: { exchanges: n } };
     log(`reusing ${opts.database}: ${fmt(n)} exchanges`);
   }
 
+  const server = await startServer('proxy', { databaseUrl: filledUrl, upstreamUrl, jwtSecret, encryptionKey, pinning });
   const params = await readParameters(db);
   const token = mintToken(jwtSecret, params.org.id, params.org.name);
   log(`\nreads (organization with a fifth of the rows; ${opts.calls} timed calls each, varied parameters)`);
@@ -589,6 +601,15 @@ async function main() {
     empty: { url: empty.url, token: mintToken(jwtSecret, emptyOrg.id, emptyOrg.name) },
     filled: { url: server.url, token },
   };
+  for (const [side, t] of Object.entries(targets)) {
+    const res = await fetch(`${t.url}/v1/responses`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${t.token}`, 'x-user-id': writers[0], 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'gpt-4o-mini', input: 'Say hello.' }),
+    });
+    const text = await res.text();
+    if (res.status !== 200) throw new Error(`POST /v1/responses to the ${side} database: HTTP ${res.status} ${text.slice(0, 300)}`);
+  }
   // pairs of runs, each pair in the other order (empty first, then filled first, …): drift and other load on the
   // machine touch both sides alike; the ratio is that of the totals
   const pairs = 3;

@@ -13,7 +13,7 @@ export class DatabaseModule {
     return {
       module: DatabaseModule,
       imports: [
-        TypeOrmModule.forRoot({ ...buildTypeOrmOptions(db.url, db.maxPool, applicationName), autoLoadEntities: true, retryAttempts: 3, retryDelay: 500 }),
+        TypeOrmModule.forRoot({ ...buildTypeOrmOptions(db.url, db.maxPool, applicationName, [], db.embedded), autoLoadEntities: true, retryAttempts: 3, retryDelay: 500 }),
         TypeOrmModule.forFeature([CacheInvalidationEntity]),
       ],
       providers: [{ provide: DatabaseHandle, useValue: db }, ChangeFeedService],

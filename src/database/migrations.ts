@@ -20,6 +20,7 @@ import { AddUsageRollups1796000001000 } from '../../migrations/1796000001000-Add
 import { PartitionExchanges1796000001100 } from '../../migrations/1796000001100-PartitionExchanges';
 import { AddExchangeCaptureMode1796100000000 } from '../../migrations/1796100000000-AddExchangeCaptureMode';
 import { AddKeyPools1796400000001 } from '../../migrations/1796400000001-AddKeyPools';
+import { KeepDailyUsage1796700000000 } from '../../migrations/1796700000000-KeepDailyUsage';
 
 /** Every migration, in order (listed explicitly, never globbed). */
 export const MIGRATIONS = [
@@ -45,4 +46,5 @@ export const MIGRATIONS = [
   PartitionExchanges1796000001100,
   AddExchangeCaptureMode1796100000000,
   AddKeyPools1796400000001,
+  KeepDailyUsage1796700000000,
 ];

@@ -8,6 +8,7 @@ import { isUuid } from '../common/ids';
 import { JsonLogger } from '../common/logger';
 import { ChangeFeedService } from '../database/change-feed.service';
 import { toExchangeView } from '../exchanges/exchanges.service';
+import { UsageDailyRepository } from '../exchanges/usage-daily/usage-daily.repository';
 import { limitRef } from '../limits/limit-definitions';
 import { LimitCountersService } from '../limits/limit-counters.service';
 import { UsageRollupsRepository } from '../retention/usage-rollups.repository';
@@ -73,6 +74,7 @@ export class EndUsersService {
     private readonly audit: AuditService,
     private readonly counters: LimitCountersService,
     private readonly rollups: UsageRollupsRepository,
+    private readonly usageDaily: UsageDailyRepository,
     private readonly logger: JsonLogger,
   ) {}
 
@@ -153,6 +155,7 @@ export class EndUsersService {
       // the organization's totals stay in the rollups, under no user
       let rollups = 0;
       for (const id of subject.userIds) rollups += await this.rollups.forgetUser(m, orgId, id);
+      await this.usageDaily.forgetUsers(m, orgId, subject.userIds);
       const erased: ErasedRows = { ...effects.rows, limit_counters: limitCounters, usage_rollups: rollups };
       for (const id of subject.userIds) await this.changes.publish(m, 'user', id);
       if (effects.keyIds.length) await this.changes.publish(m, 'key', orgId);

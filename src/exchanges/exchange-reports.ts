@@ -104,6 +104,33 @@ export const ROLLED_USAGE_KEYS: Record<UsageGroup, string> = {
 };
 
 /**
+ * The same keys over the daily usage of stored rows (usage_daily and its changes not merged yet, alias d): the
+ * dimension whose rows are read, and the key. A day's total is the sum of its 'model' rows.
+ */
+export const DAILY_USAGE_KEYS: Record<UsageGroup, { dimension: 'user' | 'model' | 'persona'; key: string; join: string }> = {
+  user: { dimension: 'user', key: 'du.external_id', join: 'LEFT JOIN users du ON du.id = d.key::uuid' },
+  model: { dimension: 'model', key: 'd.key', join: '' },
+  persona: { dimension: 'persona', key: 'd.key', join: '' },
+  day: { dimension: 'model', key: `to_char(d.day, 'YYYY-MM-DD')`, join: '' },
+};
+
+/**
+ * How a period is read: its whole UTC days [days[0], days[1]) from the daily usage, the rest (at most a part of a
+ * day at each end) from the stored rows, as the two ranges [edges[0], edges[1]) and [edges[2], edges[3]). A period
+ * within one day has no whole day: it is read whole from the stored rows.
+ */
+export function wholeDays(period: ReportPeriod): { days: [string, string]; edges: [string, string, string, string] } {
+  const from = period.from.getTime();
+  const to = period.to.getTime();
+  const first = Math.ceil(from / 86_400_000) * 86_400_000;
+  const last = Math.floor(to / 86_400_000) * 86_400_000;
+  const iso = (ms: number) => new Date(ms).toISOString();
+  const day = (ms: number) => iso(ms).slice(0, 10);
+  if (first >= last) return { days: [day(first), day(first)], edges: [iso(from), iso(to), iso(to), iso(to)] };
+  return { days: [day(first), day(last)], edges: [iso(from), iso(first), iso(last), iso(to)] };
+}
+
+/**
  * The rolled-up days (usage_rollups, analysis_rollups: exchanges deleted by retention) a period counts: a day
  * whose start lies in [from, to), so consecutive periods never count a day twice. $5/$6 in the persona queries.
  */

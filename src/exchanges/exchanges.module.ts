@@ -6,13 +6,15 @@ import { ExchangeRecorder } from './recorder/exchange-recorder.service';
 import { ExchangesController } from './exchanges.controller';
 import { ExchangesRepository } from './exchanges.repository';
 import { ExchangesService } from './exchanges.service';
+import { UsageDailyMerger } from './usage-daily/usage-daily-merger.service';
+import { UsageDailyRepository } from './usage-daily/usage-daily.repository';
 
 /** The exchange records: written by the recorder, read only through the ExchangesRepository. */
 @Module({
   imports: [TypeOrmModule.forFeature([ExchangeEntity])],
   controllers: [ExchangesController],
-  providers: [ExchangeRecorder, ExchangesRepository, ExchangesService],
-  exports: [ExchangeRecorder, ExchangesRepository, ExchangesService],
+  providers: [ExchangeRecorder, ExchangesRepository, ExchangesService, UsageDailyRepository, UsageDailyMerger],
+  exports: [ExchangeRecorder, ExchangesRepository, ExchangesService, UsageDailyRepository],
 })
 export class ExchangesModule {
   constructor(recorder: ExchangeRecorder, metrics: MetricsService) {

@@ -21,6 +21,8 @@ import {
   USAGE_KEYS,
   ROLLED_USAGE_KEYS,
   UsageRow,
+  DAILY_USAGE_KEYS,
+  wholeDays,
 } from './exchange-reports';
 
 /** The fields of an exchange that hold what was sent and answered, and can be as large as the body limit. */
@@ -276,7 +278,8 @@ export class ExchangesRepository {
   /**
    * Ratings of the persona's exchanges made in the period (a rating belongs to the period of the exchange it
    * rates, not to the moment it was given), counted per (version, day of the exchange, value); with the ratings
-   * of rolled-up exchanges.
+   * of rolled-up exchanges. A rating carries its exchange's persona (r.persona_id): only the persona's ratings are
+   * read, not the organization's.
    */
   async personaRatings(orgId: string, personaId: string, period: ReportPeriod): Promise<RatingSliceRow[]> {
     await this.recorder.caughtUp();
@@ -285,7 +288,7 @@ export class ExchangesRepository {
          FROM (SELECT e.persona_version AS version, ${UTC_DATE} AS day, r.rating::int AS rating, count(*)::int AS count
                  FROM ratings r
                  JOIN exchanges e ON e.id = r.exchange_id
-                WHERE ${PERSONA_EXCHANGES} AND r.organization_id = $2
+                WHERE ${PERSONA_EXCHANGES} AND r.organization_id = $2 AND r.persona_id = $1
                 GROUP BY 1, 2, 3
                UNION ALL
                SELECT r.persona_version, r.day, v.rating, sum(v.count)::int
@@ -300,7 +303,8 @@ export class ExchangesRepository {
   /**
    * Primary categories per persona version and analysis type over the persona's exchanges in the period. An
    * exchange analysed several times with one type (force_refresh, a changed config) counts once, with its newest
-   * result; rolled-up exchanges count with the newest result they had, under their version.
+   * result; rolled-up exchanges count with the newest result they had, under their version. A result carries its
+   * exchange's persona (a.persona_id): only the persona's results are read.
    */
   async personaAnalysis(orgId: string, personaId: string, period: ReportPeriod): Promise<AnalysisCountRow[]> {
     await this.recorder.caughtUp();
@@ -310,7 +314,7 @@ export class ExchangesRepository {
                  FROM (SELECT DISTINCT ON (a.exchange_id, a.analysis_type) e.persona_version AS version, a.analysis_type, a.primary_category
                          FROM analysis_results a
                          JOIN exchanges e ON e.id = a.exchange_id
-                        WHERE ${PERSONA_EXCHANGES} AND a.organization_id = $2 AND a.status = 'completed'
+                        WHERE ${PERSONA_EXCHANGES} AND a.organization_id = $2 AND a.persona_id = $1 AND a.status = 'completed'
                         ORDER BY a.exchange_id, a.analysis_type, a.created_at DESC, a.id DESC) latest
                 GROUP BY 1, 2, 3, 4
                UNION ALL
@@ -326,7 +330,8 @@ export class ExchangesRepository {
   /**
    * Proxied traffic (exchanges) and analysis calls (stored analysis results) of the organization, per group key;
    * with what retention deleted of both (the daily rollups; a rolled-up user is named by their current X-User-ID,
-   * an erased one is null).
+   * an erased one is null). Whole UTC days of stored rows are read from the daily usage kept as they are written
+   * (usage_daily, with its changes not merged yet), only the part-days at the ends of the period from the rows.
    */
   async usageByGroup(orgId: string, period: ReportPeriod, group: UsageGroup): Promise<UsageRow[]> {
     await this.recorder.caughtUp();
@@ -334,6 +339,13 @@ export class ExchangesRepository {
     const userJoin = group === 'user' ? 'LEFT JOIN users u ON u.id = a.user_id' : '';
     const rolledKey = ROLLED_USAGE_KEYS[group];
     const rolledJoin = group === 'user' ? 'LEFT JOIN users ru ON ru.id = r.user_id' : '';
+    const daily = DAILY_USAGE_KEYS[group];
+    const { days, edges } = wholeDays(period);
+    const sums = 'requests, errors, input_tokens, output_tokens, total_tokens, cost';
+    const dailyRows = (table: string) =>
+      `SELECT day, source, key, ${sums} FROM ${table} WHERE organization_id = $1 AND dimension = '${daily.dimension}' AND day >= $6::date AND day < $7::date`;
+    const edgeOf = (alias: string) =>
+      `((${alias}.created_at >= $2::timestamptz AND ${alias}.created_at < $3::timestamptz) OR (${alias}.created_at >= $4::timestamptz AND ${alias}.created_at < $5::timestamptz))`;
     return this.exchanges.query(
       `SELECT key, source, sum(requests)::int AS requests, sum(input_tokens)::float8 AS input_tokens,
               sum(output_tokens)::float8 AS output_tokens, sum(total_tokens)::float8 AS total_tokens,
@@ -346,7 +358,7 @@ export class ExchangesRepository {
                 coalesce(sum(e.cost), 0)::float8 AS cost,
                 (count(*) FILTER (WHERE e.${IS_ERROR}))::int AS errors
            FROM exchanges e
-          WHERE e.organization_id = $1 AND e.created_at >= $2::timestamptz AND e.created_at < $3::timestamptz
+          WHERE e.organization_id = $1 AND ${edgeOf('e')}
           GROUP BY 1
          UNION ALL
          SELECT ${key.analysis} AS key, 'analysis' AS source, count(*)::int AS requests,
@@ -356,18 +368,24 @@ export class ExchangesRepository {
                 coalesce(sum(a.cost), 0)::float8 AS cost,
                 (count(*) FILTER (WHERE a.status = 'failed'))::int AS errors
            FROM analysis_results a ${userJoin}
-          WHERE a.organization_id = $1 AND a.created_at >= $2::timestamptz AND a.created_at < $3::timestamptz
+          WHERE a.organization_id = $1 AND ${edgeOf('a')}
           GROUP BY 1
+         UNION ALL
+         SELECT ${daily.key} AS key, d.source, sum(d.requests)::int, sum(d.input_tokens)::float8, sum(d.output_tokens)::float8,
+                sum(d.total_tokens)::float8, sum(d.cost)::float8, sum(d.errors)::int
+           FROM (${dailyRows('usage_daily')} UNION ALL ${dailyRows('usage_daily_changes')}) d ${daily.join}
+          GROUP BY 1, 2
+         HAVING sum(d.requests) > 0
          UNION ALL
          SELECT ${rolledKey} AS key, r.source, sum(r.requests)::int, sum(r.input_tokens)::float8, sum(r.output_tokens)::float8,
                 sum(r.total_tokens)::float8, sum(r.cost)::float8, sum(r.errors)::int
            FROM usage_rollups r ${rolledJoin}
-          WHERE r.organization_id = $1 AND r.day >= $4::date AND r.day < $5::date
+          WHERE r.organization_id = $1 AND r.day >= $8::date AND r.day < $9::date
           GROUP BY 1, 2
        ) usage
        GROUP BY key, source
        ORDER BY key COLLATE "C" ASC NULLS LAST, source DESC`,
-      [orgId, period.from.toISOString(), period.to.toISOString(), ...rolledDays(period)],
+      [orgId, ...edges, ...days, ...rolledDays(period)],
     );
   }
 

@@ -1,6 +1,7 @@
 import { Injectable } from '@nestjs/common';
 import { DataSource, EntityManager } from 'typeorm';
 import { JsonLogger } from '../common/logger';
+import { UsageDailyRepository } from '../exchanges/usage-daily/usage-daily.repository';
 import { RETENTION_LOCK_CLASS } from './retention.repository';
 import { UsageRollupsRepository } from './usage-rollups.repository';
 
@@ -39,6 +40,7 @@ export class ExchangePartitions {
   constructor(
     private readonly dataSource: DataSource,
     private readonly rollups: UsageRollupsRepository,
+    private readonly usageDaily: UsageDailyRepository,
     private readonly logger: JsonLogger,
   ) {}
 
@@ -167,6 +169,8 @@ export class ExchangePartitions {
         }
       }
       await m.query(`DROP TABLE "${part.name}"`);
+      // dropping a table fires no DELETE trigger: the month's days are taken out of the stored daily usage here
+      await this.usageDaily.forgetProxyDays(m, part.from, part.to);
       this.logger.write('info', 'exchange partition dropped', { partition: part.name });
       return true;
     });

@@ -1,0 +1,90 @@
+import { Injectable } from '@nestjs/common';
+import { DataSource, EntityManager } from 'typeorm';
+
+/** advisory lock class of the merge of usage_daily_changes: one merger at a time, across processes */
+const MERGE_LOCK_CLASS = 7_345_115;
+const SUMS = ['requests', 'errors', 'input_tokens', 'output_tokens', 'total_tokens', 'cost'];
+const KEY = 'organization_id, dimension, day, source, key';
+
+/**
+ * The daily usage of stored rows (usage_daily, migration KeepDailyUsage): written by triggers on `exchanges` and
+ * `analysis_results` as changes appended to usage_daily_changes, merged here into one row per key. Readers add
+ * usage_daily and the changes not merged yet, so a merge never changes an answer.
+ */
+@Injectable()
+export class UsageDailyRepository {
+  constructor(private readonly dataSource: DataSource) {}
+
+  /**
+   * Merges up to `limit` appended changes into usage_daily, in one transaction; a row whose stored rows are all
+   * gone (requests back to 0) is removed. Returns the changes merged, or null when another process is merging.
+   */
+  async merge(limit = 50_000): Promise<number | null> {
+    return this.dataSource.transaction(async (m) => {
+      const got: { ok: boolean }[] = await m.query(`SELECT pg_try_advisory_xact_lock($1, 0) AS ok`, [MERGE_LOCK_CLASS]);
+      if (!got[0]?.ok) return null;
+      const rows: { moved: number; emptied: { organization_id: string; dimension: string; day: string; source: string; key: string | null }[] | null }[] =
+        await m.query(
+          `WITH moved AS (
+             DELETE FROM usage_daily_changes WHERE ctid = ANY(ARRAY(SELECT ctid FROM usage_daily_changes LIMIT $1))
+             RETURNING ${KEY}, ${SUMS.join(', ')}),
+           merged AS (
+             INSERT INTO usage_daily AS u (${KEY}, ${SUMS.join(', ')})
+             SELECT ${KEY}, ${SUMS.map((c) => `sum(${c})`).join(', ')}
+               FROM moved WHERE organization_id IN (SELECT id FROM organizations)
+              GROUP BY ${KEY}
+             ON CONFLICT (${KEY}) DO UPDATE SET ${SUMS.map((c) => `${c} = u.${c} + excluded.${c}`).join(', ')}
+             RETURNING u.organization_id, u.dimension, u.day, u.source, u.key, u.requests)
+           SELECT (SELECT count(*) FROM moved)::int AS moved,
+                  (SELECT json_agg(json_build_object('organization_id', organization_id, 'dimension', dimension, 'day', day, 'source', source, 'key', key))
+                     FROM merged WHERE requests = 0) AS emptied`,
+          [limit],
+        );
+      const emptied = rows[0]?.emptied ?? [];
+      if (emptied.length) {
+        await m.query(
+          `DELETE FROM usage_daily u USING json_to_recordset($1::json) AS x(organization_id uuid, dimension text, day date, source text, key text)
+            WHERE u.organization_id = x.organization_id AND u.dimension = x.dimension AND u.day = x.day AND u.source = x.source
+              AND u.key IS NOT DISTINCT FROM x.key AND u.requests = 0`,
+          [JSON.stringify(emptied)],
+        );
+      }
+      return rows[0]?.moved ?? 0;
+    });
+  }
+
+  /** Merges what was appended until now, in batches (a server catching up after a stop; tests). */
+  async mergeAll(batch = 50_000): Promise<void> {
+    for (let n = batch; n === batch; ) {
+      const merged = await this.merge(batch);
+      if (merged === null) return;
+      n = merged;
+    }
+  }
+
+  /**
+   * The days of a dropped partition of `exchanges` (a whole UTC month: no stored exchange of those days is left)
+   * hold no proxied usage any more. Run in the transaction that drops it.
+   */
+  async forgetProxyDays(m: EntityManager, from: Date, to: Date): Promise<void> {
+    await m.query(`SELECT pg_advisory_xact_lock($1, 0)`, [MERGE_LOCK_CLASS]);
+    for (const table of ['usage_daily', 'usage_daily_changes']) {
+      await m.query(`DELETE FROM ${table} WHERE source = 'proxy' AND day >= $1::date AND day < $2::date`, [day(from), day(to)]);
+    }
+  }
+
+  /**
+   * An erased user's rows: once their exchanges and analysis results are deleted (and results about others'
+   * exchanges moved to no user) their totals are zero, and nothing here names them any more. Run in the erasure's
+   * transaction, after those deletions.
+   */
+  async forgetUsers(m: EntityManager, orgId: string, userIds: string[]): Promise<void> {
+    if (!userIds.length) return;
+    await m.query(`SELECT pg_advisory_xact_lock($1, 0)`, [MERGE_LOCK_CLASS]);
+    for (const table of ['usage_daily', 'usage_daily_changes']) {
+      await m.query(`DELETE FROM ${table} WHERE organization_id = $1 AND dimension = 'user' AND key = ANY($2::text[])`, [orgId, userIds]);
+    }
+  }
+}
+
+const day = (at: Date) => at.toISOString().slice(0, 10);
