@@ -9,9 +9,10 @@ import { MigrationInterface, QueryRunner } from 'typeorm';
  *   'user' (user_id), 'model' (model), 'persona' (persona_id). A day's total is the sum of its 'model' rows.
  * - usage_daily_changes: what writes changed since the last merge, appended by statement-level triggers on
  *   `exchanges` and `analysis_results` (one aggregated INSERT per statement, in the writing transaction: a row
- *   counts exactly when it is committed). Appended, never updated, so concurrent writers never wait on each other
- *   for a total; the server merges the changes into usage_daily every few seconds (UsageDailyRepository), and
- *   readers add the changes not merged yet.
+ *   counts exactly when it is committed), one row per (organization, day, source, user, model, persona) a statement
+ *   touched. Appended, never updated, so concurrent writers never wait on each other for a total; the server
+ *   merges the changes into usage_daily every few seconds (UsageDailyRepository), and readers add the changes not
+ *   merged yet.
  *
  * Deleting stored rows (retention, erasure) subtracts them here: these totals mirror what is stored, and what
  * retention deleted stays counted in usage_rollups as before. Existing rows are added by this migration, in its
@@ -32,7 +33,8 @@ export class KeepDailyUsage1796700000000 implements MigrationInterface {
     );
     // no index and no foreign key: the cheapest insert there is; it stays small (merged and emptied every few seconds)
     await queryRunner.query(
-      `CREATE TABLE "usage_daily_changes" ("organization_id" uuid NOT NULL, "day" date NOT NULL, "source" text NOT NULL, "dimension" text NOT NULL, "key" text, ${sums})`,
+      `CREATE TABLE "usage_daily_changes" ("organization_id" uuid NOT NULL, "day" date NOT NULL, "source" text NOT NULL, "user_id" uuid, "model" text,
+        "persona_id" uuid, ${sums})`,
     );
     await queryRunner.query(`ALTER TABLE "usage_daily_changes" SET (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 10000)`);
 
@@ -90,13 +92,12 @@ function triggerFunction(table: keyof typeof SHAPES): string {
   const s = SHAPES[table];
   const counted = ['organization_id', 'created_at', 'user_id', 'model', 'persona_id', 'status', 'input_tokens', 'output_tokens', 'total_tokens', 'cost'];
   const append = (rows: string) =>
-    `INSERT INTO usage_daily_changes (organization_id, day, source, dimension, key, requests, errors, input_tokens, output_tokens, total_tokens, cost)
-     SELECT c.organization_id, (c.created_at AT TIME ZONE 'UTC')::date, '${s.source}', d.dimension, d.key, sum(c.sign),
+    `INSERT INTO usage_daily_changes (organization_id, day, source, user_id, model, persona_id, requests, errors, input_tokens, output_tokens, total_tokens, cost)
+     SELECT c.organization_id, (c.created_at AT TIME ZONE 'UTC')::date, '${s.source}', c.user_id, c.model, c.persona_id, sum(c.sign),
             coalesce(sum(c.sign) FILTER (WHERE c.${s.error}), 0), coalesce(sum(c.sign * c.input_tokens), 0), coalesce(sum(c.sign * c.output_tokens), 0),
             coalesce(sum(c.sign * c.total_tokens), 0), coalesce(sum(c.sign * c.cost), 0)
        FROM (${rows}) c
-      CROSS JOIN LATERAL (VALUES ('user', c.user_id::text), ('model', c.model), ('persona', c.persona_id::text)) d(dimension, key)
-      GROUP BY 1, 2, 4, 5
+      GROUP BY 1, 2, 4, 5, 6
      HAVING sum(c.sign) <> 0 OR sum(c.sign) FILTER (WHERE c.${s.error}) <> 0 OR sum(c.sign * c.input_tokens) <> 0
          OR sum(c.sign * c.output_tokens) <> 0 OR sum(c.sign * c.total_tokens) <> 0 OR sum(c.sign * c.cost) <> 0`;
   const cols = counted.join(', ');

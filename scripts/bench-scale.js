@@ -355,6 +355,23 @@ async function fill(db, { rows, upstreamUrl, encryptionKey }) {
 
 // ------------------------------------------------------------------------------------------------ reads
 
+/**
+ * The fill's writes go through the same triggers as the proxy's: the server merges what they appended to the
+ * daily usage (usage_daily_changes) on its own; the reads start once it has, as in a server that has been running.
+ */
+async function settle(db) {
+  const has = (await db.query(`SELECT to_regclass('usage_daily_changes') IS NOT NULL AS ok`)).rows[0].ok;
+  if (!has) return;
+  const deadline = Date.now() + 1_800_000;
+  for (;;) {
+    const n = Number((await db.query(`SELECT count(*) AS n FROM usage_daily_changes`)).rows[0].n);
+    if (n < 1000) break;
+    if (Date.now() > deadline) throw new Error(`the server did not merge the daily usage changes (${n} left)`);
+    await new Promise((r) => setTimeout(r, 1000));
+  }
+  await db.query(`VACUUM ANALYZE usage_daily, usage_daily_changes`);
+}
+
 /** What the reads vary over, taken from the filled database: the largest organization's users, sessions, personas. */
 async function readParameters(db) {
   const org = (await db.query(`SELECT id, name FROM organizations WHERE name LIKE 'scale-org-0-%' ORDER BY created_at LIMIT 1`)).rows[0];
@@ -580,6 +597,7 @@ async function main() {
   }
 
   const server = await startServer('proxy', { databaseUrl: filledUrl, upstreamUrl, jwtSecret, encryptionKey, pinning });
+  await settle(db);
   const params = await readParameters(db);
   const token = mintToken(jwtSecret, params.org.id, params.org.name);
   log(`\nreads (organization with a fifth of the rows; ${opts.calls} timed calls each, varied parameters)`);
@@ -612,7 +630,7 @@ async function main() {
   }
   // pairs of runs, each pair in the other order (empty first, then filled first, …): drift and other load on the
   // machine touch both sides alike; the ratio is that of the totals
-  const pairs = 3;
+  const pairs = 5;
   const each = Math.max(2, Math.round(opts.writeSeconds / pairs));
   // a short warm-up of each (connections, prepared statements, caches)
   for (const t of Object.values(targets)) await writeLoad(t.url, t.token, writers, 2, 50, pinning);
@@ -627,9 +645,20 @@ async function main() {
   const rate = (list) => list.reduce((s, r) => s + r.requests, 0) / (list.length * each);
   const emptyRps = Math.round(rate(runs.empty));
   const filledRps = Math.round(rate(runs.filled));
-  const ratio = Math.round((filledRps / emptyRps) * 1000) / 1000;
-  result.writes = { tool: runs.empty[0].tool, empty_rps: emptyRps, filled_rps: filledRps, ratio, goal_ratio: WRITE_GOAL, pass: ratio >= WRITE_GOAL, runs };
-  log(`  empty ${fmt(emptyRps)} req/s, filled ${fmt(filledRps)} req/s: ${(ratio * 100).toFixed(1)} %`);
+  // each pair ran under the same conditions: the median of the pairs' ratios (other load on the machine varies)
+  const pairRatios = runs.empty.map((e, k) => runs.filled[k].requests / e.requests).sort((a, b) => a - b);
+  const ratio = Math.round(pairRatios[Math.floor(pairRatios.length / 2)] * 1000) / 1000;
+  result.writes = {
+    tool: runs.empty[0].tool,
+    empty_rps: emptyRps,
+    filled_rps: filledRps,
+    pair_ratios: pairRatios.map((r) => Math.round(r * 1000) / 1000),
+    ratio,
+    goal_ratio: WRITE_GOAL,
+    pass: ratio >= WRITE_GOAL,
+    runs,
+  };
+  log(`  empty ${fmt(emptyRps)} req/s, filled ${fmt(filledRps)} req/s; pairs ${result.writes.pair_ratios.map((r) => `${(r * 100).toFixed(1)} %`).join(', ')}: ${(ratio * 100).toFixed(1)} %`);
 
   // ---- table
   const rowsLabel = fmt(result.fill.counts?.exchanges ?? opts.rows);

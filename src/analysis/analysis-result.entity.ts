@@ -12,6 +12,7 @@ export type AnalysisStatus = 'completed' | 'failed';
 @Index('ix_analysis_results_cache', ['organizationId', 'cacheKey', 'createdAt'])
 @Index('ix_analysis_results_exchange', ['organizationId', 'exchangeId', 'createdAt'])
 @Index('ix_analysis_results_persona', ['personaId', 'createdAt'])
+@Index('ix_analysis_results_response', ['organizationId', 'responseId', 'createdAt'], { where: `response_id IS NOT NULL` })
 export class AnalysisResultEntity {
   @PrimaryGeneratedColumn('uuid')
   id: string;

@@ -21,6 +21,7 @@ import { PartitionExchanges1796000001100 } from '../../migrations/1796000001100-
 import { AddExchangeCaptureMode1796100000000 } from '../../migrations/1796100000000-AddExchangeCaptureMode';
 import { AddKeyPools1796400000001 } from '../../migrations/1796400000001-AddKeyPools';
 import { KeepDailyUsage1796700000000 } from '../../migrations/1796700000000-KeepDailyUsage';
+import { IndexAnalysisResultResponses1796700000100 } from '../../migrations/1796700000100-IndexAnalysisResultResponses';
 
 /** Every migration, in order (listed explicitly, never globbed). */
 export const MIGRATIONS = [
@@ -47,4 +48,5 @@ export const MIGRATIONS = [
   AddExchangeCaptureMode1796100000000,
   AddKeyPools1796400000001,
   KeepDailyUsage1796700000000,
+  IndexAnalysisResultResponses1796700000100,
 ];

@@ -105,13 +105,14 @@ export const ROLLED_USAGE_KEYS: Record<UsageGroup, string> = {
 
 /**
  * The same keys over the daily usage of stored rows (usage_daily and its changes not merged yet, alias d): the
- * dimension whose rows are read, and the key. A day's total is the sum of its 'model' rows.
+ * dimension whose rows are read (and its column in the changes), and the key. A day's total is the sum of its
+ * 'model' rows.
  */
-export const DAILY_USAGE_KEYS: Record<UsageGroup, { dimension: 'user' | 'model' | 'persona'; key: string; join: string }> = {
-  user: { dimension: 'user', key: 'du.external_id', join: 'LEFT JOIN users du ON du.id = d.key::uuid' },
-  model: { dimension: 'model', key: 'd.key', join: '' },
-  persona: { dimension: 'persona', key: 'd.key', join: '' },
-  day: { dimension: 'model', key: `to_char(d.day, 'YYYY-MM-DD')`, join: '' },
+export const DAILY_USAGE_KEYS: Record<UsageGroup, { dimension: 'user' | 'model' | 'persona'; changesKey: string; key: string; join: string }> = {
+  user: { dimension: 'user', changesKey: 'user_id::text', key: 'du.external_id', join: 'LEFT JOIN users du ON du.id = d.key::uuid' },
+  model: { dimension: 'model', changesKey: 'model', key: 'd.key', join: '' },
+  persona: { dimension: 'persona', changesKey: 'persona_id::text', key: 'd.key', join: '' },
+  day: { dimension: 'model', changesKey: 'model', key: `to_char(d.day, 'YYYY-MM-DD')`, join: '' },
 };
 
 /**

@@ -342,8 +342,10 @@ export class ExchangesRepository {
     const daily = DAILY_USAGE_KEYS[group];
     const { days, edges } = wholeDays(period);
     const sums = 'requests, errors, input_tokens, output_tokens, total_tokens, cost';
-    const dailyRows = (table: string) =>
-      `SELECT day, source, key, ${sums} FROM ${table} WHERE organization_id = $1 AND dimension = '${daily.dimension}' AND day >= $6::date AND day < $7::date`;
+    const dailyRows =
+      `SELECT day, source, key, ${sums} FROM usage_daily WHERE organization_id = $1 AND dimension = '${daily.dimension}' AND day >= $6::date AND day < $7::date
+       UNION ALL
+       SELECT day, source, ${daily.changesKey}, ${sums} FROM usage_daily_changes WHERE organization_id = $1 AND day >= $6::date AND day < $7::date`;
     const edgeOf = (alias: string) =>
       `((${alias}.created_at >= $2::timestamptz AND ${alias}.created_at < $3::timestamptz) OR (${alias}.created_at >= $4::timestamptz AND ${alias}.created_at < $5::timestamptz))`;
     return this.exchanges.query(
@@ -373,7 +375,7 @@ export class ExchangesRepository {
          UNION ALL
          SELECT ${daily.key} AS key, d.source, sum(d.requests)::int, sum(d.input_tokens)::float8, sum(d.output_tokens)::float8,
                 sum(d.total_tokens)::float8, sum(d.cost)::float8, sum(d.errors)::int
-           FROM (${dailyRows('usage_daily')} UNION ALL ${dailyRows('usage_daily_changes')}) d ${daily.join}
+           FROM (${dailyRows}) d ${daily.join}
           GROUP BY 1, 2
          HAVING sum(d.requests) > 0
          UNION ALL

@@ -1,5 +1,6 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { UsageDailyRepository } from '../../src/exchanges/usage-daily/usage-daily.repository';
 import { createTestApp, TestApp } from '../support/create-test-app';
 import { api, createKey, createOrg, createUser, TestOrg } from '../support/factories';
 import { FakeUpstream, startFakeUpstream } from '../support/fake-upstream';
@@ -418,6 +419,26 @@ describe('analytics', () => {
       ];
       expect(await usage('day')).toEqual(expected);
       expect(await usage()).toEqual(expected);
+    });
+
+    it('counts part-days at both ends of a period from the rows and the whole days between from the daily usage, merged or not', async () => {
+      // 03-09 is a whole day of the period; 03-08 12:00 to midnight and 03-10 until 12:00:00.5 are parts of days
+      const proxied = async (groupBy: string) => {
+        const res = await asUser(orgA)('GET', `/v1/analytics/usage?from=2026-03-08T12:00:00Z&to=2026-03-10T12:00:00.500Z&group_by=${groupBy}`);
+        expect(res.status, res.text).toBe(200);
+        return (rounded(res.body.data) as any[]).filter((r) => r.source === 'proxy');
+      };
+      const expected = [
+        rounded(row('gpt-4o', 'proxy', 3, [1700, 6, 1706], µ(770 + 1020 + 2520), 0)), // E4, E5 (12:00:00), E9; not E6 (13:00)
+        rounded(row('gpt-4o-mini', 'proxy', 5, [310, 6, 316], µ(16.2 + 31.2 + 2.7), 2)), // E7 (03-08 23:59:59.999), E1, E2, E10; E3
+      ];
+      expect(await proxied('model')).toEqual(expected);
+      const answers = async () => Promise.all(['user', 'model', 'persona', 'day'].map(async (g) => [await proxied(g), await usage(g)]));
+      const before = await answers();
+      await app.app.get(UsageDailyRepository).mergeAll();
+      const changes = await app.dataSource.query(`SELECT count(*)::int AS n FROM usage_daily_changes WHERE organization_id = $1`, [orgA.orgId]);
+      expect(changes[0].n).toBe(0);
+      expect(await answers()).toEqual(before);
     });
 
     it('answers an empty period with an empty list', async () => {

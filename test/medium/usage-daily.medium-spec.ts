@@ -1,0 +1,205 @@
+import { randomUUID } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { UsageDailyRepository } from '../../src/exchanges/usage-daily/usage-daily.repository';
+import { MediumDatabase, openMediumDatabase, outcomeOf, pendingRow, RecorderBench } from './recorder-harness';
+
+let database: MediumDatabase;
+let bench: RecorderBench;
+let repo: UsageDailyRepository;
+beforeAll(async () => {
+  database = await openMediumDatabase();
+  bench = database.recorder();
+  repo = new UsageDailyRepository(database.dataSource);
+});
+afterAll(async () => {
+  await bench?.close();
+  await database?.close();
+});
+
+const SUMS = `sum(requests)::int AS requests, sum(errors)::int AS errors, sum(input_tokens)::int AS input, sum(output_tokens)::int AS output,
+              sum(total_tokens)::int AS total, round(sum(cost)::numeric, 9)::float8 AS cost`;
+
+/** The organization's daily usage as readers see it: merged rows plus the changes not merged yet. */
+async function kept(orgId: string): Promise<unknown[]> {
+  return database.dataSource.query(
+    `SELECT source, dimension, key, day::text AS day, ${SUMS}
+       FROM (SELECT source, dimension, key, day, requests, errors, input_tokens, output_tokens, total_tokens, cost FROM usage_daily WHERE organization_id = $1
+             UNION ALL
+             SELECT c.source, x.dimension, x.key, c.day, c.requests, c.errors, c.input_tokens, c.output_tokens, c.total_tokens, c.cost
+               FROM usage_daily_changes c
+              CROSS JOIN LATERAL (VALUES ('user', c.user_id::text), ('model', c.model), ('persona', c.persona_id::text)) x(dimension, key)
+              WHERE c.organization_id = $1) d
+      GROUP BY 1, 2, 3, 4 HAVING sum(requests) <> 0
+      ORDER BY 1, 2, 3, 4`,
+    [orgId],
+  );
+}
+
+/** The same figures counted from the stored rows themselves. */
+async function counted(orgId: string): Promise<unknown[]> {
+  return database.dataSource.query(
+    `SELECT source, d.dimension, d.key, day::text AS day, ${SUMS}
+       FROM (SELECT 'proxy' AS source, (created_at AT TIME ZONE 'UTC')::date AS day, user_id, model, persona_id, 1 AS requests,
+                    (status NOT IN ('completed', 'pending'))::int AS errors, coalesce(input_tokens, 0) AS input_tokens,
+                    coalesce(output_tokens, 0) AS output_tokens, coalesce(total_tokens, 0) AS total_tokens, coalesce(cost, 0) AS cost
+               FROM exchanges WHERE organization_id = $1
+             UNION ALL
+             SELECT 'analysis', (created_at AT TIME ZONE 'UTC')::date, user_id, model, persona_id, 1, (status = 'failed')::int,
+                    input_tokens, output_tokens, total_tokens, coalesce(cost, 0)
+               FROM analysis_results WHERE organization_id = $1) r
+      CROSS JOIN LATERAL (VALUES ('user', r.user_id::text), ('model', r.model), ('persona', r.persona_id::text)) d(dimension, key)
+      GROUP BY 1, 2, 3, 4
+      ORDER BY 1, 2, 3, 4`,
+    [orgId],
+  );
+}
+
+async function changesOf(orgId: string): Promise<number> {
+  const rows = await database.dataSource.query(`SELECT count(*)::int AS n FROM usage_daily_changes WHERE organization_id = $1`, [orgId]);
+  return rows[0].n;
+}
+
+async function organization(): Promise<string> {
+  const rows = await database.dataSource.query(`INSERT INTO organizations (name) VALUES ($1) RETURNING id`, [`usage-daily-${randomUUID()}`]);
+  return rows[0].id;
+}
+
+async function analysis(orgId: string, exchangeId: string, over: { userId?: string | null; personaId?: string | null; status?: string; model?: string } = {}): Promise<string> {
+  const rows = await database.dataSource.query(
+    `INSERT INTO analysis_results (organization_id, exchange_id, user_id, persona_id, cache_key, analysis_type, primary_category, model,
+                                   input_tokens, output_tokens, total_tokens, cost, status)
+     VALUES ($1, $2, $3, $4, md5(random()::text), 'intent', 'billing', $5, 40, 5, 45, 0.00002, $6) RETURNING id`,
+    [orgId, exchangeId, over.userId ?? null, over.personaId ?? null, over.model ?? 'gpt-4o-mini', over.status ?? 'completed'],
+  );
+  return rows[0].id;
+}
+
+describe('daily usage kept as rows are written (usage_daily)', () => {
+  it('mirrors the stored rows through every kind of write: recorder batches, updates, moves, analyses, deletions, merges', async () => {
+    const orgId = await organization();
+    const [alice, bob] = [randomUUID(), randomUUID()];
+    const persona = randomUUID();
+    const row = (tag: string, over = {}) => pendingRow(tag, { organizationId: orgId, userId: alice, personaId: persona, personaVersion: 1, ...over });
+
+    // the recorder: a pending row and its completion, a row written whole, a failure, a call still running, a model learnt late
+    const a = row('a');
+    await bench.recorder.begin(a);
+    expect(await kept(orgId)).toEqual(await counted(orgId));
+    await bench.recorder.complete(outcomeOf(a));
+    const whole = row('whole', { userId: bob, personaId: null, personaVersion: null });
+    const held = bench.recorder.begin(whole, 60_000);
+    await bench.recorder.complete(outcomeOf(whole, { cost: 0.25 }));
+    await held;
+    const failed = row('failed');
+    await bench.recorder.begin(failed);
+    await bench.recorder.complete(outcomeOf(failed, { status: 'upstream_error', usage: null, cost: null }));
+    await bench.recorder.begin(row('running'));
+    const late = row('late', { model: null });
+    await bench.recorder.begin(late);
+    await bench.recorder.complete(outcomeOf(late, { late: { model: 'gpt-4o' } }));
+    const afterRecorder = await counted(orgId);
+    // two users, two models, the persona and none
+    expect(afterRecorder).toHaveLength(6);
+    expect(await kept(orgId)).toEqual(afterRecorder);
+
+    // an update of bodies alone (retention clearing them) appends nothing
+    const before = await changesOf(orgId);
+    await database.dataSource.query(`UPDATE exchanges SET output_text = NULL, response_body = NULL WHERE organization_id = $1`, [orgId]);
+    expect(await changesOf(orgId)).toBe(before);
+
+    // a row moved to another day and partition, a status swept to interrupted
+    await database.dataSource.query(`UPDATE exchanges SET created_at = created_at - interval '40 days' WHERE id = $1`, [a.id]);
+    await database.dataSource.query(`UPDATE exchanges SET status = 'interrupted' WHERE organization_id = $1 AND status = 'pending'`, [orgId]);
+    expect(await kept(orgId)).toEqual(await counted(orgId));
+
+    // analyses: added, failed, moved to no user (erasure of their author), deleted
+    const r1 = await analysis(orgId, a.id, { userId: alice, personaId: persona });
+    await analysis(orgId, whole.id, { userId: bob, status: 'failed', model: 'gpt-4o' });
+    await database.dataSource.query(`UPDATE analysis_results SET user_id = NULL WHERE id = $1`, [r1]);
+    const r3 = await analysis(orgId, late.id, { userId: alice });
+    await database.dataSource.query(`DELETE FROM analysis_results WHERE id = $1`, [r3]);
+    expect(await kept(orgId)).toEqual(await counted(orgId));
+
+    // exchanges deleted (as retention and erasure delete them)
+    await database.dataSource.query(`DELETE FROM exchanges WHERE id = $1`, [failed.id]);
+    const beforeMerge = await counted(orgId);
+    expect(await kept(orgId)).toEqual(beforeMerge);
+
+    // the merge folds the changes into one row per key and changes no figure
+    await repo.mergeAll();
+    expect(await changesOf(orgId)).toBe(0);
+    expect(await kept(orgId)).toEqual(beforeMerge);
+    const perKey = await database.dataSource.query(
+      `SELECT count(*)::int AS n, count(DISTINCT (dimension, day, source, key))::int AS keys FROM usage_daily WHERE organization_id = $1`,
+      [orgId],
+    );
+    expect(perKey[0].n).toBe(perKey[0].keys);
+
+    // every row of a key deleted: its merged row goes with it
+    await database.dataSource.query(`DELETE FROM exchanges WHERE organization_id = $1 AND user_id = $2`, [orgId, bob]);
+    await database.dataSource.query(`DELETE FROM analysis_results WHERE organization_id = $1 AND user_id = $2`, [orgId, bob]);
+    await repo.mergeAll();
+    expect(await kept(orgId)).toEqual(await counted(orgId));
+    const bobRows = await database.dataSource.query(`SELECT count(*)::int AS n FROM usage_daily WHERE organization_id = $1 AND key = $2`, [orgId, bob]);
+    expect(bobRows[0].n).toBe(0);
+  });
+
+  it('appends one aggregated change per (day, user, model, persona) for a whole statement, not one per row', async () => {
+    const orgId = await organization();
+    const user = randomUUID();
+    const rows = Array.from({ length: 5 }, (_, i) => pendingRow(`batch${i}`, { organizationId: orgId, userId: user }));
+    for (const r of rows) await bench.recorder.begin(r);
+    await repo.mergeAll();
+    await database.dataSource.query(
+      `UPDATE exchanges SET status = 'completed', input_tokens = 3, output_tokens = 4, total_tokens = 7, cost = 0.001 WHERE id = ANY($1::text[])`,
+      [rows.map((r) => r.id)],
+    );
+    // five rows of one user, model and (absent) persona on one day: one change
+    expect(await changesOf(orgId)).toBe(1);
+    expect(await kept(orgId)).toEqual(await counted(orgId));
+  });
+
+  it("an erased user's keys leave the daily usage; the organization's other figures stay", async () => {
+    const orgId = await organization();
+    const [gone, stays] = [randomUUID(), randomUUID()];
+    const a = pendingRow('erased', { organizationId: orgId, userId: gone });
+    const b = pendingRow('stays', { organizationId: orgId, userId: stays });
+    for (const r of [a, b]) {
+      await bench.recorder.begin(r);
+      await bench.recorder.complete(outcomeOf(r));
+    }
+    await analysis(orgId, b.id, { userId: gone });
+    await repo.mergeAll();
+    await database.dataSource.transaction(async (m) => {
+      await m.query(`DELETE FROM exchanges WHERE organization_id = $1 AND user_id = $2`, [orgId, gone]);
+      await m.query(`UPDATE analysis_results SET user_id = NULL WHERE organization_id = $1 AND user_id = $2`, [orgId, gone]);
+      await repo.forgetUsers(m, orgId, [gone]);
+    });
+    const named = await database.dataSource.query(
+      `SELECT count(*)::int AS n FROM (SELECT key FROM usage_daily UNION ALL SELECT user_id::text FROM usage_daily_changes) d WHERE key = $1`,
+      [gone],
+    );
+    expect(named[0].n).toBe(0);
+    expect(await kept(orgId)).toEqual(await counted(orgId));
+  });
+
+  it('reads of whole days and lookups of analyses by response use their indexes', async () => {
+    await database.dataSource.transaction(async (m) => {
+      await m.query(`SET LOCAL enable_seqscan = off`);
+      const plan = async (sql: string, params: unknown[]) => (await m.query(`EXPLAIN ${sql}`, params)).map((r: Record<string, string>) => Object.values(r)[0]).join('\n');
+      expect(
+        await plan(`SELECT * FROM usage_daily WHERE organization_id = $1 AND dimension = 'model' AND day >= $2::date AND day < $3::date`, [
+          randomUUID(),
+          '2026-01-01',
+          '2026-04-01',
+        ]),
+      ).toContain('uq_usage_daily_key');
+      expect(
+        await plan(`SELECT * FROM analysis_results WHERE organization_id = $1 AND response_id = $2 AND status = 'completed' ORDER BY created_at DESC LIMIT 21`, [
+          randomUUID(),
+          'resp_x',
+        ]),
+      ).toContain('ix_analysis_results_response');
+    });
+  });
+});
