@@ -444,12 +444,15 @@ function readCases(p) {
 
 async function measureReads(url, token, params, calls) {
   const headers = { authorization: `Bearer ${token}`, 'x-user-id': 'scale-reader' };
-  const get = async (p) => {
+  /** the answer's text, and when its last byte came (parsing it is the client's time, not the server's) */
+  const fetchText = async (p) => {
     const res = await fetch(`${url}${p}`, { headers });
     const body = await res.text();
+    const at = performance.now();
     if (res.status !== 200) throw new Error(`GET ${p}: HTTP ${res.status} ${body.slice(0, 300)}`);
-    return JSON.parse(body);
+    return { body, at };
   };
+  const get = async (p) => JSON.parse((await fetchText(p)).body);
   const out = [];
   for (const c of readCases(params)) {
     const times = [];
@@ -461,8 +464,9 @@ async function measureReads(url, token, params, calls) {
         const extra = c.prepare ? await c.prepare(k, get) : undefined;
         const p = c.path(k, extra);
         const t = performance.now();
-        const body = await get(p);
-        const ms = performance.now() - t;
+        const answer = await fetchText(p);
+        const ms = answer.at - t;
+        const body = JSON.parse(answer.body);
         if (i >= 0) {
           times.push(ms);
           rows += Array.isArray(body.data) ? body.data.length : 1;

@@ -441,6 +441,11 @@ describe('analytics', () => {
       expect(await answers()).toEqual(before);
     });
 
+    it.runIf(process.env.DATABASE_URL)("reads on connections with PostgreSQL's JIT off (it compiled plans for longer than they ran)", async () => {
+      const rows = await app.dataSource.query(`SHOW jit`);
+      expect(rows[0].jit).toBe('off');
+    });
+
     it('answers an empty period with an empty list', async () => {
       const res = await asUser(orgA)('GET', '/v1/analytics/usage?from=2020-01-01&to=2020-01-02&group_by=model');
       expect(res.status).toBe(200);
