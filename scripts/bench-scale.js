@@ -10,7 +10,8 @@
  *   npm run bench:scale -- --small           ~200,000 rows, a few minutes; exits 1 when a read misses its goal badly
  *
  * Options: --rows N, --small, --calls N (timed calls per read), --write-seconds S (per database), --keep (the
- * databases are kept), --database NAME (an earlier --keep's filled database: no fill), --json FILE.
+ * databases are kept), --database NAME (an earlier --keep's filled database: no fill), --json FILE, --only TEXT (only
+ * the reads whose name holds TEXT; no writes).
  * DATABASE_URL names the PostgreSQL server (default postgres://postgres@127.0.0.1:5432/postgres); the script makes
  * its own databases (scale_…) and drops them after.
  *
@@ -62,6 +63,7 @@ function parseArgs(argv) {
     else if (a === '--keep') o.keep = true;
     else if (a === '--database') o.database = next();
     else if (a === '--json') o.json = path.resolve(next());
+    else if (a === '--only') o.only = next();
     else if (a === '--help' || a === '-h') {
       console.log(readFileSync(__filename, 'utf8').split('*/')[0]);
       process.exit(0);
@@ -442,7 +444,7 @@ function readCases(p) {
   ];
 }
 
-async function measureReads(url, token, params, calls) {
+async function measureReads(url, token, params, calls, only) {
   const headers = { authorization: `Bearer ${token}`, 'x-user-id': 'scale-reader' };
   /** the answer's text, and when its last byte came (parsing it is the client's time, not the server's) */
   const fetchText = async (p) => {
@@ -454,7 +456,7 @@ async function measureReads(url, token, params, calls) {
   };
   const get = async (p) => JSON.parse((await fetchText(p)).body);
   const out = [];
-  for (const c of readCases(params)) {
+  for (const c of readCases(params).filter((r) => !only || r.name.includes(only))) {
     const times = [];
     let rows = 0;
     try {
@@ -605,7 +607,11 @@ async function main() {
   const params = await readParameters(db);
   const token = mintToken(jwtSecret, params.org.id, params.org.name);
   log(`\nreads (organization with a fifth of the rows; ${opts.calls} timed calls each, varied parameters)`);
-  result.reads = await measureReads(server.url, token, params, opts.calls);
+  result.reads = await measureReads(server.url, token, params, opts.calls, opts.only);
+  if (opts.only) {
+    writeFileSync(opts.json, `${JSON.stringify(result, null, 2)}\n`);
+    return;
+  }
 
   // writes: the filled database against an empty one, alternately (empty, filled, filled, empty) so drift cancels
   log(`\nwrites: POST /v1/responses, 50 connections, ${opts.writeSeconds} s per database (${WRK ? 'wrk' : 'autocannon'})`);

@@ -105,14 +105,21 @@ export const ROLLED_USAGE_KEYS: Record<UsageGroup, string> = {
 
 /**
  * The same keys over the daily usage of stored rows (usage_daily and its changes not merged yet, alias d): the
- * dimension whose rows are read (and its column in the changes), and the key. A day's total is the sum of its
- * 'model' rows.
+ * dimension whose rows are read (and its column in the changes), what they are summed by (alias g.k after), and
+ * the key made of it. A day's total is the sum of its 'model' rows. Users are named after the sums, by the
+ * primary key of users: one lookup per user, not a join per row.
  */
-export const DAILY_USAGE_KEYS: Record<UsageGroup, { dimension: 'user' | 'model' | 'persona'; changesKey: string; key: string; join: string }> = {
-  user: { dimension: 'user', changesKey: 'user_id::text', key: 'du.external_id', join: 'LEFT JOIN users du ON du.id = d.key::uuid' },
-  model: { dimension: 'model', changesKey: 'model', key: 'd.key', join: '' },
-  persona: { dimension: 'persona', changesKey: 'persona_id::text', key: 'd.key', join: '' },
-  day: { dimension: 'model', changesKey: 'model', key: `to_char(d.day, 'YYYY-MM-DD')`, join: '' },
+export const DAILY_USAGE_KEYS: Record<UsageGroup, { dimension: 'user' | 'model' | 'persona'; changesKey: string; group: string; key: string; join: string }> = {
+  user: {
+    dimension: 'user',
+    changesKey: 'user_id::text',
+    group: 'd.key',
+    key: 'du.external_id',
+    join: 'LEFT JOIN users du ON du.id = g.k::uuid AND du.organization_id = $1',
+  },
+  model: { dimension: 'model', changesKey: 'model', group: 'd.key', key: 'g.k', join: '' },
+  persona: { dimension: 'persona', changesKey: 'persona_id::text', group: 'd.key', key: 'g.k', join: '' },
+  day: { dimension: 'model', changesKey: 'model', group: 'd.day', key: `to_char(g.k, 'YYYY-MM-DD')`, join: '' },
 };
 
 /**

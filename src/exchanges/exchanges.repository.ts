@@ -373,11 +373,13 @@ export class ExchangesRepository {
           WHERE a.organization_id = $1 AND ${edgeOf('a')}
           GROUP BY 1
          UNION ALL
-         SELECT ${daily.key} AS key, d.source, sum(d.requests)::int, sum(d.input_tokens)::float8, sum(d.output_tokens)::float8,
-                sum(d.total_tokens)::float8, sum(d.cost)::float8, sum(d.errors)::int
-           FROM (${dailyRows}) d ${daily.join}
-          GROUP BY 1, 2
-         HAVING sum(d.requests) > 0
+         SELECT ${daily.key} AS key, g.source, g.requests, g.input_tokens, g.output_tokens, g.total_tokens, g.cost, g.errors
+           FROM (SELECT ${daily.group} AS k, d.source, sum(d.requests)::int AS requests, sum(d.input_tokens)::float8 AS input_tokens,
+                        sum(d.output_tokens)::float8 AS output_tokens, sum(d.total_tokens)::float8 AS total_tokens, sum(d.cost)::float8 AS cost,
+                        sum(d.errors)::int AS errors
+                   FROM (${dailyRows}) d
+                  GROUP BY 1, 2
+                 HAVING sum(d.requests) > 0) g ${daily.join}
          UNION ALL
          SELECT ${rolledKey} AS key, r.source, sum(r.requests)::int, sum(r.input_tokens)::float8, sum(r.output_tokens)::float8,
                 sum(r.total_tokens)::float8, sum(r.cost)::float8, sum(r.errors)::int
