@@ -14,6 +14,7 @@ const procs = require('./lib/procs');
 const setup = require('./lib/setup');
 const { runSequential } = require('./lib/seq-client');
 const wrkLib = require('./lib/wrk');
+const { PgCpu } = require('./lib/pg-cpu');
 const { execFileSync } = require('node:child_process');
 
 /** The commit a checkout is at (`git rev-parse --short HEAD`), for the report; `unknown` outside git. */
@@ -318,6 +319,7 @@ async function main() {
   }
 
   let proxy;
+  let pgCpu;
   let users = Array.from({ length: opts.users }, (_, i) => ({ userId: `bench-user-${i}`, org: { token: 'none' } }));
   if (opts.targets.includes('proxy')) {
     const profileDir = opts.profile ? path.join(RESULTS, 'profile') : undefined;
@@ -361,11 +363,17 @@ async function main() {
     }
     targets.proxy = { url: proxy.url, pid: proxy.child.pid, users };
     if (proxy.mode === 'postgresql') {
-      const pm = await setup.postmasterOf(proxy.dbUrl);
-      targets.proxy.postmasterPid = pm.pid;
-      results.database.cpu = pm.pid
-        ? { measured: true, what: `utime+stime of the PostgreSQL server's processes (postmaster ${pm.pid} and its children, the ended ones included) during each 50-connection run, per request` }
-        : { measured: false, reason: pm.reason };
+      const opened = await PgCpu.open(process.env.DATABASE_URL);
+      pgCpu = opened.pgCpu;
+      targets.proxy.dbName = proxy.dbName;
+      results.database.cpu = pgCpu
+        ? {
+            measured: true,
+            postmaster_pid: pgCpu.postmasterPid,
+            pg_cpu_ms_per_request: "utime+stime of the PostgreSQL processes serving the proxy's database (its backends) and of the server's shared background processes (WAL writer, checkpointer, …) during the 50-connection run, per request",
+            pg_server_cpu_ms_per_request: "the same for every process of the server (the postmaster's whole tree, those that ended during the run included): other databases' traffic counts there too",
+          }
+        : { measured: false, reason: opened.reason };
     } else {
       results.database.cpu = { measured: false, reason: "embedded database: it runs inside the proxy's process, so its CPU is part of the proxy's CPU figure" };
     }
@@ -384,7 +392,7 @@ async function main() {
       partition: true,
     });
     if (prime.ok2xx !== prime.sent) throw new Error(`priming the baseline's users failed: ${JSON.stringify(prime.statuses)} ${prime.errors.join('; ')}`);
-    targets.baseline = { url: baseline.url, pid: baseline.child.pid, users: baselineUsers, postmasterPid: targets.proxy.postmasterPid };
+    targets.baseline = { url: baseline.url, pid: baseline.child.pid, users: baselineUsers, dbName: baseline.dbName };
     results.baseline = { dir: opts.baseline, commit: gitHead(opts.baseline), database: baseline.dbName ?? baseline.mode };
     log(`baseline proxy (${opts.baseline}, ${results.baseline.commit}) at ${baseline.url}`);
   }
@@ -409,7 +417,7 @@ async function main() {
       const requests = requestsOf(c, t);
       const script = wrkLib.writeScript(path.join(scriptDir, `${name}.${t}.lua`), requests);
       const isProxy = t === 'proxy';
-      const pgCpu = () => (target.postmasterPid ? procs.treeCpuSeconds(target.postmasterPid) : undefined);
+      const pgSample = () => (pgCpu && target.dbName ? pgCpu.sample(target.dbName) : undefined);
       log(`${name}: ${t}`);
       const rssReset = procs.resetPeakRss(target.pid);
       // with wrk there are no X-Request-IDs to collect: the proxy's rows per status are counted around its runs instead
@@ -423,11 +431,13 @@ async function main() {
         if (isProxy) proxyRequests += w.total;
         if (w.non2xx || w.errors || w.timeouts) broken.push(`${name}/${t} warm-up: ${w.non2xx} non-2xx, ${w.errors} socket errors, ${w.timeouts} timeouts`);
       }
+      const pg0 = await pgSample();
       const cpu0 = procs.cpuSeconds(target.pid);
-      const pg0 = pgCpu();
       const load = await loadRun(ctx, target.url, script, opts.duration);
-      const pg1 = pgCpu();
       const cpu1 = procs.cpuSeconds(target.pid);
+      const pg1 = await pgSample();
+      const pg = pg0 && pg1 ? PgCpu.between(pg0, pg1) : undefined;
+      const perRequest = (seconds) => (seconds !== undefined && load.total ? r3((seconds * 1000) / load.total) : undefined);
       wrk2xx += load.ok2xx;
       wrkRuns++;
       if (isProxy) {
@@ -451,8 +461,8 @@ async function main() {
         non_2xx: load.non2xx,
         errors: load.errors,
         timeouts: load.timeouts,
-        cpu_ms_per_request: cpu0 !== undefined && load.total ? r3(((cpu1 - cpu0) * 1000) / load.total) : undefined,
-        ...(target.postmasterPid !== undefined ? { pg_cpu_ms_per_request: pg0 !== undefined && pg1 !== undefined && load.total ? r3(((pg1 - pg0) * 1000) / load.total) : undefined } : {}),
+        cpu_ms_per_request: cpu0 !== undefined ? perRequest(cpu1 - cpu0) : undefined,
+        ...(pg ? { pg_cpu_ms_per_request: perRequest(pg.own), pg_server_cpu_ms_per_request: perRequest(pg.server) } : {}),
         wrk_cpu_pct: load.wrkCpuPct,
         sut_core_busy_pct: load.sutCoreBusyPct,
         load_core_busy_pct: load.loadCoreBusyPct,
@@ -725,11 +735,11 @@ function caseRows(c, pgNote) {
   ];
   const none = () => undefined;
   const pgRow = row('PostgreSQL CPU ms/request', 'pg_cpu_ms_per_request', none);
-  if (pgNote && c.proxy) {
+  if (pgNote) {
     // embedded mode: the database is inside the proxy's process and figure
-    for (let i = 1; i < pgRow.length; i++) pgRow[i] = undefined;
-    pgRow[withBaseline ? 4 : 3] = pgNote;
-    if (withBaseline) pgRow[3] = pgNote;
+    const proxyColumn = withBaseline ? 4 : 3;
+    if (c.proxy) pgRow[proxyColumn] = pgNote;
+    if (c.baseline) pgRow[3] = pgNote;
   }
   return [
     row('req/s @N conn', 'rps', ratio, () => proxyOverFloor(c)),
@@ -741,6 +751,7 @@ function caseRows(c, pgNote) {
     row('first chunk p99 ms @1', 'c1_ttfb_p99_ms', diff),
     row('CPU ms/request', 'cpu_ms_per_request', ratio),
     pgRow,
+    ...(pgNote ? [] : [row('PostgreSQL CPU ms/req, all DBs', 'pg_server_cpu_ms_per_request', none)]),
     row('peak RSS MB (VmHWM)', 'rss_mb', ratio),
     row('wrk CPU % @N conn', 'wrk_cpu_pct', none),
     row('core busy %: SUT', 'sut_core_busy_pct', none),
@@ -782,7 +793,13 @@ function report(results, opts) {
   lines.push(`   ${opts.connections} connections × ${opts.duration} s per throughput run (after ${opts.warmup} s warm-up), driven by ${results.load_generator.version ?? 'wrk'} on 1 thread; ${opts.seq} sequential requests @1 conn; SSE = 20 delta events`);
   const pgCpu = results.database?.cpu;
   const pgNote = pgCpu && !pgCpu.measured && results.database.mode === 'embedded' ? 'in proxy CPU' : undefined;
-  if (pgCpu) lines.push(pgCpu.measured ? `   PostgreSQL CPU: ${pgCpu.what}` : `   PostgreSQL CPU: not measured — ${pgCpu.reason}`);
+  if (pgCpu) {
+    lines.push(
+      pgCpu.measured
+        ? `   PostgreSQL CPU: the proxy database's backends + the server's background processes ("all DBs": every process of the server, postmaster ${pgCpu.postmaster_pid})`
+        : `   PostgreSQL CPU: not measured — ${pgCpu.reason}`,
+    );
+  }
   for (const [name, c] of Object.entries(results.cases)) {
     lines.push('', `-- ${name} (${CASES[name].path}${CASES[name].stream ? ', stream' : ''})`);
     const head = c.baseline

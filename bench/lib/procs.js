@@ -250,6 +250,7 @@ module.exports = {
   cleanupAll,
   removeDirLater,
   cpuSeconds,
+  statFields,
   treeCpuSeconds,
   coreTicks,
   coreBusyPct,

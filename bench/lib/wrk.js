@@ -31,19 +31,23 @@ function whichWrk() {
 function ensureWrk(log) {
   const found = whichWrk();
   if (found) return found;
-  const hint = 'the benchmark needs wrk (the HTTP load generator): install it with `sudo apt-get install wrk` (Debian/Ubuntu), `brew install wrk` (macOS) or from https://github.com/wg/wrk';
+  const howTo = 'Install it: `apt-get install wrk` as root (Debian/Ubuntu), `brew install wrk` (macOS), or build it from https://github.com/wg/wrk.';
   const root = typeof process.getuid === 'function' && process.getuid() === 0;
-  if (!root || !whichAptGet()) throw new Error(`wrk not found. ${hint}`);
-  log('wrk not found: apt-get install -y wrk');
+  if (!root || !whichAptGet()) throw new Error(`wrk (the load generator of the 50-connection runs) is not installed. ${howTo}`);
+  log('wrk is not installed: apt-get install -y wrk');
   const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
-  let r = spawnSync('apt-get', ['install', '-y', '-qq', 'wrk'], { env, stdio: ['ignore', 'ignore', 'pipe'] });
+  const install = () => spawnSync('apt-get', ['install', '-y', '-qq', 'wrk'], { env, encoding: 'utf8', stdio: ['ignore', 'ignore', 'pipe'] });
+  let r = install();
   if (r.status !== 0) {
     // a machine whose package lists were never fetched knows no wrk yet
     spawnSync('apt-get', ['update', '-qq'], { env, stdio: ['ignore', 'ignore', 'pipe'] });
-    r = spawnSync('apt-get', ['install', '-y', '-qq', 'wrk'], { env, stdio: ['ignore', 'ignore', 'pipe'] });
+    r = install();
   }
   const installed = whichWrk();
-  if (r.status !== 0 || !installed) throw new Error(`wrk not found and apt-get install -y wrk failed (${String(r.stderr ?? '').trim().split('\n').pop()}). ${hint}`);
+  if (!installed) {
+    const why = r.status !== 0 ? `it failed: ${String(r.stderr ?? r.error?.message ?? '').trim().split('\n').pop()}` : 'wrk is still not on the PATH';
+    throw new Error(`wrk (the load generator of the 50-connection runs) is not installed, and apt-get install -y wrk did not help (${why}). ${howTo}`);
+  }
   return installed;
 }
 
