@@ -256,27 +256,4 @@ async function dbStats(dbUrl) {
   }
 }
 
-/**
- * The postmaster of the PostgreSQL server behind `dbUrl`, when that server runs on this machine (its processes are
- * in /proc under the pid a backend reports): the root of the process tree whose CPU the bench counts.
- * @returns {{pid: number} | {reason: string}}
- */
-async function postmasterOf(dbUrl) {
-  const client = new Client({ connectionString: dbUrl });
-  await client.connect();
-  let backend;
-  try {
-    backend = (await client.query('SELECT pg_backend_pid() AS pid')).rows[0].pid;
-    const comm = (pid) => readFileSync(`/proc/${pid}/comm`, 'utf8').trim();
-    const ppid = Number(/PPid:\s+(\d+)/.exec(readFileSync(`/proc/${backend}/status`, 'utf8'))?.[1]);
-    // the pid must be this connection's backend here, not a process of another machine or container that shares the number
-    if (comm(backend) !== 'postgres' || comm(ppid) !== 'postgres') return { reason: `pid ${backend} is not a local PostgreSQL backend` };
-    return { pid: ppid };
-  } catch {
-    return { reason: `the server's processes are not visible here (backend pid ${backend ?? '?'})` };
-  } finally {
-    await client.end();
-  }
-}
-
-module.exports = { countByStatus, dbStats, postmasterOf, startProxy, createOrganizations, benchUsers, countCompleted, mintToken };
+module.exports = { countByStatus, dbStats, startProxy, createOrganizations, benchUsers, countCompleted, mintToken };
