@@ -5,9 +5,8 @@
  * and the direct case would then measure the load generator rather than the upstream.
  *
  * The script holds the case's requests (one per bench user: its organization's token, its X-User-ID, the body),
- * formats them once in init(), and request() hands out the next one in turn. There is no response() callback: with
- * one, wrk parses every header and body into Lua and becomes several times slower. done() prints the summary as
- * one JSON line, read back here.
+ * formats them once in init(), and request() hands out the next one in turn. There is no response() callback, so
+ * wrk hands no answer's headers or body to Lua. done() prints the summary as one JSON line, read back here.
  */
 const { spawnSync } = require('node:child_process');
 const { existsSync, writeFileSync } = require('node:fs');
