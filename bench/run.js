@@ -13,6 +13,7 @@ const { existsSync, mkdirSync, mkdtempSync, writeFileSync, readFileSync, rmSync 
 const procs = require('./lib/procs');
 const setup = require('./lib/setup');
 const { runSequential } = require('./lib/seq-client');
+const phases = require('./lib/phases');
 const wrkLib = require('./lib/wrk');
 const { PgCpu } = require('./lib/pg-cpu');
 const { execFileSync } = require('node:child_process');
@@ -431,12 +432,16 @@ async function main() {
         if (isProxy) proxyRequests += w.total;
         if (w.non2xx || w.errors || w.timeouts) broken.push(`${name}/${t} warm-up: ${w.non2xx} non-2xx, ${w.errors} socket errors, ${w.timeouts} timeouts`);
       }
+      const keepsPhases = t === 'proxy' || t === 'baseline';
+      const phaseRoute = [c.path === '/v1/responses' ? 'responses' : 'chat.completions', c.stream ? 'true' : 'false'];
+      const ph0 = keepsPhases ? await phases.scrape(target.url) : undefined;
       const pg0 = await pgSample();
       const cpu0 = procs.cpuSeconds(target.pid);
       const load = await loadRun(ctx, target.url, script, opts.duration);
       const cpu1 = procs.cpuSeconds(target.pid);
       const pg1 = await pgSample();
       const pg = pg0 && pg1 ? PgCpu.between(pg0, pg1) : undefined;
+      const ph1 = keepsPhases ? await phases.scrape(target.url) : undefined;
       const perRequest = (seconds) => (seconds !== undefined && load.total ? r3((seconds * 1000) / load.total) : undefined);
       wrk2xx += load.ok2xx;
       wrkRuns++;
@@ -445,6 +450,7 @@ async function main() {
         results.lost_exchanges[`${name} @${opts.connections}`] = await countCheck(proxy, rows0, wrk2xx, wrkRuns * opts.connections, `${name} @${opts.connections}`, broken);
       }
       const seq = await runSequential({ url: target.url, requests, count: opts.seq });
+      const ph2 = keepsPhases ? await phases.scrape(target.url) : undefined;
       if (isProxy) {
         proxyRequests += seq.sent;
         results.lost_exchanges[`${name} @1`] = await lostCheck(proxy, seq.ids, seq.ok2xx, `${name} @1`, broken);
@@ -472,6 +478,7 @@ async function main() {
         c1_ttfb_p99_ms: seq.ttfb.p99,
         rss_mb: rss,
         rss_scope: rssReset ? 'case' : 'process',
+        ...(keepsPhases ? { phases_ms: { c1: phases.between(ph1, ph2, ...phaseRoute), cN: phases.between(ph0, ph1, ...phaseRoute) } } : {}),
       };
     }
     caseResult.load_generator = loadGeneratorCheck(caseResult);
@@ -771,6 +778,19 @@ function loadGeneratorLine(c) {
     : `   load generator: direct ${lg.direct_over_floor}× the floor (≥ ${lg.required}×): the floor is bound by its own core`;
 }
 
+/** One row per proxy (and baseline) and concurrency: the mean of each phase of the case's calls. */
+function phaseRows(c, opts) {
+  const rows = [];
+  for (const t of ['baseline', 'proxy']) {
+    const p = c[t]?.phases_ms;
+    if (!p) continue;
+    for (const [k, label] of [['c1', '@1'], ['cN', `@${opts.connections}`]]) {
+      if (p[k]) rows.push([`${t} ${label}`, ...phases.PHASES.map((ph) => p[k][ph] ?? ''), p[k].sum]);
+    }
+  }
+  return rows;
+}
+
 function report(results, opts) {
   const m = results.machine;
   const lines = [];
@@ -808,6 +828,11 @@ function report(results, opts) {
     lines.push(table(head, caseRows(c, pgNote).map((r) => [r[0].replace('@N', `@${opts.connections}`), ...r.slice(1)])));
     const lgLine = loadGeneratorLine(c);
     if (lgLine) lines.push(lgLine);
+    const ph = phaseRows(c, opts);
+    if (ph.length) {
+      lines.push(`   where a call's time goes (mean ms per phase, from the proxy's own sums; @1 minus direct's total p50 ≈ what the proxy adds)`);
+      lines.push(table(['target', ...phases.PHASES, 'sum'], ph));
+    }
   }
   if (results.realistic_streaming) {
     const rs = results.realistic_streaming;
@@ -900,6 +925,13 @@ function toMarkdown(results, opts) {
       rows,
     ),
   );
+  const phaseTable = [];
+  for (const [name, c] of Object.entries(results.cases)) {
+    for (const r of phaseRows(c, opts)) phaseTable.push([`${name} ${r[0]}`, ...r.slice(1)]);
+  }
+  if (phaseTable.length) {
+    out.push('', markdown(['where a call\'s time goes (mean ms)', ...phases.PHASES, 'sum'], phaseTable));
+  }
   if (results.realistic_streaming) {
     out.push('');
     const rows2 = Object.entries(results.realistic_streaming.cases).map(([name, c]) => [
