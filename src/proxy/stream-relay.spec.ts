@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { hasUsageObject } from './stream-relay';
+import { hasUsageObject, usageObjectAt } from './stream-relay';
 
 describe('hasUsageObject', () => {
   const region = (...data: string[]) => Buffer.from(data.map((d) => `data: ${d}\n\n`).join(''));
@@ -15,5 +15,16 @@ describe('hasUsageObject', () => {
     expect(hasUsageObject(region('{"choices":[{"delta":{"content":"say \\"usage\\": {1}"}}],"usage":null}'))).toBe(false);
     expect(hasUsageObject(region('[DONE]'))).toBe(false);
     expect(hasUsageObject(Buffer.from('data: {"usage"'))).toBe(false);
+  });
+});
+
+describe('usageObjectAt', () => {
+  it('gives where each usage object starts, from a position on', () => {
+    const r = Buffer.from('data: {"usage":null}\n\ndata: {"usage":{"a":1}}\n\ndata: {"usage": {"b":2}}\n\n');
+    const first = usageObjectAt(r, 0);
+    expect(r.subarray(first, first + 9).toString()).toBe('"usage":{');
+    const second = usageObjectAt(r, first + 1);
+    expect(r.subarray(second, second + 10).toString()).toBe('"usage": {');
+    expect(usageObjectAt(r, second + 1)).toBe(-1);
   });
 });

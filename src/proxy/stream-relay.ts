@@ -47,14 +47,19 @@ const USAGE_KEY = Buffer.from('"usage"');
  * asked for usage) does not count.
  */
 export function hasUsageObject(region: Buffer): boolean {
-  let at = region.indexOf(USAGE_KEY);
+  return usageObjectAt(region, 0) >= 0;
+}
+
+/** Where the next `"usage"` member with an object value starts, from `from` on; -1 when none. */
+export function usageObjectAt(region: Buffer, from: number): number {
+  let at = region.indexOf(USAGE_KEY, from);
   while (at >= 0) {
     let i = at + USAGE_KEY.length;
     while (i < region.length && (region[i] === 0x20 || region[i] === 0x09 || region[i] === 0x3a)) i++;
-    if (region[i] === 0x7b) return true;
+    if (region[i] === 0x7b) return at;
     at = region.indexOf(USAGE_KEY, i);
   }
-  return false;
+  return -1;
 }
 
 /**
@@ -126,22 +131,34 @@ export class StreamRelay {
   /** whole events, parsed and ready for the client */
   private take(region: Buffer): Buffer {
     const { scrubber } = this.call;
-    // only an event carrying a usage object can be the usage chunk the client did not ask for: a region without one
-    // (every chunk but the last) is parsed and relayed whole
-    if (!this.call.usageUnrequested || !hasUsageObject(region)) {
+    // only an event carrying a usage object can be the usage chunk the client did not ask for: the events around
+    // such an event are parsed and relayed in whole runs (a region without one, every chunk but the last, at once)
+    let at = this.call.usageUnrequested ? usageObjectAt(region, 0) : -1;
+    if (at < 0) {
       const out = scrubber.bytes(region);
       this.parser.push(out);
       return out;
     }
-    // event by event, so the one the client did not ask for can be left out
     const kept: Buffer[] = [];
+    const ends = this.framer.ends;
     let from = 0;
-    for (const end of this.framer.ends) {
-      const event = scrubber.bytes(region.subarray(from, end));
-      from = end;
+    let e = 0;
+    while (from < region.length) {
+      // the run of events before the one holding the usage object, then that event alone
+      let start = from;
+      while (e < ends.length && at >= 0 && ends[e] <= at) start = ends[e++];
+      if (start > from) {
+        const run = scrubber.bytes(region.subarray(from, start));
+        this.parser.push(run);
+        kept.push(run);
+      }
+      const end = at < 0 ? region.length : ends[e++];
+      const event = scrubber.bytes(region.subarray(start, end));
       this.capture.hideLast = false;
       this.parser.push(event);
-      if (!this.capture.hideLast) kept.push(event);
+      if (at < 0 || !this.capture.hideLast) kept.push(event);
+      from = end;
+      at = from < region.length ? usageObjectAt(region, from) : -1;
     }
     return kept.length === 1 ? kept[0] : Buffer.concat(kept);
   }
