@@ -299,15 +299,30 @@ async function main() {
   );
   const upstreamUrl = fake.match[1]; // …/v1
   const upstreamOrigin = new URL(upstreamUrl).origin;
+  // "direct" is the upstream alone as the system under test: its own instance on the system-under-test core, like
+  // the floor and the proxy, so that its figure is what wrk can drive from the load core (the load-generator check)
+  // and its latency crosses the same cores as theirs
+  const direct = opts.targets.includes('direct')
+    ? await procs.startAndWaitForLine(
+        'fake-upstream-direct',
+        process.execPath,
+        [FAKE, '--port', '0', '--delta-count', '20', '--first-byte-ms', '0', '--event-interval-ms', '0', '--max-recorded', '0'],
+        /listening on (http:\/\/\S+)/,
+        { core: pinning.sutCore, pinning },
+      )
+    : undefined;
+  const directOrigin = direct ? new URL(direct.match[1]).origin : undefined;
   const setFakeOptions = async (o) => {
-    const res = await fetch(`${upstreamOrigin}/__fake/options`, { method: 'PATCH', headers: { 'content-type': 'application/json' }, body: JSON.stringify(o) });
-    if (res.status !== 200) throw new Error(`fake upstream options: HTTP ${res.status}`);
-    await res.arrayBuffer();
+    for (const origin of [upstreamOrigin, directOrigin].filter(Boolean)) {
+      const res = await fetch(`${origin}/__fake/options`, { method: 'PATCH', headers: { 'content-type': 'application/json' }, body: JSON.stringify(o) });
+      if (res.status !== 200) throw new Error(`fake upstream options: HTTP ${res.status}`);
+      await res.arrayBuffer();
+    }
   };
-  log(`fake upstream at ${upstreamUrl}`);
+  log(`fake upstream at ${upstreamUrl}${direct ? `; the direct one at ${directOrigin}` : ''}`);
 
   const targets = {};
-  if (opts.targets.includes('direct')) targets.direct = { url: upstreamOrigin, pid: fake.child.pid };
+  if (direct) targets.direct = { url: directOrigin, pid: direct.child.pid };
   if (opts.targets.includes('floor')) {
     const floor = await procs.startAndWaitForLine(
       'floor',
