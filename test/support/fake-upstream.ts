@@ -623,11 +623,6 @@ async function sendSse(ctx: Ctx, chunks: string[]): Promise<void> {
     'cache-control': 'no-cache',
   });
   const limit = ctx.resetAfter;
-  if (limit === undefined && ctx.eventIntervalMs <= 0) {
-    // nothing paced and nothing cut: the whole stream leaves as one chunk, like a fast upstream's buffered burst
-    if (!ctx.closed) res.end(chunks.join(''));
-    return;
-  }
   for (let i = 0; i < chunks.length; i++) {
     if (limit !== undefined && i >= limit) break;
     if (i > 0 && ctx.eventIntervalMs > 0) await sleep(ctx, ctx.eventIntervalMs);
