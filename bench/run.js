@@ -9,10 +9,13 @@
  */
 const os = require('node:os');
 const path = require('node:path');
-const { existsSync, mkdirSync, writeFileSync, readFileSync, rmSync } = require('node:fs');
+const { existsSync, mkdirSync, mkdtempSync, writeFileSync, readFileSync, rmSync } = require('node:fs');
 const procs = require('./lib/procs');
 const setup = require('./lib/setup');
 const { runSequential } = require('./lib/seq-client');
+const phases = require('./lib/phases');
+const wrkLib = require('./lib/wrk');
+const { PgCpu } = require('./lib/pg-cpu');
 const { execFileSync } = require('node:child_process');
 
 /** The commit a checkout is at (`git rev-parse --short HEAD`), for the report; `unknown` outside git. */
@@ -33,7 +36,7 @@ const RESULTS = path.join(__dirname, 'results');
 const HELP = `usage: node bench/run.js [--smoke | --quick] [options]
   --smoke                 every case very short, targets reported but not enforced (CI)
   --quick                 short run (3 s per measurement)
-  --duration S            seconds per autocannon measurement (default 10)
+  --duration S            seconds per 50-connection (wrk) measurement (default 10)
   --warmup S              seconds of warm-up load before each measurement (default 2)
   --connections N         connections for the throughput runs (default 50)
   --seq N                 sequential requests for the 1-connection latency / TTFB runs (default 2000)
@@ -172,43 +175,23 @@ function requestsFor(c, users) {
 
 // ------------------------------------------------------------------------------------------------ load
 
-/** autocannon in this process (pinned to the load core); every connection starts at its own place in `requests`. */
-async function loadRun(url, requests, { connections, duration }) {
-  const autocannon = require('autocannon');
-  const ids = [];
-  const withIds = requests.map((r) => ({
-    ...r,
-    onResponse: (status, _body, _ctx, headers) => {
-      if (status >= 200 && status < 300) {
-        const id = headers['x-request-id'] ?? headers['X-Request-ID'] ?? headers['X-Request-Id'];
-        if (id) ids.push(id);
-      }
-    },
-  }));
-  let clientIndex = 0;
-  const result = await autocannon({
-    url,
-    connections,
-    duration,
-    timeout: 30,
-    requests: withIds,
-    setupClient: (client) => {
-      const off = (clientIndex++ * 7) % withIds.length;
-      client.setRequests([...withIds.slice(off), ...withIds.slice(0, off)]);
-    },
-  });
-  return {
-    rps: Math.round(result.requests.average),
-    p50: result.latency.p50,
-    p99: result.latency.p99,
-    ok2xx: result['2xx'],
-    non2xx: result.non2xx,
-    errors: result.errors,
-    timeouts: result.timeouts,
-    total: result['2xx'] + result.non2xx,
-    seconds: result.duration,
-    ids,
-  };
+/** The direct case must reach this multiple of the floor's req/s, or the load generator is what the floor measures. */
+const LOAD_GENERATOR_MIN_RATIO = 2.5;
+
+/**
+ * One wrk run against `url` (pinned to the load core), with how busy each core was and how much CPU wrk itself used:
+ * a load generator whose own core is saturated measures itself.
+ */
+async function loadRun(ctx, url, scriptFile, duration) {
+  const before = procs.coreTicks();
+  const r = await wrkLib.runWrk({ wrk: ctx.wrk, url, scriptFile, connections: ctx.connections, duration, pinning: ctx.pinning, core: ctx.pinning.loadCore });
+  const after = procs.coreTicks();
+  if (ctx.pinning.ok) {
+    r.sutCoreBusyPct = procs.coreBusyPct(before, after, ctx.pinning.sutCore);
+    r.loadCoreBusyPct = procs.coreBusyPct(before, after, ctx.pinning.loadCore);
+  }
+  r.wrkCpuPct = r.cpuSeconds !== undefined && r.seconds ? Math.round((r.cpuSeconds / r.seconds) * 100) : undefined;
+  return r;
 }
 
 // ------------------------------------------------------------------------------------------------ helpers
@@ -258,6 +241,9 @@ async function main() {
   if (Number(process.versions.node.split('.')[0]) < 24) throw new Error(`Node 24 needed (this is ${process.version}); run through npm run bench`);
   if (!existsSync(FAKE)) throw new Error('dist/test/support/fake-upstream.js is missing: run npm run build');
   mkdirSync(RESULTS, { recursive: true });
+  const wrk = wrkLib.ensureWrk(log);
+  const scriptDir = mkdtempSync(path.join(os.tmpdir(), 'proxy-bench-wrk-'));
+  procs.removeDirLater(scriptDir);
 
   const broken = [];
   const results = {
@@ -273,6 +259,7 @@ async function main() {
       delta_events: 20,
     },
     pinning: undefined,
+    load_generator: undefined,
     database: undefined,
     cases: {},
     realistic_streaming: undefined,
@@ -293,6 +280,14 @@ async function main() {
     ? { enabled: true, system_under_test_core: 0, load_and_upstream_core: 1 }
     : { enabled: false, reason: pinning.reason };
   log(pinning.ok ? 'pinning: system under test on core 0, load generator + fake upstream on core 1' : `pinning OFF: ${pinning.reason}`);
+  results.load_generator = {
+    tool: 'wrk',
+    version: wrkLib.version(wrk),
+    threads: 1,
+    connections: opts.connections,
+    requests: 'one per bench user (its token and X-User-ID), handed out in turn',
+    direct_over_floor_required: LOAD_GENERATOR_MIN_RATIO,
+  };
 
   // -- upstream, floor, proxy
   const fake = await procs.startAndWaitForLine(
@@ -304,15 +299,30 @@ async function main() {
   );
   const upstreamUrl = fake.match[1]; // …/v1
   const upstreamOrigin = new URL(upstreamUrl).origin;
+  // "direct" is the upstream alone as the system under test: its own instance on the system-under-test core, like
+  // the floor and the proxy, so that its figure is what wrk can drive from the load core (the load-generator check)
+  // and its latency crosses the same cores as theirs
+  const direct = opts.targets.includes('direct')
+    ? await procs.startAndWaitForLine(
+        'fake-upstream-direct',
+        process.execPath,
+        [FAKE, '--port', '0', '--delta-count', '20', '--first-byte-ms', '0', '--event-interval-ms', '0', '--max-recorded', '0'],
+        /listening on (http:\/\/\S+)/,
+        { core: pinning.sutCore, pinning },
+      )
+    : undefined;
+  const directOrigin = direct ? new URL(direct.match[1]).origin : undefined;
   const setFakeOptions = async (o) => {
-    const res = await fetch(`${upstreamOrigin}/__fake/options`, { method: 'PATCH', headers: { 'content-type': 'application/json' }, body: JSON.stringify(o) });
-    if (res.status !== 200) throw new Error(`fake upstream options: HTTP ${res.status}`);
-    await res.arrayBuffer();
+    for (const origin of [upstreamOrigin, directOrigin].filter(Boolean)) {
+      const res = await fetch(`${origin}/__fake/options`, { method: 'PATCH', headers: { 'content-type': 'application/json' }, body: JSON.stringify(o) });
+      if (res.status !== 200) throw new Error(`fake upstream options: HTTP ${res.status}`);
+      await res.arrayBuffer();
+    }
   };
-  log(`fake upstream at ${upstreamUrl}`);
+  log(`fake upstream at ${upstreamUrl}${direct ? `; the direct one at ${directOrigin}` : ''}`);
 
   const targets = {};
-  if (opts.targets.includes('direct')) targets.direct = { url: upstreamOrigin, pid: fake.child.pid };
+  if (direct) targets.direct = { url: directOrigin, pid: direct.child.pid };
   if (opts.targets.includes('floor')) {
     const floor = await procs.startAndWaitForLine(
       'floor',
@@ -325,6 +335,7 @@ async function main() {
   }
 
   let proxy;
+  let pgCpu;
   let users = Array.from({ length: opts.users }, (_, i) => ({ userId: `bench-user-${i}`, org: { token: 'none' } }));
   if (opts.targets.includes('proxy')) {
     const profileDir = opts.profile ? path.join(RESULTS, 'profile') : undefined;
@@ -367,6 +378,21 @@ async function main() {
       proxy.probeIds = [...(proxy.probeIds ?? []), ...probe.ids];
     }
     targets.proxy = { url: proxy.url, pid: proxy.child.pid, users };
+    if (proxy.mode === 'postgresql') {
+      const opened = await PgCpu.open(process.env.DATABASE_URL);
+      pgCpu = opened.pgCpu;
+      targets.proxy.dbName = proxy.dbName;
+      results.database.cpu = pgCpu
+        ? {
+            measured: true,
+            postmaster_pid: pgCpu.postmasterPid,
+            pg_cpu_ms_per_request: "utime+stime of the PostgreSQL processes serving the proxy's database (its backends) and of the server's shared background processes (WAL writer, checkpointer, …) during the 50-connection run, per request",
+            pg_server_cpu_ms_per_request: "the same for every process of the server (the postmaster's whole tree, those that ended during the run included): other databases' traffic counts there too",
+          }
+        : { measured: false, reason: opened.reason };
+    } else {
+      results.database.cpu = { measured: false, reason: "embedded database: it runs inside the proxy's process, so its CPU is part of the proxy's CPU figure" };
+    }
     results.peak_rss_mb.proxy_before_load = procs.peakRssMb(proxy.child.pid);
   }
   let baseline;
@@ -382,7 +408,7 @@ async function main() {
       partition: true,
     });
     if (prime.ok2xx !== prime.sent) throw new Error(`priming the baseline's users failed: ${JSON.stringify(prime.statuses)} ${prime.errors.join('; ')}`);
-    targets.baseline = { url: baseline.url, pid: baseline.child.pid, users: baselineUsers };
+    targets.baseline = { url: baseline.url, pid: baseline.child.pid, users: baselineUsers, dbName: baseline.dbName };
     results.baseline = { dir: opts.baseline, commit: gitHead(opts.baseline), database: baseline.dbName ?? baseline.mode };
     log(`baseline proxy (${opts.baseline}, ${results.baseline.commit}) at ${baseline.url}`);
   }
@@ -391,11 +417,10 @@ async function main() {
   const requestsOf = (c, t) => requestsFor(c, targets[t].users ?? users);
 
   // -- the four cases
+  const ctx = { wrk, connections: opts.connections, pinning };
   for (const name of opts.cases) {
     const c = CASES[name];
     const caseResult = {};
-    const proxyIds = [];
-    let proxy2xx = 0;
     let proxyRequests = 0;
     const dbCounters = targets.proxy && opts.mode !== 'smoke'; // needs a second's wait per case; meaningless in a smoke run
     if (dbCounters && !proxy.lastStats) {
@@ -406,41 +431,77 @@ async function main() {
     for (const t of order) {
       const target = targets[t];
       const requests = requestsOf(c, t);
+      const script = wrkLib.writeScript(path.join(scriptDir, `${name}.${t}.lua`), requests);
+      const isProxy = t === 'proxy';
+      const pgSample = () => (pgCpu && target.dbName ? pgCpu.sample(target.dbName) : undefined);
       log(`${name}: ${t}`);
+      const rssReset = procs.resetPeakRss(target.pid);
+      // with wrk there are no X-Request-IDs to collect: the proxy's rows per status are counted around its runs instead
+      const rows0 = isProxy ? await setup.countByStatus(proxy.dbUrl) : undefined;
+      let wrk2xx = 0;
+      let wrkRuns = 0;
       if (opts.warmup > 0) {
-        const w = await loadRun(target.url, requests, { connections: opts.connections, duration: opts.warmup });
-        if (t === 'proxy') (proxyIds.push(...w.ids), (proxy2xx += w.ok2xx), (proxyRequests += w.total));
-        if (w.non2xx || w.errors) broken.push(`${name}/${t} warm-up: ${w.non2xx} non-2xx, ${w.errors} errors`);
+        const w = await loadRun(ctx, target.url, script, opts.warmup);
+        wrk2xx += w.ok2xx;
+        wrkRuns++;
+        if (isProxy) proxyRequests += w.total;
+        if (w.non2xx || w.errors || w.timeouts) broken.push(`${name}/${t} warm-up: ${w.non2xx} non-2xx, ${w.errors} socket errors, ${w.timeouts} timeouts`);
       }
+      const keepsPhases = t === 'proxy' || t === 'baseline';
+      const phaseRoute = [c.path === '/v1/responses' ? 'responses' : 'chat.completions', c.stream ? 'true' : 'false'];
+      const ph0 = keepsPhases ? await phases.scrape(target.url) : undefined;
+      const pg0 = await pgSample();
       const cpu0 = procs.cpuSeconds(target.pid);
-      const load = await loadRun(target.url, requests, { connections: opts.connections, duration: opts.duration });
+      const load = await loadRun(ctx, target.url, script, opts.duration);
       const cpu1 = procs.cpuSeconds(target.pid);
-      const seq = await runSequential({ url: target.url, requests, count: opts.seq });
-      if (t === 'proxy') {
-        proxyIds.push(...load.ids, ...seq.ids);
-        proxy2xx += load.ok2xx + seq.ok2xx;
-        proxyRequests += load.total + seq.sent;
+      const pg1 = await pgSample();
+      const pg = pg0 && pg1 ? PgCpu.between(pg0, pg1) : undefined;
+      const ph1 = keepsPhases ? await phases.scrape(target.url) : undefined;
+      const perRequest = (seconds) => (seconds !== undefined && load.total ? r3((seconds * 1000) / load.total) : undefined);
+      wrk2xx += load.ok2xx;
+      wrkRuns++;
+      if (isProxy) {
+        proxyRequests += load.total;
+        results.lost_exchanges[`${name} @${opts.connections}`] = await countCheck(proxy, rows0, wrk2xx, wrkRuns * opts.connections, `${name} @${opts.connections}`, broken);
       }
-      if (load.non2xx || load.errors) broken.push(`${name}/${t}: ${load.non2xx} non-2xx, ${load.errors} errors, ${load.timeouts} timeouts at ${opts.connections} connections`);
+      const seq = await runSequential({ url: target.url, requests, count: opts.seq });
+      const ph2 = keepsPhases ? await phases.scrape(target.url) : undefined;
+      if (isProxy) {
+        proxyRequests += seq.sent;
+        results.lost_exchanges[`${name} @1`] = await lostCheck(proxy, seq.ids, seq.ok2xx, `${name} @1`, broken);
+      }
+      if (load.non2xx || load.errors || load.timeouts) broken.push(`${name}/${t}: ${load.non2xx} non-2xx, ${load.errors} socket errors, ${load.timeouts} timeouts at ${opts.connections} connections`);
       if (seq.ok2xx !== seq.sent) broken.push(`${name}/${t}: sequential ${JSON.stringify(seq.statuses)} ${seq.errors.join('; ')}`);
+      const rss = procs.peakRssMb(target.pid);
+      target.peakRss = Math.max(target.peakRss ?? 0, rss ?? 0);
       caseResult[t] = {
         rps: load.rps,
-        p50_ms: load.p50,
-        p99_ms: load.p99,
+        p50_ms: r3(load.p50),
+        p99_ms: r3(load.p99),
         requests: load.total,
         non_2xx: load.non2xx,
         errors: load.errors,
-        cpu_ms_per_request: cpu0 !== undefined && load.total ? r3(((cpu1 - cpu0) * 1000) / load.total) : undefined,
+        timeouts: load.timeouts,
+        cpu_ms_per_request: cpu0 !== undefined ? perRequest(cpu1 - cpu0) : undefined,
+        ...(pg ? { pg_cpu_ms_per_request: perRequest(pg.own), pg_server_cpu_ms_per_request: perRequest(pg.server) } : {}),
+        wrk_cpu_pct: load.wrkCpuPct,
+        sut_core_busy_pct: load.sutCoreBusyPct,
+        load_core_busy_pct: load.loadCoreBusyPct,
         c1_p50_ms: seq.total.p50,
         c1_p99_ms: seq.total.p99,
         c1_ttfb_p50_ms: seq.ttfb.p50,
         c1_ttfb_p99_ms: seq.ttfb.p99,
-        rss_mb: procs.peakRssMb(target.pid),
+        rss_mb: rss,
+        rss_scope: rssReset ? 'case' : 'process',
+        ...(keepsPhases ? { phases_ms: { c1: phases.between(ph1, ph2, ...phaseRoute), cN: phases.between(ph0, ph1, ...phaseRoute) } } : {}),
       };
+    }
+    caseResult.load_generator = loadGeneratorCheck(caseResult);
+    if (caseResult.load_generator.bound) {
+      log(`${name}: LOAD-GENERATOR BOUND — direct ${caseResult.load_generator.direct_over_floor}× the floor (< ${LOAD_GENERATOR_MIN_RATIO}×): no proxy/floor ratio`);
     }
     results.cases[name] = caseResult;
     if (targets.proxy) {
-      results.lost_exchanges[name] = await lostCheck(proxy, proxyIds, proxy2xx, name, broken);
       if (dbCounters) await sleep(1100); // pg_stat_database is flushed about once a second
       const stats1 = dbCounters ? await setup.dbStats(proxy.dbUrl) : undefined;
       proxy.lastStats = stats1;
@@ -509,7 +570,11 @@ async function main() {
     }
   }
 
-  for (const t of order) results.peak_rss_mb[t] = procs.peakRssMb(targets[t].pid);
+  // the highest of the per-case peaks and the peak since the last case (realistic streaming, analytics)
+  for (const t of order) {
+    const last = procs.peakRssMb(targets[t].pid);
+    results.peak_rss_mb[t] = Math.max(targets[t].peakRss ?? 0, last ?? 0, t === 'proxy' ? (results.peak_rss_mb.proxy_before_load ?? 0) : 0) || undefined;
+  }
 
   // -- the proxy's CPU profile is written when it exits
   if (proxy && opts.profile) {
@@ -575,6 +640,57 @@ async function lostCheck(proxy, ids, ok2xx, label, broken) {
   return out;
 }
 
+/**
+ * Every 2xx wrk counted must have a completed exchange: the proxy's rows per status are counted before its runs of a
+ * case and again after them (waiting briefly for in-flight writes). Up to one request per connection per run can
+ * be in flight when wrk stops: the proxy may finish and record it while wrk no longer counts it, so completed rows
+ * may exceed the 2xx by that much; fewer completed rows than 2xx is a lost record.
+ */
+async function countCheck(proxy, before, ok2xx, inFlightMax, label, broken) {
+  const completedOf = (s) => (s.completed ?? 0) - (before.completed ?? 0);
+  let now = before;
+  const deadline = Date.now() + 5000;
+  while (true) {
+    now = await setup.countByStatus(proxy.dbUrl);
+    const settled = (now.pending ?? 0) <= (before.pending ?? 0);
+    if ((completedOf(now) >= ok2xx && settled) || Date.now() > deadline) break;
+    await sleep(200);
+  }
+  const delta = {};
+  for (const k of new Set([...Object.keys(before), ...Object.keys(now)])) {
+    const d = (now[k] ?? 0) - (before[k] ?? 0);
+    if (d) delta[k] = d;
+  }
+  const completed = completedOf(now);
+  const out = { check: 'count', ok_2xx: ok2xx, completed_records: completed, lost: Math.max(0, ok2xx - completed), rows_by_status: delta };
+  if (completed > ok2xx) out.note = `${completed - ok2xx} completed beyond the 2xx: requests in flight when wrk stopped (at most ${inFlightMax})`;
+  if (out.lost !== 0) broken.push(`${label}: ${out.lost} of ${ok2xx} 2xx answers have no completed exchange record (rows by status: ${JSON.stringify(delta)})`);
+  return out;
+}
+
+/**
+ * Whether the load generator could drive the floor: only when the direct case (the same wrk against the bare
+ * upstream) reaches LOAD_GENERATOR_MIN_RATIO× the floor's req/s is the floor bound by its own core, and only then
+ * does proxy/floor mean anything.
+ */
+function loadGeneratorCheck(caseResult) {
+  const d = caseResult.direct?.rps;
+  const f = caseResult.floor?.rps;
+  if (!caseResult.floor) return { checked: false, reason: 'no floor run' };
+  if (!caseResult.direct) return { checked: false, bound: undefined, reason: 'no direct run: the load generator cannot be checked' };
+  const ratio = f ? r2(d / f) : undefined;
+  return { checked: true, direct_rps: d, floor_rps: f, direct_over_floor: ratio, required: LOAD_GENERATOR_MIN_RATIO, bound: !(ratio >= LOAD_GENERATOR_MIN_RATIO) };
+}
+
+/** proxy/floor of a case, or why there is none. */
+function proxyOverFloor(c) {
+  if (c.proxy?.rps === undefined || !c.floor?.rps) return undefined;
+  const lg = c.load_generator;
+  if (lg?.bound) return 'LG-bound';
+  if (lg && !lg.checked) return `${ratio(c.proxy.rps, c.floor.rps)} (unchecked)`;
+  return ratio(c.proxy.rps, c.floor.rps);
+}
+
 // ------------------------------------------------------------------------------------------------ targets & report
 
 function evaluateTargets(results, opts) {
@@ -584,7 +700,12 @@ function evaluateTargets(results, opts) {
   const rj = cases['responses-json'];
   if (rj?.proxy && rj?.floor) {
     const pct = Math.round((rj.proxy.rps / rj.floor.rps) * 1000) / 10;
-    add('JSON /v1/responses @50 conn: proxy req/s vs floor', `${pct}%`, '≥ 50%', pct >= 50);
+    const lg = rj.load_generator;
+    const name = 'JSON /v1/responses @50 conn: proxy req/s vs floor';
+    // a floor held down by the load generator makes any proxy look close to it: no verdict then
+    if (lg?.bound) out.push({ name, value: 'none', limit: '≥ 50%', unit: '', pass: undefined, result: `LOAD-GENERATOR BOUND (direct ${lg.direct_over_floor}× floor < ${lg.required}×)` });
+    else if (!lg?.checked) out.push({ name, value: `${pct}%`, limit: '≥ 50%', unit: '', pass: undefined, result: `UNCHECKED (${lg?.reason ?? 'no direct run'})` });
+    else add(name, `${pct}%`, '≥ 50%', pct >= 50);
   }
   for (const name of ['responses-json', 'chat-json']) {
     const c = cases[name];
@@ -600,7 +721,7 @@ function evaluateTargets(results, opts) {
     const d = r3(c.proxy.c1_ttfb_p50_ms - c.direct.c1_ttfb_p50_ms);
     add(`${name} time to first chunk added p50`, `+${d} ms`, '≤ 1 ms', d <= 1);
   }
-  if (results.peak_rss_mb.proxy !== undefined) add(`proxy peak RSS (${results.peak_rss_mb.proxy_before_load} MB before the load)`, `${results.peak_rss_mb.proxy} MB`, '≤ 300 MB', results.peak_rss_mb.proxy <= 300);
+  if (results.peak_rss_mb.proxy !== undefined) add(`proxy peak RSS, VmHWM (${results.peak_rss_mb.proxy_before_load} MB before the load)`, `${results.peak_rss_mb.proxy} MB`, '≤ 300 MB', results.peak_rss_mb.proxy <= 300);
   const lost = Object.values(results.lost_exchanges);
   if (lost.length) {
     const n = lost.reduce((a, l) => a + l.lost, 0);
@@ -619,21 +740,31 @@ function diff(a, b) {
   return `${d >= 0 ? '+' : ''}${d} ms`;
 }
 
-function caseRows(c) {
+const verdict = (t) => t.result ?? (t.pass ? 'PASS' : 'FAIL');
+
+function caseRows(c, pgNote) {
   const v = (t, k) => c[t]?.[k];
   const withBaseline = c.baseline !== undefined;
-  const row = (label, key, cmp) => [
+  const row = (label, key, cmp, floorCmp = cmp) => [
     label,
     v('direct', key),
     v('floor', key),
     ...(withBaseline ? [v('baseline', key)] : []),
     v('proxy', key),
     cmp(v('proxy', key), v('direct', key)),
-    cmp(v('proxy', key), v('floor', key)),
+    floorCmp(v('proxy', key), v('floor', key)),
     ...(withBaseline ? [cmp(v('proxy', key), v('baseline', key))] : []),
   ];
+  const none = () => undefined;
+  const pgRow = row('PostgreSQL CPU ms/request', 'pg_cpu_ms_per_request', none);
+  if (pgNote) {
+    // embedded mode: the database is inside the proxy's process and figure
+    const proxyColumn = withBaseline ? 4 : 3;
+    if (c.proxy) pgRow[proxyColumn] = pgNote;
+    if (c.baseline) pgRow[3] = pgNote;
+  }
   return [
-    row('req/s @N conn', 'rps', ratio),
+    row('req/s @N conn', 'rps', ratio, () => proxyOverFloor(c)),
     row('p50 ms @N conn', 'p50_ms', diff),
     row('p99 ms @N conn', 'p99_ms', diff),
     row('p50 ms @1 conn', 'c1_p50_ms', diff),
@@ -641,10 +772,38 @@ function caseRows(c) {
     row('first chunk p50 ms @1', 'c1_ttfb_p50_ms', diff),
     row('first chunk p99 ms @1', 'c1_ttfb_p99_ms', diff),
     row('CPU ms/request', 'cpu_ms_per_request', ratio),
-    row('peak RSS MB', 'rss_mb', ratio),
-    row('DB transactions/request', 'db_transactions_per_request', () => undefined),
-    row('DB rows fetched/request', 'db_rows_fetched_per_request', () => undefined),
+    pgRow,
+    ...(pgNote ? [] : [row('PostgreSQL CPU ms/req, all DBs', 'pg_server_cpu_ms_per_request', none)]),
+    row('peak RSS MB (VmHWM)', 'rss_mb', ratio),
+    row('wrk CPU % @N conn', 'wrk_cpu_pct', none),
+    row('core busy %: SUT', 'sut_core_busy_pct', none),
+    row('core busy %: wrk+upstream', 'load_core_busy_pct', none),
+    row('DB transactions/request', 'db_transactions_per_request', none),
+    row('DB rows fetched/request', 'db_rows_fetched_per_request', none),
   ];
+}
+
+/** One line on the load generator of a case: whether the direct case outran the floor enough. */
+function loadGeneratorLine(c) {
+  const lg = c.load_generator;
+  if (!lg || (!lg.checked && lg.reason === 'no floor run')) return undefined;
+  if (!lg.checked) return `   load generator: ${lg.reason}`;
+  return lg.bound
+    ? `   LOAD-GENERATOR BOUND: direct ${lg.direct_rps} req/s is ${lg.direct_over_floor}× the floor's ${lg.floor_rps} (needs ≥ ${lg.required}×): the floor measures wrk and the upstream, not Node — no proxy/floor ratio for this case`
+    : `   load generator: direct ${lg.direct_over_floor}× the floor (≥ ${lg.required}×): the floor is bound by its own core`;
+}
+
+/** One row per proxy (and baseline) and concurrency: the mean of each phase of the case's calls. */
+function phaseRows(c, opts) {
+  const rows = [];
+  for (const t of ['baseline', 'proxy']) {
+    const p = c[t]?.phases_ms;
+    if (!p) continue;
+    for (const [k, label] of [['c1', '@1'], ['cN', `@${opts.connections}`]]) {
+      if (p[k]) rows.push([`${t} ${label}`, ...phases.PHASES.map((ph) => p[k][ph] ?? ''), p[k].sum]);
+    }
+  }
+  return rows;
 }
 
 function report(results, opts) {
@@ -666,13 +825,29 @@ function report(results, opts) {
     lines.push(`   proxy database: ${results.database.mode}${results.database.name ? ` (${results.database.name})` : ''}; setup via ${results.database.setup}${settings ? `; EXPERIMENT: ${settings}` : ''}`);
   }
   if (results.baseline) lines.push(`   baseline: the proxy built in ${results.baseline.dir} (${results.baseline.commit}), same core, same upstream, its own database; this checkout is ${gitHead(path.join(__dirname, '..'))}`);
-  lines.push(`   ${opts.connections} connections × ${opts.duration} s per throughput run (after ${opts.warmup} s warm-up); ${opts.seq} sequential requests @1 conn; SSE = 20 delta events`);
+  lines.push(`   ${opts.connections} connections × ${opts.duration} s per throughput run (after ${opts.warmup} s warm-up), driven by ${results.load_generator.version ?? 'wrk'} on 1 thread; ${opts.seq} sequential requests @1 conn; SSE = 20 delta events`);
+  const pgCpu = results.database?.cpu;
+  const pgNote = pgCpu && !pgCpu.measured && results.database.mode === 'embedded' ? 'in proxy CPU' : undefined;
+  if (pgCpu) {
+    lines.push(
+      pgCpu.measured
+        ? `   PostgreSQL CPU: the proxy database's backends + the server's background processes ("all DBs": every process of the server, postmaster ${pgCpu.postmaster_pid})`
+        : `   PostgreSQL CPU: not measured — ${pgCpu.reason}`,
+    );
+  }
   for (const [name, c] of Object.entries(results.cases)) {
     lines.push('', `-- ${name} (${CASES[name].path}${CASES[name].stream ? ', stream' : ''})`);
     const head = c.baseline
       ? ['metric', 'direct', 'floor', 'baseline', 'proxy', 'proxy vs direct', 'proxy vs floor', 'proxy vs baseline']
       : ['metric', 'direct', 'floor', 'proxy', 'proxy vs direct', 'proxy vs floor'];
-    lines.push(table(head, caseRows(c).map((r) => [r[0].replace('@N', `@${opts.connections}`), ...r.slice(1)])));
+    lines.push(table(head, caseRows(c, pgNote).map((r) => [r[0].replace('@N', `@${opts.connections}`), ...r.slice(1)])));
+    const lgLine = loadGeneratorLine(c);
+    if (lgLine) lines.push(lgLine);
+    const ph = phaseRows(c, opts);
+    if (ph.length) {
+      lines.push(`   where a call's time goes (mean ms per phase, from the proxy's own sums; @1 minus direct's total p50 ≈ what the proxy adds)`);
+      lines.push(table(['target', ...phases.PHASES, 'sum'], ph));
+    }
   }
   if (results.realistic_streaming) {
     const rs = results.realistic_streaming;
@@ -701,11 +876,12 @@ function report(results, opts) {
   }
   if (Object.keys(results.lost_exchanges).length) {
     lines.push('', '-- stored exchanges (every 2xx must have a completed record)');
-    lines.push(table(['case', '2xx', 'completed', 'lost'], Object.entries(results.lost_exchanges).map(([k, l]) => [k, l.ok_2xx, l.completed_records, l.lost])));
+    lines.push('   @50: rows counted per status around the wrk runs; @1 and realistic: every X-Request-ID looked up');
+    lines.push(table(['case', 'check', '2xx', 'completed', 'lost', 'note'], Object.entries(results.lost_exchanges).map(([k, l]) => [k, l.check ?? 'per id', l.ok_2xx, l.completed_records, l.lost, l.note ?? ''])));
   }
   if (results.targets.length) {
     lines.push('', `-- targets${opts.mode === 'smoke' ? ' (smoke run: not enforced, too short to mean much)' : ''}`);
-    lines.push(table(['target', 'measured', 'limit', 'result'], results.targets.map((t) => [t.name, t.value, t.limit, t.pass ? 'PASS' : 'FAIL'])));
+    lines.push(table(['target', 'measured', 'limit', 'result'], results.targets.map((t) => [t.name, t.value, t.limit, verdict(t)])));
   }
   if (results.profile) {
     const { format } = require('./profile-summary');
@@ -724,7 +900,7 @@ function toMarkdown(results, opts) {
   const m = results.machine;
   const out = [];
   out.push(
-    `${m.cpu_model}, ${m.cores} cores, Node ${m.node}, ${results.database?.mode ?? 'no'} database, ${results.pinning.enabled ? 'proxy pinned to one core' : 'no core pinning'}, ${results.mode} run, ${m.date.slice(0, 10)}.`,
+    `${m.cpu_model}, ${m.cores} cores, Node ${m.node}, ${results.database?.mode ?? 'no'} database, ${results.pinning.enabled ? 'proxy pinned to one core' : 'no core pinning'}, load from ${results.load_generator?.version ?? 'wrk'} (1 thread, ${opts.connections} connections), ${results.mode} run, ${m.date.slice(0, 10)}.`,
     '',
   );
   const rows = [];
@@ -735,12 +911,14 @@ function toMarkdown(results, opts) {
       c.direct?.rps,
       c.floor?.rps,
       c.proxy?.rps,
-      ratio(c.proxy?.rps, c.floor?.rps),
+      proxyOverFloor(c),
       c.proxy ? `${c.proxy.p50_ms} / ${c.proxy.p99_ms}` : undefined,
       diff(c.proxy?.c1_p50_ms, c.direct?.c1_p50_ms),
       diff(c.proxy?.c1_p99_ms, c.direct?.c1_p99_ms),
       ttfb ? diff(c.proxy?.c1_ttfb_p50_ms, c.direct?.c1_ttfb_p50_ms) : '',
       c.proxy?.cpu_ms_per_request,
+      results.database?.mode === 'embedded' ? 'in proxy CPU' : c.proxy?.pg_cpu_ms_per_request,
+      c.proxy?.rss_mb,
     ]);
   }
   out.push(
@@ -756,10 +934,19 @@ function toMarkdown(results, opts) {
         'added p99 @1',
         'added first chunk p50',
         'proxy CPU ms/req',
+        'PostgreSQL CPU ms/req',
+        'proxy peak RSS MB',
       ],
       rows,
     ),
   );
+  const phaseTable = [];
+  for (const [name, c] of Object.entries(results.cases)) {
+    for (const r of phaseRows(c, opts)) phaseTable.push([`${name} ${r[0]}`, ...r.slice(1)]);
+  }
+  if (phaseTable.length) {
+    out.push('', markdown(['where a call\'s time goes (mean ms)', ...phases.PHASES, 'sum'], phaseTable));
+  }
   if (results.realistic_streaming) {
     out.push('');
     const rows2 = Object.entries(results.realistic_streaming.cases).map(([name, c]) => [
@@ -774,7 +961,7 @@ function toMarkdown(results, opts) {
     out.push('', `Persona analytics over ${results.analytics.exchanges.toLocaleString('en-US')} exchanges: p50 ${results.analytics.p50_ms} ms, p95 ${results.analytics.p95_ms} ms.`);
   }
   if (results.targets.length) {
-    out.push('', markdown(['target', 'measured', 'limit', 'result'], results.targets.map((t) => [t.name, t.value, t.limit, t.pass ? 'PASS' : 'FAIL'])));
+    out.push('', markdown(['target', 'measured', 'limit', 'result'], results.targets.map((t) => [t.name, t.value, t.limit, verdict(t)])));
   }
   return out.join('\n');
 }

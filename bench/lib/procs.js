@@ -1,7 +1,7 @@
 'use strict';
 /** Child processes of the bench: started pinned to a core where taskset works, all stopped on exit or Ctrl-C. */
 const { spawn, spawnSync, execFileSync } = require('node:child_process');
-const { readFileSync, rmSync } = require('node:fs');
+const { readFileSync, readdirSync, rmSync, writeFileSync } = require('node:fs');
 const net = require('node:net');
 const os = require('node:os');
 
@@ -18,7 +18,7 @@ function detectPinning() {
   return { ok: true, sutCore: '0', loadCore: '1' };
 }
 
-/** Pins this process (every thread: autocannon, the TTFB client, the libuv pool) to the load core. */
+/** Pins this process (every thread: the sequential client, the libuv pool) to the load core, beside wrk. */
 function pinSelf(core) {
   try {
     execFileSync('taskset', ['-a', '-p', '-c', core, String(process.pid)], { stdio: 'ignore' });
@@ -140,6 +140,85 @@ function cpuSeconds(pid) {
   }
 }
 
+/** The stat fields of a process after its name: f[1] ppid, f[11..14] utime, stime, cutime, cstime (ticks). */
+function statFields(pid) {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  return stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+}
+
+/**
+ * CPU seconds of a process tree so far: the root and every live descendant, each with the CPU of its children
+ * that have already ended (cutime + cstime), so a process that ends during a measurement still counts.
+ * Used for the PostgreSQL server: its postmaster and every backend, worker and background process.
+ */
+function treeCpuSeconds(rootPid) {
+  let root;
+  try {
+    root = statFields(rootPid);
+  } catch {
+    return undefined;
+  }
+  const ticks = (f) => Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14]);
+  const children = new Map();
+  const all = new Map();
+  for (const name of readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    try {
+      const f = statFields(name);
+      all.set(name, f);
+      const ppid = f[1];
+      if (!children.has(ppid)) children.set(ppid, []);
+      children.get(ppid).push(name);
+    } catch {
+      // ended while the directory was read
+    }
+  }
+  let sum = ticks(root);
+  const queue = [...(children.get(String(rootPid)) ?? [])];
+  while (queue.length) {
+    const pid = queue.pop();
+    sum += ticks(all.get(pid));
+    queue.push(...(children.get(pid) ?? []));
+  }
+  return sum / CLK_TCK;
+}
+
+/** Busy and total ticks of each core so far (/proc/stat), to tell how busy a core was between two readings. */
+function coreTicks() {
+  try {
+    const out = {};
+    for (const line of readFileSync('/proc/stat', 'utf8').split('\n')) {
+      const m = /^cpu(\d+) (.*)$/.exec(line);
+      if (!m) continue;
+      const v = m[2].trim().split(/\s+/).map(Number);
+      const idle = v[3] + (v[4] ?? 0); // idle + iowait
+      const total = v.slice(0, 8).reduce((a, b) => a + b, 0); // without guest time, which user time already holds
+      out[m[1]] = { busy: total - idle, total };
+    }
+    return out;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Percent busy of `core` between two coreTicks() readings. */
+function coreBusyPct(before, after, core) {
+  const a = before?.[core];
+  const b = after?.[core];
+  if (!a || !b || b.total === a.total) return undefined;
+  return Math.round(((b.busy - a.busy) / (b.total - a.total)) * 100);
+}
+
+/** Resets a process's peak RSS (VmHWM) to its current RSS, so the next reading is the peak since now. */
+function resetPeakRss(pid) {
+  try {
+    writeFileSync(`/proc/${pid}/clear_refs`, '5');
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 /** peak resident set size in MB (VmHWM), or undefined. */
 function peakRssMb(pid) {
   try {
@@ -171,6 +250,12 @@ module.exports = {
   cleanupAll,
   removeDirLater,
   cpuSeconds,
+  statFields,
+  treeCpuSeconds,
+  coreTicks,
+  coreBusyPct,
+  resetPeakRss,
   peakRssMb,
+  CLK_TCK,
   freePort,
 };

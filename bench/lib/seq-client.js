@@ -1,6 +1,6 @@
 'use strict';
 /**
- * A small client on raw node:http for what autocannon cannot tell with sub-millisecond precision:
+ * A small client on raw node:http for the 1-connection figures and for whatever needs each answer's X-Request-ID:
  * `concurrency` loops, each sending `count` requests one after another on its own keep-alive socket, timing
  * every request to its first body chunk (TTFB) and to its last byte (total).
  */

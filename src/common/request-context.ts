@@ -1,4 +1,5 @@
 import type { OrgPrivacy } from '../auth/org-privacy';
+import type { PhaseMarks } from '../metrics/call-phases';
 import { createParamDecorator, ExecutionContext } from '@nestjs/common';
 import type { Request } from 'express';
 import type { IncomingMessage } from 'node:http';
@@ -22,6 +23,10 @@ export interface RequestState {
   requestId: string;
   rawBody?: Buffer;
   startedAt: number;
+  /** a proxied call's phase ends (see call-phases.ts); set by the proxy dispatch */
+  marks?: PhaseMarks;
+  /** which phase sums the call adds to (PHASE_ROUTES), once its body is read */
+  phaseRoute?: number;
 }
 
 export interface ProxyRequest extends Request, RequestState {}

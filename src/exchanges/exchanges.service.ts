@@ -114,7 +114,11 @@ function toListedView(row: ListedExchange): ExchangeView {
   return { ...toExchangeView(row.exchange), omitted_fields: row.omitted, ratings: row.ratings };
 }
 
-const SESSION_CACHE_MAX = 50_000;
+/**
+ * Responses whose session is remembered in memory (a conversation's next call usually follows within seconds); an
+ * older one is looked up by its indexed response id. Full, the cache holds about 1 KB per entry with its keys.
+ */
+const SESSION_CACHE_MAX = 10_000;
 
 /** Reads of stored exchanges, always within the acting organization (another organization's id is a plain 404). */
 @Injectable()

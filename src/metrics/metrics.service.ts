@@ -1,3 +1,4 @@
+import { CALL_PHASES, PhaseSums } from './call-phases';
 import { Injectable } from '@nestjs/common';
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { DataSource } from 'typeorm';
@@ -69,6 +70,9 @@ interface PgPoolLike {
   waitingCount?: number;
 }
 
+/** the routes phase sums are kept for: index = 2 × route + streamed */
+export const PHASE_ROUTES = ['responses', 'responses:stream', 'chat.completions', 'chat.completions:stream'] as const;
+
 /**
  * The Prometheus metrics (prom-client, a registry per application so several servers can share one process).
  * Every label value comes from a fixed set (routes, statuses, limit kinds, price-table models or 'other'): no user id,
@@ -96,6 +100,8 @@ export class MetricsService {
   private readonly modelMemo = new Map<string, string>();
   private readonly children = new Map<object, Map<string, unknown>>();
   private recordQueueDepth?: () => number;
+  /** phase durations of the proxied calls (see call-phases.ts), by route and whether streamed */
+  readonly phases = new PhaseSums(PHASE_ROUTES);
   private circuitStates?: () => CircuitStates;
 
   constructor(
@@ -184,6 +190,31 @@ export class MetricsService {
     });
 
     const self = this;
+    const phaseSeries = (values: Float64Array) =>
+      function (this: Counter<string>) {
+        this.reset();
+        PHASE_ROUTES.forEach((name, r) => {
+          const [route, stream] = name.split(':');
+          CALL_PHASES.forEach((phase, i) => {
+            const v = values[r * CALL_PHASES.length + i];
+            if (v > 0) this.inc({ route, stream: stream ? 'true' : 'false', phase }, v);
+          });
+        });
+      };
+    new Counter({
+      name: 'openai_proxy_call_phase_seconds_total',
+      help: 'Time proxied calls spent in each phase (auth, body, prepare, upstream, relay, record, answer), by route and whether streamed',
+      labelNames: ['route', 'stream', 'phase'],
+      registers,
+      collect: phaseSeries(this.phases.seconds),
+    });
+    new Counter({
+      name: 'openai_proxy_call_phases_total',
+      help: 'Proxied calls that reached each phase (the phase seconds divided by this is its mean)',
+      labelNames: ['route', 'stream', 'phase'],
+      registers,
+      collect: phaseSeries(this.phases.calls),
+    });
     new Gauge({
       name: 'openai_proxy_record_queue_depth',
       help: 'Exchange records waiting for the group-commit writer',

@@ -1,3 +1,4 @@
+import { markPhase, PHASE } from '../metrics/call-phases';
 import type { IncomingHttpHeaders, ServerResponse } from 'node:http';
 import { AppException } from '../common/app-exception';
 import { BodyTooLarge, readBounded } from '../common/read-bounded';
@@ -102,6 +103,7 @@ export class ProxiedCall implements RelayedCall {
       let up: UpstreamResponse;
       try {
         this.upstreamStartedAt ??= performance.now();
+        markPhase(this.req.marks, PHASE.prepare);
         up = await upstream.send({
           key: this.key,
           method: 'POST',
@@ -129,6 +131,7 @@ export class ProxiedCall implements RelayedCall {
         return this.fail(exc, exc.kind === 'upstream_timeout' ? 'upstream_timeout' : 'upstream_error', null);
       }
       this.ttfb = performance.now() - this.req.startedAt;
+      markPhase(this.req.marks, PHASE.upstream);
       const status = up.statusCode;
       const rid = up.headers['x-request-id'];
       if (typeof rid === 'string') {
@@ -258,11 +261,14 @@ export class ProxiedCall implements RelayedCall {
     // settled whether or not the record can be written (upstream was paid either way); never throws
     const settled = limits.settle(this.admission, { tokens: usage ? (usage.total ?? (usage.input ?? 0) + (usage.output ?? 0)) : null, cost });
     // the handle decides how the outcome is written (before or after the answer, or kept for later)
+    // a stream's relay phase ends at its final event (or wherever the call ended)
+    markPhase(this.req.marks, PHASE.relay);
     const committed = await this.record.finish(outcome);
     // the pending row could not be written: nothing is recorded, and the caller answers 503
     if (!committed && this.record.unrecorded) return false;
     // counted before the answer leaves, so the client's next call already sees these tokens and this cost
     await settled;
+    markPhase(this.req.marks, PHASE.record);
     if (status === 'completed') metrics.keyEvent(this.key.keyId, 'served');
     metrics.observeExchange({
       route: this.endpoint,
@@ -321,6 +327,7 @@ export class ProxiedCall implements RelayedCall {
       return this.fail(new AppException('upstream_error', 'The upstream sent a body that is not valid JSON'), 'upstream_error', status);
     }
     const captured = captureJson(this.endpoint, parsed);
+    markPhase(this.req.marks, PHASE.relay);
     // a background response still queued or running is not over: it is not recorded as completed
     const exStatus: ExchangeStatus = captured.upstreamError ? 'failed' : captured.unfinished ? 'queued' : 'completed';
     // read-your-writes: the record is committed before the answer leaves

@@ -9,6 +9,7 @@ import type { ProxiedRequest } from '../common/request-context';
 import { startRequest, unreadBodyDiscardBound } from '../common/request-start';
 import { JsonLogger } from '../common/logger';
 import { AppConfig } from '../config/app-config';
+import { markPhase, newPhaseMarks, PHASE } from '../metrics/call-phases';
 import { MetricsService } from '../metrics/metrics.service';
 import type { ProxyEndpoint } from './exchange-capture';
 import { ProxyService } from './proxy.service';
@@ -58,7 +59,15 @@ export class ProxyDispatch {
 
     const r = req as ProxiedRequest;
     startRequest(r, res, this.logger, path, unreadBodyDiscardBound(this.config.bodyLimitBytes));
-    res.once('finish', () => this.metrics.observeHttp('POST', path, res.statusCode, (performance.now() - r.startedAt) / 1000));
+    const marks = (r.marks = newPhaseMarks());
+    res.once('finish', () => {
+      const now = performance.now();
+      this.metrics.observeHttp('POST', path, res.statusCode, (now - r.startedAt) / 1000);
+      if (r.phaseRoute !== undefined && res.statusCode < 400) {
+        marks[PHASE.answer] = now;
+        this.metrics.phases.add(r.phaseRoute, r.startedAt, marks);
+      }
+    });
     void this.serve(endpoint, r, res, path);
     return true;
   }
@@ -113,6 +122,7 @@ export class ProxyDispatch {
     try {
       const claims = await this.auth.verifyToken(req.headers, 'proxy');
       req.acting = await this.auth.actingFor(claims, req.headers);
+      markPhase(req.marks, PHASE.auth);
       const raw = await this.readBody(req);
       if (raw.length) {
         refuseOversizedJson(raw, FORWARDED_JSON_BOUNDS);
@@ -120,6 +130,7 @@ export class ProxyDispatch {
         req.rawText = raw.toString('utf8');
         req.body = parseStrictJson(req.rawText);
       }
+      markPhase(req.marks, PHASE.body);
       await this.proxy.forward(endpoint, req, res);
     } catch (err) {
       // the rest of an oversized body is read and discarded within a bound after the answer (see startRequest)

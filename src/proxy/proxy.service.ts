@@ -56,6 +56,7 @@ export class ProxyService {
     // what is stored of the call (X-Capture-Mode may lower the organization's mode; refused before anything is done)
     const capture = exchangeCapture(captureModeFor(acting, req.headers));
     const fields = readProxyBody(endpoint, req.body, req.rawBody);
+    if (req.marks) req.phaseRoute = (endpoint === 'responses' ? 0 : 2) + (fields.stream ? 1 : 0);
     const sessionHeader = readSessionHeader(req.headers['x-session-id']);
     const persona = fields.personaId ? await this.personas.resolveForRequest(acting.orgId, fields.personaId) : null;
     // a response or conversation the call continues is reached with the key that made it, by its owners only

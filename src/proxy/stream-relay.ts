@@ -39,6 +39,29 @@ const tooLarge = () => new AppException('upstream_error', 'The upstream answer i
 // only whole events have been relayed, so the error event is read as one
 const errorEvent = (exc: AppException) => `event: error\ndata: ${JSON.stringify(exc.toBody())}\n\n`;
 
+const USAGE_KEY = Buffer.from('"usage"');
+
+/**
+ * Whether some event of the region has a `"usage"` member whose value is an object. Inside a JSON string a quote is
+ * always escaped, so `"usage"` with both quotes bare is a member name; `"usage":null` (on every chunk of a stream
+ * asked for usage) does not count.
+ */
+export function hasUsageObject(region: Buffer): boolean {
+  return usageObjectAt(region, 0) >= 0;
+}
+
+/** Where the next `"usage"` member with an object value starts, from `from` on; -1 when none. */
+export function usageObjectAt(region: Buffer, from: number): number {
+  let at = region.indexOf(USAGE_KEY, from);
+  while (at >= 0) {
+    let i = at + USAGE_KEY.length;
+    while (i < region.length && (region[i] === 0x20 || region[i] === 0x09 || region[i] === 0x3a)) i++;
+    if (region[i] === 0x7b) return at;
+    at = region.indexOf(USAGE_KEY, i);
+  }
+  return -1;
+}
+
 /**
  * Relays the upstream's events to the client as they complete, byte for byte, parsing SSE on the side. Headers go
  * out once the first event has been checked (a malformed stream is still a clean 502) and the pending row is
@@ -108,20 +131,34 @@ export class StreamRelay {
   /** whole events, parsed and ready for the client */
   private take(region: Buffer): Buffer {
     const { scrubber } = this.call;
-    if (!this.call.usageUnrequested) {
+    // only an event carrying a usage object can be the usage chunk the client did not ask for: the events around
+    // such an event are parsed and relayed in whole runs (a region without one, every chunk but the last, at once)
+    let at = this.call.usageUnrequested ? usageObjectAt(region, 0) : -1;
+    if (at < 0) {
       const out = scrubber.bytes(region);
       this.parser.push(out);
       return out;
     }
-    // event by event, so the one the client did not ask for can be left out
     const kept: Buffer[] = [];
+    const ends = this.framer.ends;
     let from = 0;
-    for (const end of this.framer.ends) {
-      const event = scrubber.bytes(region.subarray(from, end));
-      from = end;
+    let e = 0;
+    while (from < region.length) {
+      // the run of events before the one holding the usage object, then that event alone
+      let start = from;
+      while (e < ends.length && at >= 0 && ends[e] <= at) start = ends[e++];
+      if (start > from) {
+        const run = scrubber.bytes(region.subarray(from, start));
+        this.parser.push(run);
+        kept.push(run);
+      }
+      const end = at < 0 ? region.length : ends[e++];
+      const event = scrubber.bytes(region.subarray(start, end));
       this.capture.hideLast = false;
       this.parser.push(event);
-      if (!this.capture.hideLast) kept.push(event);
+      if (at < 0 || !this.capture.hideLast) kept.push(event);
+      from = end;
+      at = from < region.length ? usageObjectAt(region, from) : -1;
     }
     return kept.length === 1 ? kept[0] : Buffer.concat(kept);
   }
@@ -167,7 +204,12 @@ export class StreamRelay {
         this.body.destroy();
         return this.settle(AppException.databaseUnavailable());
       }
+      // what arrived meanwhile leaves in one write (the socket is corked, not the response: a response's cork keeps
+      // chunks back until its own uncork, which end() does only after the last chunk)
+      const socket = this.call.res.socket;
+      socket?.cork();
       for (const chunk of queued) this.onData(chunk);
+      socket?.uncork();
       if (this.held) return;
       const end = this.upstreamEnd;
       if (typeof end === 'object') {
@@ -213,6 +255,9 @@ export class StreamRelay {
         return this.settle();
       }
       if (this.phase === 'opening') this.startAnswer();
+      // the final event, what follows it and the end of the answer leave in one write (end() uncorks the socket)
+      const socket = res.socket;
+      socket?.cork();
       for (const b of out) res.write(b);
       // what followed the final event in its chunk, then what came after it
       if (this.framer.held) res.write(scrubber.bytes(this.framer.rest()));
@@ -222,6 +267,7 @@ export class StreamRelay {
         res.end();
         this.settle();
       } else {
+        socket?.uncork();
         this.phase = 'tail';
         this.body.resume();
       }

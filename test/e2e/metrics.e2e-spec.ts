@@ -137,6 +137,37 @@ describe('GET /metrics', () => {
     expect(inf.value).toBe(value(after, 'openai_proxy_request_duration_seconds_count', { route: 'responses' }));
   });
 
+  it('phase sums: where a proxied call spent its time, by route and whether streamed', async () => {
+    const o = await proxyOrg(app, fake.url, `sk-phases-${randomUUID()}`);
+    const before = (await scrape()).samples;
+    // the upstream takes 80 ms before its first byte, then 5 events 30 ms apart
+    Object.assign(fake.options, { firstByteMs: 80, eventIntervalMs: 30 });
+    try {
+      expect((await o.call('POST', '/v1/responses', { model: 'gpt-4o-mini', input: 'time me' })).status).toBe(200);
+      const streamed = await fetch(`${app.url}/v1/chat/completions`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${o.token}`, 'x-user-id': o.userId, 'content-type': 'application/json' },
+        body: JSON.stringify({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'stream me' }], stream: true }),
+      });
+      expect(streamed.status).toBe(200);
+      expect(await streamed.text()).toContain('[DONE]');
+    } finally {
+      Object.assign(fake.options, { firstByteMs: 0, eventIntervalMs: 0 });
+    }
+    const after = (await scrape()).samples;
+    const delta = (name: string, labels: Record<string, string>) => value(after, name, labels) - value(before, name, labels);
+    const seconds = (route: string, stream: string, phase: string) => delta('openai_proxy_call_phase_seconds_total', { route, stream, phase });
+    for (const phase of ['auth', 'body', 'prepare', 'upstream', 'relay', 'record', 'answer']) {
+      expect(delta('openai_proxy_call_phases_total', { route: 'responses', stream: 'false', phase }), phase).toBe(1);
+      expect(delta('openai_proxy_call_phases_total', { route: 'chat.completions', stream: 'true', phase }), phase).toBe(1);
+    }
+    // the upstream's wait shows in the upstream phase, its events in the stream's relay phase, not elsewhere
+    expect(seconds('responses', 'false', 'upstream')).toBeGreaterThanOrEqual(0.075);
+    expect(seconds('responses', 'false', 'relay')).toBeLessThan(0.075);
+    expect(seconds('chat.completions', 'true', 'upstream')).toBeGreaterThanOrEqual(0.075);
+    expect(seconds('chat.completions', 'true', 'relay')).toBeGreaterThanOrEqual(0.1);
+  });
+
   it('no label carries a user id, a key, an organization, a path or free text', async () => {
     const apiKey = `sk-secret-${randomUUID()}`;
     const o = await proxyOrg(app, fake.url, apiKey);
@@ -168,6 +199,8 @@ describe('GET /metrics', () => {
       // an upstream key by the first 8 characters of its id (never the key), bounded to a few hundred values
       key: /^([0-9a-f]{8}|other)$/,
       event: /^(served|rate_limited|invalid|error|failover)$/,
+      stream: /^(true|false)$/,
+      phase: /^(auth|body|prepare|upstream|relay|record|answer)$/,
     };
     const known = new Set(['none', 'other', ...Object.keys((await import('../../src/pricing/prices.json')).default)]);
     for (const s of samples.filter((x) => x.name.startsWith('openai_proxy_'))) {
