@@ -30,6 +30,7 @@ const { performance } = require('node:perf_hooks');
 const { Client } = require('pg');
 const procs = require('../bench/lib/procs');
 const { mintToken } = require('../bench/lib/setup');
+const { ensureWrk } = require('../bench/lib/wrk');
 
 const ROOT = path.join(__dirname, '..');
 const MAIN = path.join(ROOT, 'dist', 'src', 'main.js');
@@ -491,16 +492,13 @@ const round = (v) => (v === null || v === undefined ? v : Math.round(v * 10) / 1
 
 // ------------------------------------------------------------------------------------------------ writes
 
-const WRK = ['/usr/bin/wrk', '/usr/local/bin/wrk'].find((p) => existsSync(p));
-
-/** POST /v1/responses at `url` for `seconds` over `connections` connections, the X-User-ID cycling over `users`; requests per second. */
-async function writeLoad(url, token, users, seconds, connections, pinning) {
+/** POST /v1/responses at `url` for `seconds` over `connections` connections with wrk, the X-User-ID cycling over `users`. */
+async function writeLoad(wrk, url, token, users, seconds, connections, pinning) {
   const body = JSON.stringify({ model: 'gpt-4o-mini', input: 'Write one short sentence about tables that grow.' });
-  if (WRK) {
-    const script = path.join(os.tmpdir(), `bench-scale-${process.pid}.lua`);
-    writeFileSync(
-      script,
-      `local users = {${users.map((u) => JSON.stringify(u)).join(',')}}
+  const script = path.join(os.tmpdir(), `bench-scale-${process.pid}.lua`);
+  writeFileSync(
+    script,
+    `local users = {${users.map((u) => JSON.stringify(u)).join(',')}}
 local i = 0
 wrk.method = "POST"
 wrk.body = ${JSON.stringify(body)}
@@ -512,36 +510,17 @@ request = function()
   return wrk.format(nil, "/v1/responses")
 end
 `,
-    );
-    const args = ['-t2', `-c${connections}`, `-d${seconds}s`, '--timeout', '30s', '-s', script, url];
-    const [file, argv] = pinning.ok ? ['taskset', ['-c', pinning.loadCore, WRK, ...args]] : [WRK, args];
-    const out = await new Promise((resolve, reject) =>
-      execFile(file, argv, { timeout: (seconds + 60) * 1000 }, (err, stdout, stderr) => (err ? reject(new Error(`wrk: ${stderr || err.message}`)) : resolve(stdout))),
-    );
-    const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1]);
-    const total = Number(/(\d+) requests in/.exec(out)?.[1]);
-    const bad = Number(/Non-2xx or 3xx responses:\s+(\d+)/.exec(out)?.[1] ?? 0);
-    const errors = /Socket errors:.*/.exec(out)?.[0];
-    return { tool: 'wrk', rps, requests: total, non_2xx: bad, socket_errors: errors ?? null };
-  }
-  const autocannon = require('autocannon');
-  let k = 0;
-  const result = await autocannon({
-    url,
-    connections,
-    duration: seconds,
-    timeout: 30,
-    requests: [
-      {
-        method: 'POST',
-        path: '/v1/responses',
-        setupRequest: (req) => ({ ...req, headers: { ...req.headers, 'x-user-id': users[k++ % users.length] } }),
-        headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
-        body,
-      },
-    ],
-  });
-  return { tool: 'autocannon', rps: result.requests.average, requests: result.requests.total, non_2xx: result.non2xx, socket_errors: result.errors || null };
+  );
+  const args = ['-t2', `-c${connections}`, `-d${seconds}s`, '--timeout', '30s', '-s', script, url];
+  const [file, argv] = pinning.ok ? ['taskset', ['-c', pinning.loadCore, wrk, ...args]] : [wrk, args];
+  const out = await new Promise((resolve, reject) =>
+    execFile(file, argv, { timeout: (seconds + 60) * 1000 }, (err, stdout, stderr) => (err ? reject(new Error(`wrk: ${stderr || err.message}`)) : resolve(stdout))),
+  );
+  const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1]);
+  const total = Number(/(\d+) requests in/.exec(out)?.[1]);
+  const bad = Number(/Non-2xx or 3xx responses:\s+(\d+)/.exec(out)?.[1] ?? 0);
+  const errors = /Socket errors:.*/.exec(out)?.[0];
+  return { rps, requests: total, non_2xx: bad, socket_errors: errors ?? null };
 }
 
 // ------------------------------------------------------------------------------------------------ main
@@ -614,7 +593,8 @@ async function main() {
   }
 
   // writes: the filled database against an empty one, alternately (empty, filled, filled, empty) so drift cancels
-  log(`\nwrites: POST /v1/responses, 50 connections, ${opts.writeSeconds} s per database (${WRK ? 'wrk' : 'autocannon'})`);
+  log(`\nwrites: POST /v1/responses, 50 connections, ${opts.writeSeconds} s per database (wrk)`);
+  const wrk = ensureWrk(log);
   const emptyName = `scale_${stamp}_empty`;
   const emptyUrl = await createDatabase(adminUrl, emptyName, false);
   const empty = await startServer('proxy-empty', { databaseUrl: emptyUrl, upstreamUrl, jwtSecret, encryptionKey, pinning });
@@ -643,11 +623,11 @@ async function main() {
   const pairs = 5;
   const each = Math.max(2, Math.round(opts.writeSeconds / pairs));
   // a short warm-up of each (connections, prepared statements, caches)
-  for (const t of Object.values(targets)) await writeLoad(t.url, t.token, writers, 2, 50, pinning);
+  for (const t of Object.values(targets)) await writeLoad(wrk, t.url, t.token, writers, 2, 50, pinning);
   const runs = { empty: [], filled: [] };
   for (let k = 0; k < pairs; k++) {
     for (const side of k % 2 ? ['filled', 'empty'] : ['empty', 'filled']) {
-      const r = await writeLoad(targets[side].url, targets[side].token, writers, each, 50, pinning);
+      const r = await writeLoad(wrk, targets[side].url, targets[side].token, writers, each, 50, pinning);
       runs[side].push(r);
       if (r.non_2xx) broken.push(`${side}: ${r.non_2xx} non-2xx answers to POST /v1/responses`);
     }
@@ -659,7 +639,7 @@ async function main() {
   const pairRatios = runs.empty.map((e, k) => runs.filled[k].requests / e.requests).sort((a, b) => a - b);
   const ratio = Math.round(pairRatios[Math.floor(pairRatios.length / 2)] * 1000) / 1000;
   result.writes = {
-    tool: runs.empty[0].tool,
+    tool: 'wrk',
     empty_rps: emptyRps,
     filled_rps: filledRps,
     pair_ratios: pairRatios.map((r) => Math.round(r * 1000) / 1000),
