@@ -13,7 +13,7 @@
  * and can inject faults (status codes, stalls, resets, malformed bodies, ...).
  *
  * Standalone: `node dist/test/support/fake-upstream.js --port 9999 --delta-count 20
- *   --first-byte-ms 0 --event-interval-ms 0` prints
+ *   --first-byte-ms 0 --event-interval-ms 0 [--burst]` prints
  *   `fake-upstream listening on http://127.0.0.1:PORT/v1`.
  * In standalone mode a small control API is available under `/__fake/` (see handleControl).
  */
@@ -67,6 +67,11 @@ export interface FakeUpstreamOptions {
   port?: number;
   /** keep at most this many recorded requests (oldest dropped); default unlimited */
   maxRecorded?: number;
+  /**
+   * an unpaced stream that is not cut is written in one write instead of event by event (`--burst`): the upstream
+   * at its cheapest, for the benchmark's direct system, which measures what the load generator can drive
+   */
+  burst?: boolean;
 }
 
 export interface FakeUpstream {
@@ -520,6 +525,7 @@ interface Ctx {
   firstByteMs: number;
   eventIntervalMs: number;
   deltaCount: number;
+  burst: boolean;
   resetAfter?: number;
   setCookie: boolean;
   huge?: number;
@@ -623,6 +629,10 @@ async function sendSse(ctx: Ctx, chunks: string[]): Promise<void> {
     'cache-control': 'no-cache',
   });
   const limit = ctx.resetAfter;
+  if (ctx.burst && limit === undefined && ctx.eventIntervalMs <= 0) {
+    if (!ctx.closed) res.end(chunks.join(''));
+    return;
+  }
   for (let i = 0; i < chunks.length; i++) {
     if (limit !== undefined && i >= limit) break;
     if (i > 0 && ctx.eventIntervalMs > 0) await sleep(ctx, ctx.eventIntervalMs);
@@ -1203,6 +1213,7 @@ export async function startFakeUpstream(opts: Partial<FakeUpstreamOptions> = {})
       firstByteMs: options.firstByteMs,
       eventIntervalMs: options.eventIntervalMs,
       deltaCount: options.deltaCount,
+      burst: options.burst === true,
       setCookie: false,
     };
     res.once('close', () => {
@@ -1483,6 +1494,9 @@ function parseArgs(argv: string[]): Partial<FakeUpstreamOptions> {
         break;
       case '--max-recorded':
         out.maxRecorded = num(arg);
+        break;
+      case '--burst':
+        out.burst = true;
         break;
       default:
         throw new Error(`unknown argument: ${arg}`);
