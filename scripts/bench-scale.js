@@ -29,7 +29,7 @@ const path = require('node:path');
 const { performance } = require('node:perf_hooks');
 const { Client } = require('pg');
 const procs = require('../bench/lib/procs');
-const { mintToken } = require('../bench/lib/setup');
+const { mintToken, proxyEnv, startFlags, waitHealthy } = require('../bench/lib/setup');
 const { ensureWrk } = require('../bench/lib/wrk');
 
 const ROOT = path.join(__dirname, '..');
@@ -119,41 +119,13 @@ async function createDatabase(adminUrl, name, keep) {
 
 // ------------------------------------------------------------------------------------------------ processes
 
-function startFlags() {
-  const script = JSON.parse(readFileSync(path.join(ROOT, 'package.json'), 'utf8')).scripts.start;
-  const m = /^node((?: --\S+)*) dist\/src\/main\.js$/.exec(script);
-  return m ? m[1].trim().split(' ').filter(Boolean) : [];
-}
-
 async function startServer(name, { databaseUrl, upstreamUrl, jwtSecret, encryptionKey, pinning }) {
   const port = await procs.freePort();
-  const env = { ...process.env };
-  delete env.DATA_DIR;
-  Object.assign(env, {
-    NODE_ENV: 'production',
-    LOG_LEVEL: 'warn',
-    PORT: String(port),
-    HOST: '127.0.0.1',
-    DATABASE_URL: databaseUrl,
-    JWT_SECRET: jwtSecret,
-    ENCRYPTION_KEY: encryptionKey,
-    OPENAI_BASE_URL: upstreamUrl,
-  });
-  const child = procs.start(name, process.execPath, [...startFlags(), MAIN], { env, core: pinning.sutCore, pinning });
+  const env = proxyEnv({ port, databaseUrl, jwtSecret, encryptionKey, upstreamUrl });
+  const child = procs.start(name, process.execPath, [...startFlags(ROOT), MAIN], { env, core: pinning.sutCore, pinning });
   const url = `http://127.0.0.1:${port}`;
-  const deadline = Date.now() + 600_000;
-  for (;;) {
-    if (child.exitCode !== null || child.signalCode !== null) throw new Error(`${name} exited during start: ${child.stderrTail.trim() || child.stdoutTail.trim()}`);
-    try {
-      const res = await fetch(`${url}/health`);
-      await res.arrayBuffer();
-      if (res.status < 500) break;
-    } catch {
-      // not listening yet
-    }
-    if (Date.now() > deadline) throw new Error(`${name} did not answer /health in time`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
+  // a server on ten million rows may take a while to answer its first health check
+  await waitHealthy(url, child, 600_000);
   return { child, url };
 }
 

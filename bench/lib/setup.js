@@ -256,4 +256,4 @@ async function dbStats(dbUrl) {
   }
 }
 
-module.exports = { countByStatus, dbStats, startProxy, createOrganizations, benchUsers, countCompleted, mintToken };
+module.exports = { countByStatus, dbStats, startProxy, createOrganizations, benchUsers, countCompleted, mintToken, proxyEnv, startFlags, waitHealthy };
