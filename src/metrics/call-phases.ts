@@ -29,11 +29,6 @@ export function markPhase(marks: PhaseMarks | undefined, phase: number): void {
   if (marks && marks[phase] === 0) marks[phase] = performance.now();
 }
 
-/** Marks the end of a phase, moving it later when it is reached again (the record waits once per write). */
-export function markPhaseLatest(marks: PhaseMarks | undefined, phase: number): void {
-  if (marks) marks[phase] = performance.now();
-}
-
 /**
  * Sums of phase durations by route: a phase not reached by a call adds nothing and is not counted for it; each
  * reached phase counts from the end of the latest phase reached before it (or the request's start).

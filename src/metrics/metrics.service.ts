@@ -73,6 +73,11 @@ interface PgPoolLike {
 /** the routes phase sums are kept for: index = 2 × route + streamed */
 export const PHASE_ROUTES = ['responses', 'responses:stream', 'chat.completions', 'chat.completions:stream'] as const;
 
+/** The index in PHASE_ROUTES of a proxied call's route. */
+export function phaseRoute(endpoint: 'responses' | 'chat.completions', stream: boolean): number {
+  return (endpoint === 'responses' ? 0 : 2) + (stream ? 1 : 0);
+}
+
 /**
  * The Prometheus metrics (prom-client, a registry per application so several servers can share one process).
  * Every label value comes from a fixed set (routes, statuses, limit kinds, price-table models or 'other'): no user id,

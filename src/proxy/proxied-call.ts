@@ -260,9 +260,9 @@ export class ProxiedCall implements RelayedCall {
     };
     // settled whether or not the record can be written (upstream was paid either way); never throws
     const settled = limits.settle(this.admission, { tokens: usage ? (usage.total ?? (usage.input ?? 0) + (usage.output ?? 0)) : null, cost });
-    // the handle decides how the outcome is written (before or after the answer, or kept for later)
     // a stream's relay phase ends at its final event (or wherever the call ended)
     markPhase(this.req.marks, PHASE.relay);
+    // the handle decides how the outcome is written (before or after the answer, or kept for later)
     const committed = await this.record.finish(outcome);
     // the pending row could not be written: nothing is recorded, and the caller answers 503
     if (!committed && this.record.unrecorded) return false;

@@ -8,7 +8,7 @@ import type { RecordHandle } from '../exchanges/recorder/record-handle';
 import { KeyHealth } from '../keys/key-health.service';
 import { KeyResolver } from '../keys/key-resolver';
 import { LimitsService } from '../limits/limits.service';
-import { MetricsService } from '../metrics/metrics.service';
+import { MetricsService, phaseRoute } from '../metrics/metrics.service';
 import { PersonasService } from '../personas/personas.service';
 import type { ProxyEndpoint } from './exchange-capture';
 import { ExchangesService } from '../exchanges/exchanges.service';
@@ -56,7 +56,7 @@ export class ProxyService {
     // what is stored of the call (X-Capture-Mode may lower the organization's mode; refused before anything is done)
     const capture = exchangeCapture(captureModeFor(acting, req.headers));
     const fields = readProxyBody(endpoint, req.body, req.rawBody);
-    if (req.marks) req.phaseRoute = (endpoint === 'responses' ? 0 : 2) + (fields.stream ? 1 : 0);
+    if (req.marks) req.phaseRoute = phaseRoute(endpoint, fields.stream);
     const sessionHeader = readSessionHeader(req.headers['x-session-id']);
     const persona = fields.personaId ? await this.personas.resolveForRequest(acting.orgId, fields.personaId) : null;
     // a response or conversation the call continues is reached with the key that made it, by its owners only

@@ -42,15 +42,10 @@ const errorEvent = (exc: AppException) => `event: error\ndata: ${JSON.stringify(
 const USAGE_KEY = Buffer.from('"usage"');
 
 /**
- * Whether some event of the region has a `"usage"` member whose value is an object. Inside a JSON string a quote is
- * always escaped, so `"usage"` with both quotes bare is a member name; `"usage":null` (on every chunk of a stream
- * asked for usage) does not count.
+ * Where the next `"usage"` member whose value is an object starts, from `from` on; -1 when none. Inside a JSON string
+ * a quote is always escaped, so `"usage"` with both quotes bare is a member name; `"usage":null` (on every chunk of
+ * a stream asked for usage) does not count.
  */
-export function hasUsageObject(region: Buffer): boolean {
-  return usageObjectAt(region, 0) >= 0;
-}
-
-/** Where the next `"usage"` member with an object value starts, from `from` on; -1 when none. */
 export function usageObjectAt(region: Buffer, from: number): number {
   let at = region.indexOf(USAGE_KEY, from);
   while (at >= 0) {
