@@ -32,7 +32,9 @@ function parseExposition(text: string): { samples: Sample[]; types: Map<string, 
       }
       continue;
     }
-    m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})? (-?[0-9.e+-]+|NaN|\+Inf|-Inf)( -?\d+)?$/.exec(line);
+    m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})? (-?[0-9.e+-]+|NaN|Nan|\+Inf|-Inf)( -?\d+)?$/.exec(line);
+    // prom-client writes an empty event-loop-lag mean as `Nan`, which Prometheus reads as NaN (its float parser
+    // ignores case); the reader takes it too
     if (!m) throw new Error(`not a valid exposition line: ${line}`);
     const labels: Record<string, string> = {};
     if (m[3]) {
