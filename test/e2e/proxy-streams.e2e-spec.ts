@@ -56,6 +56,7 @@ describe('proxy streams: SSE by the specification, usage always counted, whole c
       ['CRLF line endings, split between chunks', (id) => responsesScript(id, '\r\n').flatMap((c) => [c.slice(0, -1), c.slice(-1)])],
       ['a byte order mark', (id) => { const s = responsesScript(id); return [Buffer.concat([Buffer.from([0xef, 0xbb, 0xbf]), Buffer.from(s[0])]), ...s.slice(1)]; }],
       ['comment lines', (id) => { const s = responsesScript(id); return [': keep-alive\n\n', s[0], `: ${'x'.repeat(100)}\n`, ...s.slice(1)]; }],
+      ['a comment, then the first event split between chunks', (id) => { const s = responsesScript(id); return [`: keep-alive\n\n${s[0].slice(0, 12)}`, s[0].slice(12), ...s.slice(1)]; }],
       ['unknown fields and id/retry', (id) => { const s = responsesScript(id); return [`foo: bar\nid: 7\nretry: 1000\n${s[0]}`, ...s.slice(1, 3), `x-note\n${s[3]}`]; }],
     ];
     for (const [name, script] of cases) {
