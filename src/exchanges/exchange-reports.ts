@@ -149,3 +149,32 @@ export function rolledDays(period: ReportPeriod): [string, string] {
 
 /** The persona's rolled-up exchanges in the period (alias r). $1 persona, $2 organization, $5/$6 rolledDays. */
 export const PERSONA_ROLLUPS = `r.source = 'proxy' AND r.persona_id = $1 AND r.organization_id = $2 AND r.day >= $5::date AND r.day < $6::date`;
+
+/**
+ * A usage row as read: its key, and its source and numbers as one text ('p' or 'a', then requests, input, output
+ * and total tokens, cost and errors, space-separated), as PostgreSQL prints them (float8 in its shortest exact
+ * form, so Number() gives back the very value the driver would have).
+ */
+export interface PackedUsageRow {
+  key: string | null;
+  n: string;
+}
+
+export function parseUsageRows(rows: PackedUsageRow[]): UsageRow[] {
+  const out: UsageRow[] = new Array(rows.length);
+  for (let i = 0; i < rows.length; i++) {
+    const v = rows[i].n.split(' ');
+    if (v.length !== 7) throw new Error(`unexpected usage row: ${rows[i].n}`);
+    out[i] = {
+      key: rows[i].key,
+      source: v[0] === 'p' ? 'proxy' : 'analysis',
+      requests: Number(v[1]),
+      input_tokens: Number(v[2]),
+      output_tokens: Number(v[3]),
+      total_tokens: Number(v[4]),
+      cost: Number(v[5]),
+      errors: Number(v[6]),
+    };
+  }
+  return out;
+}
