@@ -151,29 +151,26 @@ export function rolledDays(period: ReportPeriod): [string, string] {
 export const PERSONA_ROLLUPS = `r.source = 'proxy' AND r.persona_id = $1 AND r.organization_id = $2 AND r.day >= $5::date AND r.day < $6::date`;
 
 /**
- * A usage row as read: its key, and its source and numbers as one text ('p' or 'a', then requests, input, output
- * and total tokens, cost and errors, space-separated), as PostgreSQL prints them (float8 in its shortest exact
- * form, so Number() gives back the very value the driver would have).
+ * The usage rows as read: one JSON array of [key, source is 'proxy', requests, input, output and total tokens,
+ * cost, errors] per row, or null for none. PostgreSQL prints a float8 in its shortest exact form, so a number
+ * parses to the very value the driver would have given; one that is not finite comes as a string, which Number()
+ * reads as the driver did.
  */
-export interface PackedUsageRow {
-  key: string | null;
-  n: string;
-}
-
-export function parseUsageRows(rows: PackedUsageRow[]): UsageRow[] {
+export function parseUsageRows(json: string | null): UsageRow[] {
+  if (json === null) return [];
+  const rows = JSON.parse(json) as [string | null, boolean, number, number | string, number | string, number | string, number | string, number][];
   const out: UsageRow[] = new Array(rows.length);
   for (let i = 0; i < rows.length; i++) {
-    const v = rows[i].n.split(' ');
-    if (v.length !== 7) throw new Error(`unexpected usage row: ${rows[i].n}`);
+    const r = rows[i];
     out[i] = {
-      key: rows[i].key,
-      source: v[0] === 'p' ? 'proxy' : 'analysis',
-      requests: Number(v[1]),
-      input_tokens: Number(v[2]),
-      output_tokens: Number(v[3]),
-      total_tokens: Number(v[4]),
-      cost: Number(v[5]),
-      errors: Number(v[6]),
+      key: r[0],
+      source: r[1] ? 'proxy' : 'analysis',
+      requests: r[2],
+      input_tokens: Number(r[3]),
+      output_tokens: Number(r[4]),
+      total_tokens: Number(r[5]),
+      cost: Number(r[6]),
+      errors: r[7],
     };
   }
   return out;

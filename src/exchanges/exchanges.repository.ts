@@ -23,7 +23,6 @@ import {
   UsageRow,
   DAILY_USAGE_KEYS,
   wholeDays,
-  PackedUsageRow,
   parseUsageRows,
 } from './exchange-reports';
 
@@ -352,11 +351,14 @@ export class ExchangesRepository {
       `((${alias}.created_at >= $2::timestamptz AND ${alias}.created_at < $3::timestamptz) OR (${alias}.created_at >= $4::timestamptz AND ${alias}.created_at < $5::timestamptz))`;
     // Sums of counts run in int8 and of tokens in float8 (exact below 2^53): the bigint columns' own sum() keeps a
     // numeric state per group, several times slower over the tens of thousands of daily rows of a large period.
-    // Each answer row comes back as two columns, its key and its numbers as one text (see parseUsageRows): the
-    // driver's cost is per column, and this answer can have tens of thousands of rows.
-    const rows: PackedUsageRow[] = await this.readUsage(
-      `SELECT key, concat_ws(' ', CASE source WHEN 'proxy' THEN 'p' ELSE 'a' END, sum(requests)::int, sum(input_tokens), sum(output_tokens),
-              sum(total_tokens), sum(cost), sum(errors)::int) AS n
+    // The rows come back as one JSON array of arrays (see parseUsageRows): read and parsed at once, where the
+    // driver would make a string per column of each of tens of thousands of rows.
+    const rows: { rows: string | null }[] = await this.readUsage(
+      `SELECT json_agg(json_build_array(key, source = 'proxy', requests, input_tokens, output_tokens, total_tokens, cost, errors)
+                       ORDER BY key COLLATE "C" ASC NULLS LAST, source DESC)::text AS rows
+         FROM (
+       SELECT key, source, sum(requests)::int AS requests, sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens,
+              sum(total_tokens) AS total_tokens, sum(cost) AS cost, sum(errors)::int AS errors
          FROM (
          SELECT ${key.proxy} AS key, 'proxy' AS source, count(*)::int AS requests,
                 coalesce(sum(e.input_tokens::float8), 0) AS input_tokens,
@@ -392,18 +394,17 @@ export class ExchangesRepository {
           WHERE r.organization_id = $1 AND r.day >= $8::date AND r.day < $9::date
           GROUP BY 1, 2
        ) usage
-       GROUP BY key, source
-       ORDER BY key COLLATE "C" ASC NULLS LAST, source DESC`,
+       GROUP BY key, source) grouped`,
       [orgId, ...edges, ...days, ...rolledDays(period)],
     );
-    return parseUsageRows(rows);
+    return parseUsageRows(rows[0]?.rows ?? null);
   }
 
   /**
    * One usage read, without parallel workers: its parts are small index scans and aggregates, which workers only
    * slow (their start, and a sorted merge of their partial groups in place of one hash aggregate).
    */
-  private async readUsage(sql: string, params: unknown[]): Promise<PackedUsageRow[]> {
+  private async readUsage(sql: string, params: unknown[]): Promise<{ rows: string | null }[]> {
     return this.exchanges.manager.transaction(async (m) => {
       await m.query(`SET LOCAL max_parallel_workers_per_gather = 0`);
       return m.query(sql, params);
