@@ -402,11 +402,13 @@ export class ExchangesRepository {
 
   /**
    * One usage read, without parallel workers: its parts are small index scans and aggregates, which workers only
-   * slow (their start, and a sorted merge of their partial groups in place of one hash aggregate).
+   * slow (their start, and a sorted merge of their partial groups in place of one hash aggregate). Its groups (one
+   * per user and source over a year: tens of thousands) are hashed in memory rather than sorted on disk.
    */
   private async readUsage(sql: string, params: unknown[]): Promise<{ rows: string | null }[]> {
     return this.exchanges.manager.transaction(async (m) => {
       await m.query(`SET LOCAL max_parallel_workers_per_gather = 0`);
+      await m.query(`SET LOCAL work_mem = '32MB'`);
       return m.query(sql, params);
     });
   }
