@@ -91,7 +91,7 @@ export class AnalyticsService {
     const period = parsePeriod(query);
     const group = usageGroupOf(query);
     const rows = await this.exchanges.usageByGroup(acting.orgId, period, group);
-    return { object: 'list', data: rows.map((row) => ({ ...toUsageRow(row), cost: this.pricing.roundUsd(row.cost) })) };
+    return { object: 'list', data: rows.map((row) => toUsageRow(row, this.pricing.roundUsd(row.cost))) };
   }
 
 }
@@ -130,13 +130,14 @@ function groupBy<T, K>(rows: T[], keyOf: (row: T) => K): { key: K; rows: T[] }[]
   return [...groups].map(([key, list]) => ({ key, rows: list }));
 }
 
-function toUsageRow(row: UsageRow): UsageRowDto {
+/** One object per row (and its tokens): an answer can have tens of thousands of rows. */
+function toUsageRow(row: UsageRow, cost: number): UsageRowDto {
   return {
     key: row.key,
     source: row.source,
     requests: row.requests,
     tokens: { input: row.input_tokens, output: row.output_tokens, total: row.total_tokens },
-    cost: row.cost,
+    cost,
     errors: row.errors,
   };
 }

@@ -149,3 +149,29 @@ export function rolledDays(period: ReportPeriod): [string, string] {
 
 /** The persona's rolled-up exchanges in the period (alias r). $1 persona, $2 organization, $5/$6 rolledDays. */
 export const PERSONA_ROLLUPS = `r.source = 'proxy' AND r.persona_id = $1 AND r.organization_id = $2 AND r.day >= $5::date AND r.day < $6::date`;
+
+/**
+ * The usage rows as read: one JSON array of [key, source is 'proxy', requests, input, output and total tokens,
+ * cost, errors] per row, or null for none. PostgreSQL prints a float8 in its shortest exact form, so a number
+ * parses to the very value the driver would have given; one that is not finite comes as a string, which Number()
+ * reads as the driver did.
+ */
+export function parseUsageRows(json: string | null): UsageRow[] {
+  if (json === null) return [];
+  const rows = JSON.parse(json) as [string | null, boolean, number, number | string, number | string, number | string, number | string, number][];
+  const out: UsageRow[] = new Array(rows.length);
+  for (let i = 0; i < rows.length; i++) {
+    const r = rows[i];
+    out[i] = {
+      key: r[0],
+      source: r[1] ? 'proxy' : 'analysis',
+      requests: r[2],
+      input_tokens: Number(r[3]),
+      output_tokens: Number(r[4]),
+      total_tokens: Number(r[5]),
+      cost: Number(r[6]),
+      errors: r[7],
+    };
+  }
+  return out;
+}

@@ -23,6 +23,7 @@ import {
   UsageRow,
   DAILY_USAGE_KEYS,
   wholeDays,
+  parseUsageRows,
 } from './exchange-reports';
 
 /** The fields of an exchange that hold what was sent and answered, and can be as large as the body limit. */
@@ -348,15 +349,21 @@ export class ExchangesRepository {
        SELECT day, source, ${daily.changesKey}, ${sums} FROM usage_daily_changes WHERE organization_id = $1 AND day >= $6::date AND day < $7::date`;
     const edgeOf = (alias: string) =>
       `((${alias}.created_at >= $2::timestamptz AND ${alias}.created_at < $3::timestamptz) OR (${alias}.created_at >= $4::timestamptz AND ${alias}.created_at < $5::timestamptz))`;
-    return this.exchanges.query(
-      `SELECT key, source, sum(requests)::int AS requests, sum(input_tokens)::float8 AS input_tokens,
-              sum(output_tokens)::float8 AS output_tokens, sum(total_tokens)::float8 AS total_tokens,
-              sum(cost)::float8 AS cost, sum(errors)::int AS errors
+    // Sums of counts run in int8 and of tokens in float8 (exact below 2^53): the bigint columns' own sum() keeps a
+    // numeric state per group, several times slower over the tens of thousands of daily rows of a large period.
+    // The rows come back as one JSON array of arrays (see parseUsageRows): read and parsed at once, where the
+    // driver would make a string per column of each of tens of thousands of rows.
+    const rows: { rows: string | null }[] = await this.readUsage(
+      `SELECT json_agg(json_build_array(key, source = 'proxy', requests, input_tokens, output_tokens, total_tokens, cost, errors)
+                       ORDER BY key COLLATE "C" ASC NULLS LAST, source DESC)::text AS rows
+         FROM (
+       SELECT key, source, sum(requests)::int AS requests, sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens,
+              sum(total_tokens) AS total_tokens, sum(cost) AS cost, sum(errors)::int AS errors
          FROM (
          SELECT ${key.proxy} AS key, 'proxy' AS source, count(*)::int AS requests,
-                coalesce(sum(e.input_tokens), 0)::float8 AS input_tokens,
-                coalesce(sum(e.output_tokens), 0)::float8 AS output_tokens,
-                coalesce(sum(e.total_tokens), 0)::float8 AS total_tokens,
+                coalesce(sum(e.input_tokens::float8), 0) AS input_tokens,
+                coalesce(sum(e.output_tokens::float8), 0) AS output_tokens,
+                coalesce(sum(e.total_tokens::float8), 0) AS total_tokens,
                 coalesce(sum(e.cost), 0)::float8 AS cost,
                 (count(*) FILTER (WHERE e.${IS_ERROR}))::int AS errors
            FROM exchanges e
@@ -364,9 +371,9 @@ export class ExchangesRepository {
           GROUP BY 1
          UNION ALL
          SELECT ${key.analysis} AS key, 'analysis' AS source, count(*)::int AS requests,
-                coalesce(sum(a.input_tokens), 0)::float8 AS input_tokens,
-                coalesce(sum(a.output_tokens), 0)::float8 AS output_tokens,
-                coalesce(sum(a.total_tokens), 0)::float8 AS total_tokens,
+                coalesce(sum(a.input_tokens::float8), 0) AS input_tokens,
+                coalesce(sum(a.output_tokens::float8), 0) AS output_tokens,
+                coalesce(sum(a.total_tokens::float8), 0) AS total_tokens,
                 coalesce(sum(a.cost), 0)::float8 AS cost,
                 (count(*) FILTER (WHERE a.status = 'failed'))::int AS errors
            FROM analysis_results a ${userJoin}
@@ -374,12 +381,12 @@ export class ExchangesRepository {
           GROUP BY 1
          UNION ALL
          SELECT ${daily.key} AS key, g.source, g.requests, g.input_tokens, g.output_tokens, g.total_tokens, g.cost, g.errors
-           FROM (SELECT ${daily.group} AS k, d.source, sum(d.requests)::int AS requests, sum(d.input_tokens)::float8 AS input_tokens,
-                        sum(d.output_tokens)::float8 AS output_tokens, sum(d.total_tokens)::float8 AS total_tokens, sum(d.cost)::float8 AS cost,
-                        sum(d.errors)::int AS errors
+           FROM (SELECT ${daily.group} AS k, d.source, sum(d.requests::int)::int AS requests, sum(d.input_tokens::float8) AS input_tokens,
+                        sum(d.output_tokens::float8) AS output_tokens, sum(d.total_tokens::float8) AS total_tokens, sum(d.cost) AS cost,
+                        sum(d.errors::int)::int AS errors
                    FROM (${dailyRows}) d
                   GROUP BY 1, 2
-                 HAVING sum(d.requests) > 0) g ${daily.join}
+                 HAVING sum(d.requests::int) > 0) g ${daily.join}
          UNION ALL
          SELECT ${rolledKey} AS key, r.source, sum(r.requests)::int, sum(r.input_tokens)::float8, sum(r.output_tokens)::float8,
                 sum(r.total_tokens)::float8, sum(r.cost)::float8, sum(r.errors)::int
@@ -387,10 +394,23 @@ export class ExchangesRepository {
           WHERE r.organization_id = $1 AND r.day >= $8::date AND r.day < $9::date
           GROUP BY 1, 2
        ) usage
-       GROUP BY key, source
-       ORDER BY key COLLATE "C" ASC NULLS LAST, source DESC`,
+       GROUP BY key, source) grouped`,
       [orgId, ...edges, ...days, ...rolledDays(period)],
     );
+    return parseUsageRows(rows[0]?.rows ?? null);
+  }
+
+  /**
+   * One usage read, without parallel workers: its parts are small index scans and aggregates, which workers only
+   * slow (their start, and a sorted merge of their partial groups in place of one hash aggregate). Its groups (one
+   * per user and source over a year: tens of thousands) are hashed in memory rather than sorted on disk.
+   */
+  private async readUsage(sql: string, params: unknown[]): Promise<{ rows: string | null }[]> {
+    return this.exchanges.manager.transaction(async (m) => {
+      await m.query(`SET LOCAL max_parallel_workers_per_gather = 0`);
+      await m.query(`SET LOCAL work_mem = '32MB'`);
+      return m.query(sql, params);
+    });
   }
 
   /** The recorded cost of the organization's (or one of its users') proxied calls this month, and the part of it today (deleted calls from the rollups). */
