@@ -73,14 +73,8 @@ export class StreamRelay {
    */
   private held: Buffer[] | null = null;
   private heldBytes = 0;
-  /** whole events taken for the client before the answer started (before the first event, or while the pending row was written) */
+  /** whole events relayed before the first one was parsed (comments, retry fields), sent with it */
   private pre: Buffer[] = [];
-  /** the events parsed up to the last region taken into `pre` */
-  private preEvents = 0;
-  /** the pending row is being written: events are checked and recorded as they come, but none leaves yet */
-  private awaitingRow = false;
-  /** a failure met while the pending row was written: answered once it is (after the events that came before it) */
-  private failure: { status: ExchangeStatus; exc: AppException } | null = null;
   private bytes = 0;
   /** how the upstream body ended: 'ended', or the error it failed with while the relay was holding */
   private upstreamEnd: 'open' | 'ended' | { error: unknown } = 'open';
@@ -185,10 +179,11 @@ export class StreamRelay {
   }
 
   private holdForPendingRow(): void {
-    this.awaitingRow = true;
+    this.held = [];
     void this.call.record.pendingRow().then((ok) => {
-      this.awaitingRow = false;
-      // over, or being recorded already (the answer ended, or failed, while the row was written)
+      const queued = this.held ?? [];
+      this.held = null;
+      // over, or being recorded already (the upstream failed once the client left)
       if (this.phase === 'over' || (ok && this.call.record.done)) return;
       if (this.call.clientGone) {
         // the client left while the row was written: nothing more is relayed, but the call is recorded (the
@@ -204,33 +199,19 @@ export class StreamRelay {
         this.body.destroy();
         return this.settle(AppException.databaseUnavailable());
       }
-      // the events checked meanwhile leave in one write, then what ended the answer meanwhile is handled
-      if (this.preEvents > 0) {
-        this.startAnswer();
-        const out = this.takePre();
-        if (out.length && !this.call.res.write(out)) this.waitForDrain();
-      }
-      if (this.failure) return void this.stop(this.failure.status, this.failure.exc);
+      // what arrived meanwhile leaves in one write (the socket is corked, not the response: a response's cork keeps
+      // chunks back until its own uncork, which end() does only after the last chunk)
+      const socket = this.call.res.socket;
+      socket?.cork();
+      for (const chunk of queued) this.onData(chunk);
+      socket?.uncork();
+      if (this.held) return;
       const end = this.upstreamEnd;
       if (typeof end === 'object') {
         this.upstreamEnd = 'open';
         this.onError(end.error);
       } else if (end === 'ended') this.onEnd();
     });
-  }
-
-  /** what was taken for the client and not sent yet, in one buffer */
-  private takePre(): Buffer {
-    const out = this.pre.length === 1 ? this.pre[0] : Buffer.concat(this.pre);
-    this.pre = [];
-    return out;
-  }
-
-  /** stop(), or once the pending row is written (what arrived before the failure is relayed first) */
-  private fail(exStatus: ExchangeStatus, exc: AppException): void {
-    if (!this.awaitingRow) return void this.stop(exStatus, exc);
-    this.failure ??= { status: exStatus, exc };
-    this.body.pause();
   }
 
   /** The answer failed before its final event: recorded, then a 502 (nothing sent yet) or an error event. */
@@ -260,8 +241,6 @@ export class StreamRelay {
       const held = this.held!;
       this.held = null;
       const { res, scrubber } = this.call;
-      // answered already (the pending row failed while the answer was being recorded: a 503)
-      if (this.phase === 'over') return;
       if (this.call.clientGone) return this.settle();
       if (!recorded) {
         this.body.destroy();
@@ -291,7 +270,7 @@ export class StreamRelay {
   }
 
   private readonly onData = (chunk: Buffer): void => {
-    if (this.phase === 'over' || this.failure) return;
+    if (this.phase === 'over') return;
     if (this.held) {
       this.held.push(chunk);
       this.heldBytes += chunk.length;
@@ -306,35 +285,43 @@ export class StreamRelay {
       return;
     }
     this.bytes += chunk.length;
-    if (this.bytes > this.limits.maxBodyBytes) return this.fail('upstream_error', tooLarge());
+    if (this.bytes > this.limits.maxBodyBytes) {
+      void this.stop('upstream_error', tooLarge());
+      return;
+    }
     const region = this.framer.push(chunk);
     if (!region) return;
     let out = this.take(region);
-    if (this.capture.malformed) return this.fail('upstream_error', new AppException('upstream_error', 'The upstream sent malformed server-sent events'));
+    if (this.capture.malformed) {
+      void this.stop('upstream_error', new AppException('upstream_error', 'The upstream sent malformed server-sent events'));
+      return;
+    }
     if (this.phase === 'opening') {
-      // nothing leaves before the first event is checked and the pending row is written; an answer that ends
-      // before that is recorded once, whole, when its pending row is still queued (see ExchangeRecorder.complete())
-      if (out.length) this.pre.push(out);
-      this.preEvents = this.parser.events;
-      if (this.capture.terminal) return this.completeWith([this.takePre()]);
-      if (this.parser.events === 0 || this.awaitingRow) return;
+      if (this.parser.events === 0) {
+        if (out.length) this.pre.push(out);
+        return;
+      }
+      if (this.pre.length) {
+        this.pre.push(out);
+        out = Buffer.concat(this.pre);
+        this.pre = [];
+      }
+      if (this.capture.terminal) return this.completeWith([out]);
       this.startAnswer();
-      out = this.takePre();
-    } else if (this.capture.terminal) return this.completeWith([out]);
+    }
+    if (this.capture.terminal) return this.completeWith([out]);
     if (out.length && !res.write(out)) this.waitForDrain();
   };
 
   private readonly onEnd = (): void => {
     if (this.upstreamEnd === 'open') this.upstreamEnd = 'ended';
-    if (this.phase === 'over' || this.held || this.failure) return;
+    if (this.phase === 'over' || this.held) return;
     if (this.phase === 'tail') {
       this.call.res.end();
       return this.settle();
     }
     // an event the upstream did not end with a blank line is not dispatched, but its bytes are relayed
     if (this.capture.complete) return this.completeWith(this.framer.held ? [...this.pre, this.call.scrubber.bytes(this.framer.rest())] : this.pre);
-    // answered once the pending row is written (the events that came before go out first)
-    if (this.awaitingRow) return;
     const opening = this.phase === 'opening';
     void this.stop('upstream_error', new AppException('upstream_error', opening ? 'The upstream sent an empty or incomplete event stream' : 'The upstream stream ended before the answer was complete'));
   };
@@ -346,7 +333,7 @@ export class StreamRelay {
       void this.call.finish('client_aborted', { upstreamStatus: this.status, captured: this.capture.result() }).then(() => this.settle());
       return;
     }
-    if (this.held || this.awaitingRow) {
+    if (this.held) {
       this.upstreamEnd = { error: err };
       return;
     }
