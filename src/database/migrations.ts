@@ -22,6 +22,7 @@ import { AddExchangeCaptureMode1796100000000 } from '../../migrations/1796100000
 import { AddKeyPools1796400000001 } from '../../migrations/1796400000001-AddKeyPools';
 import { KeepDailyUsage1796700000000 } from '../../migrations/1796700000000-KeepDailyUsage';
 import { IndexAnalysisResultResponses1796700000100 } from '../../migrations/1796700000100-IndexAnalysisResultResponses';
+import { IndexAnalysisResultCategories1796900000000 } from '../../migrations/1796900000000-IndexAnalysisResultCategories';
 
 /** Every migration, in order (listed explicitly, never globbed). */
 export const MIGRATIONS = [
@@ -49,4 +50,5 @@ export const MIGRATIONS = [
   AddKeyPools1796400000001,
   KeepDailyUsage1796700000000,
   IndexAnalysisResultResponses1796700000100,
+  IndexAnalysisResultCategories1796900000000,
 ];

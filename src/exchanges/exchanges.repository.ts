@@ -167,21 +167,41 @@ export class ExchangesRepository {
   /** The organization's exchanges, newest first: up to `limit + 1` rows after the `after` cursor. */
   async listPage(orgId: string, filter: ExchangeFilter, limit: number, after: string | undefined): Promise<ListedExchange[]> {
     await this.recorder.caughtUp();
-    const qb = this.exchanges.createQueryBuilder('e').where('e.organization_id = :orgId', { orgId });
+    if (!filter.analysisCategory) return this.listPageWith(this.exchanges, orgId, filter, limit, after);
+    // the category's exchanges are hashed in memory (see listPageWith): room for a large organization's set
+    return this.exchanges.manager.transaction(async (m) => {
+      await m.query(`SET LOCAL work_mem = '32MB'`);
+      return this.listPageWith(m.getRepository(ExchangeEntity), orgId, filter, limit, after);
+    });
+  }
+
+  private async listPageWith(
+    exchanges: Repository<ExchangeEntity>,
+    orgId: string,
+    filter: ExchangeFilter,
+    limit: number,
+    after: string | undefined,
+  ): Promise<ListedExchange[]> {
+    const qb = exchanges.createQueryBuilder('e').where('e.organization_id = :orgId', { orgId });
     if (filter.sessionId) qb.andWhere('e.session_id = :sessionId', { sessionId: filter.sessionId });
     if (filter.externalUserId) qb.andWhere('e.external_user_id = :userId', { userId: filter.externalUserId });
     if (filter.personaId) qb.andWhere('e.persona_id = :personaId', { personaId: filter.personaId });
     if (filter.model) qb.andWhere('e.model = :model', { model: filter.model });
     if (filter.endpoint) qb.andWhere('e.endpoint = :endpoint', { endpoint: filter.endpoint });
     if (filter.status) qb.andWhere('e.status = :status', { status: filter.status });
-    // per-row lookups through the unique (exchange, user) index of ratings and the (organization, exchange) index of
-    // analysis results: the newest-first keyset scan stays the plan
+    // per-row lookup through the unique (exchange, user) index of ratings: the newest-first keyset scan stays the plan
     if (filter.rating) {
       qb.andWhere('EXISTS (SELECT 1 FROM ratings r WHERE r.organization_id = e.organization_id AND r.exchange_id = e.id AND r.rating = :rating)', { rating: filter.rating });
     }
+    // The category's exchanges are read once from ix_analysis_results_category (index only) and hashed; the
+    // newest-first keyset scan stays the plan and checks each row against the hash. A per-row lookup of the row's
+    // results (EXISTS) cost an index probe per scanned exchange, and most scanned exchanges have no result (the
+    // newest ones are not analysed yet). `IS TRUE` keeps the IN a filter (a hashed subplan) rather than a join the
+    // planner would answer by reading all of the organization's exchanges; exchange_id is never null, so it is
+    // true exactly when the IN is.
     if (filter.analysisCategory) {
       qb.andWhere(
-        `EXISTS (SELECT 1 FROM analysis_results a WHERE a.organization_id = e.organization_id AND a.exchange_id = e.id AND a.primary_category = :category)`,
+        `(e.id IN (SELECT a.exchange_id FROM analysis_results a WHERE a.organization_id = :orgId AND a.primary_category = :category)) IS TRUE`,
         { category: filter.analysisCategory },
       );
     }

@@ -1,0 +1,97 @@
+import { randomUUID } from 'node:crypto';
+import { DataSource, SelectQueryBuilder } from 'typeorm';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { ExchangeEntity } from '../../src/exchanges/exchange.entity';
+import { ExchangesRepository } from '../../src/exchanges/exchanges.repository';
+import { buildTypeOrmOptions } from '../../src/database/typeorm-options';
+import { MediumDatabase, openMediumDatabase, outcomeOf, pendingRow, RecorderBench } from './recorder-harness';
+
+let database: MediumDatabase;
+let bench: RecorderBench;
+let repo: ExchangesRepository;
+let entities: DataSource;
+beforeAll(async () => {
+  database = await openMediumDatabase();
+  bench = database.recorder();
+  // the repository's own data source: the exchanges' entity registered, as the app registers it
+  const url = (database.dataSource.options as { url: string }).url;
+  entities = new DataSource(buildTypeOrmOptions(url, 4, 'openai-proxy:medium-lists', [ExchangeEntity]));
+  await entities.initialize();
+  repo = new ExchangesRepository(entities.getRepository(ExchangeEntity), bench.recorder);
+});
+afterAll(async () => {
+  await entities?.destroy();
+  await bench?.close();
+  await database?.close();
+});
+
+async function exchange(orgId: string, tag: string, createdAt: Date): Promise<string> {
+  const row = pendingRow(tag, { organizationId: orgId, createdAt });
+  await bench.recorder.begin(row);
+  await bench.recorder.complete(outcomeOf(row));
+  return row.id;
+}
+
+async function result(orgId: string, exchangeId: string, category: string, type = 'intent'): Promise<void> {
+  await database.dataSource.query(
+    `INSERT INTO analysis_results (organization_id, exchange_id, cache_key, analysis_type, primary_category, model)
+     VALUES ($1, $2, md5(random()::text), $3, $4, 'gpt-4o-mini')`,
+    [orgId, exchangeId, type, category],
+  );
+}
+
+describe('lists of exchanges by analysis category', () => {
+  it('lists the exchanges put in the category, newest first, once each, of the organization only, by pages', async () => {
+    const orgId = randomUUID();
+    const other = randomUUID();
+    const t0 = Date.now() - 3_600_000;
+    const ids = [];
+    for (let i = 0; i < 6; i++) ids.push(await exchange(orgId, `cat${i}`, new Date(t0 + i * 60_000)));
+    const foreign = await exchange(other, 'foreign', new Date(t0 + 30_000));
+    await result(orgId, ids[0], 'billing');
+    await result(orgId, ids[2], 'billing');
+    await result(orgId, ids[2], 'billing'); // analysed twice: listed once
+    await result(orgId, ids[3], 'sales');
+    await result(orgId, ids[4], 'billing', 'sentiment');
+    await result(orgId, ids[5], 'sales');
+    await result(other, foreign, 'billing');
+    await result(other, ids[1], 'billing'); // another organization's result names no exchange of this one
+
+    const listed = async (limit: number, after?: string) =>
+      (await repo.listPage(orgId, { analysisCategory: 'billing' }, limit, after)).map((r) => r.exchange.id);
+    expect(await listed(10)).toEqual([ids[4], ids[2], ids[0]]);
+    expect(await listed(1)).toEqual([ids[4], ids[2]]);
+    expect(await listed(1, ids[2])).toEqual([ids[0]]);
+    expect((await repo.listPage(orgId, { analysisCategory: 'billing', model: 'gpt-4o-mini' }, 10, undefined)).map((r) => r.exchange.id)).toEqual([
+      ids[4],
+      ids[2],
+      ids[0],
+    ]);
+    expect(await repo.listPage(orgId, { analysisCategory: 'no-such-category' }, 10, undefined)).toEqual([]);
+  });
+
+  it('reads the category from its index once and checks the newest-first scan against it (no per-row lookup)', async () => {
+    const orgId = randomUUID();
+    await database.dataSource.query(
+      `INSERT INTO analysis_results (organization_id, exchange_id, cache_key, analysis_type, primary_category, model)
+       SELECT $1, 'ex_' || i, 'key_' || i, 'intent', (ARRAY['billing', 'sales', 'other'])[1 + i % 3], 'gpt-4o-mini'
+         FROM generate_series(1, 3000) i`,
+      [orgId],
+    );
+    await database.dataSource.query('ANALYZE analysis_results');
+    const spy = vi.spyOn(SelectQueryBuilder.prototype, 'getQueryAndParameters');
+    try {
+      await repo.listPage(orgId, { analysisCategory: 'billing' }, 20, undefined);
+      const [sql, params] = spy.mock.results.map((r) => r.value as [string, unknown[]]).find(([q]) => q.includes('analysis_results'))!;
+      const plan = await database.dataSource.transaction(async (m) => {
+        await m.query(`SET LOCAL work_mem = '32MB'`);
+        await m.query(`SET LOCAL enable_seqscan = off`);
+        return (await m.query(`EXPLAIN ${sql}`, params)).map((r: Record<string, string>) => Object.values(r)[0]).join('\n');
+      });
+      expect(plan).toContain('ix_analysis_results_category');
+      expect(plan).toContain('hashed SubPlan');
+    } finally {
+      spy.mockRestore();
+    }
+  });
+});
