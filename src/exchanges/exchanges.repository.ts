@@ -1,6 +1,6 @@
 import { Injectable } from '@nestjs/common';
 import { InjectRepository } from '@nestjs/typeorm';
-import { Repository, SelectQueryBuilder } from 'typeorm';
+import { EntityManager, Repository, SelectQueryBuilder } from 'typeorm';
 import { ExchangeEntity } from './exchange.entity';
 import { ExchangeRecorder } from './recorder/exchange-recorder.service';
 import {
@@ -168,21 +168,40 @@ export class ExchangesRepository {
   async listPage(orgId: string, filter: ExchangeFilter, limit: number, after: string | undefined): Promise<ListedExchange[]> {
     await this.recorder.caughtUp();
     if (!filter.analysisCategory) return this.listPageWith(this.exchanges, orgId, filter, limit, after);
-    // the category's exchanges are hashed in memory (see listPageWith): room for a large organization's set
-    return this.exchanges.manager.transaction(async (m) => {
+    // One snapshot for the statements below. The category's exchanges are hashed in memory (see listPageWith):
+    // room for a large organization's set.
+    return this.exchanges.manager.transaction('REPEATABLE READ', async (m) => {
       await m.query(`SET LOCAL work_mem = '32MB'`);
-      return this.listPageWith(m.getRepository(ExchangeEntity), orgId, filter, limit, after);
+      const repo = m.getRepository(ExchangeEntity);
+      // Over the whole table the newest-first scan is a merge of every partition's scan: each one started, and the
+      // category hashed once per partition (13 times on a year of months) before the first row. Within the span
+      // of the monthly partitions the planner reads them one after another instead, newest first, and stops at
+      // the page's end; only the default partition (rows outside every month) keeps it from doing so for the
+      // whole table. When the default partition has no row of the list, the list is the one within the span.
+      const span = await monthlySpan(m);
+      if (span && (await this.listPageWith(repo, orgId, filter, 0, after, { ...span, within: false })).length === 0) {
+        return this.listPageWith(repo, orgId, filter, limit, after, { ...span, within: true });
+      }
+      return this.listPageWith(repo, orgId, filter, limit, after);
     });
   }
 
+  /** `span`: only the rows within [from, to) of created_at, or only those outside it. */
   private async listPageWith(
     exchanges: Repository<ExchangeEntity>,
     orgId: string,
     filter: ExchangeFilter,
     limit: number,
     after: string | undefined,
+    span?: { from: Date; to: Date; within: boolean },
   ): Promise<ListedExchange[]> {
     const qb = exchanges.createQueryBuilder('e').where('e.organization_id = :orgId', { orgId });
+    if (span) {
+      qb.andWhere(span.within ? 'e.created_at >= :spanFrom AND e.created_at < :spanTo' : '(e.created_at < :spanFrom OR e.created_at >= :spanTo)', {
+        spanFrom: span.from,
+        spanTo: span.to,
+      });
+    }
     if (filter.sessionId) qb.andWhere('e.session_id = :sessionId', { sessionId: filter.sessionId });
     if (filter.externalUserId) qb.andWhere('e.external_user_id = :userId', { userId: filter.externalUserId });
     if (filter.personaId) qb.andWhere('e.persona_id = :personaId', { personaId: filter.personaId });
@@ -490,4 +509,28 @@ export class ExchangesRepository {
       return { exchange: row, omitted, ratings: { count: Number(raw[i].ratings_count ?? 0), average: average === null ? null : Math.round(average * 100) / 100 } };
     });
   }
+}
+
+/**
+ * [from, to) of created_at covered by the monthly partitions of `exchanges` when they follow one another without a
+ * gap; null on a table that is not partitioned, or with a gap (whose rows are in the default partition).
+ */
+async function monthlySpan(m: EntityManager): Promise<{ from: Date; to: Date } | null> {
+  const rows: { bound: string }[] = await m.query(
+    `SELECT pg_get_expr(c.relpartbound, c.oid) AS bound
+       FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+      WHERE i.inhparent = to_regclass('exchanges')`,
+  );
+  const parts: { from: number; to: number }[] = [];
+  for (const r of rows) {
+    if (r.bound === 'DEFAULT') continue;
+    const b = /^FOR VALUES FROM \('([^']+)'\) TO \('([^']+)'\)$/.exec(r.bound);
+    // a bound of another form (MINVALUE, MAXVALUE): no span
+    if (!b) return null;
+    parts.push({ from: new Date(b[1]).getTime(), to: new Date(b[2]).getTime() });
+  }
+  if (parts.length === 0 || parts.some((p) => !Number.isFinite(p.from) || !Number.isFinite(p.to))) return null;
+  parts.sort((a, b) => a.from - b.from);
+  for (let i = 1; i < parts.length; i++) if (parts[i].from !== parts[i - 1].to) return null;
+  return { from: new Date(parts[0].from), to: new Date(parts[parts.length - 1].to) };
 }

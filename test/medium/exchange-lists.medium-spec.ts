@@ -68,9 +68,19 @@ describe('lists of exchanges by analysis category', () => {
       ids[0],
     ]);
     expect(await repo.listPage(orgId, { analysisCategory: 'no-such-category' }, 10, undefined)).toEqual([]);
+
+    // a row outside every monthly partition (in the default one) is listed in its place too
+    const old = await exchange(orgId, 'old', new Date('2001-02-03T04:05:06.789Z'));
+    await result(orgId, old, 'billing');
+    expect(await listed(10)).toEqual([ids[4], ids[2], ids[0], old]);
+    expect(await listed(2, ids[2])).toEqual([ids[0], old]);
+    const future = await exchange(orgId, 'future', new Date('2999-01-01T00:00:00.000Z'));
+    await result(orgId, future, 'billing');
+    expect(await listed(1)).toEqual([future, ids[4]]);
+    expect(await listed(10)).toEqual([future, ids[4], ids[2], ids[0], old]);
   });
 
-  it('reads the category from its index once and checks the newest-first scan against it (no per-row lookup)', async () => {
+  it('reads the category from its index and checks the newest-first scan of the months against it (no per-row lookup)', async () => {
     const orgId = randomUUID();
     await database.dataSource.query(
       `INSERT INTO analysis_results (organization_id, exchange_id, cache_key, analysis_type, primary_category, model)
@@ -82,7 +92,10 @@ describe('lists of exchanges by analysis category', () => {
     const spy = vi.spyOn(SelectQueryBuilder.prototype, 'getQueryAndParameters');
     try {
       await repo.listPage(orgId, { analysisCategory: 'billing' }, 20, undefined);
-      const [sql, params] = spy.mock.results.map((r) => r.value as [string, unknown[]]).find(([q]) => q.includes('analysis_results'))!;
+      const lists = spy.mock.results.map((r) => r.value as [string, unknown[]]).filter(([q]) => q.includes('analysis_results'));
+      // the last one read the page; the one before found no row of the list in the default partition
+      expect(lists).toHaveLength(2);
+      const [sql, params] = lists[1];
       const plan = await database.dataSource.transaction(async (m) => {
         await m.query(`SET LOCAL work_mem = '32MB'`);
         await m.query(`SET LOCAL enable_seqscan = off`);
@@ -90,6 +103,9 @@ describe('lists of exchanges by analysis category', () => {
       });
       expect(plan).toContain('ix_analysis_results_category');
       expect(plan).toContain('hashed SubPlan');
+      // within the monthly partitions: the default one is not read, and the months are read newest first
+      expect(plan).not.toContain('exchanges_default');
+      expect(plan).not.toContain('Merge Append');
     } finally {
       spy.mockRestore();
     }
