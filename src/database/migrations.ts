@@ -23,6 +23,7 @@ import { AddKeyPools1796400000001 } from '../../migrations/1796400000001-AddKeyP
 import { KeepDailyUsage1796700000000 } from '../../migrations/1796700000000-KeepDailyUsage';
 import { IndexAnalysisResultResponses1796700000100 } from '../../migrations/1796700000100-IndexAnalysisResultResponses';
 import { IndexAnalysisResultCategories1796900000000 } from '../../migrations/1796900000000-IndexAnalysisResultCategories';
+import { CoverPersonaJudgements1796900000100 } from '../../migrations/1796900000100-CoverPersonaJudgements';
 
 /** Every migration, in order (listed explicitly, never globbed). */
 export const MIGRATIONS = [
@@ -51,4 +52,5 @@ export const MIGRATIONS = [
   KeepDailyUsage1796700000000,
   IndexAnalysisResultResponses1796700000100,
   IndexAnalysisResultCategories1796900000000,
+  CoverPersonaJudgements1796900000100,
 ];

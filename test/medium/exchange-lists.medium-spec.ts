@@ -111,3 +111,47 @@ describe('lists of exchanges by analysis category', () => {
     }
   });
 });
+
+describe('persona analytics', () => {
+  it('count the persona’s ratings and analysis results from their indexes alone (no table reads)', async () => {
+    const orgId = randomUUID();
+    const personaId = randomUUID();
+    await database.dataSource.query(
+      `INSERT INTO analysis_results (organization_id, exchange_id, persona_id, cache_key, analysis_type, primary_category, model)
+       SELECT $1, 'ex_' || i, $2, 'key_' || i, 'intent', 'billing', 'gpt-4o-mini' FROM generate_series(1, 2000) i`,
+      [orgId, personaId],
+    );
+    await database.dataSource.query(
+      `INSERT INTO ratings (organization_id, exchange_id, user_id, persona_id, rating, rated_at)
+       SELECT $1, 'ex_' || i, gen_random_uuid(), $2, 1 + i % 5, now() FROM generate_series(1, 2000) i`,
+      [orgId, personaId],
+    );
+    await database.dataSource.query('VACUUM ANALYZE analysis_results');
+    await database.dataSource.query('VACUUM ANALYZE ratings');
+    const source = entities.getRepository(ExchangeEntity);
+    const spy = vi.spyOn(source, 'query');
+    try {
+      const period = { from: new Date(Date.now() - 365 * 86_400_000), to: new Date() };
+      const reads = new ExchangesRepository(source, bench.recorder);
+      await reads.personaRatings(orgId, personaId, period);
+      await reads.personaAnalysis(orgId, personaId, period);
+      const plans = [];
+      for (const [sql, params] of spy.mock.calls as [string, unknown[]][]) {
+        plans.push(
+          await database.dataSource.transaction(async (m) => {
+            await m.query(`SET LOCAL enable_seqscan = off`);
+            await m.query(`SET LOCAL enable_bitmapscan = off`);
+            // as on a persona with exchanges: its rows hashed, not probed one by one
+            await m.query(`SET LOCAL enable_nestloop = off`);
+            return (await m.query(`EXPLAIN ${sql}`, params)).map((r: Record<string, string>) => Object.values(r)[0]).join('\n');
+          }),
+        );
+      }
+      expect(plans).toHaveLength(2);
+      expect(plans[0]).toContain('Index Only Scan using ix_ratings_persona_reads');
+      expect(plans[1]).toContain('Index Only Scan using ix_analysis_results_persona_reads');
+    } finally {
+      spy.mockRestore();
+    }
+  });
+});
