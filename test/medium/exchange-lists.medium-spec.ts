@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { Client } from 'pg';
 import { DataSource, SelectQueryBuilder } from 'typeorm';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { ExchangeEntity } from '../../src/exchanges/exchange.entity';
@@ -10,8 +11,17 @@ let database: MediumDatabase;
 let bench: RecorderBench;
 let repo: ExchangesRepository;
 let entities: DataSource;
+/** a database of this file's own on PostgreSQL: its partitions are the ones the migrations make, without the months other files add */
+let ownDatabase: { admin: string; name: string } | undefined;
 beforeAll(async () => {
-  database = await openMediumDatabase();
+  const shared = process.env.DATABASE_URL;
+  if (shared) {
+    ownDatabase = { admin: shared, name: `proxy_lists_${randomUUID().slice(0, 8)}` };
+    await adminQuery(shared, `CREATE DATABASE ${ownDatabase.name}`);
+    const url = new URL(shared);
+    url.pathname = `/${ownDatabase.name}`;
+    database = await openMediumDatabase({ DATABASE_URL: url.toString() });
+  } else database = await openMediumDatabase();
   bench = database.recorder();
   // the repository's own data source: the exchanges' entity registered, as the app registers it
   const url = (database.dataSource.options as { url: string }).url;
@@ -23,7 +33,18 @@ afterAll(async () => {
   await entities?.destroy();
   await bench?.close();
   await database?.close();
+  if (ownDatabase) await adminQuery(ownDatabase.admin, `DROP DATABASE IF EXISTS ${ownDatabase.name} WITH (FORCE)`);
 });
+
+async function adminQuery(url: string, sql: string): Promise<void> {
+  const client = new Client({ connectionString: url });
+  await client.connect();
+  try {
+    await client.query(sql);
+  } finally {
+    await client.end();
+  }
+}
 
 async function exchange(orgId: string, tag: string, createdAt: Date): Promise<string> {
   const row = pendingRow(tag, { organizationId: orgId, createdAt });
