@@ -1,7 +1,7 @@
 import { ApiPropertyOptional } from '@nestjs/swagger';
-import { IsIn, IsString } from 'class-validator';
+import { IsIn, IsString, Matches, MaxLength, ValidateIf } from 'class-validator';
 import { checkRange, IsInstant, parseInstant } from '../common/dates';
-import { OptionalParam } from '../common/pagination';
+import { DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT, NO_NUL, OptionalParam } from '../common/pagination';
 
 /** Half-open reporting period [from, to). */
 export interface Period {
@@ -13,6 +13,8 @@ export const DEFAULT_PERIOD_DAYS = 30;
 
 export const USAGE_GROUPS = ['user', 'model', 'persona', 'day'] as const;
 export type UsageGroup = (typeof USAGE_GROUPS)[number];
+export const USAGE_ORDERS = ['key', 'cost'] as const;
+export type UsageOrder = (typeof USAGE_ORDERS)[number];
 
 /** `?from=&to=` of the analytics routes. */
 export class PeriodQueryDto {
@@ -33,6 +35,47 @@ export class UsageQueryDto extends PeriodQueryDto {
   @IsString()
   @IsIn(USAGE_GROUPS, { message: `group_by must be one of ${USAGE_GROUPS.join(', ')}` })
   group_by?: UsageGroup;
+
+  @ApiPropertyOptional({
+    type: 'integer',
+    minimum: 1,
+    maximum: MAX_PAGE_LIMIT,
+    description: `1–${MAX_PAGE_LIMIT}: at most this many keys (each with its proxy and analysis rows) and \`has_more\`; without it every row of the period (20 keys when \`after\` is given)`,
+  })
+  @ValidateIf((_o: object, value: unknown) => value !== undefined)
+  @Matches(/^0*(?:[1-9]\d?|100)$/, { message: `limit must be an integer between 1 and ${MAX_PAGE_LIMIT}` })
+  limit?: string;
+
+  @ApiPropertyOptional({ description: 'cursor: the `last_id` (a key) of the previous page' })
+  @OptionalParam()
+  @IsString()
+  @MaxLength(256)
+  @Matches(NO_NUL, { message: 'after must not contain NUL characters' })
+  after?: string;
+
+  @ApiPropertyOptional({
+    enum: USAGE_ORDERS,
+    default: 'key',
+    description: '`key`: keys in ascending order (null last); `cost`: keys by their cost (proxied and analysis together), highest first',
+  })
+  @OptionalParam()
+  @IsString()
+  @IsIn(USAGE_ORDERS, { message: `order must be one of ${USAGE_ORDERS.join(', ')}` })
+  order?: UsageOrder;
+}
+
+/** Which rows of the usage report: the keys after `after` in `order`, at most `limit` of them (null: all). */
+export interface UsagePage {
+  limit: number | null;
+  after?: string;
+  order: UsageOrder;
+}
+
+/** The page `?limit=&after=&order=` ask for: every row without `limit` or `after`; 20 keys with `after` alone. */
+export function usagePageOf(query: UsageQueryDto): UsagePage {
+  const after = query.after === undefined || query.after === '' ? undefined : query.after;
+  const limit = query.limit !== undefined ? Number(query.limit) : after !== undefined ? DEFAULT_PAGE_LIMIT : null;
+  return { limit, after, order: query.order || 'key' };
 }
 
 /**

@@ -43,6 +43,11 @@ export interface UsageRowDto {
 export interface UsageListDto {
   object: 'list';
   data: UsageRowDto[];
+  /** more keys follow (only a page asked for with `limit` or `after` can have more) */
+  has_more: boolean;
+  /** the first and the last row's key: `last_id` is the cursor of the next page */
+  first_id: string | null;
+  last_id: string | null;
 }
 
 export const PERSONA_ANALYTICS_EXAMPLE: PersonaAnalyticsDto = {
@@ -71,4 +76,7 @@ export const USAGE_EXAMPLE: UsageListDto = {
     { key: '2026-06-05', source: 'proxy', requests: 420, tokens: { input: 160000, output: 70000, total: 230000 }, cost: 0.066, errors: 3 },
     { key: '2026-06-05', source: 'analysis', requests: 35, tokens: { input: 14000, output: 1400, total: 15400 }, cost: 0.0029, errors: 0 },
   ],
+  has_more: false,
+  first_id: '2026-06-05',
+  last_id: '2026-06-05',
 };

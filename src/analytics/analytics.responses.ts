@@ -187,4 +187,13 @@ export class UsageListResponse implements UsageListDto {
 
   @ApiProperty({ type: [UsageRowResponse] })
   data!: UsageRowDto[];
+
+  @ApiProperty({ example: false, description: 'more keys follow: only a page asked for with `limit` or `after` can have more' })
+  has_more!: boolean;
+
+  @ApiProperty({ type: String, nullable: true, example: '2026-06-05', description: "the first row's key" })
+  first_id!: string | null;
+
+  @ApiProperty({ type: String, nullable: true, example: '2026-06-05', description: "the last row's key: `after` for the next page" })
+  last_id!: string | null;
 }

@@ -5,7 +5,7 @@ import { PricingService } from '../pricing/pricing.service';
 import { AppException } from '../common/app-exception';
 import { isUuid } from '../common/ids';
 import type { ActingContext } from '../common/request-context';
-import { parsePeriod, PeriodQueryDto, UsageQueryDto, usageGroupOf } from './analytics-query';
+import { parsePeriod, PeriodQueryDto, UsageQueryDto, usageGroupOf, usagePageOf } from './analytics-query';
 import { AnalyticsRepository } from './analytics.repository';
 import type { PersonaAnalyticsDto, RatingDistribution, UsageListDto, UsageRowDto } from './analytics.dto';
 
@@ -90,8 +90,17 @@ export class AnalyticsService {
   async usage(acting: ActingContext, query: UsageQueryDto): Promise<UsageListDto> {
     const period = parsePeriod(query);
     const group = usageGroupOf(query);
-    const rows = await this.exchanges.usageByGroup(acting.orgId, period, group);
-    return { object: 'list', data: rows.map((row) => toUsageRow(row, this.pricing.roundUsd(row.cost))) };
+    const page = usagePageOf(query);
+    const report = await this.exchanges.usageByGroup(acting.orgId, period, group, page);
+    if (!report.cursorFound) throw AppException.invalid(`No row of this report has the key '${page.after}' to page after`, 'after');
+    const data = report.rows.map((row) => toUsageRow(row, this.pricing.roundUsd(row.cost)));
+    return {
+      object: 'list',
+      data,
+      has_more: report.hasMore,
+      first_id: data.length ? data[0].key : null,
+      last_id: data.length ? data[data.length - 1].key : null,
+    };
   }
 
 }

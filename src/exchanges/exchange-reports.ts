@@ -56,6 +56,24 @@ export interface UsageRow {
   errors: number;
 }
 
+/** Which keys of the usage report to read (see UsagePage in the analytics query). */
+export interface UsageReportPage {
+  /** at most this many keys; null: all of them */
+  limit: number | null;
+  /** only the keys ranked after this one */
+  after?: string;
+  order: 'key' | 'cost';
+}
+
+export interface UsageReport {
+  /** the rows of the page's keys, in its order (a key's proxy row before its analysis row) */
+  rows: UsageRow[];
+  /** more keys follow the page's */
+  hasMore: boolean;
+  /** false: the cursor key is not among the report's keys */
+  cursorFound: boolean;
+}
+
 /** Whose recorded cost to sum, from the start of the month, with the part since the start of the day. */
 export interface SpendQuery {
   orgId: string;

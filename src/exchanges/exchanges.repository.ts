@@ -20,7 +20,8 @@ import {
   UsageGroup,
   USAGE_KEYS,
   ROLLED_USAGE_KEYS,
-  UsageRow,
+  UsageReport,
+  UsageReportPage,
   DAILY_USAGE_KEYS,
   wholeDays,
   parseUsageRows,
@@ -373,7 +374,7 @@ export class ExchangesRepository {
    * an erased one is null). Whole UTC days of stored rows are read from the daily usage kept as they are written
    * (usage_daily, with its changes not merged yet), only the part-days at the ends of the period from the rows.
    */
-  async usageByGroup(orgId: string, period: ReportPeriod, group: UsageGroup): Promise<UsageRow[]> {
+  async usageByGroup(orgId: string, period: ReportPeriod, group: UsageGroup, page: UsageReportPage = { limit: null, order: 'key' }): Promise<UsageReport> {
     await this.recorder.caughtUp();
     const key = USAGE_KEYS[group];
     const userJoin = group === 'user' ? 'LEFT JOIN users u ON u.id = a.user_id' : '';
@@ -392,10 +393,7 @@ export class ExchangesRepository {
     // numeric state per group, several times slower over the tens of thousands of daily rows of a large period.
     // The rows come back as one JSON array of arrays (see parseUsageRows): read and parsed at once, where the
     // driver would make a string per column of each of tens of thousands of rows.
-    const rows: { rows: string | null }[] = await this.readUsage(
-      `SELECT json_agg(json_build_array(key, source = 'proxy', requests, input_tokens, output_tokens, total_tokens, cost, errors)
-                       ORDER BY key COLLATE "C" ASC NULLS LAST, source DESC)::text AS rows
-         FROM (
+    const grouped = `
        SELECT key, source, sum(requests)::int AS requests, sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens,
               sum(total_tokens) AS total_tokens, sum(cost) AS cost, sum(errors)::int AS errors
          FROM (
@@ -433,10 +431,42 @@ export class ExchangesRepository {
           WHERE r.organization_id = $1 AND r.day >= $8::date AND r.day < $9::date
           GROUP BY 1, 2
        ) usage
-       GROUP BY key, source) grouped`,
-      [orgId, ...edges, ...days, ...rolledDays(period)],
+       GROUP BY key, source`;
+    const params: unknown[] = [orgId, ...edges, ...days, ...rolledDays(period)];
+    const row = (alias: string) =>
+      `json_build_array(${alias}.key, ${alias}.source = 'proxy', ${alias}.requests, ${alias}.input_tokens, ${alias}.output_tokens, ${alias}.total_tokens, ${alias}.cost, ${alias}.errors)`;
+    if (page.limit === null && page.after === undefined && page.order === 'key') {
+      const rows: { rows: string | null }[] = await this.readUsage(
+        `SELECT json_agg(${row('g')} ORDER BY g.key COLLATE "C" ASC NULLS LAST, g.source DESC)::text AS rows FROM (${grouped}) g`,
+        params,
+      );
+      const all = parseUsageRows(rows[0]?.rows ?? null);
+      return { rows: all, hasMore: false, cursorFound: true };
+    }
+    // A page: the keys' totals (both sources' cost), those after the cursor's key, the first limit + 1 of them in
+    // the order (a top-N sort, not a sort of every key; the one more says whether there are more), then their rows.
+    // Only the page's rows are turned into JSON, however many keys the period has.
+    const order = page.order === 'cost' ? `total DESC, key COLLATE "C" ASC NULLS LAST` : `key COLLATE "C" ASC NULLS LAST`;
+    const after =
+      page.order === 'cost'
+        ? `$10::text IS NULL OR total < (SELECT t FROM cur) OR (total = (SELECT t FROM cur) AND (key IS NULL OR key COLLATE "C" > $10::text))`
+        : `$10::text IS NULL OR key IS NULL OR key COLLATE "C" > $10::text`;
+    params.push(page.after ?? null, page.limit);
+    const rows = await this.readUsage<{ rows: string | null; has_more: boolean; cursor_found: boolean }>(
+      `WITH grouped AS MATERIALIZED (${grouped}),
+            totals AS (SELECT key, coalesce(sum(cost), 0) AS total FROM grouped GROUP BY key),
+            cur AS (SELECT total AS t FROM totals WHERE key = $10::text),
+            page AS (SELECT key, row_number() OVER (ORDER BY ${order}) AS n
+                       FROM (SELECT key, total FROM totals WHERE ${after} ORDER BY ${order} LIMIT $11::int + 1) k),
+            picked AS (SELECT p.n, g.* FROM page p JOIN grouped g ON g.key = p.key
+                       UNION ALL
+                       SELECT p.n, g.* FROM page p JOIN grouped g ON p.key IS NULL AND g.key IS NULL)
+       SELECT (SELECT json_agg(${row('r')} ORDER BY r.n, r.source DESC) FROM picked r WHERE $11::int IS NULL OR r.n <= $11::int)::text AS rows,
+              coalesce((SELECT max(n) FROM page) > $11::int, false) AS has_more,
+              ($10::text IS NULL OR EXISTS (SELECT 1 FROM cur)) AS cursor_found`,
+      params,
     );
-    return parseUsageRows(rows[0]?.rows ?? null);
+    return { rows: parseUsageRows(rows[0]?.rows ?? null), hasMore: rows[0]?.has_more ?? false, cursorFound: rows[0]?.cursor_found ?? true };
   }
 
   /**
@@ -444,7 +474,7 @@ export class ExchangesRepository {
    * slow (their start, and a sorted merge of their partial groups in place of one hash aggregate). Its groups (one
    * per user and source over a year: tens of thousands) are hashed in memory rather than sorted on disk.
    */
-  private async readUsage(sql: string, params: unknown[]): Promise<{ rows: string | null }[]> {
+  private async readUsage<T = { rows: string | null }>(sql: string, params: unknown[]): Promise<T[]> {
     return this.exchanges.manager.transaction(async (m) => {
       await m.query(`SET LOCAL max_parallel_workers_per_gather = 0`);
       await m.query(`SET LOCAL work_mem = '32MB'`);

@@ -449,7 +449,70 @@ describe('analytics', () => {
     it('answers an empty period with an empty list', async () => {
       const res = await asUser(orgA)('GET', '/v1/analytics/usage?from=2020-01-01&to=2020-01-02&group_by=model');
       expect(res.status).toBe(200);
-      expect(res.body).toEqual({ object: 'list', data: [] });
+      expect(res.body).toEqual({ object: 'list', data: [], has_more: false, first_id: null, last_id: null });
+    });
+
+    describe('pages: ?limit=, ?after= and ?order=', () => {
+      const get = async (q: string) => {
+        const res = await asUser(orgA)('GET', `/v1/analytics/usage?${PERIOD}&${q}`);
+        expect(res.status, res.text).toBe(200);
+        return res.body as { data: any[]; has_more: boolean; first_id: string | null; last_id: string | null };
+      };
+      /** the keys of the whole report ranked by their cost, both sources together, highest first (ties by key) */
+      const byCost = (rows: any[]) => {
+        const totals = new Map<string | null, number>();
+        for (const r of rows) totals.set(r.key, (totals.get(r.key) ?? 0) + r.cost);
+        return [...totals].sort((a, b) => b[1] - a[1] || (a[0] === null ? 1 : b[0] === null ? -1 : a[0] < b[0] ? -1 : 1)).map(([k]) => k);
+      };
+      const keysOf = (rows: any[]) => [...new Set(rows.map((r) => r.key))];
+
+      it('answers the keys of highest cost first, each with its proxy and analysis rows, and pages after the last', async () => {
+        const all = await get('group_by=user');
+        expect(all.has_more).toBe(false);
+        const ranked = byCost(all.data);
+        expect(ranked).toHaveLength(3);
+        expect(ranked[0]).toBe(BOB); // E4 and E9 cost far more than anything else
+        const first = await get('group_by=user&order=cost&limit=2');
+        expect(keysOf(first.data)).toEqual(ranked.slice(0, 2));
+        expect(first.data).toEqual(all.data.filter((r) => ranked.slice(0, 2).includes(r.key)).sort((a, b) => ranked.indexOf(a.key) - ranked.indexOf(b.key)));
+        expect(first).toMatchObject({ has_more: true, first_id: ranked[0], last_id: ranked[1] });
+        const next = await get(`group_by=user&order=cost&limit=2&after=${encodeURIComponent(first.last_id!)}`);
+        expect(keysOf(next.data)).toEqual(ranked.slice(2));
+        expect(next).toMatchObject({ has_more: false, first_id: ranked[2], last_id: ranked[2] });
+        // without a limit: every row, in that order
+        const ordered = await get('group_by=user&order=cost');
+        expect(keysOf(ordered.data)).toEqual(ranked);
+        expect(ordered.has_more).toBe(false);
+      });
+
+      it('pages in key order, a null key last', async () => {
+        const all = (await get('group_by=persona')).data;
+        const keys = keysOf(all);
+        expect(keys[keys.length - 1]).toBeNull();
+        const first = await get('group_by=persona&limit=2');
+        expect(first.data).toEqual(all.filter((r) => r.key !== null));
+        expect(first).toMatchObject({ has_more: true, first_id: keys[0], last_id: keys[1] });
+        const last = await get(`group_by=persona&limit=2&after=${first.last_id}`);
+        expect(last.data).toEqual(all.filter((r) => r.key === null));
+        expect(last).toMatchObject({ has_more: false, first_id: null, last_id: null });
+        // with after alone, a page of the list's default size
+        expect((await get(`group_by=model&after=gpt-4o`)).data).toEqual((await get('group_by=model')).data.filter((r) => r.key === 'gpt-4o-mini'));
+      });
+
+      it('rejects a bad limit or order and a cursor that is not a key of the report with 400', async () => {
+        for (const [q, param] of [
+          ['limit=0', 'limit'],
+          ['limit=101', 'limit'],
+          ['limit=2.5', 'limit'],
+          ['order=size', 'order'],
+          ['after=nobody@example.com', 'after'],
+          ['order=cost&after=nobody@example.com', 'after'],
+        ]) {
+          const res = await asUser(orgA)('GET', `/v1/analytics/usage?${PERIOD}&group_by=user&${q}`);
+          expect(res.status, q).toBe(400);
+          expect(res.body.error, q).toMatchObject({ type: 'invalid_request_error', param });
+        }
+      });
     });
 
     it('rejects an unknown group_by and a bad period with 400', async () => {

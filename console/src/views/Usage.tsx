@@ -47,7 +47,8 @@ export function UsageView() {
   const [days, setDays] = useState('30');
   const from = daysAgo(Number(days)).toISOString();
   const usage = useQuery({ queryKey: ['usage', group, days], queryFn: () => apiFetch<{ data: UsageRow[] }>(`/v1/analytics/usage${qs({ group_by: group, from })}`) });
-  const users = useQuery({ queryKey: ['usage', 'user', days], queryFn: () => apiFetch<{ data: UsageRow[] }>(`/v1/analytics/usage${qs({ group_by: 'user', from })}`) });
+  // the ten users of highest cost only: an organization can have tens of thousands of users in a period
+  const users = useQuery({ queryKey: ['usage', 'user', days], queryFn: () => apiFetch<{ data: UsageRow[] }>(`/v1/analytics/usage${qs({ group_by: 'user', from, order: 'cost', limit: '10' })}`) });
   const personas = useQuery({ queryKey: ['personas'], queryFn: () => apiFetch<ListPage<Persona>>('/v1/personas?limit=100'), enabled: group === 'persona' });
   const limits = useQuery({ queryKey: ['limits'], queryFn: () => apiFetch<Limits>('/v1/limits'), refetchInterval: 10_000 });
 
