@@ -175,34 +175,35 @@ export class ExchangesRepository {
       await m.query(`SET LOCAL work_mem = '32MB'`);
       const repo = m.getRepository(ExchangeEntity);
       // Over the whole table the newest-first scan is a merge of every partition's scan: each one started, and the
-      // category hashed once per partition (13 times on a year of months) before the first row. Within the span
-      // of the monthly partitions the planner reads them one after another instead, newest first, and stops at
-      // the page's end; only the default partition (rows outside every month) keeps it from doing so for the
-      // whole table. When the default partition has no row of the list, the list is the one within the span.
-      const span = await monthlySpan(m);
-      if (span && (await this.listPageWith(repo, orgId, filter, 0, after, { ...span, within: false })).length === 0) {
-        return this.listPageWith(repo, orgId, filter, limit, after, { ...span, within: true });
+      // category hashed once per partition (13 times on a year of months) before the first row. Within a span of
+      // monthly partitions that follow one another the planner reads them one after another instead, newest
+      // first, and stops at the page's end. So the page is read from the newest such span first, when no row of
+      // the list is newer than the span (rows past the last month are in the default partition); only if the span
+      // holds less than a page are the older rows (older months, a gap's or an old row's default partition) read
+      // after it, all of them older than every row of the span.
+      const span = await newestMonthlySpan(m);
+      if (span && (await this.listPageWith(repo, orgId, filter, 0, after, { from: span.to })).length === 0) {
+        const within = await this.listPageWith(repo, orgId, filter, limit, after, span);
+        if (within.length > limit) return within;
+        const older = await this.listPageWith(repo, orgId, filter, limit - within.length, after, { to: span.from });
+        return [...within, ...older];
       }
       return this.listPageWith(repo, orgId, filter, limit, after);
     });
   }
 
-  /** `span`: only the rows within [from, to) of created_at, or only those outside it. */
+  /** `span`: only the rows of created_at in [from, to) (either end open when left out). */
   private async listPageWith(
     exchanges: Repository<ExchangeEntity>,
     orgId: string,
     filter: ExchangeFilter,
     limit: number,
     after: string | undefined,
-    span?: { from: Date; to: Date; within: boolean },
+    span?: { from?: Date; to?: Date },
   ): Promise<ListedExchange[]> {
     const qb = exchanges.createQueryBuilder('e').where('e.organization_id = :orgId', { orgId });
-    if (span) {
-      qb.andWhere(span.within ? 'e.created_at >= :spanFrom AND e.created_at < :spanTo' : '(e.created_at < :spanFrom OR e.created_at >= :spanTo)', {
-        spanFrom: span.from,
-        spanTo: span.to,
-      });
-    }
+    if (span?.from) qb.andWhere('e.created_at >= :spanFrom', { spanFrom: span.from });
+    if (span?.to) qb.andWhere('e.created_at < :spanTo', { spanTo: span.to });
     if (filter.sessionId) qb.andWhere('e.session_id = :sessionId', { sessionId: filter.sessionId });
     if (filter.externalUserId) qb.andWhere('e.external_user_id = :userId', { userId: filter.externalUserId });
     if (filter.personaId) qb.andWhere('e.persona_id = :personaId', { personaId: filter.personaId });
@@ -545,7 +546,7 @@ export class ExchangesRepository {
  * [from, to) of created_at covered by the monthly partitions of `exchanges` when they follow one another without a
  * gap; null on a table that is not partitioned, or with a gap (whose rows are in the default partition).
  */
-async function monthlySpan(m: EntityManager): Promise<{ from: Date; to: Date } | null> {
+async function newestMonthlySpan(m: EntityManager): Promise<{ from: Date; to: Date } | null> {
   const rows: { bound: string }[] = await m.query(
     `SELECT pg_get_expr(c.relpartbound, c.oid) AS bound
        FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
@@ -561,6 +562,8 @@ async function monthlySpan(m: EntityManager): Promise<{ from: Date; to: Date } |
   }
   if (parts.length === 0 || parts.some((p) => !Number.isFinite(p.from) || !Number.isFinite(p.to))) return null;
   parts.sort((a, b) => a.from - b.from);
-  for (let i = 1; i < parts.length; i++) if (parts[i].from !== parts[i - 1].to) return null;
-  return { from: new Date(parts[0].from), to: new Date(parts[parts.length - 1].to) };
+  // from the newest partition back to the first gap
+  let first = parts.length - 1;
+  while (first > 0 && parts[first - 1].to === parts[first].from) first--;
+  return { from: new Date(parts[first].from), to: new Date(parts[parts.length - 1].to) };
 }

@@ -114,8 +114,9 @@ describe('lists of exchanges by analysis category', () => {
     try {
       await repo.listPage(orgId, { analysisCategory: 'billing' }, 20, undefined);
       const lists = spy.mock.results.map((r) => r.value as [string, unknown[]]).filter(([q]) => q.includes('analysis_results'));
-      // the last one read the page; the one before found no row of the list in the default partition
-      expect(lists).toHaveLength(2);
+      // the first found no row of the list past the months; the second read the newest months' span; the third
+      // the older rows (the span held less than a page: this organization has no exchange)
+      expect(lists).toHaveLength(3);
       const [sql, params] = lists[1];
       const plan = await database.dataSource.transaction(async (m) => {
         await m.query(`SET LOCAL work_mem = '32MB'`);
@@ -125,6 +126,38 @@ describe('lists of exchanges by analysis category', () => {
       expect(plan).toContain('ix_analysis_results_category');
       expect(plan).toContain('hashed SubPlan');
       // within the monthly partitions: the default one is not read, and the months are read newest first
+      expect(plan).not.toContain('exchanges_default');
+      expect(plan).not.toContain('Merge Append');
+    } finally {
+      spy.mockRestore();
+    }
+  });
+  it('reads a page from the newest months when an older month is apart from them (a gap), and the older rows after them', async () => {
+    const orgId = randomUUID();
+    // a month long before the others, with no partition between: a gap
+    await database.dataSource.query(`CREATE TABLE exchanges_p2020_01 PARTITION OF exchanges FOR VALUES FROM ('2020-01-01T00:00:00Z') TO ('2020-02-01T00:00:00Z')`);
+    const t0 = Date.now() - 3_600_000;
+    const recent = [];
+    for (let i = 0; i < 3; i++) recent.push(await exchange(orgId, `gap${i}`, new Date(t0 + i * 60_000)));
+    const old = [await exchange(orgId, 'jan1', new Date('2020-01-10T00:00:00Z')), await exchange(orgId, 'jan2', new Date('2020-01-20T00:00:00Z'))];
+    for (const id of [...recent, ...old]) await result(orgId, id, 'billing');
+    const listed = async (limit: number, after?: string) =>
+      (await repo.listPage(orgId, { analysisCategory: 'billing' }, limit, after)).map((r) => r.exchange.id);
+    const newestFirst = [recent[2], recent[1], recent[0], old[1], old[0]];
+    expect(await listed(10)).toEqual(newestFirst);
+    expect(await listed(2, recent[1])).toEqual([recent[0], old[1], old[0]]);
+    expect(await listed(1, recent[0])).toEqual([old[1], old[0]]);
+    expect(await listed(3, old[1])).toEqual([old[0]]);
+
+    const spy = vi.spyOn(SelectQueryBuilder.prototype, 'getQueryAndParameters');
+    try {
+      expect(await listed(1)).toEqual([recent[2], recent[1]]);
+      const lists = spy.mock.results.map((r) => r.value as [string, unknown[]]).filter(([q]) => q.includes('analysis_results'));
+      // a whole page within the newest months: the older rows are not read
+      expect(lists).toHaveLength(2);
+      const [sql, params] = lists[1];
+      const plan = (await database.dataSource.query(`EXPLAIN ${sql}`, params)).map((r: Record<string, string>) => Object.values(r)[0]).join('\n');
+      expect(plan).not.toContain('exchanges_p2020_01');
       expect(plan).not.toContain('exchanges_default');
       expect(plan).not.toContain('Merge Append');
     } finally {
