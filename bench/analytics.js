@@ -68,18 +68,18 @@ async function seed(client, { orgId, exchanges }) {
     [orgId, persona.id, exchanges, users],
   );
   await client.query(
-    `INSERT INTO ratings (organization_id, exchange_id, user_id, persona_id, rating, rated_at)
-     SELECT organization_id, id, user_id, persona_id, 1 + (abs(hashtext(id)) % 5), created_at
+    `INSERT INTO ratings (organization_id, exchange_id, user_id, persona_id, rating, rated_at, exchange_created_at, persona_version)
+     SELECT organization_id, id, user_id, persona_id, 1 + (abs(hashtext(id)) % 5), created_at, created_at, persona_version
        FROM exchanges WHERE persona_id = $1 AND abs(hashtext(id)) % 10 < 3`,
     [persona.id],
   );
   await client.query(
     `INSERT INTO analysis_results (organization_id, exchange_id, response_id, user_id, persona_id, cache_key, analysis_type,
                                    primary_category, confidence, reasoning, categories, model, input_tokens, output_tokens,
-                                   total_tokens, cost, created_at)
+                                   total_tokens, cost, created_at, exchange_created_at, persona_version)
      SELECT organization_id, id, response_id, user_id, persona_id, md5(id), 'intent',
             (ARRAY['billing', 'technical_support', 'sales'])[1 + abs(hashtext(id)) % 3], 0.9, 'bench', '[]'::jsonb,
-            'gpt-4o-mini', 300, 40, 340, 0.00007, created_at
+            'gpt-4o-mini', 300, 40, 340, 0.00007, created_at, created_at, persona_version
        FROM exchanges WHERE persona_id = $1 AND abs(hashtext(id)) % 10 = 0`,
     [persona.id],
   );

@@ -287,10 +287,11 @@ async function fill(db, { rows, upstreamUrl, encryptionKey }) {
   await timed('ratings and analysis results', async () => {
     for (const part of parts) {
       await db.query(
-        `INSERT INTO ratings (organization_id, exchange_id, user_id, persona_id, rating, comment, created_at, rated_at)
+        `INSERT INTO ratings (organization_id, exchange_id, user_id, persona_id, rating, comment, created_at, rated_at, exchange_created_at, persona_version)
          SELECT e.organization_id, e.id, e.user_id, e.persona_id,
                 CASE WHEN v.h % 10 < 1 THEN 1 WHEN v.h % 10 < 2 THEN 2 WHEN v.h % 10 < 4 THEN 3 WHEN v.h % 10 < 7 THEN 4 ELSE 5 END,
-                CASE WHEN v.h % 7 = 0 THEN 'Helpful, thanks' END, e.created_at + interval '2 minutes', e.created_at + interval '2 minutes'
+                CASE WHEN v.h % 7 = 0 THEN 'Helpful, thanks' END, e.created_at + interval '2 minutes', e.created_at + interval '2 minutes',
+                e.created_at, e.persona_version
            FROM "${part}" e CROSS JOIN LATERAL (SELECT hashtext(e.id) & 2147483647 AS h) v
           WHERE v.h % 20 = 0 AND e.status = 'completed'`,
       );
@@ -300,10 +301,11 @@ async function fill(db, { rows, upstreamUrl, encryptionKey }) {
       ]) {
         await db.query(
           `INSERT INTO analysis_results (organization_id, exchange_id, response_id, user_id, persona_id, cache_key, analysis_type, primary_category,
-                                         confidence, reasoning, categories, model, input_tokens, output_tokens, total_tokens, cost, status, created_at)
+                                         confidence, reasoning, categories, model, input_tokens, output_tokens, total_tokens, cost, status, created_at,
+                                         exchange_created_at, persona_version)
            SELECT e.organization_id, e.id, e.response_id, e.user_id, e.persona_id, md5(e.id || $1), $1, c.cat, 0.85, 'The user asks about their plan.',
                   jsonb_build_array(jsonb_build_object('category', c.cat, 'confidence', 0.85)), 'gpt-4o-mini', 420, 30, 450, 0.000081, 'completed',
-                  e.created_at + interval '10 minutes'
+                  e.created_at + interval '10 minutes', e.created_at, e.persona_version
              FROM "${part}" e
              CROSS JOIN LATERAL (SELECT hashtext(e.id || 'a') & 2147483647 AS h) v
              CROSS JOIN LATERAL (SELECT ($2::text[])[1 + (v.h / 100) % $3] AS cat) c

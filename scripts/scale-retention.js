@@ -121,14 +121,15 @@ async function main() {
     console.log(`  ${fmt(N / (loaded.ms / 1000))} rows/s`);
     await timed('ratings (1 in 20) and analysis results (1 in 100)', async () => {
       await db.query(
-        `INSERT INTO ratings (organization_id, exchange_id, user_id, persona_id, rating, rated_at)
-         SELECT organization_id, id, user_id, persona_id, 1 + abs(hashtext(id)) % 5, created_at FROM exchanges WHERE abs(hashtext(id)) % 20 = 0`,
+        `INSERT INTO ratings (organization_id, exchange_id, user_id, persona_id, rating, rated_at, exchange_created_at, persona_version)
+         SELECT organization_id, id, user_id, persona_id, 1 + abs(hashtext(id)) % 5, created_at, created_at, persona_version FROM exchanges WHERE abs(hashtext(id)) % 20 = 0`,
       );
       await db.query(
         `INSERT INTO analysis_results (organization_id, exchange_id, user_id, persona_id, cache_key, analysis_type, primary_category, confidence,
-                                       reasoning, categories, model, input_tokens, output_tokens, total_tokens, cost, status, created_at)
+                                       reasoning, categories, model, input_tokens, output_tokens, total_tokens, cost, status, created_at,
+                                       exchange_created_at, persona_version)
          SELECT organization_id, id, user_id, persona_id, md5(id), 'intent', (ARRAY['billing', 'sales', 'support'])[1 + abs(hashtext(id)) % 3], 0.9,
-                'because', '[]'::jsonb, 'gpt-4o-mini', 400, 20, 420, 0.00007, 'completed', created_at + interval '1 hour'
+                'because', '[]'::jsonb, 'gpt-4o-mini', 400, 20, 420, 0.00007, 'completed', created_at + interval '1 hour', created_at, persona_version
            FROM exchanges WHERE abs(hashtext(id)) % 100 = 1`,
       );
       await db.query(`ANALYZE`);

@@ -24,6 +24,7 @@ import { KeepDailyUsage1796700000000 } from '../../migrations/1796700000000-Keep
 import { IndexAnalysisResultResponses1796700000100 } from '../../migrations/1796700000100-IndexAnalysisResultResponses';
 import { IndexAnalysisResultCategories1796900000000 } from '../../migrations/1796900000000-IndexAnalysisResultCategories';
 import { CoverPersonaJudgements1796900000100 } from '../../migrations/1796900000100-CoverPersonaJudgements';
+import { JudgementsKnowTheirExchange1797000000000 } from '../../migrations/1797000000000-JudgementsKnowTheirExchange';
 
 /** Every migration, in order (listed explicitly, never globbed). */
 export const MIGRATIONS = [
@@ -53,4 +54,5 @@ export const MIGRATIONS = [
   IndexAnalysisResultResponses1796700000100,
   IndexAnalysisResultCategories1796900000000,
   CoverPersonaJudgements1796900000100,
+  JudgementsKnowTheirExchange1797000000000,
 ];

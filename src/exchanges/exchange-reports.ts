@@ -105,6 +105,16 @@ export const IS_ERROR = `status NOT IN ('completed', 'pending')`;
  */
 export const PERSONA_EXCHANGES = `e.persona_id = $1 AND e.organization_id = $2 AND e.created_at >= $3::timestamptz AND e.created_at < $4::timestamptz`;
 
+/**
+ * The persona's judgements (ratings, alias r, or analysis results, alias a) of its exchanges in the period, by
+ * the exchange's time they carry (migration JudgementsKnowTheirExchange): $1 persona, $2 organization, $3/$4 the
+ * period. Served by the judgements' (organization, persona, exchange time) covering indexes, exchanges unread.
+ */
+export const JUDGED_EXCHANGES = (alias: string) =>
+  `${alias}.organization_id = $2 AND ${alias}.persona_id = $1 AND ${alias}.exchange_created_at >= $3::timestamptz AND ${alias}.exchange_created_at < $4::timestamptz`;
+/** the UTC date of a judged exchange */
+export const JUDGED_DATE = (alias: string) => `(${alias}.exchange_created_at AT TIME ZONE 'UTC')::date`;
+
 /** Group keys of the usage report, per source; only these fixed expressions are ever put into the SQL. */
 export const USAGE_KEYS = {
   user: { proxy: 'e.external_user_id', analysis: 'u.external_id' },

@@ -7,6 +7,8 @@ import {
   AnalysisCountRow,
   IS_ERROR,
   PERSONA_EXCHANGES,
+  JUDGED_DATE,
+  JUDGED_EXCHANGES,
   PERSONA_ROLLUPS,
   PersonaLatencyRow,
   PersonaPeopleRow,
@@ -327,10 +329,9 @@ export class ExchangesRepository {
     await this.recorder.caughtUp();
     return this.exchanges.query(
       `SELECT version, to_char(day, 'YYYY-MM-DD') AS day, rating, count
-         FROM (SELECT e.persona_version AS version, ${UTC_DATE} AS day, r.rating::int AS rating, count(*)::int AS count
+         FROM (SELECT r.persona_version AS version, ${JUDGED_DATE('r')} AS day, r.rating::int AS rating, count(*)::int AS count
                  FROM ratings r
-                 JOIN exchanges e ON e.id = r.exchange_id
-                WHERE ${PERSONA_EXCHANGES} AND r.organization_id = $2 AND r.persona_id = $1
+                WHERE ${JUDGED_EXCHANGES('r')}
                 GROUP BY 1, 2, 3
                UNION ALL
                SELECT r.persona_version, r.day, v.rating, sum(v.count)::int
@@ -353,10 +354,9 @@ export class ExchangesRepository {
     return this.exchanges.query(
       `SELECT version, rolled, analysis_type, primary_category, sum(count)::int AS count
          FROM (SELECT latest.version, false AS rolled, latest.analysis_type, latest.primary_category, count(*) AS count
-                 FROM (SELECT DISTINCT ON (a.exchange_id, a.analysis_type) e.persona_version AS version, a.analysis_type, a.primary_category
+                 FROM (SELECT DISTINCT ON (a.exchange_id, a.analysis_type) a.persona_version AS version, a.analysis_type, a.primary_category
                          FROM analysis_results a
-                         JOIN exchanges e ON e.id = a.exchange_id
-                        WHERE ${PERSONA_EXCHANGES} AND a.organization_id = $2 AND a.persona_id = $1 AND a.status = 'completed'
+                        WHERE ${JUDGED_EXCHANGES('a')} AND a.status = 'completed'
                         ORDER BY a.exchange_id, a.analysis_type, a.created_at DESC, a.id DESC) latest
                 GROUP BY 1, 2, 3, 4
                UNION ALL
