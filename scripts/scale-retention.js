@@ -162,7 +162,7 @@ async function main() {
       const period = { from: new Date(Math.floor(now.getTime() / DAY) * DAY - 400 * DAY), to: new Date(Math.floor(now.getTime() / DAY) * DAY + DAY) };
       const out = {};
       for (const [name, org] of Object.entries(orgs)) {
-        for (const group of GROUPS) out[`${name}:${group}`] = await repo.usageByGroup(org, period, group);
+        for (const group of GROUPS) out[`${name}:${group}`] = (await repo.usageByGroup(org, period, group)).rows;
         const persona = (await db.query(`SELECT id FROM personas WHERE organization_id = $1 ORDER BY id LIMIT 1`, [org])).rows[0].id;
         out[`${name}:persona`] = {
           slices: await repo.personaSlices(org, persona, period),
