@@ -8,7 +8,8 @@ import { MigrationInterface, QueryRunner } from 'typeorm';
  * `persona_version` (both fixed once the exchange is recorded), filled in as they are written by a trigger that
  * looks the exchange up (every writer alike: the API, retention's tools, SQL), so those reads are index-only
  * scans of the judgements alone. Existing rows are filled from their exchanges here (one pass over the
- * judgements and their exchanges: some seconds for a database of ten million exchanges).
+ * judgements and their exchanges: 2.5 minutes in all on a database of ten million exchanges with 476,000
+ * ratings and 569,000 results; writes of ratings and results wait meanwhile).
  */
 export class JudgementsKnowTheirExchange1797000000000 implements MigrationInterface {
   name = 'JudgementsKnowTheirExchange1797000000000';

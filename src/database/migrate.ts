@@ -1,4 +1,4 @@
-import { DataSource } from 'typeorm';
+import { DataSource, type DataSourceOptions } from 'typeorm';
 import type { DatabaseHandle } from './embedded-database';
 import { buildTypeOrmOptions } from './typeorm-options';
 
@@ -19,9 +19,20 @@ export async function runMigrations(dataSource: DataSource): Promise<string[]> {
   }
 }
 
+/**
+ * A migration may read or rewrite a large table (filling two tables' new columns from ten million exchanges took 2.5
+ * minutes): its statements are not held to the app's 15-second bound on a query, only to this one.
+ */
+export const MIGRATION_QUERY_TIMEOUT_MS = 3_600_000;
+
+/** The options of the migrations' own short-lived data source. */
+export function migrationOptions(db: Pick<DatabaseHandle, 'url' | 'embedded'>): DataSourceOptions {
+  return buildTypeOrmOptions(db.url, 3, 'openai-proxy-migrate', [], db.embedded, MIGRATION_QUERY_TIMEOUT_MS);
+}
+
 /** Applies pending migrations on a short-lived connection. */
 export async function migrate(db: DatabaseHandle): Promise<string[]> {
-  const ds = new DataSource(buildTypeOrmOptions(db.url, 3, 'openai-proxy-migrate'));
+  const ds = new DataSource(migrationOptions(db));
   await ds.initialize();
   try {
     return await runMigrations(ds);

@@ -11,6 +11,8 @@ export function buildTypeOrmOptions(
   applicationName = 'openai-proxy',
   entities: NonNullable<DataSourceOptions['entities']> = [],
   embedded = false,
+  /** the client's bound on one query: a query that hangs (database gone mid-query) fails instead of holding a request forever */
+  queryTimeoutMs = 15_000,
 ): DataSourceOptions {
   return {
     type: 'postgres',
@@ -27,8 +29,7 @@ export function buildTypeOrmOptions(
       max: poolSize,
       connectionTimeoutMillis: 3000,
       idleTimeoutMillis: 30000,
-      // a query that hangs (database gone mid-query) fails instead of holding a request forever
-      query_timeout: 15000,
+      query_timeout: queryTimeoutMs,
       keepAlive: true,
       // PostgreSQL's JIT (on by default) compiles a plan it estimates costly: an analytics read over a large table
       // spent up to 1.3 s compiling what it then ran in milliseconds. The embedded database has no JIT.
