@@ -1,7 +1,7 @@
 import { ApiPropertyOptional } from '@nestjs/swagger';
-import { IsIn, IsString, Matches, MaxLength, ValidateIf } from 'class-validator';
+import { IsIn, IsString } from 'class-validator';
 import { checkRange, IsInstant, parseInstant } from '../common/dates';
-import { DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT, NO_NUL, OptionalParam } from '../common/pagination';
+import { CursorParam, DEFAULT_PAGE_LIMIT, LimitParam, MAX_PAGE_LIMIT, OptionalParam } from '../common/pagination';
 
 /** Half-open reporting period [from, to). */
 export interface Period {
@@ -42,15 +42,11 @@ export class UsageQueryDto extends PeriodQueryDto {
     maximum: MAX_PAGE_LIMIT,
     description: `1–${MAX_PAGE_LIMIT}: at most this many keys (each with its proxy and analysis rows) and \`has_more\`; without it every row of the period (20 keys when \`after\` is given)`,
   })
-  @ValidateIf((_o: object, value: unknown) => value !== undefined)
-  @Matches(/^0*(?:[1-9]\d?|100)$/, { message: `limit must be an integer between 1 and ${MAX_PAGE_LIMIT}` })
+  @LimitParam()
   limit?: string;
 
   @ApiPropertyOptional({ description: 'cursor: the `last_id` (a key) of the previous page' })
-  @OptionalParam()
-  @IsString()
-  @MaxLength(256)
-  @Matches(NO_NUL, { message: 'after must not contain NUL characters' })
+  @CursorParam()
   after?: string;
 
   @ApiPropertyOptional({

@@ -1,3 +1,4 @@
+import { applyDecorators } from '@nestjs/common';
 import { ApiPropertyOptional } from '@nestjs/swagger';
 import { IsString, Matches, MaxLength, ValidateIf } from 'class-validator';
 
@@ -24,18 +25,25 @@ export const NO_NUL = /^[^\u0000]*$/;
 export const OptionalParam = (): PropertyDecorator =>
   ValidateIf((_o: object, value: unknown) => value !== undefined && value !== '');
 
+/** `?limit=` of a list: an integer 1–100 when given (a bad value is a 400 naming it). */
+export const LimitParam = (): PropertyDecorator =>
+  applyDecorators(
+    ValidateIf((_o: object, value: unknown) => value !== undefined),
+    Matches(/^0*(?:[1-9]\d?|100)$/, { message: LIMIT_MESSAGE }),
+  );
+
+/** `?after=` of a list: a cursor of at most 256 characters, without NUL. */
+export const CursorParam = (): PropertyDecorator =>
+  applyDecorators(OptionalParam(), IsString(), MaxLength(256), Matches(NO_NUL, { message: 'after must not contain NUL characters' }));
+
 /** `?limit=&after=` of every list route, validated like a body (a bad value is a 400 naming it). */
 export class PageQueryDto {
   @ApiPropertyOptional({ type: 'integer', minimum: 1, maximum: MAX_PAGE_LIMIT, default: DEFAULT_PAGE_LIMIT, description: `1–${MAX_PAGE_LIMIT}, default ${DEFAULT_PAGE_LIMIT}` })
-  @ValidateIf((_o: object, value: unknown) => value !== undefined)
-  @Matches(/^0*(?:[1-9]\d?|100)$/, { message: LIMIT_MESSAGE })
+  @LimitParam()
   limit?: string;
 
   @ApiPropertyOptional({ description: 'cursor: the last id of the previous page' })
-  @OptionalParam()
-  @IsString()
-  @MaxLength(256)
-  @Matches(NO_NUL, { message: 'after must not contain NUL characters' })
+  @CursorParam()
   after?: string;
 }
 
