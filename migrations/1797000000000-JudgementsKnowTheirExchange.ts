@@ -49,6 +49,9 @@ $fn$`,
       `CREATE INDEX "ix_ratings_persona_reads" ON "ratings" ("organization_id", "persona_id", "exchange_created_at")
          INCLUDE ("persona_version", "rating") WHERE "persona_id" IS NOT NULL`,
     );
+    // the planner's statistics of the new columns (every row was rewritten; autovacuum reclaims the old versions)
+    await queryRunner.query(`ANALYZE "ratings"`);
+    await queryRunner.query(`ANALYZE "analysis_results"`);
   }
 
   public async down(queryRunner: QueryRunner): Promise<void> {
