@@ -454,10 +454,10 @@ async function measureReads(url, token, params, calls, only) {
       const r = { name: c.name, calls, p50_ms: round(percentile(times, 0.5)), p95_ms: round(percentile(times, 0.95)), max_ms: round(times.at(-1)), goal_ms: READ_GOAL_MS, avg_rows: Math.round(rows / calls) };
       r.pass = r.p95_ms <= READ_GOAL_MS;
       out.push(r);
-      log(`  ${c.name.padEnd(34)} p50 ${String(r.p50_ms).padStart(8)} ms  p95 ${String(r.p95_ms).padStart(8)} ms`);
+      log(`  ${c.name.padEnd(40)} p50 ${String(r.p50_ms).padStart(8)} ms  p95 ${String(r.p95_ms).padStart(8)} ms`);
     } catch (err) {
       out.push({ name: c.name, calls: times.length, error: err.message, goal_ms: READ_GOAL_MS, pass: false });
-      log(`  ${c.name.padEnd(34)} FAILED: ${err.message}`);
+      log(`  ${c.name.padEnd(40)} FAILED: ${err.message}`);
     }
   }
   return out;
@@ -628,12 +628,12 @@ async function main() {
   // ---- table
   const rowsLabel = fmt(result.fill.counts?.exchanges ?? opts.rows);
   log(`\nscale: ${rowsLabel} exchanges`);
-  log(`${'read'.padEnd(36)}${'p50 ms'.padStart(10)}${'p95 ms'.padStart(10)}${'goal'.padStart(10)}  result`);
+  log(`${'read'.padEnd(42)}${'p50 ms'.padStart(10)}${'p95 ms'.padStart(10)}${'goal'.padStart(10)}  result`);
   for (const r of result.reads) {
-    log(`${r.name.padEnd(36)}${String(r.p50_ms ?? '-').padStart(10)}${String(r.p95_ms ?? '-').padStart(10)}${`≤ ${r.goal_ms}`.padStart(10)}  ${r.error ? 'BROKEN' : r.pass ? 'PASS' : 'FAIL'}`);
+    log(`${r.name.padEnd(42)}${String(r.p50_ms ?? '-').padStart(10)}${String(r.p95_ms ?? '-').padStart(10)}${`≤ ${r.goal_ms}`.padStart(10)}  ${r.error ? 'BROKEN' : r.pass ? 'PASS' : 'FAIL'}`);
   }
   const w = result.writes;
-  log(`${'writes, filled / empty'.padEnd(36)}${`${fmt(w.filled_rps)}/s`.padStart(10)}${`${fmt(w.empty_rps)}/s`.padStart(10)}${'≥ 90 %'.padStart(10)}  ${(w.ratio * 100).toFixed(1)} % ${w.pass ? 'PASS' : 'FAIL'}`);
+  log(`${'writes, filled / empty'.padEnd(42)}${`${fmt(w.filled_rps)}/s`.padStart(10)}${`${fmt(w.empty_rps)}/s`.padStart(10)}${'≥ 90 %'.padStart(10)}  ${(w.ratio * 100).toFixed(1)} % ${w.pass ? 'PASS' : 'FAIL'}`);
 
   for (const r of result.reads) if (r.error) broken.push(`${r.name}: ${r.error}`);
   writeFileSync(opts.json, `${JSON.stringify(result, null, 2)}\n`);
