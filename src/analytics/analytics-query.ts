@@ -1,6 +1,7 @@
 import { ApiPropertyOptional } from '@nestjs/swagger';
 import { IsIn, IsString } from 'class-validator';
 import { checkRange, IsInstant, parseInstant } from '../common/dates';
+import type { UsageReportPage } from '../exchanges/exchange-reports';
 import { CursorParam, DEFAULT_PAGE_LIMIT, LimitParam, MAX_PAGE_LIMIT, OptionalParam } from '../common/pagination';
 
 /** Half-open reporting period [from, to). */
@@ -60,15 +61,8 @@ export class UsageQueryDto extends PeriodQueryDto {
   order?: UsageOrder;
 }
 
-/** Which rows of the usage report: the keys after `after` in `order`, at most `limit` of them (null: all). */
-export interface UsagePage {
-  limit: number | null;
-  after?: string;
-  order: UsageOrder;
-}
-
 /** The page `?limit=&after=&order=` ask for: every row without `limit` or `after`; 20 keys with `after` alone. */
-export function usagePageOf(query: UsageQueryDto): UsagePage {
+export function usagePageOf(query: UsageQueryDto): UsageReportPage {
   const after = query.after === undefined || query.after === '' ? undefined : query.after;
   const limit = query.limit !== undefined ? Number(query.limit) : after !== undefined ? DEFAULT_PAGE_LIMIT : null;
   return { limit, after, order: query.order || 'key' };

@@ -56,7 +56,7 @@ export interface UsageRow {
   errors: number;
 }
 
-/** Which keys of the usage report to read (see UsagePage in the analytics query). */
+/** Which keys of the usage report to read: the keys after `after` in `order`, at most `limit` of them. */
 export interface UsageReportPage {
   /** at most this many keys; null: all of them */
   limit: number | null;

@@ -2,6 +2,7 @@ import { Injectable } from '@nestjs/common';
 import { InjectRepository } from '@nestjs/typeorm';
 import { EntityManager, Repository, SelectQueryBuilder } from 'typeorm';
 import { ExchangeEntity } from './exchange.entity';
+import { monthlyPartitions } from './monthly-partitions';
 import { ExchangeRecorder } from './recorder/exchange-recorder.service';
 import {
   AnalysisCountRow,
@@ -543,27 +544,13 @@ export class ExchangesRepository {
 }
 
 /**
- * [from, to) of created_at covered by the monthly partitions of `exchanges` when they follow one another without a
- * gap; null on a table that is not partitioned, or with a gap (whose rows are in the default partition).
+ * [from, to) of created_at covered by the newest monthly partitions of `exchanges` that follow one another without
+ * a gap; null on a table that is not partitioned.
  */
 async function newestMonthlySpan(m: EntityManager): Promise<{ from: Date; to: Date } | null> {
-  const rows: { bound: string }[] = await m.query(
-    `SELECT pg_get_expr(c.relpartbound, c.oid) AS bound
-       FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
-      WHERE i.inhparent = to_regclass('exchanges')`,
-  );
-  const parts: { from: number; to: number }[] = [];
-  for (const r of rows) {
-    if (r.bound === 'DEFAULT') continue;
-    const b = /^FOR VALUES FROM \('([^']+)'\) TO \('([^']+)'\)$/.exec(r.bound);
-    // a bound of another form (MINVALUE, MAXVALUE): no span
-    if (!b) return null;
-    parts.push({ from: new Date(b[1]).getTime(), to: new Date(b[2]).getTime() });
-  }
-  if (parts.length === 0 || parts.some((p) => !Number.isFinite(p.from) || !Number.isFinite(p.to))) return null;
-  parts.sort((a, b) => a.from - b.from);
-  // from the newest partition back to the first gap
+  const parts = await monthlyPartitions(m);
+  if (parts.length === 0) return null;
   let first = parts.length - 1;
-  while (first > 0 && parts[first - 1].to === parts[first].from) first--;
-  return { from: new Date(parts[first].from), to: new Date(parts[parts.length - 1].to) };
+  while (first > 0 && parts[first - 1].to.getTime() === parts[first].from.getTime()) first--;
+  return { from: parts[first].from, to: parts[parts.length - 1].to };
 }

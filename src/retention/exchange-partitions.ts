@@ -1,6 +1,7 @@
 import { Injectable } from '@nestjs/common';
 import { DataSource, EntityManager } from 'typeorm';
 import { JsonLogger } from '../common/logger';
+import { ExchangePartition, monthlyPartitions } from '../exchanges/monthly-partitions';
 import { UsageDailyRepository } from '../exchanges/usage-daily/usage-daily.repository';
 import { RETENTION_LOCK_CLASS } from './retention.repository';
 import { UsageRollupsRepository } from './usage-rollups.repository';
@@ -11,12 +12,7 @@ export const MONTHS_AHEAD = 2;
 const LOCK_CLASS = 7_345_114;
 const DETACH_ATTEMPTS = 6;
 
-/** One monthly partition of `exchanges`: [from, to) of created_at. */
-export interface ExchangePartition {
-  name: string;
-  from: Date;
-  to: Date;
-}
+export type { ExchangePartition } from '../exchanges/monthly-partitions';
 
 /** The first instant of the UTC month of `at`, `plus` months later. */
 export function monthStart(at: Date, plus = 0): Date {
@@ -52,18 +48,8 @@ export class ExchangePartitions {
   }
 
   /** The attached monthly partitions, oldest first (the default partition is not one of them). */
-  async list(m: EntityManager = this.dataSource.manager): Promise<ExchangePartition[]> {
-    const rows: { name: string; bound: string }[] = await m.query(
-      `SELECT c.relname AS name, pg_get_expr(c.relpartbound, c.oid) AS bound
-         FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
-        WHERE i.inhparent = 'exchanges'::regclass`,
-    );
-    const parts: ExchangePartition[] = [];
-    for (const r of rows) {
-      const m = /FROM \('([^']+)'\) TO \('([^']+)'\)/.exec(r.bound);
-      if (m) parts.push({ name: r.name, from: new Date(m[1]), to: new Date(m[2]) });
-    }
-    return parts.sort((a, b) => a.from.getTime() - b.from.getTime());
+  list(m: EntityManager = this.dataSource.manager): Promise<ExchangePartition[]> {
+    return monthlyPartitions(m);
   }
 
   /** Makes sure the months from the one of `from` to the one of `to` have their partitions. */
