@@ -53,6 +53,11 @@ const HELP = `usage: node bench/run.js [--smoke | --quick] [options]
   --baseline DIR          also measure the proxy built in another checkout DIR (its own dist/, e.g. a git worktree of
                           the commit before a change), in the same run and on the same core: the report adds
                           "baseline" and "proxy vs baseline" columns — before/after figures from one run
+  --ab-rounds N           with --baseline: after each case, N rounds of a wrk run on the baseline then one on the proxy
+                          (--ab-seconds S each, default 3), alternating so that a machine whose speed drifts weighs on
+                          both alike; reports each round's proxy/baseline ratios of req/s and CPU per request and their
+                          medians
+  --ab-seconds S          seconds of each --ab-rounds run (default 3)
   --proxy-node-flags "F"  experiment: extra node flags for the proxy, e.g. "--max-semi-space-size=8"
   --strict                exit 2 when a target FAILs (broken runs always exit 1)
   --out FILE              results JSON (default bench/results/latest.json; smoke.json / quick.json for those modes)
@@ -78,6 +83,8 @@ function parseArgs(argv) {
     proxyNodeFlags: [],
     proxyEnv: {},
     baseline: undefined,
+    abRounds: 0,
+    abSeconds: 3,
     out: undefined,
   };
   for (let i = 0; i < argv.length; i++) {
@@ -127,6 +134,8 @@ function parseArgs(argv) {
       }
       case '--out': o.out = path.resolve(next()); break;
       case '--baseline': o.baseline = path.resolve(next()); break;
+      case '--ab-rounds': o.abRounds = Math.floor(num()); break;
+      case '--ab-seconds': o.abSeconds = Math.max(1, Math.floor(num())); break;
       case '-h': case '--help': console.log(HELP); process.exit(0); break; // eslint-disable-line no-fallthrough
       default: throw new Error(`unknown option ${a}\n${HELP}`);
     }
@@ -192,6 +201,36 @@ async function loadRun(ctx, url, scriptFile, duration) {
   }
   r.wrkCpuPct = r.cpuSeconds !== undefined && r.seconds ? Math.round((r.cpuSeconds / r.seconds) * 100) : undefined;
   return r;
+}
+
+/**
+ * Baseline and proxy in alternating wrk runs (baseline first in each round): the proxy/baseline ratio of each round
+ * compares two runs seconds apart, and the median over the rounds is what a machine whose speed drifts over minutes
+ * still lets one compare.
+ */
+async function abRounds(ctx, name, c, targets, requestsOf, scriptDir, opts) {
+  const rounds = [];
+  const scripts = {};
+  for (const t of ['baseline', 'proxy']) scripts[t] = wrkLib.writeScript(path.join(scriptDir, `${name}.${t}.ab.lua`), requestsOf(c, t));
+  for (let i = 0; i < opts.abRounds; i++) {
+    const round = {};
+    for (const t of ['baseline', 'proxy']) {
+      const cpu0 = procs.cpuSeconds(targets[t].pid);
+      const load = await loadRun(ctx, targets[t].url, scripts[t], opts.abSeconds);
+      const cpu1 = procs.cpuSeconds(targets[t].pid);
+      round[t] = { rps: load.rps, cpu_ms_per_request: cpu0 !== undefined && load.total ? r3(((cpu1 - cpu0) * 1000) / load.total) : undefined };
+    }
+    round.rps_ratio = r3(round.proxy.rps / round.baseline.rps);
+    round.cpu_ratio = round.proxy.cpu_ms_per_request && round.baseline.cpu_ms_per_request ? r3(round.proxy.cpu_ms_per_request / round.baseline.cpu_ms_per_request) : undefined;
+    rounds.push(round);
+    log(`${name}: round ${i + 1}/${opts.abRounds}: proxy/baseline req/s ${round.rps_ratio}×, CPU per request ${round.cpu_ratio}×`);
+  }
+  const median = (xs) => {
+    const v = xs.filter((x) => x !== undefined).sort((a, b) => a - b);
+    if (!v.length) return undefined;
+    return v.length % 2 ? v[(v.length - 1) / 2] : r3((v[v.length / 2 - 1] + v[v.length / 2]) / 2);
+  };
+  return { rounds, seconds: opts.abSeconds, rps_ratio_median: median(rounds.map((r) => r.rps_ratio)), cpu_ratio_median: median(rounds.map((r) => r.cpu_ratio)) };
 }
 
 // ------------------------------------------------------------------------------------------------ helpers
@@ -498,6 +537,7 @@ async function main() {
         ...(keepsPhases ? { phases_ms: { c1: phases.between(ph1, ph2, ...phaseRoute), cN: phases.between(ph0, ph1, ...phaseRoute) } } : {}),
       };
     }
+    if (opts.abRounds > 0 && targets.baseline && targets.proxy) caseResult.ab = await abRounds(ctx, name, c, targets, requestsOf, scriptDir, opts);
     caseResult.load_generator = loadGeneratorCheck(caseResult);
     if (caseResult.load_generator.bound) {
       log(`${name}: LOAD-GENERATOR BOUND — direct ${caseResult.load_generator.direct_over_floor}× the floor (< ${LOAD_GENERATOR_MIN_RATIO}×): no proxy/floor ratio`);
@@ -845,6 +885,10 @@ function report(results, opts) {
     lines.push(table(head, caseRows(c, pgNote).map((r) => [r[0].replace('@N', `@${opts.connections}`), ...r.slice(1)])));
     const lgLine = loadGeneratorLine(c);
     if (lgLine) lines.push(lgLine);
+    if (c.ab) {
+      const ratios = (k) => c.ab.rounds.map((r) => r[k] ?? '–').join(' ');
+      lines.push(`   proxy vs baseline in ${c.ab.rounds.length} alternating rounds of ${c.ab.seconds} s: req/s median ${c.ab.rps_ratio_median}× (${ratios('rps_ratio')}), CPU per request median ${c.ab.cpu_ratio_median}× (${ratios('cpu_ratio')})`);
+    }
     const ph = phaseRows(c, opts);
     if (ph.length) {
       lines.push(`   where a call's time goes (mean ms per phase, from the proxy's own sums; @1 minus direct's total p50 ≈ what the proxy adds)`);

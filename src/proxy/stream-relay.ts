@@ -75,6 +75,12 @@ export class StreamRelay {
   private heldBytes = 0;
   /** whole events relayed before the first one was parsed (comments, retry fields), sent with it */
   private pre: Buffer[] = [];
+  /**
+   * the chunks the upstream body gave in this tick (one socket read often holds many of an upstream's HTTP chunks,
+   * an event each): framed, checked and written as one region at the end of the tick, not one by one
+   */
+  private batch: Buffer[] = [];
+  private batchBytes = 0;
   private bytes = 0;
   /** how the upstream body ended: 'ended', or the error it failed with while the relay was holding */
   private upstreamEnd: 'open' | 'ended' | { error: unknown } = 'open';
@@ -123,22 +129,27 @@ export class StreamRelay {
     this.call.res.writeHead(200, SSE_HEADERS);
   }
 
-  /** whole events, parsed and ready for the client */
-  private take(region: Buffer): Buffer {
+  /** The whole events of region[from, to) (both event boundaries), parsed and ready for the client. */
+  private take(region: Buffer, from: number, to: number): Buffer {
     const { scrubber } = this.call;
     // only an event carrying a usage object can be the usage chunk the client did not ask for: the events around
     // such an event are parsed and relayed in whole runs (a region without one, every chunk but the last, at once)
-    let at = this.call.usageUnrequested ? usageObjectAt(region, 0) : -1;
+    const usageAt = (i: number) => {
+      if (!this.call.usageUnrequested || i >= to) return -1;
+      const at = usageObjectAt(region, i);
+      return at < to ? at : -1;
+    };
+    let at = usageAt(from);
     if (at < 0) {
-      const out = scrubber.bytes(region);
+      const out = scrubber.bytes(from === 0 && to === region.length ? region : region.subarray(from, to));
       this.parser.push(out);
       return out;
     }
     const kept: Buffer[] = [];
     const ends = this.framer.ends;
-    let from = 0;
     let e = 0;
-    while (from < region.length) {
+    while (e < ends.length && ends[e] <= from) e++;
+    while (from < to) {
       // the run of events before the one holding the usage object, then that event alone
       let start = from;
       while (e < ends.length && at >= 0 && ends[e] <= at) start = ends[e++];
@@ -147,13 +158,13 @@ export class StreamRelay {
         this.parser.push(run);
         kept.push(run);
       }
-      const end = at < 0 ? region.length : ends[e++];
+      const end = at < 0 ? to : ends[e++];
       const event = scrubber.bytes(region.subarray(start, end));
       this.capture.hideLast = false;
       this.parser.push(event);
       if (at < 0 || !this.capture.hideLast) kept.push(event);
       from = end;
-      at = from < region.length ? usageObjectAt(region, from) : -1;
+      at = usageAt(from);
     }
     return kept.length === 1 ? kept[0] : Buffer.concat(kept);
   }
@@ -203,7 +214,7 @@ export class StreamRelay {
       // chunks back until its own uncork, which end() does only after the last chunk)
       const socket = this.call.res.socket;
       socket?.cork();
-      for (const chunk of queued) this.onData(chunk);
+      if (queued.length) this.relay(queued.length === 1 ? queued[0] : Buffer.concat(queued));
       socket?.uncork();
       if (this.held) return;
       const end = this.upstreamEnd;
@@ -278,12 +289,31 @@ export class StreamRelay {
       if (this.heldBytes > this.limits.maxBodyBytes) this.body.pause();
       return;
     }
-    const { res } = this.call;
     if (this.phase === 'tail') {
       // bytes after the final event (normally none): relayed as they are
-      if (!res.write(this.call.scrubber.bytes(chunk))) this.waitForDrain();
+      if (!this.call.res.write(this.call.scrubber.bytes(chunk))) this.waitForDrain();
       return;
     }
+    // the body's chunks of one read arrive in one tick: relayed together once they are all in (before the body's
+    // end or error, which come in a later tick, and which flush what is left anyway)
+    if (!this.batch.length) process.nextTick(this.flush);
+    this.batch.push(chunk);
+    this.batchBytes += chunk.length;
+  };
+
+  private readonly flush = (): void => {
+    const batch = this.batch;
+    if (!batch.length) return;
+    const chunk = batch.length === 1 ? batch[0] : Buffer.concat(batch, this.batchBytes);
+    this.batch = [];
+    this.batchBytes = 0;
+    this.relay(chunk);
+  };
+
+  /** Relays what the upstream sent, as whole events (what is left of an event is held for the next chunk). */
+  private relay(chunk: Buffer): void {
+    if (this.phase === 'over') return;
+    if (this.held || this.phase === 'tail') return this.onData(chunk);
     this.bytes += chunk.length;
     if (this.bytes > this.limits.maxBodyBytes) {
       void this.stop('upstream_error', tooLarge());
@@ -291,29 +321,45 @@ export class StreamRelay {
     }
     const region = this.framer.push(chunk);
     if (!region) return;
-    let out = this.take(region);
+    // the region's last event is taken apart from those before it: when it is the final one, only it waits for the
+    // record, the others leave at once
+    const ends = this.framer.ends;
+    const last = ends.length > 1 ? ends[ends.length - 2] : 0;
+    if (last > 0 && !this.deliver(this.take(region, 0, last), region.subarray(last))) return;
+    this.deliver(this.take(region, last, region.length), null);
+  }
+
+  /**
+   * Sends whole events on, or holds them with the final event for the record; false when the relay stopped or holds
+   * (`after`, the region's events not yet taken, then goes with the final event, as it is)
+   */
+  private deliver(out: Buffer, after: Buffer | null): boolean {
     if (this.capture.malformed) {
       void this.stop('upstream_error', new AppException('upstream_error', 'The upstream sent malformed server-sent events'));
-      return;
+      return false;
     }
     if (this.phase === 'opening') {
       if (this.parser.events === 0) {
         if (out.length) this.pre.push(out);
-        return;
+        return true;
       }
       if (this.pre.length) {
         this.pre.push(out);
         out = Buffer.concat(this.pre);
         this.pre = [];
       }
-      if (this.capture.terminal) return this.completeWith([out]);
-      this.startAnswer();
+      if (!this.capture.terminal) this.startAnswer();
     }
-    if (this.capture.terminal) return this.completeWith([out]);
-    if (out.length && !res.write(out)) this.waitForDrain();
-  };
+    if (this.capture.terminal) {
+      this.completeWith(after ? [out, this.call.scrubber.bytes(after)] : [out]);
+      return false;
+    }
+    if (out.length && !this.call.res.write(out)) this.waitForDrain();
+    return true;
+  }
 
   private readonly onEnd = (): void => {
+    this.flush();
     if (this.upstreamEnd === 'open') this.upstreamEnd = 'ended';
     if (this.phase === 'over' || this.held) return;
     if (this.phase === 'tail') {
@@ -327,6 +373,7 @@ export class StreamRelay {
   };
 
   private readonly onError = (err: unknown): void => {
+    this.flush();
     if (this.phase === 'over') return;
     if (this.call.clientGone) {
       this.held ??= [];
