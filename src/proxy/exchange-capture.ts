@@ -16,7 +16,10 @@ export interface Captured {
   responseBody: unknown;
   /** an error the upstream reported inside a 200 answer (an `error` event, a failed response) */
   upstreamError: unknown;
-  /** a stream's generated text as it arrived (every choice, refusals, tool arguments): what an estimate counts */
+  /**
+   * a stream's generated text as it arrived (every choice, refusals, tool arguments): what an estimate counts (of a
+   * `/v1/responses` stream whose final response has its text and usage, not read: empty)
+   */
   streamedText?: string;
   /** the upstream answered with a response still queued or in progress (`background: true`) */
   unfinished?: boolean;
@@ -136,29 +139,42 @@ const RESPONSES_SKIP = new Set([
   'response.output_text.done',
 ]);
 
+/** deltas kept unparsed up to this many characters; past it they are parsed (the record needs only their text) */
+const RAW_DELTA_CHARS = 64 * 1024;
+
 class ResponsesStreamCapture extends StreamCapture {
   private responseId: string | null = null;
   private model: string | null = null;
   private text: string[] = [];
   /** every streamed delta (text, refusals, tool arguments, reasoning summaries), for an estimate of a cut stream */
   private generated: string[] = [];
+  /**
+   * delta events not parsed yet: a stream that ends with its final response never needs them (that response holds
+   * the text and the usage), so they are parsed only when it does not
+   */
+  private rawDeltas: string[] = [];
+  private rawChars = 0;
   private final: Json | null = null;
   private provisional: Json | null = null;
   private error: unknown = null;
 
   onEvent(event: string, data: string): void {
     const first = this.events++ === 0;
-    if (!first && event && RESPONSES_SKIP.has(event)) return;
+    if (!first && event) {
+      if (RESPONSES_SKIP.has(event)) return;
+      if (event.endsWith('.delta')) {
+        this.rawDeltas.push(event, data);
+        this.rawChars += data.length;
+        if (this.rawChars > RAW_DELTA_CHARS) this.parseDeltas();
+        return;
+      }
+    }
     const ev = this.parse(data);
     if (!ev) return;
     const type = event || (typeof ev.type === 'string' ? ev.type : '');
-    if (type === 'response.output_text.delta') {
-      if (typeof ev.delta === 'string') {
-        this.text.push(ev.delta);
-        this.generated.push(ev.delta);
-      }
-    } else if (type.endsWith('.delta')) {
-      if (typeof ev.delta === 'string') this.generated.push(ev.delta);
+    if (type.endsWith('.delta')) {
+      this.parseDeltas();
+      this.delta(type, ev);
     } else if (type === 'response.created' || type === 'response.in_progress') {
       if (isObj(ev.response)) this.seen(ev.response);
     } else if (RESPONSES_FINAL.has(type)) {
@@ -178,6 +194,24 @@ class ResponsesStreamCapture extends StreamCapture {
     }
   }
 
+  private delta(type: string, ev: Json): void {
+    if (typeof ev.delta !== 'string') return;
+    if (type === 'response.output_text.delta') this.text.push(ev.delta);
+    this.generated.push(ev.delta);
+  }
+
+  /** parses the deltas kept raw, in order (a malformed one marks the stream malformed: the relay stops a stream still going) */
+  private parseDeltas(): void {
+    const raw = this.rawDeltas;
+    if (!raw.length) return;
+    this.rawDeltas = [];
+    this.rawChars = 0;
+    for (let i = 0; i < raw.length; i += 2) {
+      const ev = this.parse(raw[i + 1]);
+      if (ev) this.delta(raw[i], ev);
+    }
+  }
+
   private seen(resp: Json): void {
     if (typeof resp.id === 'string') this.responseId = resp.id;
     if (typeof resp.model === 'string') this.model = resp.model;
@@ -191,6 +225,8 @@ class ResponsesStreamCapture extends StreamCapture {
   result(): Captured {
     const body = this.final ?? this.provisional;
     const finalText = this.final ? responsesOutputText(this.final) : null;
+    // the deltas count only when the final response lacks what they give: its text, or usage (for an estimate)
+    if (finalText === null || !isObj(this.final?.usage)) this.parseDeltas();
     return {
       responseId: this.responseId,
       model: this.model,
