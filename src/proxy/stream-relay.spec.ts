@@ -53,19 +53,20 @@ function responsesStream(n: number): Buffer[] {
  * Runs a relay in a real HTTP server for one request: the upstream body gives `chunks` all in one tick, and the
  * record of the final event is committed only when the test says so.
  */
-async function relayOnce(chunks: Buffer[]) {
+async function relayOnce(chunks: Buffer[], o: { pendingRow?: Promise<boolean> } = {}) {
   let commit!: () => void;
   const committed = new Promise<void>((r) => (commit = r));
   let finished = 0;
-  let writes = 0;
+  const writes: number[] = [];
   const server = http.createServer((req, res) => {
     const write = res.write.bind(res) as (...a: unknown[]) => boolean;
     res.write = ((...a: unknown[]) => {
-      writes++;
+      writes.push((a[0] as Buffer).length);
       return write(...a);
     }) as typeof res.write;
     const body = new Readable({ read() {} }) as UpstreamResponse['body'];
-    const record = { awaitsPendingRow: false, done: false, unrecorded: false, pendingRow: async () => true } as unknown as RecordHandle;
+    const pendingRow = o.pendingRow ?? Promise.resolve(true);
+    const record = { awaitsPendingRow: o.pendingRow !== undefined, done: false, unrecorded: false, pendingRow: () => pendingRow } as unknown as RecordHandle;
     const call: RelayedCall = {
       endpoint: 'responses',
       res,
@@ -122,11 +123,35 @@ describe('StreamRelay', () => {
     const r = await relayOnce(responsesStream(20));
     try {
       await until(() => r.received().includes('w19'));
-      expect(r.writes()).toBe(1);
+      expect(r.writes().length).toBe(1);
       r.commit();
       await r.ended;
-      expect(r.writes()).toBe(2);
+      expect(r.writes().length).toBe(2);
       expect(r.received().match(/^event: /gm)?.length).toBe(22);
+    } finally {
+      r.close();
+    }
+  });
+
+  it('what was held while the pending row was written is relayed in bounded regions, in order', async () => {
+    let written!: (ok: boolean) => void;
+    const events = responsesStream(4000);
+    const r = await relayOnce(events, { pendingRow: new Promise<boolean>((resolve) => (written = resolve)) });
+    try {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      expect(r.received()).toBe('');
+      written(true);
+      await until(() => r.received().includes('w3999'));
+      const sizes = r.writes();
+      const held = Buffer.concat(events.slice(0, -1)).length;
+      expect(sizes.length).toBeGreaterThan(held / (64 * 1024) - 1);
+      for (const n of sizes) expect(n).toBeLessThan(64 * 1024 + 200);
+      r.commit();
+      await r.ended;
+      const deltas = [...r.received().matchAll(/"delta":"w(\d+) "/g)].map((m) => Number(m[1]));
+      expect(deltas).toEqual(Array.from({ length: 4000 }, (_, i) => i));
+      expect(r.received().endsWith('\n\n')).toBe(true);
+      expect(r.received()).toContain('event: response.completed');
     } finally {
       r.close();
     }

@@ -40,6 +40,8 @@ const tooLarge = () => new AppException('upstream_error', 'The upstream answer i
 const errorEvent = (exc: AppException) => `event: error\ndata: ${JSON.stringify(exc.toBody())}\n\n`;
 
 const USAGE_KEY = Buffer.from('"usage"');
+/** what was held while the pending row was written is relayed in regions of about this size */
+const REPLAY_REGION_BYTES = 64 * 1024;
 
 /**
  * Where the next `"usage"` member whose value is an object starts, from `from` on; -1 when none. Inside a JSON string
@@ -214,7 +216,16 @@ export class StreamRelay {
       // chunks back until its own uncork, which end() does only after the last chunk)
       const socket = this.call.res.socket;
       socket?.cork();
-      if (queued.length) this.relay(queued.length === 1 ? queued[0] : Buffer.concat(queued));
+      // in regions of up to REPLAY_REGION_BYTES (a slow database may have held much of a long stream)
+      let from = 0;
+      let bytes = 0;
+      for (let i = 0; i < queued.length; i++) {
+        bytes += queued[i].length;
+        if (bytes < REPLAY_REGION_BYTES && i < queued.length - 1) continue;
+        this.relay(i === from ? queued[i] : Buffer.concat(queued.slice(from, i + 1), bytes));
+        from = i + 1;
+        bytes = 0;
+      }
       socket?.uncork();
       if (this.held) return;
       const end = this.upstreamEnd;
