@@ -6,7 +6,7 @@
  * as separate chunks in one tick, as undici does when one socket read holds many HTTP chunks. A change to the relay
  * shows here in CPU time, where the end-to-end benchmark's noise on a shared machine can hide it.
  *
- *   node bench/relay.js [--baseline DIR] [--rounds 5] [--streams 10000]
+ *   npm run bench:relay -- [--baseline DIR] [--rounds 5] [--streams 10000]   (builds first; Node 24)
  *
  * Each round runs every build once per case, each in a fresh process (pinned to one core where taskset works),
  * alternating, so a machine whose speed drifts weighs on both alike; the report gives each build's median CPU
@@ -21,6 +21,7 @@ const path = require('node:path');
 const { Readable } = require('node:stream');
 
 const ROOT = path.resolve(__dirname, '..');
+require('../scripts/check-node');
 const KEY = 'sk-bench-relay-0000000000000000';
 
 function parseArgs(argv) {
