@@ -13,12 +13,14 @@
  * (µs per stream, server and client together) and the median of the per-round ratios. Needs `npm run build`
  * (and the baseline's own build).
  */
-const { execFileSync, spawnSync } = require('node:child_process');
+const { spawnSync } = require('node:child_process');
 const { mkdtempSync, readFileSync, rmSync, writeFileSync } = require('node:fs');
 const http = require('node:http');
 const os = require('node:os');
 const path = require('node:path');
 const { Readable } = require('node:stream');
+const { detectPinning } = require('./lib/procs');
+const { median } = require('./lib/seq-client');
 
 const ROOT = path.resolve(__dirname, '..');
 require('../scripts/check-node');
@@ -127,25 +129,15 @@ function child(root, name, file, streams) {
   });
 }
 
-const median = (xs) => {
-  const v = [...xs].sort((a, b) => a - b);
-  return v.length % 2 ? v[(v.length - 1) / 2] : (v[v.length / 2 - 1] + v[v.length / 2]) / 2;
-};
-
 async function main() {
   const o = parseArgs(process.argv.slice(2));
   const dir = mkdtempSync(path.join(os.tmpdir(), 'bench-relay-'));
   try {
     const files = await recordStreams(dir);
     const builds = [...(o.baseline ? [['baseline', o.baseline]] : []), ['this', ROOT]];
-    let pin = [];
-    try {
-      execFileSync('taskset', ['-c', '0', 'true']);
-      pin = ['taskset', '-c', '0'];
-    } catch {
-      // no pinning
-    }
-    console.log(`stream relay CPU per stream (µs, server and client in one process${pin.length ? ', pinned to core 0' : ''}; ${o.streams} streams of 20 deltas, 8 at a time; ${o.rounds} alternating rounds)`);
+    const pinning = detectPinning();
+    const pin = pinning.ok ? ['taskset', '-c', pinning.sutCore] : [];
+    console.log(`stream relay CPU per stream (µs, server and client in one process${pin.length ? `, pinned to core ${pinning.sutCore}` : ''}; ${o.streams} streams of 20 deltas, 8 at a time; ${o.rounds} alternating rounds)`);
     for (const name of Object.keys(files)) {
       const runs = Object.fromEntries(builds.map(([b]) => [b, []]));
       for (let r = 0; r < o.rounds; r++) {

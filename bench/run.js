@@ -12,7 +12,7 @@ const path = require('node:path');
 const { existsSync, mkdirSync, mkdtempSync, writeFileSync, readFileSync, rmSync } = require('node:fs');
 const procs = require('./lib/procs');
 const setup = require('./lib/setup');
-const { runSequential } = require('./lib/seq-client');
+const { runSequential, median } = require('./lib/seq-client');
 const phases = require('./lib/phases');
 const wrkLib = require('./lib/wrk');
 const { PgCpu } = require('./lib/pg-cpu');
@@ -225,12 +225,7 @@ async function abRounds(ctx, name, c, targets, requestsOf, scriptDir, opts) {
     rounds.push(round);
     log(`${name}: round ${i + 1}/${opts.abRounds}: proxy/baseline req/s ${round.rps_ratio}×, CPU per request ${round.cpu_ratio}×`);
   }
-  const median = (xs) => {
-    const v = xs.filter((x) => x !== undefined).sort((a, b) => a - b);
-    if (!v.length) return undefined;
-    return v.length % 2 ? v[(v.length - 1) / 2] : r3((v[v.length / 2 - 1] + v[v.length / 2]) / 2);
-  };
-  return { rounds, seconds: opts.abSeconds, rps_ratio_median: median(rounds.map((r) => r.rps_ratio)), cpu_ratio_median: median(rounds.map((r) => r.cpu_ratio)) };
+  return { rounds, seconds: opts.abSeconds, rps_ratio_median: r3(median(rounds.map((r) => r.rps_ratio))), cpu_ratio_median: r3(median(rounds.map((r) => r.cpu_ratio))) };
 }
 
 // ------------------------------------------------------------------------------------------------ helpers

@@ -29,6 +29,13 @@ function percentile(sorted, p) {
   return sorted[i];
 }
 
+/** The median of the defined values (the mean of the middle two of an even count); undefined when there are none. */
+function median(values) {
+  const v = values.filter((x) => x !== undefined).sort((a, b) => a - b);
+  if (!v.length) return undefined;
+  return v.length % 2 ? v[(v.length - 1) / 2] : (v[v.length / 2 - 1] + v[v.length / 2]) / 2;
+}
+
 function summarise(values) {
   const s = [...values].sort((a, b) => a - b);
   const r3 = (v) => (v === undefined ? undefined : Math.round(v * 1000) / 1000);
@@ -72,4 +79,4 @@ async function runSequential({ url, requests, count, concurrency = 1, partition 
   return { ttfb: summarise(ttfb), total: summarise(total), ok2xx, ids, statuses, errors, sent: count * concurrency };
 }
 
-module.exports = { runSequential, summarise, percentile };
+module.exports = { runSequential, summarise, percentile, median };
