@@ -1,9 +1,10 @@
-import { Controller, Get, Param, Query } from '@nestjs/common';
+import { Controller, Get, Param, Query, Res } from '@nestjs/common';
+import type { Response } from 'express';
 import { ApiOkResponse, ApiOperation, ApiResponse, ApiTags } from '@nestjs/swagger';
 import { RequireScope } from '../auth/require-scope.decorator';
 import { ApiProtected, apiError } from '../common/api-docs';
 import { Acting, ActingContext } from '../common/request-context';
-import { PERSONA_ANALYTICS_EXAMPLE, PersonaAnalyticsDto, USAGE_EXAMPLE, UsageListDto } from './analytics.dto';
+import { PERSONA_ANALYTICS_EXAMPLE, PersonaAnalyticsDto, USAGE_EXAMPLE } from './analytics.dto';
 import { PeriodQueryDto, UsageQueryDto } from './analytics-query';
 import { AnalyticsService } from './analytics.service';
 import { PersonaAnalyticsResponse, UsageListResponse } from './analytics.responses';
@@ -46,7 +47,10 @@ export class AnalyticsController {
   })
   @ApiOkResponse({ type: UsageListResponse, example: USAGE_EXAMPLE })
   @ApiBadPeriod()
-  usage(@Acting() acting: ActingContext, @Query() query: UsageQueryDto): Promise<UsageListDto> {
-    return this.analytics.usage(acting, query);
+  async usage(@Acting() acting: ActingContext, @Query() query: UsageQueryDto, @Res({ passthrough: true }) res: Response): Promise<string> {
+    // a UsageListDto already printed as JSON (AnalyticsService.usage): sent as it is
+    const json = await this.analytics.usage(acting, query);
+    res.type('application/json');
+    return json;
   }
 }

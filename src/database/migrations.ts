@@ -25,6 +25,7 @@ import { IndexAnalysisResultResponses1796700000100 } from '../../migrations/1796
 import { IndexAnalysisResultCategories1796900000000 } from '../../migrations/1796900000000-IndexAnalysisResultCategories';
 import { CoverPersonaJudgements1796900000100 } from '../../migrations/1796900000100-CoverPersonaJudgements';
 import { JudgementsKnowTheirExchange1797000000000 } from '../../migrations/1797000000000-JudgementsKnowTheirExchange';
+import { DailyUsageNamesUsers1797100000000 } from '../../migrations/1797100000000-DailyUsageNamesUsers';
 
 /** Every migration, in order (listed explicitly, never globbed). */
 export const MIGRATIONS = [
@@ -55,4 +56,5 @@ export const MIGRATIONS = [
   IndexAnalysisResultCategories1796900000000,
   CoverPersonaJudgements1796900000100,
   JudgementsKnowTheirExchange1797000000000,
+  DailyUsageNamesUsers1797100000000,
 ];

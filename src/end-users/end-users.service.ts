@@ -155,7 +155,7 @@ export class EndUsersService {
       // the organization's totals stay in the rollups, under no user
       let rollups = 0;
       for (const id of subject.userIds) rollups += await this.rollups.forgetUser(m, orgId, id);
-      await this.usageDaily.forgetUsers(m, orgId, subject.userIds);
+      await this.usageDaily.forgetUser(m, orgId, externalId);
       const erased: ErasedRows = { ...effects.rows, limit_counters: limitCounters, usage_rollups: rollups };
       for (const id of subject.userIds) await this.changes.publish(m, 'user', id);
       if (effects.keyIds.length) await this.changes.publish(m, 'key', orgId);

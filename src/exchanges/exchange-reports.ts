@@ -45,17 +45,6 @@ export interface AnalysisCountRow {
   count: number;
 }
 
-export interface UsageRow {
-  key: string | null;
-  source: 'proxy' | 'analysis';
-  requests: number;
-  input_tokens: number;
-  output_tokens: number;
-  total_tokens: number;
-  cost: number;
-  errors: number;
-}
-
 /** Which keys of the usage report to read: the keys after `after` in `order`, at most `limit` of them. */
 export interface UsageReportPage {
   /** at most this many keys; null: all of them */
@@ -66,8 +55,14 @@ export interface UsageReportPage {
 }
 
 export interface UsageReport {
-  /** the rows of the page's keys, in its order (a key's proxy row before its analysis row) */
-  rows: UsageRow[];
+  /**
+   * the rows of the page's keys, in its order (a key's proxy row before its analysis row), as the JSON text of the
+   * API's `data` array (see USAGE_ROW_JSON)
+   */
+  json: string;
+  /** the first and the last row's key */
+  firstKey: string | null;
+  lastKey: string | null;
   /** more keys follow the page's */
   hasMore: boolean;
   /** false: the cursor key is not among the report's keys */
@@ -133,21 +128,14 @@ export const ROLLED_USAGE_KEYS: Record<UsageGroup, string> = {
 
 /**
  * The same keys over the daily usage of stored rows (usage_daily and its changes not merged yet, alias d): the
- * dimension whose rows are read (and its column in the changes), what they are summed by (alias g.k after), and
- * the key made of it. A day's total is the sum of its 'model' rows. Users are named after the sums, by the
- * primary key of users: one lookup per user, not a join per row.
+ * dimension whose rows are read, its column in the changes, and the key made of a row. A day's total is the sum of
+ * its 'model' rows; a user's rows are keyed by their X-User-ID (migration DailyUsageNamesUsers), as the answer is.
  */
-export const DAILY_USAGE_KEYS: Record<UsageGroup, { dimension: 'user' | 'model' | 'persona'; changesKey: string; group: string; key: string; join: string }> = {
-  user: {
-    dimension: 'user',
-    changesKey: 'user_id::text',
-    group: 'd.key',
-    key: 'du.external_id',
-    join: 'LEFT JOIN users du ON du.id = g.k::uuid AND du.organization_id = $1',
-  },
-  model: { dimension: 'model', changesKey: 'model', group: 'd.key', key: 'g.k', join: '' },
-  persona: { dimension: 'persona', changesKey: 'persona_id::text', group: 'd.key', key: 'g.k', join: '' },
-  day: { dimension: 'model', changesKey: 'model', group: 'd.day', key: `to_char(g.k, 'YYYY-MM-DD')`, join: '' },
+export const DAILY_USAGE_KEYS: Record<UsageGroup, { dimension: 'user' | 'model' | 'persona'; changesKey: string; key: string }> = {
+  user: { dimension: 'user', changesKey: 'external_user_id', key: 'd.key' },
+  model: { dimension: 'model', changesKey: 'model', key: 'd.key' },
+  persona: { dimension: 'persona', changesKey: 'persona_id::text', key: 'd.key' },
+  day: { dimension: 'model', changesKey: 'model', key: `to_char(d.day, 'YYYY-MM-DD')` },
 };
 
 /**
@@ -179,27 +167,22 @@ export function rolledDays(period: ReportPeriod): [string, string] {
 export const PERSONA_ROLLUPS = `r.source = 'proxy' AND r.persona_id = $1 AND r.organization_id = $2 AND r.day >= $5::date AND r.day < $6::date`;
 
 /**
- * The usage rows as read: one JSON array of [key, source is 'proxy', requests, input, output and total tokens,
- * cost, errors] per row, or null for none. PostgreSQL prints a float8 in its shortest exact form, so a number
- * parses to the very value the driver would have given; one that is not finite comes as a string, which Number()
- * reads as the driver did.
+ * A usage row as the JSON text the API answers (`{"key", "source", "requests", "tokens": {"input", "output",
+ * "total"}, "cost", "errors"}`), made by the database with its grouped columns (alias a) so that the process sends
+ * the rows on as they come instead of parsing and printing again some thousands of them (every user of a busy
+ * organization's month). The key is escaped by to_json. Token sums (of bigint columns, always finite) are printed
+ * as PostgreSQL prints a float8: its shortest exact form, which JSON reads as the very value. `cost` is rounded to
+ * the money decimals as the process rounds money, Math.round(x·scale) / scale (floor(x·scale + 0.5) / scale in
+ * float8; $scale is 10^decimals), and printed in decimals, never with an exponent (0.0000033, not 3.3e-06: a
+ * float8's own text where it has none, which is the common case and the cheapest); one that is not finite, which
+ * JSON cannot hold, is null, as the object answer printed it.
  */
-export function parseUsageRows(json: string | null): UsageRow[] {
-  if (json === null) return [];
-  const rows = JSON.parse(json) as [string | null, boolean, number, number | string, number | string, number | string, number | string, number][];
-  const out: UsageRow[] = new Array(rows.length);
-  for (let i = 0; i < rows.length; i++) {
-    const r = rows[i];
-    out[i] = {
-      key: r[0],
-      source: r[1] ? 'proxy' : 'analysis',
-      requests: r[2],
-      input_tokens: Number(r[3]),
-      output_tokens: Number(r[4]),
-      total_tokens: Number(r[5]),
-      cost: Number(r[6]),
-      errors: r[7],
-    };
-  }
-  return out;
+export function USAGE_ROW_JSON(a: string, scale: string): string {
+  const c = `(floor(${a}.cost * ${scale} + 0.5) / ${scale})`;
+  const cost = `CASE WHEN ${c} = 0 OR (abs(${c}) >= 1e-4 AND abs(${c}) < 1e15) THEN ${c}::text WHEN ${c} - ${c} = 0 THEN trim_scale(${c}::numeric)::text ELSE 'null' END`;
+  return (
+    `'{"key":' || coalesce(to_json(${a}.key)::text, 'null') || ',"source":"' || ${a}.source || '","requests":' || ${a}.requests` +
+    ` || ',"tokens":{"input":' || ${a}.input_tokens || ',"output":' || ${a}.output_tokens || ',"total":' || ${a}.total_tokens` +
+    ` || '},"cost":' || ${cost} || ',"errors":' || ${a}.errors || '}'`
+  );
 }

@@ -27,7 +27,7 @@ import {
   UsageReportPage,
   DAILY_USAGE_KEYS,
   wholeDays,
-  parseUsageRows,
+  USAGE_ROW_JSON,
 } from './exchange-reports';
 
 /** The fields of an exchange that hold what was sent and answered, and can be as large as the body limit. */
@@ -376,7 +376,13 @@ export class ExchangesRepository {
    * an erased one is null). Whole UTC days of stored rows are read from the daily usage kept as they are written
    * (usage_daily, with its changes not merged yet), only the part-days at the ends of the period from the rows.
    */
-  async usageByGroup(orgId: string, period: ReportPeriod, group: UsageGroup, page: UsageReportPage = { limit: null, order: 'key' }): Promise<UsageReport> {
+  async usageByGroup(
+    orgId: string,
+    period: ReportPeriod,
+    group: UsageGroup,
+    page: UsageReportPage = { limit: null, order: 'key' },
+    moneyDecimals = 6,
+  ): Promise<UsageReport> {
     await this.recorder.caughtUp();
     const key = USAGE_KEYS[group];
     const userJoin = group === 'user' ? 'LEFT JOIN users u ON u.id = a.user_id' : '';
@@ -393,8 +399,8 @@ export class ExchangesRepository {
       `((${alias}.created_at >= $2::timestamptz AND ${alias}.created_at < $3::timestamptz) OR (${alias}.created_at >= $4::timestamptz AND ${alias}.created_at < $5::timestamptz))`;
     // Sums of counts run in int8 and of tokens in float8 (exact below 2^53): the bigint columns' own sum() keeps a
     // numeric state per group, several times slower over the tens of thousands of daily rows of a large period.
-    // The rows come back as one JSON array of arrays (see parseUsageRows): read and parsed at once, where the
-    // driver would make a string per column of each of tens of thousands of rows.
+    // The rows come back as the JSON text of the answer's rows (USAGE_ROW_JSON), sent on as they are: the driver
+    // would make a string per column of each of tens of thousands of rows, and the process would parse and print them.
     const grouped = `
        SELECT key, source, sum(requests)::int AS requests, sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens,
               sum(total_tokens) AS total_tokens, sum(cost) AS cost, sum(errors)::int AS errors
@@ -419,13 +425,9 @@ export class ExchangesRepository {
           WHERE a.organization_id = $1 AND ${edgeOf('a')}
           GROUP BY 1
          UNION ALL
-         SELECT ${daily.key} AS key, g.source, g.requests, g.input_tokens, g.output_tokens, g.total_tokens, g.cost, g.errors
-           FROM (SELECT ${daily.group} AS k, d.source, sum(d.requests::int)::int AS requests, sum(d.input_tokens::float8) AS input_tokens,
-                        sum(d.output_tokens::float8) AS output_tokens, sum(d.total_tokens::float8) AS total_tokens, sum(d.cost) AS cost,
-                        sum(d.errors::int)::int AS errors
-                   FROM (${dailyRows}) d
-                  GROUP BY 1, 2
-                 HAVING sum(d.requests::int) > 0) g ${daily.join}
+         SELECT ${daily.key} AS key, d.source, d.requests::int, d.input_tokens::float8, d.output_tokens::float8, d.total_tokens::float8, d.cost,
+                d.errors::int
+           FROM (${dailyRows}) d
          UNION ALL
          SELECT ${rolledKey} AS key, r.source, sum(r.requests)::int, sum(r.input_tokens)::float8, sum(r.output_tokens)::float8,
                 sum(r.total_tokens)::float8, sum(r.cost)::float8, sum(r.errors)::int
@@ -433,17 +435,29 @@ export class ExchangesRepository {
           WHERE r.organization_id = $1 AND r.day >= $8::date AND r.day < $9::date
           GROUP BY 1, 2
        ) usage
-       GROUP BY key, source`;
-    const params: unknown[] = [orgId, ...edges, ...days, ...rolledDays(period)];
-    const row = (alias: string) =>
-      `json_build_array(${alias}.key, ${alias}.source = 'proxy', ${alias}.requests, ${alias}.input_tokens, ${alias}.output_tokens, ${alias}.total_tokens, ${alias}.cost, ${alias}.errors)`;
+       GROUP BY key, source
+      HAVING sum(requests) > 0`;
+    const params: unknown[] = [orgId, ...edges, ...days, ...rolledDays(period), 10 ** moneyDecimals];
+    const row = (alias: string) => USAGE_ROW_JSON(alias, '$10::float8');
+    type Read = { rows: string | null; first_key: string | null; last_key: string | null; has_more: boolean; cursor_found: boolean };
+    const report = (r: Read | undefined): UsageReport => ({
+      json: `[${r?.rows ?? ''}]`,
+      firstKey: r?.first_key ?? null,
+      lastKey: r?.last_key ?? null,
+      hasMore: r?.has_more ?? false,
+      cursorFound: r?.cursor_found ?? true,
+    });
     if (page.limit === null && page.after === undefined && page.order === 'key') {
-      const rows: { rows: string | null }[] = await this.readUsage(
-        `SELECT json_agg(${row('g')} ORDER BY g.key COLLATE "C" ASC NULLS LAST, g.source DESC)::text AS rows FROM (${grouped}) g`,
+      // first and last keys in the order (a null key last) without a second sort
+      const rows = await this.readUsage<Read>(
+        `SELECT string_agg(${row('g')}, ',' ORDER BY g.key COLLATE "C" ASC NULLS LAST, g.source DESC) AS rows,
+                min(g.key COLLATE "C") AS first_key,
+                CASE WHEN bool_or(g.key IS NULL) THEN NULL ELSE max(g.key COLLATE "C") END AS last_key,
+                false AS has_more, true AS cursor_found
+           FROM (${grouped}) g`,
         params,
       );
-      const all = parseUsageRows(rows[0]?.rows ?? null);
-      return { rows: all, hasMore: false, cursorFound: true };
+      return report(rows[0]);
     }
     // A page: the keys' totals (both sources' cost), those after the cursor's key, the first limit + 1 of them in
     // the order (a top-N sort, not a sort of every key; the one more says whether there are more), then their rows.
@@ -451,24 +465,27 @@ export class ExchangesRepository {
     const order = page.order === 'cost' ? `total DESC, key COLLATE "C" ASC NULLS LAST` : `key COLLATE "C" ASC NULLS LAST`;
     const after =
       page.order === 'cost'
-        ? `$10::text IS NULL OR total < (SELECT t FROM cur) OR (total = (SELECT t FROM cur) AND (key IS NULL OR key COLLATE "C" > $10::text))`
-        : `$10::text IS NULL OR key IS NULL OR key COLLATE "C" > $10::text`;
+        ? `$11::text IS NULL OR total < (SELECT t FROM cur) OR (total = (SELECT t FROM cur) AND (key IS NULL OR key COLLATE "C" > $11::text))`
+        : `$11::text IS NULL OR key IS NULL OR key COLLATE "C" > $11::text`;
     params.push(page.after ?? null, page.limit);
-    const rows = await this.readUsage<{ rows: string | null; has_more: boolean; cursor_found: boolean }>(
+    const rows = await this.readUsage<Read>(
       `WITH grouped AS MATERIALIZED (${grouped}),
             totals AS (SELECT key, coalesce(sum(cost), 0) AS total FROM grouped GROUP BY key),
-            cur AS (SELECT total AS t FROM totals WHERE key = $10::text),
+            cur AS (SELECT total AS t FROM totals WHERE key = $11::text),
             page AS (SELECT key, row_number() OVER (ORDER BY ${order}) AS n
-                       FROM (SELECT key, total FROM totals WHERE ${after} ORDER BY ${order} LIMIT $11::int + 1) k),
-            picked AS (SELECT p.n, g.* FROM page p JOIN grouped g ON g.key = p.key
+                       FROM (SELECT key, total FROM totals WHERE ${after} ORDER BY ${order} LIMIT $12::int + 1) k),
+            shown AS (SELECT * FROM page WHERE $12::int IS NULL OR n <= $12::int),
+            picked AS (SELECT p.n, g.* FROM shown p JOIN grouped g ON g.key = p.key
                        UNION ALL
-                       SELECT p.n, g.* FROM page p JOIN grouped g ON p.key IS NULL AND g.key IS NULL)
-       SELECT (SELECT json_agg(${row('r')} ORDER BY r.n, r.source DESC) FROM picked r WHERE $11::int IS NULL OR r.n <= $11::int)::text AS rows,
-              coalesce((SELECT max(n) FROM page) > $11::int, false) AS has_more,
-              ($10::text IS NULL OR EXISTS (SELECT 1 FROM cur)) AS cursor_found`,
+                       SELECT p.n, g.* FROM shown p JOIN grouped g ON p.key IS NULL AND g.key IS NULL)
+       SELECT (SELECT string_agg(${row('r')}, ',' ORDER BY r.n, r.source DESC) FROM picked r) AS rows,
+              (SELECT key FROM shown ORDER BY n LIMIT 1) AS first_key,
+              (SELECT key FROM shown ORDER BY n DESC LIMIT 1) AS last_key,
+              coalesce((SELECT max(n) FROM page) > $12::int, false) AS has_more,
+              ($11::text IS NULL OR EXISTS (SELECT 1 FROM cur)) AS cursor_found`,
       params,
     );
-    return { rows: parseUsageRows(rows[0]?.rows ?? null), hasMore: rows[0]?.has_more ?? false, cursorFound: rows[0]?.cursor_found ?? true };
+    return report(rows[0]);
   }
 
   /**

@@ -364,8 +364,11 @@ describe('analytics', () => {
     const usage = async (groupBy?: string) => {
       const res = await asUser(orgA)('GET', `/v1/analytics/usage?${PERIOD}${groupBy ? `&group_by=${groupBy}` : ''}`);
       expect(res.status, res.text).toBe(200);
-      expect(res.body.object).toBe('list');
-      return rounded(res.body.data) as any[];
+      expect(res.headers.get('content-type')).toBe('application/json; charset=utf-8');
+      const data = res.body.data as any[];
+      // the whole list: every key, its first and last row's keys (a null key last)
+      expect(res.body).toEqual({ object: 'list', data, has_more: false, first_id: data[0]?.key ?? null, last_id: data.at(-1)?.key ?? null });
+      return rounded(data) as any[];
     };
     const row = (key: string | null, source: 'proxy' | 'analysis', requests: number, tokens: number[], cost: number, errors = 0) => ({
       key,

@@ -27,7 +27,7 @@ async function kept(orgId: string): Promise<unknown[]> {
              UNION ALL
              SELECT c.source, x.dimension, x.key, c.day, c.requests, c.errors, c.input_tokens, c.output_tokens, c.total_tokens, c.cost
                FROM usage_daily_changes c
-              CROSS JOIN LATERAL (VALUES ('user', c.user_id::text), ('model', c.model), ('persona', c.persona_id::text)) x(dimension, key)
+              CROSS JOIN LATERAL (VALUES ('user', c.external_user_id), ('model', c.model), ('persona', c.persona_id::text)) x(dimension, key)
               WHERE c.organization_id = $1) d
       GROUP BY 1, 2, 3, 4 HAVING sum(requests) <> 0
       ORDER BY 1, 2, 3, 4`,
@@ -35,19 +35,19 @@ async function kept(orgId: string): Promise<unknown[]> {
   );
 }
 
-/** The same figures counted from the stored rows themselves. */
+/** The same figures counted from the stored rows themselves (a user by X-User-ID: an analysis by its user's). */
 async function counted(orgId: string): Promise<unknown[]> {
   return database.dataSource.query(
     `SELECT source, d.dimension, d.key, day::text AS day, ${SUMS}
-       FROM (SELECT 'proxy' AS source, (created_at AT TIME ZONE 'UTC')::date AS day, user_id, model, persona_id, 1 AS requests,
+       FROM (SELECT 'proxy' AS source, (created_at AT TIME ZONE 'UTC')::date AS day, external_user_id AS user_key, model, persona_id, 1 AS requests,
                     (status NOT IN ('completed', 'pending'))::int AS errors, coalesce(input_tokens, 0) AS input_tokens,
                     coalesce(output_tokens, 0) AS output_tokens, coalesce(total_tokens, 0) AS total_tokens, coalesce(cost, 0) AS cost
                FROM exchanges WHERE organization_id = $1
              UNION ALL
-             SELECT 'analysis', (created_at AT TIME ZONE 'UTC')::date, user_id, model, persona_id, 1, (status = 'failed')::int,
-                    input_tokens, output_tokens, total_tokens, coalesce(cost, 0)
-               FROM analysis_results WHERE organization_id = $1) r
-      CROSS JOIN LATERAL (VALUES ('user', r.user_id::text), ('model', r.model), ('persona', r.persona_id::text)) d(dimension, key)
+             SELECT 'analysis', (a.created_at AT TIME ZONE 'UTC')::date, u.external_id, a.model, a.persona_id, 1, (a.status = 'failed')::int,
+                    a.input_tokens, a.output_tokens, a.total_tokens, coalesce(a.cost, 0)
+               FROM analysis_results a LEFT JOIN users u ON u.id = a.user_id WHERE a.organization_id = $1) r
+      CROSS JOIN LATERAL (VALUES ('user', r.user_key), ('model', r.model), ('persona', r.persona_id::text)) d(dimension, key)
       GROUP BY 1, 2, 3, 4
       ORDER BY 1, 2, 3, 4`,
     [orgId],
@@ -64,6 +64,12 @@ async function organization(): Promise<string> {
   return rows[0].id;
 }
 
+/** A user of the organization: their internal id and X-User-ID. */
+async function user(orgId: string, externalId: string): Promise<{ id: string; externalId: string }> {
+  const rows = await database.dataSource.query(`INSERT INTO users (organization_id, external_id) VALUES ($1, $2) RETURNING id`, [orgId, externalId]);
+  return { id: rows[0].id, externalId };
+}
+
 async function analysis(orgId: string, exchangeId: string, over: { userId?: string | null; personaId?: string | null; status?: string; model?: string } = {}): Promise<string> {
   const rows = await database.dataSource.query(
     `INSERT INTO analysis_results (organization_id, exchange_id, user_id, persona_id, cache_key, analysis_type, primary_category, model,
@@ -77,16 +83,17 @@ async function analysis(orgId: string, exchangeId: string, over: { userId?: stri
 describe('daily usage kept as rows are written (usage_daily)', () => {
   it('mirrors the stored rows through every kind of write: recorder batches, updates, moves, analyses, deletions, merges', async () => {
     const orgId = await organization();
-    const [alice, bob] = [randomUUID(), randomUUID()];
+    const [alice, bob] = [await user(orgId, 'alice'), await user(orgId, 'bob "the" builder')];
     const persona = randomUUID();
-    const row = (tag: string, over = {}) => pendingRow(tag, { organizationId: orgId, userId: alice, personaId: persona, personaVersion: 1, ...over });
+    const of = (u: { id: string; externalId: string }) => ({ userId: u.id, externalUserId: u.externalId });
+    const row = (tag: string, over = {}) => pendingRow(tag, { organizationId: orgId, ...of(alice), personaId: persona, personaVersion: 1, ...over });
 
     // the recorder: a pending row and its completion, a row written whole, a failure, a call still running, a model learnt late
     const a = row('a');
     await bench.recorder.begin(a);
     expect(await kept(orgId)).toEqual(await counted(orgId));
     await bench.recorder.complete(outcomeOf(a));
-    const whole = row('whole', { userId: bob, personaId: null, personaVersion: null });
+    const whole = row('whole', { ...of(bob), personaId: null, personaVersion: null });
     const held = bench.recorder.begin(whole, 60_000);
     await bench.recorder.complete(outcomeOf(whole, { cost: 0.25 }));
     await held;
@@ -113,10 +120,10 @@ describe('daily usage kept as rows are written (usage_daily)', () => {
     expect(await kept(orgId)).toEqual(await counted(orgId));
 
     // analyses: added, failed, moved to no user (erasure of their author), deleted
-    const r1 = await analysis(orgId, a.id, { userId: alice, personaId: persona });
-    await analysis(orgId, whole.id, { userId: bob, status: 'failed', model: 'gpt-4o' });
+    const r1 = await analysis(orgId, a.id, { userId: alice.id, personaId: persona });
+    await analysis(orgId, whole.id, { userId: bob.id, status: 'failed', model: 'gpt-4o' });
     await database.dataSource.query(`UPDATE analysis_results SET user_id = NULL WHERE id = $1`, [r1]);
-    const r3 = await analysis(orgId, late.id, { userId: alice });
+    const r3 = await analysis(orgId, late.id, { userId: alice.id });
     await database.dataSource.query(`DELETE FROM analysis_results WHERE id = $1`, [r3]);
     expect(await kept(orgId)).toEqual(await counted(orgId));
 
@@ -136,18 +143,21 @@ describe('daily usage kept as rows are written (usage_daily)', () => {
     expect(perKey[0].n).toBe(perKey[0].keys);
 
     // every row of a key deleted: its merged row goes with it
-    await database.dataSource.query(`DELETE FROM exchanges WHERE organization_id = $1 AND user_id = $2`, [orgId, bob]);
-    await database.dataSource.query(`DELETE FROM analysis_results WHERE organization_id = $1 AND user_id = $2`, [orgId, bob]);
+    await database.dataSource.query(`DELETE FROM exchanges WHERE organization_id = $1 AND user_id = $2`, [orgId, bob.id]);
+    await database.dataSource.query(`DELETE FROM analysis_results WHERE organization_id = $1 AND user_id = $2`, [orgId, bob.id]);
     await repo.mergeAll();
     expect(await kept(orgId)).toEqual(await counted(orgId));
-    const bobRows = await database.dataSource.query(`SELECT count(*)::int AS n FROM usage_daily WHERE organization_id = $1 AND key = $2`, [orgId, bob]);
+    const bobRows = await database.dataSource.query(`SELECT count(*)::int AS n FROM usage_daily WHERE organization_id = $1 AND key = $2`, [
+      orgId,
+      bob.externalId,
+    ]);
     expect(bobRows[0].n).toBe(0);
   });
 
   it('appends one aggregated change per (day, user, model, persona) for a whole statement, not one per row', async () => {
     const orgId = await organization();
-    const user = randomUUID();
-    const rows = Array.from({ length: 5 }, (_, i) => pendingRow(`batch${i}`, { organizationId: orgId, userId: user }));
+    const one = randomUUID();
+    const rows = Array.from({ length: 5 }, (_, i) => pendingRow(`batch${i}`, { organizationId: orgId, userId: one }));
     for (const r of rows) await bench.recorder.begin(r);
     await repo.mergeAll();
     await database.dataSource.query(
@@ -161,23 +171,25 @@ describe('daily usage kept as rows are written (usage_daily)', () => {
 
   it("an erased user's keys leave the daily usage; the organization's other figures stay", async () => {
     const orgId = await organization();
-    const [gone, stays] = [randomUUID(), randomUUID()];
-    const a = pendingRow('erased', { organizationId: orgId, userId: gone });
-    const b = pendingRow('stays', { organizationId: orgId, userId: stays });
+    const [gone, stays] = [await user(orgId, 'gone'), await user(orgId, 'stays')];
+    const a = pendingRow('erased', { organizationId: orgId, userId: gone.id, externalUserId: gone.externalId });
+    const b = pendingRow('stays', { organizationId: orgId, userId: stays.id, externalUserId: stays.externalId });
     for (const r of [a, b]) {
       await bench.recorder.begin(r);
       await bench.recorder.complete(outcomeOf(r));
     }
-    await analysis(orgId, b.id, { userId: gone });
+    await analysis(orgId, b.id, { userId: gone.id });
     await repo.mergeAll();
     await database.dataSource.transaction(async (m) => {
-      await m.query(`DELETE FROM exchanges WHERE organization_id = $1 AND user_id = $2`, [orgId, gone]);
-      await m.query(`UPDATE analysis_results SET user_id = NULL WHERE organization_id = $1 AND user_id = $2`, [orgId, gone]);
-      await repo.forgetUsers(m, orgId, [gone]);
+      await m.query(`DELETE FROM exchanges WHERE organization_id = $1 AND user_id = $2`, [orgId, gone.id]);
+      await m.query(`UPDATE analysis_results SET user_id = NULL WHERE organization_id = $1 AND user_id = $2`, [orgId, gone.id]);
+      // as the erasure does: the user goes before their daily usage is forgotten
+      await m.query(`DELETE FROM users WHERE id = $1`, [gone.id]);
+      await repo.forgetUser(m, orgId, gone.externalId);
     });
     const named = await database.dataSource.query(
-      `SELECT count(*)::int AS n FROM (SELECT key FROM usage_daily UNION ALL SELECT user_id::text FROM usage_daily_changes) d WHERE key = $1`,
-      [gone],
+      `SELECT count(*)::int AS n FROM (SELECT key FROM usage_daily UNION ALL SELECT external_user_id FROM usage_daily_changes) d WHERE key = $1`,
+      [gone.externalId],
     );
     expect(named[0].n).toBe(0);
     expect(await kept(orgId)).toEqual(await counted(orgId));

@@ -9,7 +9,7 @@ const KEY = 'organization_id, dimension, day, source, key';
 /**
  * The daily usage of stored rows (usage_daily, migration KeepDailyUsage): written by triggers on `exchanges` and
  * `analysis_results` as changes appended to usage_daily_changes (one row per day, user, model and persona), merged
- * here into one row per key of each dimension. Readers add usage_daily and the changes not merged yet, so a merge
+ * here into one row per key of each dimension (a user is keyed by their X-User-ID: migration DailyUsageNamesUsers). Readers add usage_daily and the changes not merged yet, so a merge
  * never changes an answer.
  */
 @Injectable()
@@ -60,11 +60,10 @@ export class UsageDailyRepository {
    * exchanges moved to no user), what is appended is merged, their totals are zero, and their rows go: nothing
    * here names them any more. Run in the erasure's transaction, after those deletions.
    */
-  async forgetUsers(m: EntityManager, orgId: string, userIds: string[]): Promise<void> {
-    if (!userIds.length) return;
+  async forgetUser(m: EntityManager, orgId: string, externalId: string): Promise<void> {
     await m.query(`SELECT pg_advisory_xact_lock($1, 0)`, [MERGE_LOCK_CLASS]);
     while ((await this.mergeIn(m, 50_000)) === 50_000);
-    await m.query(`DELETE FROM usage_daily WHERE organization_id = $1 AND dimension = 'user' AND key = ANY($2::text[])`, [orgId, userIds]);
+    await m.query(`DELETE FROM usage_daily WHERE organization_id = $1 AND dimension = 'user' AND key = $2`, [orgId, externalId]);
   }
 
   /** One merge of up to `limit` changes, in the caller's transaction (which holds the merge lock). */
@@ -73,12 +72,12 @@ export class UsageDailyRepository {
       await m.query(
         `WITH moved AS (
            DELETE FROM usage_daily_changes WHERE ctid = ANY(ARRAY(SELECT ctid FROM usage_daily_changes LIMIT $1))
-           RETURNING organization_id, day, source, user_id, model, persona_id, ${SUMS.join(', ')}),
+           RETURNING organization_id, day, source, external_user_id, model, persona_id, ${SUMS.join(', ')}),
          merged AS (
            INSERT INTO usage_daily AS u (${KEY}, ${SUMS.join(', ')})
            SELECT c.organization_id, d.dimension, c.day, c.source, d.key, ${SUMS.map((col) => `sum(c.${col})`).join(', ')}
              FROM moved c
-            CROSS JOIN LATERAL (VALUES ('user', c.user_id::text), ('model', c.model), ('persona', c.persona_id::text)) d(dimension, key)
+            CROSS JOIN LATERAL (VALUES ('user', c.external_user_id), ('model', c.model), ('persona', c.persona_id::text)) d(dimension, key)
             WHERE c.organization_id IN (SELECT id FROM organizations)
             GROUP BY 1, 2, 3, 4, 5
            ON CONFLICT (${KEY}) DO UPDATE SET ${SUMS.map((col) => `${col} = u.${col} + excluded.${col}`).join(', ')}
