@@ -86,6 +86,8 @@ export class StreamRelay {
   private bytes = 0;
   /** how the upstream body ended: 'ended', or the error it failed with while the relay was holding */
   private upstreamEnd: 'open' | 'ended' | { error: unknown } = 'open';
+  /** the client's socket is full: the upstream's body is paused until it drains */
+  private awaitingDrain = false;
   private readonly body: UpstreamResponse['body'];
   private readonly status: number;
   private readonly capture: StreamCapture;
@@ -173,12 +175,16 @@ export class StreamRelay {
 
   // the upstream read pauses while the client's socket is full; a client that takes nothing for
   // STREAM_IDLE_TIMEOUT_MS is cut off, which aborts the upstream call too (recorded as client_aborted)
+  // (once: writes while it waits, several regions of a replay, add no second wait)
   private waitForDrain(): void {
     const { res } = this.call;
     const body = this.body;
     body.pause();
+    if (this.awaitingDrain) return;
+    this.awaitingDrain = true;
     const stalled = setTimeout(() => res.destroy(), this.limits.streamIdleTimeoutMs);
     const done = () => {
+      this.awaitingDrain = false;
       clearTimeout(stalled);
       res.off('drain', onDrain);
       res.off('close', done);
