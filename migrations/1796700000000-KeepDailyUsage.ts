@@ -92,7 +92,7 @@ const SHAPES = {
  * subtracted, and for an update the old version of each changed row subtracted and the new one added (only rows
  * whose counted columns changed: an update of bodies alone appends nothing).
  */
-function triggerFunction(table: keyof typeof SHAPES): string {
+export function triggerFunction(table: keyof typeof SHAPES): string {
   const s = SHAPES[table];
   const counted = ['organization_id', 'created_at', 'user_id', 'model', 'persona_id', 'status', 'input_tokens', 'output_tokens', 'total_tokens', 'cost'];
   const append = (rows: string) =>

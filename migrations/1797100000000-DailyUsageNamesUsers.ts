@@ -1,4 +1,5 @@
 import { MigrationInterface, QueryRunner } from 'typeorm';
+import { triggerFunction as keyedByUserId } from './1796700000000-KeepDailyUsage';
 
 /**
  * The daily usage (migration KeepDailyUsage) keys its 'user' rows by the user's X-User-ID (`external_user_id`)
@@ -24,8 +25,8 @@ export class DailyUsageNamesUsers1797100000000 implements MigrationInterface {
       `UPDATE "usage_daily_changes" c SET external_user_id = u.external_id FROM users u WHERE u.id = c.user_id AND u.organization_id = c.organization_id`,
     );
     await queryRunner.query(`ALTER TABLE "usage_daily_changes" DROP COLUMN "user_id"`);
-    await queryRunner.query(triggerFunction('exchanges', 'external'));
-    await queryRunner.query(triggerFunction('analysis_results', 'external'));
+    await queryRunner.query(triggerFunction('exchanges'));
+    await queryRunner.query(triggerFunction('analysis_results'));
     await rekey(queryRunner, `LEFT JOIN users u ON u.id = d.key::uuid AND u.organization_id = d.organization_id`, 'u.external_id');
   }
 
@@ -36,8 +37,8 @@ export class DailyUsageNamesUsers1797100000000 implements MigrationInterface {
       `UPDATE "usage_daily_changes" c SET user_id = u.id FROM users u WHERE u.external_id = c.external_user_id AND u.organization_id = c.organization_id`,
     );
     await queryRunner.query(`ALTER TABLE "usage_daily_changes" DROP COLUMN "external_user_id"`);
-    await queryRunner.query(triggerFunction('exchanges', 'internal'));
-    await queryRunner.query(triggerFunction('analysis_results', 'internal'));
+    await queryRunner.query(keyedByUserId('exchanges'));
+    await queryRunner.query(keyedByUserId('analysis_results'));
     await rekey(queryRunner, `LEFT JOIN users u ON u.external_id = d.key AND u.organization_id = d.organization_id`, 'u.id::text');
   }
 }
@@ -62,40 +63,33 @@ async function rekey(queryRunner: QueryRunner, join: string, key: string): Promi
   await queryRunner.query(`ANALYZE usage_daily, usage_daily_changes`);
 }
 
-/** What a row counts as: its source, when it is an error (as the analytics reports count them), and its user's key. */
+/** What a row counts as: its source, when it is an error (as the analytics reports count them), and its user's X-User-ID. */
 const SHAPES = {
-  exchanges: {
-    source: 'proxy',
-    error: `status NOT IN ('completed', 'pending')`,
-    user: { external: { column: 'external_user_id', key: 'c.external_user_id', join: '' }, internal: { column: 'user_id', key: 'c.user_id', join: '' } },
-  },
+  exchanges: { source: 'proxy', error: `status NOT IN ('completed', 'pending')`, userColumn: 'external_user_id', userKey: 'c.external_user_id', join: '' },
   analysis_results: {
     source: 'analysis',
     error: `status = 'failed'`,
-    user: {
-      external: { column: 'user_id', key: 'u.external_id', join: 'LEFT JOIN users u ON u.id = c.user_id AND u.organization_id = c.organization_id' },
-      internal: { column: 'user_id', key: 'c.user_id', join: '' },
-    },
+    userColumn: 'user_id',
+    userKey: 'u.external_id',
+    join: 'LEFT JOIN users u ON u.id = c.user_id AND u.organization_id = c.organization_id',
   },
 } as const;
 
 /**
- * The statement-level trigger function of a table (as KeepDailyUsage made it, with the user's key `external`:
- * X-User-ID, or `internal`: the user id): the rows a statement inserted are added, those it deleted subtracted,
- * and for an update the old version of each changed row subtracted and the new one added (only rows whose counted
- * columns changed: an update of bodies alone appends nothing).
+ * The statement-level trigger function of a table, as KeepDailyUsage made it but for the user's key (X-User-ID):
+ * the rows a statement inserted are added, those it deleted subtracted, and for an update the old version of each
+ * changed row subtracted and the new one added (only rows whose counted columns changed: an update of bodies alone
+ * appends nothing). A migration keeps the SQL it ran as it was: this one is its own.
  */
-function triggerFunction(table: keyof typeof SHAPES, userKey: 'external' | 'internal'): string {
+function triggerFunction(table: keyof typeof SHAPES): string {
   const s = SHAPES[table];
-  const user = s.user[userKey];
-  const changesColumn = userKey === 'external' ? 'external_user_id' : 'user_id';
-  const counted = ['organization_id', 'created_at', user.column, 'model', 'persona_id', 'status', 'input_tokens', 'output_tokens', 'total_tokens', 'cost'];
+  const counted = ['organization_id', 'created_at', s.userColumn, 'model', 'persona_id', 'status', 'input_tokens', 'output_tokens', 'total_tokens', 'cost'];
   const append = (rows: string) =>
-    `INSERT INTO usage_daily_changes (organization_id, day, source, ${changesColumn}, model, persona_id, requests, errors, input_tokens, output_tokens, total_tokens, cost)
-     SELECT c.organization_id, (c.created_at AT TIME ZONE 'UTC')::date, '${s.source}', ${user.key}, c.model, c.persona_id, sum(c.sign),
+    `INSERT INTO usage_daily_changes (organization_id, day, source, external_user_id, model, persona_id, requests, errors, input_tokens, output_tokens, total_tokens, cost)
+     SELECT c.organization_id, (c.created_at AT TIME ZONE 'UTC')::date, '${s.source}', ${s.userKey}, c.model, c.persona_id, sum(c.sign),
             coalesce(sum(c.sign) FILTER (WHERE c.${s.error}), 0), coalesce(sum(c.sign * c.input_tokens), 0), coalesce(sum(c.sign * c.output_tokens), 0),
             coalesce(sum(c.sign * c.total_tokens), 0), coalesce(sum(c.sign * c.cost), 0)
-       FROM (${rows}) c ${user.join}
+       FROM (${rows}) c ${s.join}
       GROUP BY 1, 2, 4, 5, 6
      HAVING sum(c.sign) <> 0 OR sum(c.sign) FILTER (WHERE c.${s.error}) <> 0 OR sum(c.sign * c.input_tokens) <> 0
          OR sum(c.sign * c.output_tokens) <> 0 OR sum(c.sign * c.total_tokens) <> 0 OR sum(c.sign * c.cost) <> 0`;

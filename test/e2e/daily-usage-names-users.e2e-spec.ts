@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DataSource } from 'typeorm';
 import { DailyUsageNamesUsers1797100000000 } from '../../migrations/1797100000000-DailyUsageNamesUsers';
 import { MIGRATIONS } from '../../src/database/migrations';
-import { buildTypeOrmOptions } from '../../src/database/typeorm-options';
+import { migrationDatabase } from '../support/migration-database';
 
 const DATABASE_URL = process.env.DATABASE_URL;
 
@@ -14,29 +14,15 @@ const DATABASE_URL = process.env.DATABASE_URL;
  * database: the migration locks the daily usage tables, and other test files share DATABASE_URL.
  */
 describe.skipIf(!DATABASE_URL)('migration DailyUsageNamesUsers on existing data', () => {
-  let admin: DataSource;
-  let dbName: string;
-  let url: string;
-
-  const open = async (migrations: unknown[]) => {
-    const ds = new DataSource({ ...buildTypeOrmOptions(url, 2, 'daily-usage-test'), migrations: migrations as never });
-    await ds.initialize();
-    return ds;
-  };
+  let db: Awaited<ReturnType<typeof migrationDatabase>>;
+  const open = (migrations: unknown[]) => db.open(migrations);
 
   beforeAll(async () => {
-    admin = new DataSource({ type: 'postgres', url: DATABASE_URL });
-    await admin.initialize();
-    dbName = `proxy_daily_users_${randomBytes(6).toString('hex')}`;
-    await admin.query(`CREATE DATABASE ${dbName}`);
-    const u = new URL(DATABASE_URL!);
-    u.pathname = `/${dbName}`;
-    url = u.toString();
+    db = await migrationDatabase(DATABASE_URL!, 'proxy_daily_users');
   });
 
   afterAll(async () => {
-    await admin?.query(`DROP DATABASE IF EXISTS ${dbName} WITH (FORCE)`).catch(() => undefined);
-    await admin?.destroy();
+    await db?.drop();
   });
 
   const userRows = (ds: DataSource) =>

@@ -1,9 +1,8 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { DataSource } from 'typeorm';
 import { PartitionExchanges1796000001100 } from '../../migrations/1796000001100-PartitionExchanges';
 import { MIGRATIONS } from '../../src/database/migrations';
-import { buildTypeOrmOptions } from '../../src/database/typeorm-options';
+import { migrationDatabase } from '../support/migration-database';
 
 const DATABASE_URL = process.env.DATABASE_URL;
 
@@ -13,29 +12,15 @@ const DATABASE_URL = process.env.DATABASE_URL;
  * exchanges. Its own database: the conversion locks the whole table, and other test files share DATABASE_URL.
  */
 describe.skipIf(!DATABASE_URL)('migration PartitionExchanges on existing data', () => {
-  let admin: DataSource;
-  let dbName: string;
-  let url: string;
-
-  const open = async (migrations: unknown[]) => {
-    const ds = new DataSource({ ...buildTypeOrmOptions(url, 2, 'partition-test'), migrations: migrations as never });
-    await ds.initialize();
-    return ds;
-  };
+  let db: Awaited<ReturnType<typeof migrationDatabase>>;
+  const open = (migrations: unknown[]) => db.open(migrations);
 
   beforeAll(async () => {
-    admin = new DataSource({ type: 'postgres', url: DATABASE_URL });
-    await admin.initialize();
-    dbName = `proxy_partition_${randomBytes(6).toString('hex')}`;
-    await admin.query(`CREATE DATABASE ${dbName}`);
-    const u = new URL(DATABASE_URL!);
-    u.pathname = `/${dbName}`;
-    url = u.toString();
+    db = await migrationDatabase(DATABASE_URL!, 'proxy_partition');
   });
 
   afterAll(async () => {
-    await admin?.query(`DROP DATABASE IF EXISTS ${dbName} WITH (FORCE)`).catch(() => undefined);
-    await admin?.destroy();
+    await db?.drop();
   });
 
   it('keeps every row, spreads them over monthly partitions, and the way back keeps them too', async () => {
