@@ -237,9 +237,13 @@ async function main() {
       for (const k of Object.keys(before.result)) {
         if (JSON.stringify(before.result[k]) !== JSON.stringify(after.result[k])) {
           console.log(`  differs: ${k}`);
-          if (process.env.SHOW_DIFF) {
-            const b = before.result[k], a = after.result[k];
-            for (let i = 0; i < Math.max(b.length, a.length); i++) if (JSON.stringify(b[i]) !== JSON.stringify(a[i])) { console.log('   before', JSON.stringify(b[i]), '\n   after ', JSON.stringify(a[i])); if (i > 3) break; }
+          // the first rows that differ, before and after
+          const [b, a] = [before.result[k], after.result[k]].map((v) => (Array.isArray(v) ? v : [v]));
+          let shown = 0;
+          for (let i = 0; i < Math.max(b.length, a.length) && shown < 3; i++) {
+            if (JSON.stringify(b[i]) === JSON.stringify(a[i])) continue;
+            console.log(`    before: ${JSON.stringify(b[i])}\n    after:  ${JSON.stringify(a[i])}`);
+            shown++;
           }
         }
       }
