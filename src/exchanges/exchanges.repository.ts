@@ -381,7 +381,8 @@ export class ExchangesRepository {
     period: ReportPeriod,
     group: UsageGroup,
     page: UsageReportPage = { limit: null, order: 'key' },
-    moneyDecimals = 6,
+    /** the price table's money decimals (PricingService.moneyDecimals): costs are rounded to them */
+    moneyDecimals: number,
   ): Promise<UsageReport> {
     await this.recorder.caughtUp();
     const key = USAGE_KEYS[group];

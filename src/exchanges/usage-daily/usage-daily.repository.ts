@@ -9,8 +9,8 @@ const KEY = 'organization_id, dimension, day, source, key';
 /**
  * The daily usage of stored rows (usage_daily, migration KeepDailyUsage): written by triggers on `exchanges` and
  * `analysis_results` as changes appended to usage_daily_changes (one row per day, user, model and persona), merged
- * here into one row per key of each dimension (a user is keyed by their X-User-ID: migration DailyUsageNamesUsers). Readers add usage_daily and the changes not merged yet, so a merge
- * never changes an answer.
+ * here into one row per key of each dimension (a user is keyed by their X-User-ID: migration DailyUsageNamesUsers).
+ * Readers add usage_daily and the changes not merged yet, so a merge never changes an answer.
  */
 @Injectable()
 export class UsageDailyRepository {
