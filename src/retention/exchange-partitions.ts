@@ -9,7 +9,8 @@ import { UsageRollupsRepository } from './usage-rollups.repository';
 const DAY_MS = 86_400_000;
 /** months of partitions kept ready ahead of the current one, so rows never land in the default partition */
 export const MONTHS_AHEAD = 2;
-const LOCK_CLASS = 7_345_114;
+/** advisory lock class of partition upkeep: key 0 creating months, 1 dropping them, 2 compacting their indexes */
+export const PARTITIONS_LOCK_CLASS = 7_345_114;
 const DETACH_ATTEMPTS = 6;
 
 export type { ExchangePartition } from '../exchanges/monthly-partitions';
@@ -58,7 +59,7 @@ export class ExchangePartitions {
     let created = 0;
     await this.dataSource.transaction(async (m) => {
       // one process at a time; the others find the partitions made
-      const got: { ok: boolean }[] = await m.query(`SELECT pg_try_advisory_xact_lock($1, 0) AS ok`, [LOCK_CLASS]);
+      const got: { ok: boolean }[] = await m.query(`SELECT pg_try_advisory_xact_lock($1, 0) AS ok`, [PARTITIONS_LOCK_CLASS]);
       if (!got[0]?.ok) return;
       await m.query(`SELECT set_config('lock_timeout', '2s', true)`);
       // on the transaction's connection: the embedded database serves one connection at a time
@@ -110,7 +111,7 @@ export class ExchangePartitions {
 
   private async dropIfExpired(part: ExchangePartition, now: Date): Promise<boolean> {
     return this.dataSource.transaction(async (m) => {
-      const got: { ok: boolean }[] = await m.query(`SELECT pg_try_advisory_xact_lock($1, 1) AS ok`, [LOCK_CLASS]);
+      const got: { ok: boolean }[] = await m.query(`SELECT pg_try_advisory_xact_lock($1, 1) AS ok`, [PARTITIONS_LOCK_CLASS]);
       if (!got[0]?.ok) return false;
       // No table lock while the month is counted: a write that only knows an id (the recorder completing a row)
       // locks every partition, and must never wait for this. Nothing writes to a month that ended but what

@@ -3,6 +3,7 @@ import { JsonLogger } from '../common/logger';
 import { AppConfig } from '../config/app-config';
 import { ExchangeRecorder } from '../exchanges/recorder/exchange-recorder.service';
 import { ExchangePartitions } from './exchange-partitions';
+import { ExchangeIndexCompaction } from './index-compaction';
 import { RetentionMetrics } from './retention.metrics';
 import { OrgRetention, RetentionRepository } from './retention.repository';
 
@@ -22,17 +23,20 @@ export interface RetentionRun {
  * deletes exchanges older than its retention (adding them to the daily rollups first), in small batches, each its
  * own short transaction. Whole partitions of `exchanges` that every organization is done with are dropped at
  * once instead. Server processes run it every RETENTION_INTERVAL_MS (the CLI does not); any number of them may
- * run it at once (see RetentionRepository).
+ * run it at once (see RetentionRepository). Beside it, not waited for by the job (a month's rebuild takes seconds to
+ * minutes), the indexes of months that are over are rebuilt compact (ExchangeIndexCompaction).
  */
 @Injectable()
 export class RetentionService implements OnApplicationBootstrap, BeforeApplicationShutdown {
   private timer?: NodeJS.Timeout;
   private running?: Promise<unknown>;
+  private compacting?: Promise<unknown>;
   private stopped = false;
 
   constructor(
     private readonly repo: RetentionRepository,
     private readonly partitions: ExchangePartitions,
+    private readonly compaction: ExchangeIndexCompaction,
     private readonly metrics: RetentionMetrics,
     private readonly recorder: ExchangeRecorder,
     private readonly config: AppConfig,
@@ -47,7 +51,8 @@ export class RetentionService implements OnApplicationBootstrap, BeforeApplicati
   async beforeApplicationShutdown(): Promise<void> {
     this.stopped = true;
     clearTimeout(this.timer);
-    await this.running;
+    await this.compaction.stop();
+    await Promise.all([this.running, this.compacting]);
   }
 
   /**
@@ -102,6 +107,10 @@ export class RetentionService implements OnApplicationBootstrap, BeforeApplicati
   private schedule(ms: number): void {
     if (this.stopped) return;
     this.timer = setTimeout(() => {
+      this.compacting ??= this.compaction
+        .compactDue(new Date())
+        .catch((err) => this.logger.write('warn', 'exchange partition indexes could not be compacted', { err }))
+        .finally(() => (this.compacting = undefined));
       this.running = this.runOnce()
         .then((run) => {
           if (run.bodiesCleared || run.exchangesDeleted || run.partitionsDropped) this.logger.write('info', 'retention', { ...run });
