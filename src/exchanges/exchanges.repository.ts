@@ -398,6 +398,14 @@ export class ExchangesRepository {
        SELECT day, source, ${daily.changesKey}, ${sums} FROM usage_daily_changes WHERE organization_id = $1 AND day >= $6::date AND day < $7::date`;
     const edgeOf = (alias: string) =>
       `((${alias}.created_at >= $2::timestamptz AND ${alias}.created_at < $3::timestamptz) OR (${alias}.created_at >= $4::timestamptz AND ${alias}.created_at < $5::timestamptz))`;
+    // The part-days' exchanges, each end its own range: two index-only scans of ix_exchanges_org_created, which
+    // holds the columns summed (migration CoverUsageEdges); one condition with OR would be a bitmap scan, which
+    // reads the table's pages whatever the index holds.
+    const edgeColumns = 'created_at, external_user_id, model, persona_id, status, input_tokens, output_tokens, total_tokens, cost';
+    const edgeExchanges = `
+           (SELECT ${edgeColumns} FROM exchanges WHERE organization_id = $1 AND created_at >= $2::timestamptz AND created_at < $3::timestamptz
+            UNION ALL
+            SELECT ${edgeColumns} FROM exchanges WHERE organization_id = $1 AND created_at >= $4::timestamptz AND created_at < $5::timestamptz) e`;
     // Sums of counts run in int8 and of tokens in float8 (exact below 2^53): the bigint columns' own sum() keeps a
     // numeric state per group, several times slower over the tens of thousands of daily rows of a large period.
     // The rows come back as the JSON text of the answer's rows (USAGE_ROW_JSON), sent on as they are: the driver
@@ -412,8 +420,7 @@ export class ExchangesRepository {
                 coalesce(sum(e.total_tokens::float8), 0) AS total_tokens,
                 coalesce(sum(e.cost), 0)::float8 AS cost,
                 (count(*) FILTER (WHERE e.${IS_ERROR}))::int AS errors
-           FROM exchanges e
-          WHERE e.organization_id = $1 AND ${edgeOf('e')}
+           FROM ${edgeExchanges}
           GROUP BY 1
          UNION ALL
          SELECT ${key.analysis} AS key, 'analysis' AS source, count(*)::int AS requests,
