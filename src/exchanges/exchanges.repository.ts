@@ -398,9 +398,9 @@ export class ExchangesRepository {
        SELECT day, source, ${daily.changesKey}, ${sums} FROM usage_daily_changes WHERE organization_id = $1 AND day >= $6::date AND day < $7::date`;
     const edgeOf = (alias: string) =>
       `((${alias}.created_at >= $2::timestamptz AND ${alias}.created_at < $3::timestamptz) OR (${alias}.created_at >= $4::timestamptz AND ${alias}.created_at < $5::timestamptz))`;
-    // The part-days' exchanges, each end its own range: two index-only scans of ix_exchanges_org_created, which
-    // holds the columns summed (migration CoverUsageEdges); one condition with OR would be a bitmap scan, which
-    // reads the table's pages whatever the index holds.
+    // The part-days' exchanges, each end its own range: in a closed month, an index-only scan of the month's usage
+    // index, which holds the columns summed (ExchangeIndexCompaction); one condition with OR would be a bitmap
+    // scan, which reads the table's pages whatever the index holds.
     const edgeColumns = 'created_at, external_user_id, model, persona_id, status, input_tokens, output_tokens, total_tokens, cost';
     const edgeExchanges = `
            (SELECT ${edgeColumns} FROM exchanges WHERE organization_id = $1 AND created_at >= $2::timestamptz AND created_at < $3::timestamptz

@@ -9,38 +9,51 @@ import { PARTITIONS_LOCK_CLASS } from './exchange-partitions';
 /** How long after its month ends a partition is compacted: late completions and the sweep of its calls are done by then. */
 export const COMPACT_AFTER_MS = 86_400_000;
 
+/** The index a closed month gets for the usage report's part-days (the columns it sums, beside the key it reads by). */
+export const USAGE_INDEX_SUFFIX = '_usage_reads';
+const USAGE_INDEX_COLUMNS = `(organization_id, created_at) INCLUDE (status, model, external_user_id, persona_id, input_tokens, output_tokens, total_tokens, cost)`;
+
 /**
  * The partitions among `$1` (names) still to compact: one with a valid index not marked as compacted (fillfactor
- * 100), or with an invalid copy an interrupted rebuild left behind (REINDEX CONCURRENTLY names them …_ccnew before
- * its swap, …_ccold after it). Newest first: recent months are the most read.
+ * 100), without its usage index, or with an invalid copy an interrupted rebuild left behind (REINDEX CONCURRENTLY
+ * names them …_ccnew before its swap, …_ccold after it; an interrupted CREATE INDEX CONCURRENTLY leaves the usage
+ * index invalid). Newest first: recent months are the most read.
  */
 export const DUE_PARTITIONS_SQL = `
   SELECT t.relname AS name
     FROM pg_inherits h
     JOIN pg_class t ON t.oid = h.inhrelid
-    JOIN pg_index x ON x.indrelid = t.oid
-    JOIN pg_class i ON i.oid = x.indexrelid
    WHERE h.inhparent = to_regclass('exchanges') AND t.relname = ANY($1::text[])
-     AND CASE WHEN x.indisvalid THEN NOT coalesce('fillfactor=100' = ANY(i.reloptions), false) ELSE i.relname ~ '_cc(new|old)[0-9]*$' END
-   GROUP BY t.relname
+     AND (NOT EXISTS (SELECT 1 FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid
+                       WHERE x.indrelid = t.oid AND x.indisvalid AND i.relname = t.relname || '${USAGE_INDEX_SUFFIX}')
+          OR EXISTS (SELECT 1 FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid
+                      WHERE x.indrelid = t.oid
+                        AND CASE WHEN x.indisvalid THEN NOT coalesce('fillfactor=100' = ANY(i.reloptions), false)
+                                 ELSE i.relname ~ '_cc(new|old)[0-9]*$' OR i.relname = t.relname || '${USAGE_INDEX_SUFFIX}' END))
    ORDER BY t.relname DESC`;
 
 /** a copy REINDEX CONCURRENTLY makes, left invalid when it is cut short (as in DUE_PARTITIONS_SQL) */
 const REBUILD_LEFTOVER = /_cc(new|old)\d*$/;
 
 /**
- * Rebuilds the indexes of a month's partition of `exchanges` once the month is over. While a month is written, its
- * indexes take rows in time order under hundreds of keys at once (personas, users, sessions), and B-tree pages
- * split half full: the indexes of a closed month were a third smaller rebuilt (the persona index, which persona
- * analytics reads, 43% smaller), so a read over a year touches that many fewer pages. Nothing but retention and
- * erasure writes to a closed month, so once rebuilt its indexes are marked fillfactor 100 (which is also the mark
- * that the month is done).
+ * Rebuilds the indexes of a month's partition of `exchanges` once the month is over, and gives it an index for the
+ * usage report. While a month is written, its indexes take rows in time order under hundreds of keys at once
+ * (personas, users, sessions), and B-tree pages split half full with each key's pages scattered over the file: the
+ * indexes of a closed month were a third smaller rebuilt (the persona index, which persona analytics reads, 43%
+ * smaller, each persona's entries together). Nothing but retention and erasure writes to a closed month, so once
+ * rebuilt its indexes are marked fillfactor 100 (which is also the mark that the month is done).
  *
- * `REINDEX TABLE CONCURRENTLY` takes no lock the proxy's writes wait for; it runs on a connection of its own,
- * without the pool's query timeout, one month after another, in one process at a time (a session advisory lock).
- * A rebuild cut short (the process stopping, a cancelled statement) leaves invalid copies: they are dropped and the
- * month rebuilt on the next run. Not done on the embedded database, which serves one connection at a time (a
- * rebuild would hold the proxy's writes up) and holds small data.
+ * The usage report reads the part-days at the ends of its period from the rows, by (organization, time); a closed
+ * month gets (organization_id, created_at) INCLUDE the columns it sums, so those reads are index-only instead of a
+ * table page per row. Only closed months: on the month being written such an index would cost every write, and a
+ * stream's completion most (it changes the included columns, so PostgreSQL cannot clear the pending row's entry
+ * early), while that month's pages are the ones in memory anyway.
+ *
+ * `REINDEX TABLE CONCURRENTLY` and `CREATE INDEX CONCURRENTLY` take no lock the proxy's writes wait for; they run on
+ * a connection of their own, without the pool's query timeout, one month after another, in one process at a time (a
+ * session advisory lock). Work cut short (the process stopping, a cancelled statement) leaves invalid indexes: they
+ * are dropped and the month done again on the next run. Not done on the embedded database, which serves one
+ * connection at a time (the work would hold the proxy's writes up) and holds small data.
  */
 @Injectable()
 export class ExchangeIndexCompaction {
@@ -99,6 +112,7 @@ export class ExchangeIndexCompaction {
 
   private async compact(client: Client, partition: string): Promise<void> {
     const started = performance.now();
+    const usageIndex = `${partition}${USAGE_INDEX_SUFFIX}`;
     const indexes = async () =>
       (
         await client.query<{ name: string; valid: boolean; bytes: string }>(
@@ -108,16 +122,20 @@ export class ExchangeIndexCompaction {
           [partition],
         )
       ).rows;
-    const left = (await indexes()).filter((i) => !i.valid && REBUILD_LEFTOVER.test(i.name));
+    const left = (await indexes()).filter((i) => !i.valid && (REBUILD_LEFTOVER.test(i.name) || i.name === usageIndex));
     for (const i of left) await client.query(`DROP INDEX CONCURRENTLY IF EXISTS ${client.escapeIdentifier(i.name)}`);
     const before = (await indexes()).reduce((n, i) => n + Number(i.bytes), 0);
     await client.query(`REINDEX TABLE CONCURRENTLY ${client.escapeIdentifier(partition)}`);
+    await client.query(
+      `CREATE INDEX CONCURRENTLY IF NOT EXISTS ${client.escapeIdentifier(usageIndex)} ON ${client.escapeIdentifier(partition)} ${USAGE_INDEX_COLUMNS} WITH (fillfactor = 100)`,
+    );
     const rebuilt = await indexes();
     for (const i of rebuilt.filter((r) => r.valid)) await client.query(`ALTER INDEX ${client.escapeIdentifier(i.name)} SET (fillfactor = 100)`);
     this.logger.write('info', 'exchange partition indexes compacted', {
       partition,
       bytes_before: before,
       bytes_after: rebuilt.reduce((n, i) => n + Number(i.bytes), 0),
+      usage_index_bytes: Number(rebuilt.find((i) => i.name === usageIndex)?.bytes ?? 0),
       leftovers_dropped: left.length,
       ms: Math.round(performance.now() - started),
     });

@@ -1,10 +1,13 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Client } from 'pg';
 import { DataSource } from 'typeorm';
+import { ExchangeEntity } from '../../src/exchanges/exchange.entity';
+import { ExchangesRepository } from '../../src/exchanges/exchanges.repository';
+import type { ExchangeRecorder } from '../../src/exchanges/recorder/exchange-recorder.service';
 import { JsonLogger } from '../../src/common/logger';
 import { runMigrations } from '../../src/database/migrate';
 import { MIGRATIONS } from '../../src/database/migrations';
-import { COMPACT_AFTER_MS, ExchangeIndexCompaction } from '../../src/retention/index-compaction';
+import { COMPACT_AFTER_MS, ExchangeIndexCompaction, USAGE_INDEX_SUFFIX } from '../../src/retention/index-compaction';
 import { migrationDatabase } from '../support/migration-database';
 
 const DATABASE_URL = process.env.DATABASE_URL;
@@ -13,8 +16,9 @@ const DATABASE_URL = process.env.DATABASE_URL;
  * Closed months' indexes rebuilt compact, on a database of its own (the rebuild waits for every transaction that
  * touches the month, and other test files share DATABASE_URL): a month written in time order under thousands of
  * users, as the proxy writes it, has half-empty index pages; once the month is a day over its indexes are rebuilt
- * smaller, still serving the parent's indexes, and marked; a rebuild cut short is cleaned up and done on the next
- * run; one process at a time; never on the embedded database.
+ * smaller, still serving the parent's indexes, and marked, and the month gets the usage report's index, which the
+ * report's part-days then read alone; a rebuild cut short is cleaned up and done on the next run; one process at a
+ * time; never on the embedded database.
  */
 describe.skipIf(!DATABASE_URL)('closed months: indexes rebuilt compact', () => {
   let db: Awaited<ReturnType<typeof migrationDatabase>>;
@@ -77,7 +81,10 @@ describe.skipIf(!DATABASE_URL)('closed months: indexes rebuilt compact', () => {
 
     expect(await compaction().compactDue(now)).toBe(1);
 
-    const after = await indexesOf(MARCH);
+    const all = await indexesOf(MARCH);
+    const usage = all.find((i) => i.name === MARCH + USAGE_INDEX_SUFFIX);
+    expect(usage).toMatchObject({ valid: true, marked: true, parent: null });
+    const after = all.filter((i) => i !== usage);
     expect(after.map((i) => [i.name, i.parent, i.valid, i.marked])).toEqual(before.map((i) => [i.name, i.parent, true, true]));
     // rebuilt: new files, and the indexes written under thousands of keys at once take far less room
     for (const [b, a] of before.map((b, k) => [b, after[k]] as const)) expect(a.file).not.toBe(b.file);
@@ -88,6 +95,34 @@ describe.skipIf(!DATABASE_URL)('closed months: indexes rebuilt compact', () => {
     // the other partitions untouched
     for (const [name, list] of others) expect(await indexesOf(name as string)).toEqual(list);
     expect(logs.some((l) => l.includes('exchange partition indexes compacted') && l.includes(MARCH))).toBe(true);
+
+    // the usage report's part-days in that month are read from the month's usage index alone
+    await ds.query(`VACUUM ANALYZE ${MARCH}`);
+    const [org] = await ds.query(`SELECT id FROM organizations LIMIT 1`);
+    const period = { from: new Date('2025-03-10T12:00:00Z'), to: new Date('2025-03-20T06:00:00Z') };
+    const repo = new ExchangesRepository(ds.getRepository(ExchangeEntity), { caughtUp: async () => {} } as unknown as ExchangeRecorder);
+    // the statement the report runs, as it runs it
+    const reads: [string, unknown[]][] = [];
+    const read = repo as unknown as { readUsage(sql: string, params: unknown[]): Promise<unknown[]> };
+    const readUsage = read.readUsage.bind(repo);
+    read.readUsage = (sql, params) => {
+      reads.push([sql, params]);
+      return readUsage(sql, params);
+    };
+    const report = await repo.usageByGroup(org.id, period, 'user', { limit: null, order: 'key' }, 6);
+    expect(reads).toHaveLength(1);
+    const [sql, params] = reads[0];
+    const usagePlan = await ds.transaction(async (m) => {
+      await m.query(`SET LOCAL max_parallel_workers_per_gather = 0`);
+      return (await m.query(`EXPLAIN ${sql}`, params)).map((r: Record<string, string>) => Object.values(r)[0]).join('\n');
+    });
+    expect(usagePlan.match(new RegExp(`Index Only Scan using ${MARCH}${USAGE_INDEX_SUFFIX}`, 'g'))).toHaveLength(2);
+    expect(usagePlan).not.toContain('Bitmap Heap Scan on exchanges');
+    // and the answer counts every call of the period
+    const [{ n }] = await ds.query(`SELECT count(*)::int AS n FROM exchanges WHERE created_at >= $1 AND created_at < $2`, [period.from, period.to]);
+    const rows = JSON.parse(report.json) as { requests: number }[];
+    expect(rows.reduce((t, r) => t + r.requests, 0)).toBe(n);
+    expect(n).toBeGreaterThan(10_000);
 
     // reads still use them
     const plan = (await ds.query(`EXPLAIN SELECT id FROM exchanges WHERE organization_id = (SELECT id FROM organizations LIMIT 1) AND external_user_id = 'user-7' AND created_at < '2025-04-01'`))
@@ -145,8 +180,9 @@ describe.skipIf(!DATABASE_URL)('closed months: indexes rebuilt compact', () => {
     }
 
     expect(await compaction().compactDue(new Date())).toBe(1);
-    const after = await indexesOf(APRIL);
+    const after = (await indexesOf(APRIL)).filter((i) => i.name !== APRIL + USAGE_INDEX_SUFFIX);
     expect(after.map((i) => [i.name, i.parent, i.valid, i.marked])).toEqual(before.map((i) => [i.name, i.parent, true, true]));
+    expect((await indexesOf(APRIL)).find((i) => i.name === APRIL + USAGE_INDEX_SUFFIX)).toMatchObject({ valid: true, marked: true });
     expect(logs.some((l) => l.includes(APRIL) && /"leftovers_dropped":[1-9]/.test(l))).toBe(true);
     expect(await compaction().due(new Date())).toEqual([]);
   });
