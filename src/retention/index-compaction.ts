@@ -8,6 +8,8 @@ import { PARTITIONS_LOCK_CLASS } from './exchange-partitions';
 
 /** How long after its month ends a partition is compacted: late completions and the sweep of its calls are done by then. */
 export const COMPACT_AFTER_MS = 86_400_000;
+/** After a failed run (no room on the disk, a role that does not own the table), how long until the next try. */
+export const COMPACT_RETRY_MS = 3_600_000;
 
 /** The index a closed month gets for the usage report's part-days (the columns it sums, beside the key it reads by). */
 export const USAGE_INDEX_SUFFIX = '_usage_reads';
@@ -60,6 +62,8 @@ export class ExchangeIndexCompaction {
   /** the server process of the connection rebuilding, cancelled when this process stops */
   private backendPid?: number;
   private stopped = false;
+  /** no run before this time (ms): a run failed */
+  private retryAt = 0;
 
   constructor(
     private readonly dataSource: DataSource,
@@ -75,12 +79,24 @@ export class ExchangeIndexCompaction {
     return rows.map((r) => r.name);
   }
 
-  /** Rebuilds the indexes of every partition due; returns how many were rebuilt (0 when another process is at it). */
+  /**
+   * Rebuilds the indexes of every partition due; returns how many were rebuilt (0 when another process is at it).
+   * A run that fails is not tried again for COMPACT_RETRY_MS (a month's rebuild is heavy work to repeat every run).
+   */
   async compactDue(now: Date): Promise<number> {
-    if (this.db.embedded || this.stopped) return 0;
+    if (this.db.embedded || this.stopped || now.getTime() < this.retryAt) return 0;
+    try {
+      return await this.compactDueNow(now);
+    } catch (err) {
+      if (!this.stopped) this.retryAt = now.getTime() + COMPACT_RETRY_MS;
+      throw err;
+    }
+  }
+
+  private async compactDueNow(now: Date): Promise<number> {
     const due = await this.due(now);
     if (due.length === 0) return 0;
-    const client = new Client({ connectionString: this.db.url, application_name: 'openai-proxy:index-compaction' });
+    const client = new Client({ connectionString: this.db.url, application_name: 'openai-proxy-index-compaction' });
     client.on('error', () => undefined);
     await client.connect();
     let done = 0;

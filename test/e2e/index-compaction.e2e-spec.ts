@@ -7,7 +7,7 @@ import type { ExchangeRecorder } from '../../src/exchanges/recorder/exchange-rec
 import { JsonLogger } from '../../src/common/logger';
 import { runMigrations } from '../../src/database/migrate';
 import { MIGRATIONS } from '../../src/database/migrations';
-import { COMPACT_AFTER_MS, ExchangeIndexCompaction, USAGE_INDEX_SUFFIX } from '../../src/retention/index-compaction';
+import { COMPACT_AFTER_MS, COMPACT_RETRY_MS, ExchangeIndexCompaction, USAGE_INDEX_SUFFIX } from '../../src/retention/index-compaction';
 import { migrationDatabase } from '../support/migration-database';
 
 const DATABASE_URL = process.env.DATABASE_URL;
@@ -161,7 +161,7 @@ describe.skipIf(!DATABASE_URL)('closed months: indexes rebuilt compact', () => {
       const deadline = Date.now() + 20_000;
       for (;;) {
         const waiting = await ds.query(
-          `SELECT 1 FROM pg_stat_activity WHERE application_name = 'openai-proxy:index-compaction' AND wait_event_type = 'Lock' AND query LIKE 'REINDEX%'`,
+          `SELECT 1 FROM pg_stat_activity WHERE application_name = 'openai-proxy-index-compaction' AND wait_event_type = 'Lock' AND query LIKE 'REINDEX%'`,
         );
         if (waiting.length) break;
         if (Date.now() > deadline) throw new Error('the rebuild never waited for the writer');
@@ -196,10 +196,16 @@ describe.skipIf(!DATABASE_URL)('closed months: indexes rebuilt compact', () => {
     await ds.query(`DROP INDEX ops_unique_model`);
   });
 
-  it('does nothing on the embedded database', async () => {
+  it('does nothing on the embedded database, and waits after a run that failed', async () => {
     await ds.query(`CREATE TABLE exchanges_p2025_05 PARTITION OF exchanges FOR VALUES FROM ('2025-05-01T00:00:00Z') TO ('2025-06-01T00:00:00Z')`);
     expect(await compaction(true).compactDue(new Date())).toBe(0);
     expect((await indexesOf('exchanges_p2025_05')).some((i) => i.marked)).toBe(false);
+    // a run that fails is not tried again on every run of the job, but after COMPACT_RETRY_MS
+    const failing = new ExchangeIndexCompaction(ds, { url: 'postgres://postgres@127.0.0.1:1/none', embedded: false, maxPool: 2, close: async () => {} }, new JsonLogger('debug', () => {}));
+    const now = new Date();
+    await expect(failing.compactDue(now)).rejects.toThrow();
+    expect(await failing.compactDue(new Date(now.getTime() + COMPACT_RETRY_MS - 1000))).toBe(0);
+    await expect(failing.compactDue(new Date(now.getTime() + COMPACT_RETRY_MS))).rejects.toThrow();
     expect(await compaction().compactDue(new Date())).toBe(1);
   });
 });
