@@ -109,7 +109,11 @@ export class RetentionService implements OnApplicationBootstrap, BeforeApplicati
     this.timer = setTimeout(() => {
       this.compacting ??= this.compaction
         .compactDue(new Date())
-        .catch((err) => this.logger.write('warn', 'exchange partition indexes could not be compacted', { err }))
+        .catch((err) =>
+          this.stopped
+            ? this.logger.write('info', 'exchange partition indexes: compaction stopped with the process (done on the next start)', { err })
+            : this.logger.write('warn', 'exchange partition indexes could not be compacted', { err }),
+        )
         .finally(() => (this.compacting = undefined));
       this.running = this.runOnce()
         .then((run) => {
