@@ -9,7 +9,7 @@ import { UsageRollupsRepository } from './usage-rollups.repository';
 const DAY_MS = 86_400_000;
 /** months of partitions kept ready ahead of the current one, so rows never land in the default partition */
 export const MONTHS_AHEAD = 2;
-/** advisory lock class of partition upkeep: key 0 creating months, 1 dropping them, 2 compacting their indexes */
+/** advisory lock class of partition upkeep: key 0 creating months, 1 dropping them or rebuilding their indexes */
 export const PARTITIONS_LOCK_CLASS = 7_345_114;
 const DETACH_ATTEMPTS = 6;
 

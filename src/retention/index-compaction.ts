@@ -52,8 +52,8 @@ const REBUILD_LEFTOVER = /_cc(new|old)\d*$/;
  * early), while that month's pages are the ones in memory anyway.
  *
  * `REINDEX TABLE CONCURRENTLY` and `CREATE INDEX CONCURRENTLY` take no lock the proxy's writes wait for; they run on
- * a connection of their own, without the pool's query timeout, one month after another, in one process at a time (a
- * session advisory lock). Work cut short (the process stopping, a cancelled statement) leaves invalid indexes: they
+ * a connection of their own, without the pool's query timeout, one month after another, in one process at a time and
+ * never beside the dropping of a month (the advisory lock ExchangePartitions.dropExpired takes). Work cut short (the process stopping, a cancelled statement) leaves invalid indexes: they
  * are dropped and the month done again on the next run. Not done on the embedded database, which serves one
  * connection at a time (the work would hold the proxy's writes up) and holds small data.
  */
@@ -102,7 +102,9 @@ export class ExchangeIndexCompaction {
     let done = 0;
     try {
       this.backendPid = (await client.query<{ pid: number }>(`SELECT pg_backend_pid() AS pid`)).rows[0].pid;
-      const got = await client.query<{ ok: boolean }>(`SELECT pg_try_advisory_lock($1, 2) AS ok`, [PARTITIONS_LOCK_CLASS]);
+      // the lock that dropping a month takes too: one process rebuilds at a time, and never a month being dropped
+      // (a rebuild and a drop of one month deadlock; the drop waits for the next run of the job instead)
+      const got = await client.query<{ ok: boolean }>(`SELECT pg_try_advisory_lock($1, 1) AS ok`, [PARTITIONS_LOCK_CLASS]);
       if (!got.rows[0]?.ok) return 0;
       await client.query(`SET statement_timeout = 0`);
       // another process may have rebuilt some while this one waited for nothing: ask again under the lock

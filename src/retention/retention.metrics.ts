@@ -2,12 +2,16 @@ import { Injectable } from '@nestjs/common';
 import { Counter, Gauge, Histogram } from 'prom-client';
 import { MetricsService } from '../metrics/metrics.service';
 
-/** The retention job's work in /metrics: what it cleared, deleted and dropped, when it last ran and for how long. */
+/**
+ * The retention job's work in /metrics: what it cleared, deleted and dropped, when it last ran and for how long;
+ * and the closed months whose indexes this process rebuilt.
+ */
 @Injectable()
 export class RetentionMetrics {
   private readonly cleared: Counter;
   private readonly deleted: Counter;
   private readonly dropped: Counter;
+  private readonly compacted: Counter;
   private readonly lastRun: Gauge;
   private readonly duration: Histogram;
 
@@ -26,6 +30,11 @@ export class RetentionMetrics {
     this.dropped = new Counter({
       name: 'openai_proxy_retention_partitions_dropped_total',
       help: 'Partitions of the exchanges table the retention job dropped whole',
+      registers,
+    });
+    this.compacted = new Counter({
+      name: 'openai_proxy_retention_partitions_compacted_total',
+      help: 'Closed monthly partitions of the exchanges table whose indexes this process rebuilt compact',
       registers,
     });
     this.lastRun = new Gauge({
@@ -47,6 +56,10 @@ export class RetentionMetrics {
 
   exchangesDeleted(n: number): void {
     this.deleted.inc(n);
+  }
+
+  partitionsCompacted(n: number): void {
+    this.compacted.inc(n);
   }
 
   ran(seconds: number, partitionsDropped: number): void {

@@ -109,6 +109,7 @@ export class RetentionService implements OnApplicationBootstrap, BeforeApplicati
     this.timer = setTimeout(() => {
       this.compacting ??= this.compaction
         .compactDue(new Date())
+        .then((n) => this.metrics.partitionsCompacted(n))
         .catch((err) =>
           this.stopped
             ? this.logger.write('info', 'exchange partition indexes: compaction stopped with the process (done on the next start)', { err })

@@ -7,7 +7,9 @@ import type { ExchangeRecorder } from '../../src/exchanges/recorder/exchange-rec
 import { JsonLogger } from '../../src/common/logger';
 import { runMigrations } from '../../src/database/migrate';
 import { MIGRATIONS } from '../../src/database/migrations';
+import { PARTITIONS_LOCK_CLASS } from '../../src/retention/exchange-partitions';
 import { COMPACT_AFTER_MS, COMPACT_RETRY_MS, ExchangeIndexCompaction, USAGE_INDEX_SUFFIX } from '../../src/retention/index-compaction';
+import { createTestApp } from '../support/create-test-app';
 import { migrationDatabase } from '../support/migration-database';
 
 const DATABASE_URL = process.env.DATABASE_URL;
@@ -167,8 +169,10 @@ describe.skipIf(!DATABASE_URL)('closed months: indexes rebuilt compact', () => {
         if (Date.now() > deadline) throw new Error('the rebuild never waited for the writer');
         await new Promise((r) => setTimeout(r, 50));
       }
-      // another process meanwhile: the month is someone else's
+      // another process meanwhile: the month is someone else's, and no month is dropped while it works (the lock
+      // ExchangePartitions takes to drop one)
       expect(await compaction().compactDue(new Date())).toBe(0);
+      expect(await ds.transaction(async (m) => (await m.query(`SELECT pg_try_advisory_xact_lock($1, 1) AS ok`, [PARTITIONS_LOCK_CLASS]))[0].ok)).toBe(false);
       await first.stop();
       expect(await outcome).toMatch(/cancel/i);
       const cut = await indexesOf(APRIL);
@@ -207,5 +211,31 @@ describe.skipIf(!DATABASE_URL)('closed months: indexes rebuilt compact', () => {
     expect(await failing.compactDue(new Date(now.getTime() + COMPACT_RETRY_MS - 1000))).toBe(0);
     await expect(failing.compactDue(new Date(now.getTime() + COMPACT_RETRY_MS))).rejects.toThrow();
     expect(await compaction().compactDue(new Date())).toBe(1);
+  });
+
+  it('a server does it on its own, beside its retention job, and counts the months in /metrics', async () => {
+    await ds.query(`CREATE TABLE exchanges_p2025_06 PARTITION OF exchanges FOR VALUES FROM ('2025-06-01T00:00:00Z') TO ('2025-07-01T00:00:00Z')`);
+    // a month with rows of an organization that keeps them (its retention job drops a month no one keeps)
+    await ds.query(
+      `INSERT INTO exchanges (id, organization_id, user_id, external_user_id, session_id, endpoint, model, status, request_body, created_at)
+       SELECT 'jun_' || i, (SELECT id FROM organizations LIMIT 1), (SELECT id FROM users LIMIT 1), 'user-' || i, 's', 'responses', 'gpt-4o-mini',
+              'completed', '{}', '2025-06-01T00:00:00Z'::timestamptz + i * interval '1 hour'
+         FROM generate_series(1, 100) i`,
+    );
+    expect(await compaction().due(new Date())).toEqual(['exchanges_p2025_06']);
+    const app = await createTestApp({ DATABASE_URL: url });
+    try {
+      const done = /openai_proxy_retention_partitions_compacted_total 1\b/;
+      let metrics = '';
+      for (const deadline = Date.now() + 20_000; Date.now() < deadline; await new Promise((r) => setTimeout(r, 100))) {
+        metrics = await fetch(`${app.url}/metrics`).then((r) => r.text());
+        if (done.test(metrics)) break;
+      }
+      expect(metrics).toMatch(done);
+      expect(await compaction().due(new Date())).toEqual([]);
+      expect(app.logs.some((l) => l.includes('exchange partition indexes compacted') && l.includes('exchanges_p2025_06'))).toBe(true);
+    } finally {
+      await app.close();
+    }
   });
 });
