@@ -349,15 +349,11 @@ async function settle(db) {
   await db.query(`VACUUM ANALYZE usage_daily, usage_daily_changes`);
   // the server rebuilds the indexes of months that are over, as it does month by month in production; a database
   // filled at once has a year of them to do first
-  const { DUE_PARTITIONS_SQL, COMPACT_AFTER_MS } = require(path.join(ROOT, 'dist', 'src', 'retention', 'index-compaction.js'));
-  const { monthlyPartitions } = require(path.join(ROOT, 'dist', 'src', 'exchanges', 'monthly-partitions.js'));
+  const { partitionsDue } = require(path.join(ROOT, 'dist', 'src', 'retention', 'index-compaction.js'));
   const started = performance.now();
   let waited = false;
   for (;;) {
-    const closed = (await monthlyPartitions({ query: async (sql, params) => (await db.query(sql, params)).rows }))
-      .filter((p) => p.to.getTime() <= Date.now() - COMPACT_AFTER_MS)
-      .map((p) => p.name);
-    const due = closed.length ? (await db.query(DUE_PARTITIONS_SQL, [closed])).rows.length : 0;
+    const due = (await partitionsDue({ query: async (sql, params) => (await db.query(sql, params)).rows }, new Date())).length;
     if (due === 0) break;
     if (!waited) log(`  the server compacts the indexes of ${due} closed months`);
     waited = true;

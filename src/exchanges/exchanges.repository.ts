@@ -396,16 +396,17 @@ export class ExchangesRepository {
       `SELECT day, source, key, ${sums} FROM usage_daily WHERE organization_id = $1 AND dimension = '${daily.dimension}' AND day >= $6::date AND day < $7::date
        UNION ALL
        SELECT day, source, ${daily.changesKey}, ${sums} FROM usage_daily_changes WHERE organization_id = $1 AND day >= $6::date AND day < $7::date`;
-    const edgeOf = (alias: string) =>
-      `((${alias}.created_at >= $2::timestamptz AND ${alias}.created_at < $3::timestamptz) OR (${alias}.created_at >= $4::timestamptz AND ${alias}.created_at < $5::timestamptz))`;
+    // the part-days: [$2, $3) and [$4, $5)
+    const edge = (column: string, lo: number) => `${column} >= $${lo}::timestamptz AND ${column} < $${lo + 1}::timestamptz`;
+    const edgeOf = (alias: string) => `((${edge(`${alias}.created_at`, 2)}) OR (${edge(`${alias}.created_at`, 4)}))`;
     // The part-days' exchanges, each end its own range: in a closed month, an index-only scan of the month's usage
     // index, which holds the columns summed (ExchangeIndexCompaction); one condition with OR would be a bitmap
     // scan, which reads the table's pages whatever the index holds.
     const edgeColumns = 'created_at, external_user_id, model, persona_id, status, input_tokens, output_tokens, total_tokens, cost';
     const edgeExchanges = `
-           (SELECT ${edgeColumns} FROM exchanges WHERE organization_id = $1 AND created_at >= $2::timestamptz AND created_at < $3::timestamptz
+           (SELECT ${edgeColumns} FROM exchanges WHERE organization_id = $1 AND ${edge('created_at', 2)}
             UNION ALL
-            SELECT ${edgeColumns} FROM exchanges WHERE organization_id = $1 AND created_at >= $4::timestamptz AND created_at < $5::timestamptz) e`;
+            SELECT ${edgeColumns} FROM exchanges WHERE organization_id = $1 AND ${edge('created_at', 4)}) e`;
     // Sums of counts run in int8 and of tokens in float8 (exact below 2^53): the bigint columns' own sum() keeps a
     // numeric state per group, several times slower over the tens of thousands of daily rows of a large period.
     // The rows come back as the JSON text of the answer's rows (USAGE_ROW_JSON), sent on as they are: the driver

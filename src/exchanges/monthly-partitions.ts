@@ -11,7 +11,7 @@ export interface ExchangePartition {
  * The attached monthly partitions of `exchanges`, oldest first (the default partition, or one bounded by MINVALUE
  * or MAXVALUE, is not one of them); none when the table is not partitioned.
  */
-export async function monthlyPartitions(m: EntityManager): Promise<ExchangePartition[]> {
+export async function monthlyPartitions(m: Pick<EntityManager, 'query'>): Promise<ExchangePartition[]> {
   const rows: { name: string; bound: string }[] = await m.query(
     `SELECT c.relname AS name, pg_get_expr(c.relpartbound, c.oid) AS bound
        FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid

@@ -1,6 +1,6 @@
 import { Injectable } from '@nestjs/common';
 import { Client } from 'pg';
-import { DataSource } from 'typeorm';
+import { DataSource, EntityManager } from 'typeorm';
 import { JsonLogger } from '../common/logger';
 import { DatabaseHandle } from '../database/embedded-database';
 import { monthlyPartitions } from '../exchanges/monthly-partitions';
@@ -15,13 +15,15 @@ export const COMPACT_RETRY_MS = 3_600_000;
 export const USAGE_INDEX_SUFFIX = '_usage_reads';
 const USAGE_INDEX_COLUMNS = `(organization_id, created_at) INCLUDE (status, model, external_user_id, persona_id, input_tokens, output_tokens, total_tokens, cost)`;
 
+/** what REINDEX CONCURRENTLY names its copies (…_ccnew before its swap, …_ccold after it), left invalid when cut short */
+const REBUILD_LEFTOVER = '_cc(new|old)[0-9]*$';
+
 /**
  * The partitions among `$1` (names) still to compact: one with a valid index not marked as compacted (fillfactor
- * 100), without its usage index, or with an invalid copy an interrupted rebuild left behind (REINDEX CONCURRENTLY
- * names them …_ccnew before its swap, …_ccold after it; an interrupted CREATE INDEX CONCURRENTLY leaves the usage
- * index invalid). Newest first: recent months are the most read.
+ * 100), without its usage index, or with an invalid copy an interrupted rebuild left behind (REBUILD_LEFTOVER; an
+ * interrupted CREATE INDEX CONCURRENTLY leaves the usage index invalid). Newest first: recent months are the most read.
  */
-export const DUE_PARTITIONS_SQL = `
+const DUE_PARTITIONS_SQL = `
   SELECT t.relname AS name
     FROM pg_inherits h
     JOIN pg_class t ON t.oid = h.inhrelid
@@ -31,11 +33,19 @@ export const DUE_PARTITIONS_SQL = `
           OR EXISTS (SELECT 1 FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid
                       WHERE x.indrelid = t.oid
                         AND CASE WHEN x.indisvalid THEN NOT coalesce('fillfactor=100' = ANY(i.reloptions), false)
-                                 ELSE i.relname ~ '_cc(new|old)[0-9]*$' OR i.relname = t.relname || '${USAGE_INDEX_SUFFIX}' END))
+                                 ELSE i.relname ~ '${REBUILD_LEFTOVER}' OR i.relname = t.relname || '${USAGE_INDEX_SUFFIX}' END))
    ORDER BY t.relname DESC`;
 
-/** a copy REINDEX CONCURRENTLY makes, left invalid when it is cut short (as in DUE_PARTITIONS_SQL) */
-const REBUILD_LEFTOVER = /_cc(new|old)\d*$/;
+/**
+ * The monthly partitions of months that ended COMPACT_AFTER_MS before `now` whose indexes are still to rebuild, newest
+ * first. On any connection (`bench:scale` waits on it for the server's work).
+ */
+export async function partitionsDue(m: Pick<EntityManager, 'query'>, now: Date): Promise<string[]> {
+  const closed = (await monthlyPartitions(m)).filter((p) => p.to.getTime() <= now.getTime() - COMPACT_AFTER_MS);
+  if (closed.length === 0) return [];
+  const rows: { name: string }[] = await m.query(DUE_PARTITIONS_SQL, [closed.map((p) => p.name)]);
+  return rows.map((r) => r.name);
+}
 
 /**
  * Rebuilds the indexes of a month's partition of `exchanges` once the month is over, and gives it an index for the
@@ -53,9 +63,10 @@ const REBUILD_LEFTOVER = /_cc(new|old)\d*$/;
  *
  * `REINDEX TABLE CONCURRENTLY` and `CREATE INDEX CONCURRENTLY` take no lock the proxy's writes wait for; they run on
  * a connection of their own, without the pool's query timeout, one month after another, in one process at a time and
- * never beside the dropping of a month (the advisory lock ExchangePartitions.dropExpired takes). Work cut short (the process stopping, a cancelled statement) leaves invalid indexes: they
- * are dropped and the month done again on the next run. Not done on the embedded database, which serves one
- * connection at a time (the work would hold the proxy's writes up) and holds small data.
+ * never beside the dropping of a month (the advisory lock ExchangePartitions.dropExpired takes). Work cut short (the
+ * process stopping, a cancelled statement) leaves invalid indexes: they are dropped and the month done again on the
+ * next run. Not done on the embedded database, which serves one connection at a time (the work would hold the
+ * proxy's writes up) and holds small data.
  */
 @Injectable()
 export class ExchangeIndexCompaction {
@@ -71,12 +82,9 @@ export class ExchangeIndexCompaction {
     private readonly logger: JsonLogger,
   ) {}
 
-  /** The partitions of months that ended COMPACT_AFTER_MS before `now` whose indexes are still to rebuild, newest first. */
-  async due(now: Date): Promise<string[]> {
-    const closed = (await monthlyPartitions(this.dataSource.manager)).filter((p) => p.to.getTime() <= now.getTime() - COMPACT_AFTER_MS);
-    if (closed.length === 0) return [];
-    const rows: { name: string }[] = await this.dataSource.query(DUE_PARTITIONS_SQL, [closed.map((p) => p.name)]);
-    return rows.map((r) => r.name);
+  /** The partitions still to rebuild as of `now` (partitionsDue). */
+  due(now: Date): Promise<string[]> {
+    return partitionsDue(this.dataSource.manager, now);
   }
 
   /**
@@ -140,7 +148,8 @@ export class ExchangeIndexCompaction {
           [partition],
         )
       ).rows;
-    const left = (await indexes()).filter((i) => !i.valid && (REBUILD_LEFTOVER.test(i.name) || i.name === usageIndex));
+    const leftover = new RegExp(REBUILD_LEFTOVER);
+    const left = (await indexes()).filter((i) => !i.valid && (leftover.test(i.name) || i.name === usageIndex));
     for (const i of left) await client.query(`DROP INDEX CONCURRENTLY IF EXISTS ${client.escapeIdentifier(i.name)}`);
     const before = (await indexes()).reduce((n, i) => n + Number(i.bytes), 0);
     await client.query(`REINDEX TABLE CONCURRENTLY ${client.escapeIdentifier(partition)}`);
