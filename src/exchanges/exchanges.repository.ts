@@ -172,6 +172,9 @@ export class ExchangesRepository {
   async listPage(orgId: string, filter: ExchangeFilter, limit: number, after: string | undefined): Promise<ListedExchange[]> {
     await this.recorder.caughtUp();
     if (!filter.analysisCategory) return this.listPageWith(this.exchanges, orgId, filter, limit, after);
+    if (onlyCategoryAndTime(filter)) return this.categoryPage(orgId, filter.analysisCategory, filter, limit, after);
+    // Combined with another filter, the category is a check on the other filter's newest-first scan: walking the
+    // category's entries instead would fetch every one of its exchanges for a filter that may keep few of them.
     // One snapshot for the statements below. The category's exchanges are hashed in memory (see listPageWith):
     // room for a large organization's set.
     return this.exchanges.manager.transaction('REPEATABLE READ', async (m) => {
@@ -193,6 +196,35 @@ export class ExchangesRepository {
       }
       return this.listPageWith(repo, orgId, filter, limit, after);
     });
+  }
+
+  /**
+   * A page of one category's exchanges (and a time range), newest first, read from the category's index in the
+   * order of its exchanges' times (ix_analysis_results_category: exchange_created_at, exchange_id): the newest
+   * entries after the cursor, each exchange once, then each one's row by its key (one partition, one probe), until
+   * the page is full. Only the page's exchanges are read, whatever the number of newer exchanges of the organization
+   * outside the category.
+   */
+  private async categoryPage(orgId: string, category: string, filter: ExchangeFilter, limit: number, after: string | undefined): Promise<ListedExchange[]> {
+    const qb = this.exchanges.createQueryBuilder('e').innerJoin(
+      (sub) => {
+        sub
+          .select('a.exchange_created_at', 'created_at')
+          .addSelect('a.exchange_id', 'exchange_id')
+          .distinct(true)
+          .from('analysis_results', 'a')
+          .where('a.organization_id = :orgId AND a.primary_category = :category AND a.exchange_created_at IS NOT NULL');
+        if (filter.from) sub.andWhere('a.exchange_created_at >= :from');
+        if (filter.to) sub.andWhere('a.exchange_created_at < :to');
+        if (after) sub.andWhere(`(a.exchange_created_at, a.exchange_id) < (${CURSOR_ROW})`);
+        // the entries in the page's order: read backwards from the index, and the page stops the read
+        return sub.orderBy('a.exchange_created_at', 'DESC').addOrderBy('a.exchange_id', 'DESC');
+      },
+      'a',
+      'e.id = a.exchange_id AND e.created_at = a.created_at',
+    );
+    qb.where('e.organization_id = :orgId', { orgId, category, from: filter.from, to: filter.to, after, cursorOrg: orgId });
+    return this.page(qb, orgId, limit, after, 'DESC');
   }
 
   /** `span`: only the rows of created_at in [from, to) (either end open when left out). */
@@ -535,10 +567,7 @@ export class ExchangesRepository {
   ): Promise<ListedExchange[]> {
     if (after) {
       // keyset cursor; an unknown cursor gives an empty page
-      qb.andWhere(
-        `(e.created_at, e.id) ${dir === 'DESC' ? '<' : '>'} (SELECT c.created_at, c.id FROM exchanges c WHERE c.id = :after AND c.organization_id = :cursorOrg)`,
-        { after, cursorOrg: orgId },
-      );
+      qb.andWhere(`(e.created_at, e.id) ${dir === 'DESC' ? '<' : '>'} (${CURSOR_ROW})`, { after, cursorOrg: orgId });
     }
     // the body columns come from the database only when small enough: a large one never reaches this process
     const columns = this.exchanges.metadata.columns
@@ -567,6 +596,15 @@ export class ExchangesRepository {
       return { exchange: row, omitted, ratings: { count: Number(raw[i].ratings_count ?? 0), average: average === null ? null : Math.round(average * 100) / 100 } };
     });
   }
+}
+
+/** The keyset cursor's (created_at, id): the exchange `:after` of the organization `:cursorOrg` (none: an empty page). */
+const CURSOR_ROW = 'SELECT c.created_at, c.id FROM exchanges c WHERE c.id = :after AND c.organization_id = :cursorOrg';
+
+/** A filter by analysis category and at most a time range besides. */
+function onlyCategoryAndTime(filter: ExchangeFilter): boolean {
+  const { analysisCategory, from, to, ...others } = filter;
+  return !!analysisCategory && Object.values(others).every((v) => !v); // as listPageWith reads them: an empty value filters nothing
 }
 
 /**

@@ -61,6 +61,14 @@ async function result(orgId: string, exchangeId: string, category: string, type 
   );
 }
 
+/** Rows of `exchanges` (any partition) a plan read, kept or filtered out, over all its loops. */
+function exchangeRowsRead(node: Record<string, unknown>): number {
+  const own = String(node['Relation Name'] ?? '').startsWith('exchanges')
+    ? ((node['Actual Rows'] as number) + ((node['Rows Removed by Filter'] as number) ?? 0)) * (node['Actual Loops'] as number)
+    : 0;
+  return own + ((node.Plans as Record<string, unknown>[] | undefined) ?? []).reduce((sum, child) => sum + exchangeRowsRead(child), 0);
+}
+
 describe('lists of exchanges by analysis category', () => {
   it('lists the exchanges put in the category, newest first, once each, of the organization only, by pages', async () => {
     const orgId = randomUUID();
@@ -101,7 +109,48 @@ describe('lists of exchanges by analysis category', () => {
     expect(await listed(10)).toEqual([future, ids[4], ids[2], ids[0], old]);
   });
 
-  it('reads the category from its index and checks the newest-first scan of the months against it (no per-row lookup)', async () => {
+  it('reads a page of the category alone from its index in its exchanges’ order, and only the page’s exchanges', async () => {
+    const orgId = randomUUID();
+    const t0 = Date.now() - 3_600_000;
+    const billed: string[] = [];
+    for (let i = 0; i < 120; i++) {
+      const id = await exchange(orgId, `many${i}`, new Date(t0 + i * 1_000));
+      if (i % 10 === 0) {
+        billed.push(id);
+        await result(orgId, id, 'billing');
+        if (i % 20 === 0) await result(orgId, id, 'billing', 'sentiment'); // twice in the category: read once
+      }
+    }
+    await database.dataSource.query('VACUUM ANALYZE analysis_results');
+    const newestFirst = [...billed].reverse();
+    const spy = vi.spyOn(SelectQueryBuilder.prototype, 'getQueryAndParameters');
+    try {
+      expect((await repo.listPage(orgId, { analysisCategory: 'billing' }, 3, newestFirst[1])).map((r) => r.exchange.id)).toEqual(newestFirst.slice(2, 6));
+      const lists = spy.mock.results.map((r) => r.value as [string, unknown[]]).filter(([q]) => q.includes('analysis_results'));
+      expect(lists).toHaveLength(1);
+      const [sql, params] = lists[0];
+      // the plan of a large table: these tables are small enough to be read whole, or kept in memory for the join
+      const plan = await database.dataSource.transaction(async (m) => {
+        for (const kind of ['seqscan', 'material', 'hashjoin', 'mergejoin']) await m.query(`SET LOCAL enable_${kind} = off`);
+        return (await m.query(`EXPLAIN (ANALYZE, FORMAT JSON) ${sql}`, params))[0]['QUERY PLAN'][0].Plan as Record<string, unknown>;
+      });
+      const text = JSON.stringify(plan);
+      expect(text).toContain('ix_analysis_results_category');
+      expect(text).not.toContain('"Sort"');
+      expect(text).not.toContain('hashed SubPlan');
+      // rows of exchanges read (kept or not): the page and one more to tell has_more, each by its key, and the
+      // cursor's row (looked up twice) — not the 35 newer exchanges outside the category
+      expect(exchangeRowsRead(plan)).toBe(4 + 2);
+    } finally {
+      spy.mockRestore();
+    }
+    // a time range is read from the same index
+    const from = new Date(t0 + 30_000);
+    const to = new Date(t0 + 81_000);
+    expect((await repo.listPage(orgId, { analysisCategory: 'billing', from, to }, 10, undefined)).map((r) => r.exchange.id)).toEqual(billed.slice(3, 9).reverse());
+  });
+
+  it('checks a scan of another filter against the category read once from its index (no per-row lookup)', async () => {
     const orgId = randomUUID();
     await database.dataSource.query(
       `INSERT INTO analysis_results (organization_id, exchange_id, cache_key, analysis_type, primary_category, model)
@@ -112,7 +161,7 @@ describe('lists of exchanges by analysis category', () => {
     await database.dataSource.query('ANALYZE analysis_results');
     const spy = vi.spyOn(SelectQueryBuilder.prototype, 'getQueryAndParameters');
     try {
-      await repo.listPage(orgId, { analysisCategory: 'billing' }, 20, undefined);
+      await repo.listPage(orgId, { analysisCategory: 'billing', model: 'gpt-4o-mini' }, 20, undefined);
       const lists = spy.mock.results.map((r) => r.value as [string, unknown[]]).filter(([q]) => q.includes('analysis_results'));
       // the first found no row of the list past the months; the second read the newest months' span; the third
       // the older rows (the span held less than a page: this organization has no exchange)
@@ -132,7 +181,7 @@ describe('lists of exchanges by analysis category', () => {
       spy.mockRestore();
     }
   });
-  it('reads a page from the newest months when an older month is apart from them (a gap), and the older rows after them', async () => {
+  it('reads a page of a combined filter from the newest months when an older month is apart from them (a gap), and the older rows after them', async () => {
     const orgId = randomUUID();
     // a month long before the others, with no partition between: a gap
     await database.dataSource.query(`CREATE TABLE exchanges_p2020_01 PARTITION OF exchanges FOR VALUES FROM ('2020-01-01T00:00:00Z') TO ('2020-02-01T00:00:00Z')`);
@@ -149,9 +198,16 @@ describe('lists of exchanges by analysis category', () => {
     expect(await listed(1, recent[0])).toEqual([old[1], old[0]]);
     expect(await listed(3, old[1])).toEqual([old[0]]);
 
+    const combined = async (limit: number, after?: string) =>
+      (await repo.listPage(orgId, { analysisCategory: 'billing', model: 'gpt-4o-mini' }, limit, after)).map((r) => r.exchange.id);
+    expect(await combined(10)).toEqual(newestFirst);
+    expect(await combined(2, recent[1])).toEqual([recent[0], old[1], old[0]]);
+    expect(await combined(1, recent[0])).toEqual([old[1], old[0]]);
+    expect(await combined(3, old[1])).toEqual([old[0]]);
+
     const spy = vi.spyOn(SelectQueryBuilder.prototype, 'getQueryAndParameters');
     try {
-      expect(await listed(1)).toEqual([recent[2], recent[1]]);
+      expect(await combined(1)).toEqual([recent[2], recent[1]]);
       const lists = spy.mock.results.map((r) => r.value as [string, unknown[]]).filter(([q]) => q.includes('analysis_results'));
       // a whole page within the newest months: the older rows are not read
       expect(lists).toHaveLength(2);
