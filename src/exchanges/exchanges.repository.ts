@@ -206,7 +206,23 @@ export class ExchangesRepository {
    * outside the category.
    */
   private async categoryPage(orgId: string, category: string, filter: ExchangeFilter, limit: number, after: string | undefined): Promise<ListedExchange[]> {
-    const qb = this.exchanges.createQueryBuilder('e').innerJoin(
+    return this.exchanges.manager.transaction(async (m) => {
+      // planned for all of the category's entries, the read of the index would start a parallel worker (about 10
+      // ms) to read the few a page takes
+      await m.query(`SET LOCAL max_parallel_workers_per_gather = 0`);
+      return this.categoryPageWith(m.getRepository(ExchangeEntity), orgId, category, filter, limit, after);
+    });
+  }
+
+  private async categoryPageWith(
+    exchanges: Repository<ExchangeEntity>,
+    orgId: string,
+    category: string,
+    filter: ExchangeFilter,
+    limit: number,
+    after: string | undefined,
+  ): Promise<ListedExchange[]> {
+    const qb = exchanges.createQueryBuilder('e').innerJoin(
       (sub) => {
         sub
           .select('a.exchange_created_at', 'created_at')

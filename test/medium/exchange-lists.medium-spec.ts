@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { Client } from 'pg';
-import { DataSource, SelectQueryBuilder } from 'typeorm';
+import { DataSource, EntityManager, SelectQueryBuilder } from 'typeorm';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { ExchangeEntity } from '../../src/exchanges/exchange.entity';
 import { ExchangesRepository } from '../../src/exchanges/exchanges.repository';
@@ -124,10 +124,13 @@ describe('lists of exchanges by analysis category', () => {
     await database.dataSource.query('VACUUM ANALYZE analysis_results');
     const newestFirst = [...billed].reverse();
     const spy = vi.spyOn(SelectQueryBuilder.prototype, 'getQueryAndParameters');
+    const settings = vi.spyOn(EntityManager.prototype, 'query');
     try {
       expect((await repo.listPage(orgId, { analysisCategory: 'billing' }, 3, newestFirst[1])).map((r) => r.exchange.id)).toEqual(newestFirst.slice(2, 6));
       const lists = spy.mock.results.map((r) => r.value as [string, unknown[]]).filter(([q]) => q.includes('analysis_results'));
       expect(lists).toHaveLength(1);
+      // no parallel worker started to read a page's entries (planned for the whole category, the read would)
+      expect(settings.mock.calls.map(([q]) => q)).toContain('SET LOCAL max_parallel_workers_per_gather = 0');
       const [sql, params] = lists[0];
       // the plan of a large table: these tables are small enough to be read whole, or kept in memory for the join
       const plan = await database.dataSource.transaction(async (m) => {
@@ -143,6 +146,7 @@ describe('lists of exchanges by analysis category', () => {
       expect(exchangeRowsRead(plan)).toBe(4 + 2);
     } finally {
       spy.mockRestore();
+      settings.mockRestore();
     }
     // a time range is read from the same index
     const from = new Date(t0 + 30_000);
