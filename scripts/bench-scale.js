@@ -289,7 +289,7 @@ async function fill(db, { rows, upstreamUrl, encryptionKey }) {
       await db.query(
         `INSERT INTO ratings (organization_id, exchange_id, user_id, persona_id, rating, comment, created_at, rated_at, exchange_created_at, persona_version)
          SELECT e.organization_id, e.id, e.user_id, e.persona_id,
-                CASE WHEN v.h % 10 < 1 THEN 1 WHEN v.h % 10 < 2 THEN 2 WHEN v.h % 10 < 4 THEN 3 WHEN v.h % 10 < 7 THEN 4 ELSE 5 END,
+                CASE WHEN v.h / 20 % 10 < 1 THEN 1 WHEN v.h / 20 % 10 < 2 THEN 2 WHEN v.h / 20 % 10 < 4 THEN 3 WHEN v.h / 20 % 10 < 7 THEN 4 ELSE 5 END,
                 CASE WHEN v.h % 7 = 0 THEN 'Helpful, thanks' END, e.created_at + interval '2 minutes', e.created_at + interval '2 minutes',
                 e.created_at, e.persona_version
            FROM "${part}" e CROSS JOIN LATERAL (SELECT hashtext(e.id) & 2147483647 AS h) v

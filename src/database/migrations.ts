@@ -26,7 +26,7 @@ import { IndexAnalysisResultCategories1796900000000 } from '../../migrations/179
 import { CoverPersonaJudgements1796900000100 } from '../../migrations/1796900000100-CoverPersonaJudgements';
 import { JudgementsKnowTheirExchange1797000000000 } from '../../migrations/1797000000000-JudgementsKnowTheirExchange';
 import { DailyUsageNamesUsers1797100000000 } from '../../migrations/1797100000000-DailyUsageNamesUsers';
-import { ListCategoriesByExchangeTime1797200000000 } from '../../migrations/1797200000000-ListCategoriesByExchangeTime';
+import { ListJudgedByExchangeTime1797200000000 } from '../../migrations/1797200000000-ListJudgedByExchangeTime';
 
 /** Every migration, in order (listed explicitly, never globbed). */
 export const MIGRATIONS = [
@@ -58,5 +58,5 @@ export const MIGRATIONS = [
   CoverPersonaJudgements1796900000100,
   JudgementsKnowTheirExchange1797000000000,
   DailyUsageNamesUsers1797100000000,
-  ListCategoriesByExchangeTime1797200000000,
+  ListJudgedByExchangeTime1797200000000,
 ];

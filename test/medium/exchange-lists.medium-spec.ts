@@ -70,7 +70,34 @@ function exchangeRowsRead(node: Record<string, unknown>): number {
   return own + ((node.Plans as Record<string, unknown>[] | undefined) ?? []).reduce((sum, child) => sum + exchangeRowsRead(child), 0);
 }
 
-describe('lists of exchanges by analysis category', () => {
+/**
+ * Lists a page of judged exchanges (expecting `ids`), then runs its one statement again under EXPLAIN ANALYZE with the
+ * settings the repository gave it: its plan, and those settings. Sequential scans are off besides: these tables are
+ * small enough to be read whole, which the planner would rather do than use an index.
+ */
+async function judgedPagePlan(list: () => Promise<{ exchange: { id: string } }[]>, ids: string[]): Promise<[Record<string, unknown>, string[]]> {
+  const statements = vi.spyOn(SelectQueryBuilder.prototype, 'getQueryAndParameters');
+  const queries = vi.spyOn(EntityManager.prototype, 'query');
+  try {
+    expect((await list()).map((r) => r.exchange.id)).toEqual(ids);
+    const lists = statements.mock.results.map((r) => r.value as [string, unknown[]]).filter(([q]) => q.includes('"exchanges"'));
+    expect(lists).toHaveLength(1);
+    const settings = queries.mock.calls.map(([q]) => q as string).filter((q) => q.includes('set_config'));
+    expect(settings).toHaveLength(1);
+    const [sql, params] = lists[0];
+    const plan = await database.dataSource.transaction(async (m) => {
+      await m.query(settings[0]);
+      await m.query(`SET LOCAL enable_seqscan = off`);
+      return (await m.query(`EXPLAIN (ANALYZE, FORMAT JSON) ${sql}`, params))[0]['QUERY PLAN'][0].Plan as Record<string, unknown>;
+    });
+    return [plan, settings];
+  } finally {
+    statements.mockRestore();
+    queries.mockRestore();
+  }
+}
+
+describe('lists of exchanges by analysis category or rating', () => {
   it('lists the exchanges put in the category, newest first, once each, of the organization only, by pages', async () => {
     const orgId = randomUUID();
     const other = randomUUID();
@@ -124,20 +151,10 @@ describe('lists of exchanges by analysis category', () => {
     }
     await database.dataSource.query('VACUUM ANALYZE analysis_results');
     const newestFirst = [...billed].reverse();
-    const spy = vi.spyOn(SelectQueryBuilder.prototype, 'getQueryAndParameters');
-    const settings = vi.spyOn(EntityManager.prototype, 'query');
-    try {
-      expect((await repo.listPage(orgId, { analysisCategory: 'billing' }, 3, newestFirst[1])).map((r) => r.exchange.id)).toEqual(newestFirst.slice(2, 6));
-      const lists = spy.mock.results.map((r) => r.value as [string, unknown[]]).filter(([q]) => q.includes('analysis_results'));
-      expect(lists).toHaveLength(1);
+    const [plan, settings] = await judgedPagePlan(() => repo.listPage(orgId, { analysisCategory: 'billing' }, 3, newestFirst[1]), newestFirst.slice(2, 6));
+    {
       // no parallel worker started to read a page's entries (planned for the whole category, the read would)
-      expect(settings.mock.calls.map(([q]) => q)).toContain('SET LOCAL max_parallel_workers_per_gather = 0');
-      const [sql, params] = lists[0];
-      // the plan of a large table: these tables are small enough to be read whole, or kept in memory for the join
-      const plan = await database.dataSource.transaction(async (m) => {
-        for (const kind of ['seqscan', 'material', 'hashjoin', 'mergejoin']) await m.query(`SET LOCAL enable_${kind} = off`);
-        return (await m.query(`EXPLAIN (ANALYZE, FORMAT JSON) ${sql}`, params))[0]['QUERY PLAN'][0].Plan as Record<string, unknown>;
-      });
+      expect(settings[0]).toContain(`set_config('max_parallel_workers_per_gather', '0', true)`);
       const text = JSON.stringify(plan);
       expect(text).toContain('ix_analysis_results_category');
       expect(text).not.toContain('"Sort"');
@@ -145,14 +162,41 @@ describe('lists of exchanges by analysis category', () => {
       // rows of exchanges read (kept or not): the page and one more to tell has_more, each by its key — not the 35
       // newer exchanges outside the category
       expect(exchangeRowsRead(plan)).toBe(4);
-    } finally {
-      spy.mockRestore();
-      settings.mockRestore();
     }
     // a time range is read from the same index
     const from = new Date(t0 + 30_000);
     const to = new Date(t0 + 81_000);
     expect((await repo.listPage(orgId, { analysisCategory: 'billing', from, to }, 10, undefined)).map((r) => r.exchange.id)).toEqual(billed.slice(3, 9).reverse());
+  });
+
+  it('reads a page of one rating alone from its index in its exchanges’ order, and only the page’s exchanges', async () => {
+    const orgId = randomUUID();
+    const t0 = Date.now() - 3_600_000;
+    const rated: string[] = [];
+    const rate = (exchangeId: string, rating: number) =>
+      database.dataSource.query(
+        `INSERT INTO ratings (organization_id, exchange_id, user_id, rating, rated_at) VALUES ($1, $2, $3, $4, now())`,
+        [orgId, exchangeId, randomUUID(), rating],
+      );
+    for (let i = 0; i < 120; i++) {
+      const id = await exchange(orgId, `rated${i}`, new Date(t0 + i * 1_000));
+      if (i % 10 === 0) {
+        rated.push(id);
+        await rate(id, 2);
+        if (i % 20 === 0) await rate(id, 2); // two people gave it a 2: listed once
+      } else if (i % 10 === 5) await rate(id, 5);
+    }
+    await database.dataSource.query('VACUUM ANALYZE ratings');
+    const newestFirst = [...rated].reverse();
+    const [plan] = await judgedPagePlan(() => repo.listPage(orgId, { rating: 2 }, 3, newestFirst[1]), newestFirst.slice(2, 6));
+    expect(JSON.stringify(plan)).toContain('ix_ratings_rating');
+    // the page and one more, each by its key — not the 35 newer exchanges without a 2
+    expect(exchangeRowsRead(plan)).toBe(4);
+    const from = new Date(t0 + 30_000);
+    const to = new Date(t0 + 81_000);
+    expect((await repo.listPage(orgId, { rating: 2, from, to }, 10, undefined)).map((r) => r.exchange.id)).toEqual(rated.slice(3, 9).reverse());
+    // with another filter, the rating is checked along that filter's scan, with the same answer
+    expect((await repo.listPage(orgId, { rating: 2, model: 'gpt-4o-mini' }, 3, newestFirst[1])).map((r) => r.exchange.id)).toEqual(newestFirst.slice(2, 6));
   });
 
   it('checks a scan of another filter against the category read once from its index (no per-row lookup)', async () => {
