@@ -15,20 +15,7 @@ export class JudgementsKnowTheirExchange1797000000000 implements MigrationInterf
   name = 'JudgementsKnowTheirExchange1797000000000';
 
   public async up(queryRunner: QueryRunner): Promise<void> {
-    await queryRunner.query(
-      `CREATE OR REPLACE FUNCTION judged_exchange() RETURNS trigger LANGUAGE plpgsql AS $fn$
-BEGIN
-  IF NEW.persona_id IS NOT NULL AND NEW.exchange_created_at IS NULL THEN
-    SELECT e.created_at, e.persona_version INTO NEW.exchange_created_at, NEW.persona_version
-      FROM exchanges e
-     WHERE e.id = NEW.exchange_id AND e.organization_id = NEW.organization_id
-     ORDER BY e.created_at DESC
-     LIMIT 1;
-  END IF;
-  RETURN NEW;
-END
-$fn$`,
-    );
+    await queryRunner.query(judgedExchangeFunction('NEW.persona_id IS NOT NULL'));
     for (const table of ['ratings', 'analysis_results']) {
       await queryRunner.query(`ALTER TABLE "${table}" ADD COLUMN IF NOT EXISTS "exchange_created_at" timestamptz, ADD COLUMN IF NOT EXISTS "persona_version" integer`);
       await queryRunner.query(
@@ -70,4 +57,23 @@ $fn$`,
       `CREATE INDEX IF NOT EXISTS "ix_ratings_persona_reads" ON "ratings" ("organization_id", "persona_id") INCLUDE ("exchange_id", "rating") WHERE "persona_id" IS NOT NULL`,
     );
   }
+}
+
+/**
+ * The trigger function that fills in a judgement's exchange time and version when it is written without them (only
+ * when `when` holds, if given): here for persona exchanges; ListJudgedByExchangeTime makes it fill every judgement.
+ */
+export function judgedExchangeFunction(when: string | null): string {
+  return `CREATE OR REPLACE FUNCTION judged_exchange() RETURNS trigger LANGUAGE plpgsql AS $fn$
+BEGIN
+  IF ${when ? `${when} AND ` : ''}NEW.exchange_created_at IS NULL THEN
+    SELECT e.created_at, e.persona_version INTO NEW.exchange_created_at, NEW.persona_version
+      FROM exchanges e
+     WHERE e.id = NEW.exchange_id AND e.organization_id = NEW.organization_id
+     ORDER BY e.created_at DESC
+     LIMIT 1;
+  END IF;
+  RETURN NEW;
+END
+$fn$`;
 }

@@ -1,4 +1,5 @@
 import { MigrationInterface, QueryRunner } from 'typeorm';
+import { judgedExchangeFunction } from './1797000000000-JudgementsKnowTheirExchange';
 
 /**
  * `GET /v1/requests?analysis_category=` and `?rating=` list the exchanges someone judged so, newest first. Each
@@ -14,7 +15,7 @@ export class ListJudgedByExchangeTime1797200000000 implements MigrationInterface
   name = 'ListJudgedByExchangeTime1797200000000';
 
   public async up(queryRunner: QueryRunner): Promise<void> {
-    await queryRunner.query(judgedExchange(null));
+    await queryRunner.query(judgedExchangeFunction(null));
     for (const table of ['ratings', 'analysis_results']) {
       await queryRunner.query(
         `UPDATE "${table}" j SET exchange_created_at = e.created_at, persona_version = e.persona_version
@@ -36,25 +37,6 @@ export class ListJudgedByExchangeTime1797200000000 implements MigrationInterface
     await queryRunner.query(`DROP INDEX IF EXISTS "ix_ratings_rating"`);
     await queryRunner.query(`DROP INDEX IF EXISTS "ix_analysis_results_category"`);
     await queryRunner.query(`CREATE INDEX "ix_analysis_results_category" ON "analysis_results" ("organization_id", "primary_category") INCLUDE ("exchange_id")`);
-    await queryRunner.query(judgedExchange('NEW.persona_id IS NOT NULL'));
+    await queryRunner.query(judgedExchangeFunction('NEW.persona_id IS NOT NULL'));
   }
-}
-
-/**
- * The trigger function of JudgementsKnowTheirExchange, filling in the exchange's time and version of a judgement
- * written without them (only when `when` holds, if given).
- */
-function judgedExchange(when: string | null): string {
-  return `CREATE OR REPLACE FUNCTION judged_exchange() RETURNS trigger LANGUAGE plpgsql AS $fn$
-BEGIN
-  IF ${when ? `${when} AND ` : ''}NEW.exchange_created_at IS NULL THEN
-    SELECT e.created_at, e.persona_version INTO NEW.exchange_created_at, NEW.persona_version
-      FROM exchanges e
-     WHERE e.id = NEW.exchange_id AND e.organization_id = NEW.organization_id
-     ORDER BY e.created_at DESC
-     LIMIT 1;
-  END IF;
-  RETURN NEW;
-END
-$fn$`;
 }
