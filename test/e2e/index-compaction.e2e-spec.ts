@@ -213,7 +213,7 @@ describe.skipIf(!DATABASE_URL)('closed months: indexes rebuilt compact', () => {
     expect(await compaction().compactDue(new Date())).toBe(1);
   });
 
-  it('a server does it on its own, beside its retention job, and counts the months in /metrics', async () => {
+  it('a server does it on its own, beside its retention job, after the lock another process held, and counts the months in /metrics', async () => {
     await ds.query(`CREATE TABLE exchanges_p2025_06 PARTITION OF exchanges FOR VALUES FROM ('2025-06-01T00:00:00Z') TO ('2025-07-01T00:00:00Z')`);
     // a month with rows of an organization that keeps them (its retention job drops a month no one keeps)
     await ds.query(
@@ -223,10 +223,19 @@ describe.skipIf(!DATABASE_URL)('closed months: indexes rebuilt compact', () => {
          FROM generate_series(1, 100) i`,
     );
     expect(await compaction().due(new Date())).toEqual(['exchanges_p2025_06']);
-    const app = await createTestApp({ DATABASE_URL: url });
+    // another process holds the partitions' lock (dropping a month, say; the server's own retention run may too at
+    // boot): the compaction waits for the next run of the job, here every 200 ms (a minute by default)
+    const holder = new Client({ connectionString: url });
+    await holder.connect();
+    await holder.query(`SELECT pg_advisory_lock($1, 1)`, [PARTITIONS_LOCK_CLASS]);
+    const app = await createTestApp({ DATABASE_URL: url, RETENTION_INTERVAL_MS: '200' });
     try {
       const done = /openai_proxy_retention_partitions_compacted_total 1\b/;
-      let metrics = '';
+      await new Promise((r) => setTimeout(r, 1_000));
+      let metrics = await fetch(`${app.url}/metrics`).then((r) => r.text());
+      expect(metrics).not.toMatch(done);
+      expect(await compaction().due(new Date())).toEqual(['exchanges_p2025_06']);
+      await holder.end();
       for (const deadline = Date.now() + 20_000; Date.now() < deadline; await new Promise((r) => setTimeout(r, 100))) {
         metrics = await fetch(`${app.url}/metrics`).then((r) => r.text());
         if (done.test(metrics)) break;
@@ -235,6 +244,7 @@ describe.skipIf(!DATABASE_URL)('closed months: indexes rebuilt compact', () => {
       expect(await compaction().due(new Date())).toEqual([]);
       expect(app.logs.some((l) => l.includes('exchange partition indexes compacted') && l.includes('exchanges_p2025_06'))).toBe(true);
     } finally {
+      await holder.end().catch(() => undefined);
       await app.close();
     }
   });
