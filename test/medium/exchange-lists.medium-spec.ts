@@ -152,17 +152,15 @@ describe('lists of exchanges by analysis category or rating', () => {
     await database.dataSource.query('VACUUM ANALYZE analysis_results');
     const newestFirst = [...billed].reverse();
     const [plan, settings] = await judgedPagePlan(() => repo.listPage(orgId, { analysisCategory: 'billing' }, 3, newestFirst[1]), newestFirst.slice(2, 6));
-    {
-      // no parallel worker started to read a page's entries (planned for the whole category, the read would)
-      expect(settings[0]).toContain(`set_config('max_parallel_workers_per_gather', '0', true)`);
-      const text = JSON.stringify(plan);
-      expect(text).toContain('ix_analysis_results_category');
-      expect(text).not.toContain('"Sort"');
-      expect(text).not.toContain('hashed SubPlan');
-      // rows of exchanges read (kept or not): the page and one more to tell has_more, each by its key — not the 35
-      // newer exchanges outside the category
-      expect(exchangeRowsRead(plan)).toBe(4);
-    }
+    // no parallel worker started to read a page's entries (planned for the whole category, the read would)
+    expect(settings[0]).toContain(`set_config('max_parallel_workers_per_gather', '0', true)`);
+    const text = JSON.stringify(plan);
+    expect(text).toContain('ix_analysis_results_category');
+    expect(text).not.toContain('"Sort"');
+    expect(text).not.toContain('hashed SubPlan');
+    // rows of exchanges read (kept or not): the page and one more to tell has_more, each by its key — not the 35
+    // newer exchanges outside the category
+    expect(exchangeRowsRead(plan)).toBe(4);
     // a time range is read from the same index
     const from = new Date(t0 + 30_000);
     const to = new Date(t0 + 81_000);
