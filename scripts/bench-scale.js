@@ -420,6 +420,11 @@ function readCases(p) {
       name: 'requests by analysis category',
       path: (i) => `/v1/requests?analysis_category=${at([...CATEGORIES.intent, ...CATEGORIES.sentiment], i)}&limit=${at(limits, i)}`,
     },
+    { name: 'requests by rating and model', path: (i) => `/v1/requests?rating=${1 + (i % 5)}&model=${pick(MODELS, i)}&limit=${at(limits, i)}` },
+    {
+      name: 'requests by category and endpoint',
+      path: (i) => `/v1/requests?analysis_category=${pick([...CATEGORIES.intent, ...CATEGORIES.sentiment], i)}&endpoint=${at(['chat.completions', 'responses'], i)}&limit=${at(limits, i)}`,
+    },
     { name: 'requests by user and status', path: (i) => `/v1/requests?user_id=${encodeURIComponent(pick(p.users, i))}&status=completed` },
     { name: 'request by id', path: (i) => `/v1/requests/${at(p.ids, i)}` },
     { name: 'session', path: (i) => `/v1/sessions/${encodeURIComponent(pick(p.sessions, i))}` },

@@ -171,11 +171,11 @@ export class ExchangesRepository {
   /** The organization's exchanges, newest first: up to `limit + 1` rows after the `after` cursor. */
   async listPage(orgId: string, filter: ExchangeFilter, limit: number, after: string | undefined): Promise<ListedExchange[]> {
     await this.recorder.caughtUp();
-    const judged = judgedOnly(filter);
+    const judged = walkedJudgement(filter);
     if (judged) return this.judgedPage(orgId, judged, filter, limit, after);
     if (!filter.analysisCategory) return this.listPageWith(this.exchanges, orgId, filter, limit, after);
-    // Combined with another filter, the category is a check on the other filter's newest-first scan: walking the
-    // category's entries instead would fetch every one of its exchanges for a filter that may keep few of them.
+    // Combined with a user, a session or a persona, the category is a check on that filter's own newest-first scan:
+    // walking the category's entries instead would fetch every one of its exchanges for a filter that may keep few.
     // One snapshot for the statements below. The category's exchanges are hashed in memory (see listPageWith):
     // room for a large organization's set.
     return this.exchanges.manager.transaction('REPEATABLE READ', async (m) => {
@@ -204,7 +204,10 @@ export class ExchangesRepository {
    * judgement's index in the order of its exchanges' times (ix_analysis_results_category, ix_ratings_rating:
    * exchange_created_at, exchange_id): the newest entries after the cursor, each exchange once, then each one's row
    * by its key (one partition, one probe), until the page is full. Only the page's exchanges are read, whatever the
-   * number of newer exchanges of the organization nobody judged so.
+   * number of newer exchanges of the organization nobody judged so. The filters without an index of their own
+   * (model, endpoint, status, and a rating besides a category) are checked on each exchange fetched: the walk reads
+   * the judgement's entries until it has a page of them, where the organization's newest-first scan would read every
+   * newer exchange and check both.
    */
   private async judgedPage(orgId: string, judged: Judged, filter: ExchangeFilter, limit: number, after: string | undefined): Promise<ListedExchange[]> {
     return this.exchanges.manager.transaction(async (m) => {
@@ -230,6 +233,7 @@ export class ExchangesRepository {
           'e.id = j.exchange_id AND e.created_at = j.created_at',
         )
         .where('e.organization_id = :orgId', { orgId, judgedValue: judged.value, from: filter.from, to: filter.to, after, cursorOrg: orgId });
+      checkUnindexed(qb, filter, judged.table === 'analysis_results');
       return this.page(qb, orgId, limit, after, 'DESC');
     });
   }
@@ -249,13 +253,7 @@ export class ExchangesRepository {
     if (filter.sessionId) qb.andWhere('e.session_id = :sessionId', { sessionId: filter.sessionId });
     if (filter.externalUserId) qb.andWhere('e.external_user_id = :userId', { userId: filter.externalUserId });
     if (filter.personaId) qb.andWhere('e.persona_id = :personaId', { personaId: filter.personaId });
-    if (filter.model) qb.andWhere('e.model = :model', { model: filter.model });
-    if (filter.endpoint) qb.andWhere('e.endpoint = :endpoint', { endpoint: filter.endpoint });
-    if (filter.status) qb.andWhere('e.status = :status', { status: filter.status });
-    // per-row lookup through the unique (exchange, user) index of ratings: the newest-first keyset scan stays the plan
-    if (filter.rating) {
-      qb.andWhere('EXISTS (SELECT 1 FROM ratings r WHERE r.organization_id = e.organization_id AND r.exchange_id = e.id AND r.rating = :rating)', { rating: filter.rating });
-    }
+    checkUnindexed(qb, filter, true);
     // The category's exchanges are read once from ix_analysis_results_category (index only) and hashed; the
     // newest-first keyset scan stays the plan and checks each row against the hash. A per-row lookup of the row's
     // results (EXISTS) cost an index probe per scanned exchange, and most scanned exchanges have no result (the
@@ -613,10 +611,14 @@ const CURSOR_ROW = 'SELECT c.created_at, c.id FROM exchanges c WHERE c.id = :aft
  * entries in order, each exchange fetched by its key, which the page's end stops. The planner cannot tell how many
  * entries a page takes: it estimates the join of entries and exchanges (on id and time) at one row, so for a rating
  * given 95,000 times it hashed the entries and read all of the organization's two million exchanges (6.5 s instead
- * of 3 ms), and planned for all of the entries, the read of the index would start a parallel worker (~10 ms).
+ * of 3 ms), and planned for all of the entries, the read of the index would start a parallel worker (~10 ms). With a
+ * model, an endpoint or a status checked besides, an organization it knows few exchanges of made it loop over the
+ * organization's exchanges instead, each one against the entries, and sort them: no sort, then, which leaves the
+ * entries' own order as the only way to the page's.
  */
 const JUDGED_PAGE_SETTINGS = `SELECT set_config('enable_hashjoin', 'off', true), set_config('enable_mergejoin', 'off', true),
-  set_config('enable_material', 'off', true), set_config('max_parallel_workers_per_gather', '0', true)`;
+  set_config('enable_material', 'off', true), set_config('enable_sort', 'off', true), set_config('enable_incremental_sort', 'off', true),
+  set_config('max_parallel_workers_per_gather', '0', true)`;
 
 /** A judgement a list is filtered by: its table, its column and the value asked for. */
 interface Judged {
@@ -625,14 +627,30 @@ interface Judged {
   value: string | number;
 }
 
-/** The judgement of a filter by one analysis category or one rating and at most a time range besides; else null. */
-function judgedOnly(filter: ExchangeFilter): Judged | null {
-  const { analysisCategory, rating, from, to, ...others } = filter;
+/**
+ * The judgement a page is walked along: an analysis category or a rating, with a time range and the filters without
+ * an index of their own (model, endpoint, status; a rating besides a category is checked too); else null — with a
+ * user, a session or a persona, that filter's own index gives the narrower scan.
+ */
+function walkedJudgement(filter: ExchangeFilter): Judged | null {
   // as listPageWith reads them: an empty value filters nothing
-  if (Object.values(others).some((v) => !!v) || (!!analysisCategory && !!rating)) return null;
-  if (analysisCategory) return { table: 'analysis_results', column: 'primary_category', value: analysisCategory };
-  if (rating) return { table: 'ratings', column: 'rating', value: rating };
+  if (filter.externalUserId || filter.sessionId || filter.personaId) return null;
+  if (filter.analysisCategory) return { table: 'analysis_results', column: 'primary_category', value: filter.analysisCategory };
+  if (filter.rating) return { table: 'ratings', column: 'rating', value: filter.rating };
   return null;
+}
+
+/**
+ * The filters checked on each exchange a page reads: model, endpoint, status, and (`withRating`) a rating, by a probe
+ * of the unique (exchange, user) index of ratings per row.
+ */
+function checkUnindexed(qb: SelectQueryBuilder<ExchangeEntity>, filter: ExchangeFilter, withRating: boolean): void {
+  if (filter.model) qb.andWhere('e.model = :model', { model: filter.model });
+  if (filter.endpoint) qb.andWhere('e.endpoint = :endpoint', { endpoint: filter.endpoint });
+  if (filter.status) qb.andWhere('e.status = :status', { status: filter.status });
+  if (withRating && filter.rating) {
+    qb.andWhere('EXISTS (SELECT 1 FROM ratings r WHERE r.organization_id = e.organization_id AND r.exchange_id = e.id AND r.rating = :rating)', { rating: filter.rating });
+  }
 }
 
 /**

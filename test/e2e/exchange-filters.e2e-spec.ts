@@ -55,6 +55,13 @@ describe('exchange list filters and ratings', () => {
     expect((await listed('rating=4')).map((r) => r.id)).toEqual([ids.liked]);
     expect((await listed('rating=2')).map((r) => r.id)).toEqual([ids.disliked]);
     expect(await listed('rating=1')).toEqual([]);
+    // with a route, a status, a model or a user besides: all of them hold
+    expect((await listed('rating=5&endpoint=responses&status=completed&model=gpt-4o-mini')).map((r) => r.id)).toEqual([ids.liked]);
+    expect(await listed('rating=5&endpoint=chat.completions')).toEqual([]);
+    expect(await listed('rating=2&status=failed')).toEqual([]);
+    expect(await listed('rating=5&model=gpt-4o')).toEqual([]);
+    expect((await listed(`rating=4&user_id=${encodeURIComponent(o.userId)}`)).map((r) => r.id)).toEqual([ids.liked]);
+    expect(await listed('rating=4&user_id=nobody')).toEqual([]);
   });
 
   it('filters by route (endpoint) and status', async () => {
@@ -72,6 +79,9 @@ describe('exchange list filters and ratings', () => {
     const category = a.body.primary_category as string;
     expect((await listed(`analysis_category=${category}`)).map((r) => r.id)).toEqual([ids.liked]);
     expect(await listed('analysis_category=no-such-category')).toEqual([]);
+    expect((await listed(`analysis_category=${category}&rating=5&endpoint=responses`)).map((r) => r.id)).toEqual([ids.liked]);
+    expect(await listed(`analysis_category=${category}&rating=2`)).toEqual([]);
+    expect(await listed(`analysis_category=${category}&status=failed`)).toEqual([]);
   });
 
   it('pages through a filtered list with the keyset cursor', async () => {

@@ -5,6 +5,7 @@ import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { ExchangeEntity } from '../../src/exchanges/exchange.entity';
 import { ExchangesRepository } from '../../src/exchanges/exchanges.repository';
 import { buildTypeOrmOptions } from '../../src/database/typeorm-options';
+import type { PendingExchange } from '../../src/exchanges/recorder/exchange-record';
 import { MediumDatabase, openMediumDatabase, outcomeOf, pendingRow, RecorderBench } from './recorder-harness';
 
 let database: MediumDatabase;
@@ -46,8 +47,8 @@ async function adminQuery(url: string, sql: string): Promise<void> {
   }
 }
 
-async function exchange(orgId: string, tag: string, createdAt: Date): Promise<string> {
-  const row = pendingRow(tag, { organizationId: orgId, createdAt });
+async function exchange(orgId: string, tag: string, createdAt: Date, over: Partial<PendingExchange> = {}): Promise<string> {
+  const row = pendingRow(tag, { organizationId: orgId, createdAt, ...over });
   await bench.recorder.begin(row);
   await bench.recorder.complete(outcomeOf(row));
   return row.id;
@@ -68,6 +69,16 @@ function exchangeRowsRead(node: Record<string, unknown>): number {
     ? ((node['Actual Rows'] as number) + ((node['Rows Removed by Filter'] as number) ?? 0)) * (node['Actual Loops'] as number)
     : 0;
   return own + ((node.Plans as Record<string, unknown>[] | undefined) ?? []).reduce((sum, child) => sum + exchangeRowsRead(child), 0);
+}
+
+/**
+ * Exchanges a plan fetched one at a time (the loops of its reads of `exchanges`, any partition), whether the filter
+ * then kept them or not; not its InitPlans. Exact where rows are not: EXPLAIN gives those per loop, rounded.
+ */
+function exchangeProbes(node: Record<string, unknown>): number {
+  if (node['Parent Relationship'] === 'InitPlan') return 0;
+  const own = String(node['Relation Name'] ?? '').startsWith('exchanges') ? (node['Actual Loops'] as number) : 0;
+  return own + ((node.Plans as Record<string, unknown>[] | undefined) ?? []).reduce((sum, child) => sum + exchangeProbes(child), 0);
 }
 
 /**
@@ -193,11 +204,61 @@ describe('lists of exchanges by analysis category or rating', () => {
     const from = new Date(t0 + 30_000);
     const to = new Date(t0 + 81_000);
     expect((await repo.listPage(orgId, { rating: 2, from, to }, 10, undefined)).map((r) => r.exchange.id)).toEqual(rated.slice(3, 9).reverse());
-    // with another filter, the rating is checked along that filter's scan, with the same answer
-    expect((await repo.listPage(orgId, { rating: 2, model: 'gpt-4o-mini' }, 3, newestFirst[1])).map((r) => r.exchange.id)).toEqual(newestFirst.slice(2, 6));
+    // with a user besides, the rating is checked along the user's scan, with the same answer
+    expect((await repo.listPage(orgId, { rating: 2, externalUserId: 'medium-user' }, 3, newestFirst[1])).map((r) => r.exchange.id)).toEqual(
+      newestFirst.slice(2, 6),
+    );
   });
 
-  it('checks a scan of another filter against the category read once from its index (no per-row lookup)', async () => {
+  it('walks the judgement with the model, endpoint, status and a rating besides a category checked on each exchange it reads', async () => {
+    const orgId = randomUUID();
+    const t0 = Date.now() - 3_600_000;
+    const rate = (exchangeId: string, rating: number) =>
+      database.dataSource.query(
+        `INSERT INTO ratings (organization_id, exchange_id, user_id, rating, rated_at) VALUES ($1, $2, $3, $4, now())`,
+        [orgId, exchangeId, randomUUID(), rating],
+      );
+    // 40 rated 4, every other one of them with gpt-4o; 200 newer exchanges neither rated nor analysed
+    const rated: { id: string; model: string }[] = [];
+    for (let i = 0; i < 40; i++) {
+      const model = i % 2 ? 'gpt-4o' : 'gpt-4o-mini';
+      const id = await exchange(orgId, `walk${i}`, new Date(t0 + i * 1_000), { model, endpoint: i % 4 < 2 ? 'responses' : 'chat.completions' });
+      rated.push({ id, model });
+      await rate(id, 4);
+      if (i % 3 === 0) await result(orgId, id, 'billing');
+    }
+    for (let i = 0; i < 200; i++) await exchange(orgId, `newer${i}`, new Date(t0 + 100_000 + i * 100), { model: 'gpt-4o' });
+    await database.dataSource.query('VACUUM ANALYZE ratings, analysis_results');
+    const newestFirst = [...rated].reverse();
+    const of4o = newestFirst.filter((r) => r.model === 'gpt-4o').map((r) => r.id);
+
+    const [plan] = await judgedPagePlan(() => repo.listPage(orgId, { rating: 4, model: 'gpt-4o' }, 3, undefined), of4o.slice(0, 4));
+    const text = JSON.stringify(plan);
+    expect(text).toContain('ix_ratings_rating');
+    expect(text).not.toContain('"Sort"');
+    // the rating's newest entries until four of gpt-4o (every other one): 7 exchanges, each by its key — not the 200
+    // newer ones of the organization's newest-first scan
+    expect(exchangeProbes(plan)).toBe(7);
+    expect((await repo.listPage(orgId, { rating: 4, model: 'gpt-4o' }, 3, of4o[3])).map((r) => r.exchange.id)).toEqual(of4o.slice(4, 8));
+
+    // endpoint and status are checked the same way; a status none has: an empty page, the rating's entries read once
+    const chat = newestFirst.filter((_, k) => (39 - k) % 4 >= 2).map((r) => r.id);
+    expect((await repo.listPage(orgId, { rating: 4, endpoint: 'chat.completions' }, 50, undefined)).map((r) => r.exchange.id)).toEqual(chat);
+    const [failed] = await judgedPagePlan(() => repo.listPage(orgId, { rating: 4, status: 'failed' }, 10, undefined), []);
+    expect(exchangeProbes(failed)).toBe(40);
+
+    // a category walked, the rating checked on each of its exchanges: every third one is billing, all are rated 4
+    const billing = newestFirst.filter((_, k) => (39 - k) % 3 === 0).map((r) => r.id);
+    const [both] = await judgedPagePlan(() => repo.listPage(orgId, { analysisCategory: 'billing', rating: 4 }, 50, undefined), billing);
+    expect(JSON.stringify(both)).toContain('ix_analysis_results_category');
+    expect(await repo.listPage(orgId, { analysisCategory: 'billing', rating: 5 }, 50, undefined)).toEqual([]);
+    const billed4o = newestFirst.filter((r, k) => (39 - k) % 3 === 0 && r.model === 'gpt-4o').map((r) => r.id);
+    expect((await repo.listPage(orgId, { analysisCategory: 'billing', rating: 4, model: 'gpt-4o' }, 50, undefined)).map((r) => r.exchange.id)).toEqual(
+      billed4o,
+    );
+  });
+
+  it('checks the scan of a user, a session or a persona against the category read once from its index (no per-row lookup)', async () => {
     const orgId = randomUUID();
     await database.dataSource.query(
       `INSERT INTO analysis_results (organization_id, exchange_id, cache_key, analysis_type, primary_category, model)
@@ -208,7 +269,7 @@ describe('lists of exchanges by analysis category or rating', () => {
     await database.dataSource.query('ANALYZE analysis_results');
     const spy = vi.spyOn(SelectQueryBuilder.prototype, 'getQueryAndParameters');
     try {
-      await repo.listPage(orgId, { analysisCategory: 'billing', model: 'gpt-4o-mini' }, 20, undefined);
+      await repo.listPage(orgId, { analysisCategory: 'billing', externalUserId: 'medium-user' }, 20, undefined);
       const lists = spy.mock.results.map((r) => r.value as [string, unknown[]]).filter(([q]) => q.includes('analysis_results'));
       // the first found no row of the list past the months; the second read the newest months' span; the third
       // the older rows (the span held less than a page: this organization has no exchange)
@@ -246,7 +307,7 @@ describe('lists of exchanges by analysis category or rating', () => {
     expect(await listed(3, old[1])).toEqual([old[0]]);
 
     const combined = async (limit: number, after?: string) =>
-      (await repo.listPage(orgId, { analysisCategory: 'billing', model: 'gpt-4o-mini' }, limit, after)).map((r) => r.exchange.id);
+      (await repo.listPage(orgId, { analysisCategory: 'billing', externalUserId: 'medium-user' }, limit, after)).map((r) => r.exchange.id);
     expect(await combined(10)).toEqual(newestFirst);
     expect(await combined(2, recent[1])).toEqual([recent[0], old[1], old[0]]);
     expect(await combined(1, recent[0])).toEqual([old[1], old[0]]);
