@@ -15,7 +15,7 @@ export class AppModule {
   static forRoot(config: AppConfig, db: DatabaseHandle, logger: JsonLogger, applicationName = 'openai-proxy'): DynamicModule {
     return {
       module: AppModule,
-      imports: [ConfigModule.forRoot(config), LoggerModule.forRoot(logger), DatabaseModule.forRoot(db, applicationName), ...FEATURE_MODULES, ConsoleModule],
+      imports: [ConfigModule.forRoot(config), LoggerModule.forRoot(logger), DatabaseModule.forRoot(db, applicationName, config.dbQueryTimeoutMs), ...FEATURE_MODULES, ConsoleModule],
       providers: [
         // order matters: the token is checked before X-User-ID
         { provide: APP_GUARD, useExisting: JwtAuthGuard },

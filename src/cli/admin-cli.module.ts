@@ -92,7 +92,7 @@ export class AdminCliModule {
   static forRoot(config: AppConfig, db: DatabaseHandle, logger: JsonLogger, appliedMigrations: string[]): DynamicModule {
     return {
       module: AdminCliModule,
-      imports: [ConfigModule.forRoot(config), LoggerModule.forRoot(logger), DatabaseModule.forRoot(db, `${CLI_NAME}-cli`), ...FEATURE_MODULES],
+      imports: [ConfigModule.forRoot(config), LoggerModule.forRoot(logger), DatabaseModule.forRoot(db, `${CLI_NAME}-cli`, config.dbQueryTimeoutMs), ...FEATURE_MODULES],
       providers: [...COMMANDS, CommanderSetup, { provide: StartupMigrations, useValue: new StartupMigrations(appliedMigrations) }],
     };
   }

@@ -69,6 +69,15 @@ export class AppException extends Error {
     return new AppException('invalid_request', message, { param });
   }
 
+  /** A statement the database cancelled after DB_QUERY_TIMEOUT_MS (a read too large to answer in time). */
+  static databaseTimeout(): AppException {
+    return new AppException(
+      'service_unavailable',
+      'The database did not finish this request in time and cancelled it; ask for less (a shorter period, a smaller page, fewer filters that match little) or try again later',
+      { code: 'database_timeout', headers: { 'Retry-After': '5' } },
+    );
+  }
+
   static databaseUnavailable(): AppException {
     return new AppException('service_unavailable', 'The database is unavailable; try again shortly', {
       code: 'database_unavailable',
@@ -84,6 +93,14 @@ export function isUniqueViolation(err: unknown, constraint?: string): boolean {
   const driver = (err as { driverError?: { code?: string; constraint?: string } })?.driverError;
   if (driver?.code !== '23505') return false;
   return constraint === undefined || driver.constraint === undefined || driver.constraint === constraint;
+}
+
+/** A statement the server cancelled for running past its statement_timeout (SQLSTATE 57014), as the driver or TypeORM reports it. */
+export function isStatementTimeout(err: unknown): boolean {
+  if (!err || typeof err !== 'object') return false;
+  const e = err as { code?: string; driverError?: unknown };
+  if (e.code === '57014') return true;
+  return !!e.driverError && e.driverError !== err && isStatementTimeout(e.driverError);
 }
 
 /** True for errors that mean the database cannot be reached (as opposed to a bad query). */

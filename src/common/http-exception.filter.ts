@@ -1,7 +1,7 @@
 import { ArgumentsHost, Catch, ExceptionFilter, HttpException } from '@nestjs/common';
 import type { Request, Response } from 'express';
 import type { ServerResponse } from 'node:http';
-import { AppException, isDatabaseUnavailable } from './app-exception';
+import { AppException, isDatabaseUnavailable, isStatementTimeout } from './app-exception';
 import { JsonLogger } from './logger';
 import { noteAnswerError } from './request-start';
 
@@ -44,7 +44,9 @@ export class AppExceptionFilter implements ExceptionFilter {
     if (e && typeof e.type === 'string' && (e.type.startsWith('entity.') || e.type.endsWith('.unsupported'))) {
       return bodyParserError(e, this.bodyLimit);
     }
-    if (isDatabaseUnavailable(exception)) return AppException.databaseUnavailable();
+    if (isStatementTimeout(exception)) return AppException.databaseTimeout();
+    // the client's own bound, a second past the server's: a database that did not answer at all
+    if (isDatabaseUnavailable(exception) || /^Query read timeout$/.test((exception as Error)?.message ?? '')) return AppException.databaseUnavailable();
     return new AppException('internal', 'The server had an error while processing your request');
   }
 

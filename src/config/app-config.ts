@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
+import { DEFAULT_STATEMENT_TIMEOUT_MS } from '../database/typeorm-options';
 
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error' | 'silent';
 
@@ -32,6 +33,8 @@ export class AppConfig {
   /** a request, headers and body, must arrive within this (then 408) */
   requestTimeoutMs: number;
   dbPoolSize: number;
+  /** the bound on one database statement of the app: the database cancels one that runs longer (then 503) */
+  dbQueryTimeoutMs: number;
   pricesFile: string | undefined;
   cacheSyncIntervalMs: number;
   recordFlushMs: number;
@@ -193,6 +196,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
   c.requestTimeoutMs = int(env, 'REQUEST_TIMEOUT_MS', 60_000, 100, 3_600_000);
   if (c.headersTimeoutMs > c.requestTimeoutMs) throw new ConfigError('HEADERS_TIMEOUT_MS must not be greater than REQUEST_TIMEOUT_MS');
   c.dbPoolSize = int(env, 'DB_POOL_SIZE', 10, 1, 1000);
+  c.dbQueryTimeoutMs = int(env, 'DB_QUERY_TIMEOUT_MS', DEFAULT_STATEMENT_TIMEOUT_MS, 100, 3_600_000);
   c.pricesFile = env.PRICES_FILE || undefined;
   c.cacheSyncIntervalMs = int(env, 'CACHE_SYNC_INTERVAL_MS', 1000, 50);
   c.recordFlushMs = int(env, 'RECORD_FLUSH_MS', 2, 0, 1000);

@@ -9,11 +9,13 @@ import { buildTypeOrmOptions } from './typeorm-options';
 @Global()
 @Module({})
 export class DatabaseModule {
-  static forRoot(db: DatabaseHandle, applicationName: string): DynamicModule {
+  /** `statementTimeoutMs`: DB_QUERY_TIMEOUT_MS (see buildTypeOrmOptions) */
+  static forRoot(db: DatabaseHandle, applicationName: string, statementTimeoutMs?: number): DynamicModule {
+    const options = buildTypeOrmOptions(db.url, db.maxPool, applicationName, [], db.embedded, statementTimeoutMs);
     return {
       module: DatabaseModule,
       imports: [
-        TypeOrmModule.forRoot({ ...buildTypeOrmOptions(db.url, db.maxPool, applicationName, [], db.embedded), autoLoadEntities: true, retryAttempts: 3, retryDelay: 500 }),
+        TypeOrmModule.forRoot({ ...options, autoLoadEntities: true, retryAttempts: 3, retryDelay: 500 }),
         TypeOrmModule.forFeature([CacheInvalidationEntity]),
       ],
       providers: [{ provide: DatabaseHandle, useValue: db }, ChangeFeedService],
