@@ -633,10 +633,12 @@ interface Judged {
  * user, a session or a persona, that filter's own index gives the narrower scan.
  */
 function walkedJudgement(filter: ExchangeFilter): Judged | null {
+  // what judgedPage applies; any other filter (user, session, persona) takes the other way, which applies them all
+  const { analysisCategory, rating, from, to, model, endpoint, status, ...others } = filter;
   // as listPageWith reads them: an empty value filters nothing
-  if (filter.externalUserId || filter.sessionId || filter.personaId) return null;
-  if (filter.analysisCategory) return { table: 'analysis_results', column: 'primary_category', value: filter.analysisCategory };
-  if (filter.rating) return { table: 'ratings', column: 'rating', value: filter.rating };
+  if (Object.values(others).some((v) => !!v)) return null;
+  if (analysisCategory) return { table: 'analysis_results', column: 'primary_category', value: analysisCategory };
+  if (rating) return { table: 'ratings', column: 'rating', value: rating };
   return null;
 }
 
