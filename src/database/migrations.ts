@@ -27,6 +27,7 @@ import { CoverPersonaJudgements1796900000100 } from '../../migrations/1796900000
 import { JudgementsKnowTheirExchange1797000000000 } from '../../migrations/1797000000000-JudgementsKnowTheirExchange';
 import { DailyUsageNamesUsers1797100000000 } from '../../migrations/1797100000000-DailyUsageNamesUsers';
 import { ListJudgedByExchangeTime1797200000000 } from '../../migrations/1797200000000-ListJudgedByExchangeTime';
+import { ListByStatus1797300000000 } from '../../migrations/1797300000000-ListByStatus';
 
 /** Every migration, in order (listed explicitly, never globbed). */
 export const MIGRATIONS = [
@@ -59,4 +60,5 @@ export const MIGRATIONS = [
   JudgementsKnowTheirExchange1797000000000,
   DailyUsageNamesUsers1797100000000,
   ListJudgedByExchangeTime1797200000000,
+  ListByStatus1797300000000,
 ];

@@ -233,7 +233,7 @@ export class ExchangesRepository {
           'e.id = j.exchange_id AND e.created_at = j.created_at',
         )
         .where('e.organization_id = :orgId', { orgId, judgedValue: judged.value, from: filter.from, to: filter.to, after, cursorOrg: orgId });
-      checkUnindexed(qb, filter, judged.table === 'analysis_results');
+      checkUnindexed(qb, filter, judged.table === 'analysis_results', true);
       return this.page(qb, orgId, limit, after, 'DESC');
     });
   }
@@ -644,12 +644,15 @@ function walkedJudgement(filter: ExchangeFilter): Judged | null {
 
 /**
  * The filters checked on each exchange a page reads: model, endpoint, status, and (`withRating`) a rating, by a probe
- * of the unique (exchange, user) index of ratings per row.
+ * of the unique (exchange, user) index of ratings per row. `onlyChecked`, for a judgement's walk: checks no index
+ * can serve (`IS TRUE`) — given one in the page's order (the rare statuses' own), the planner would loop over its
+ * exchanges instead and read the judgement's entries again for each one.
  */
-function checkUnindexed(qb: SelectQueryBuilder<ExchangeEntity>, filter: ExchangeFilter, withRating: boolean): void {
-  if (filter.model) qb.andWhere('e.model = :model', { model: filter.model });
-  if (filter.endpoint) qb.andWhere('e.endpoint = :endpoint', { endpoint: filter.endpoint });
-  if (filter.status) qb.andWhere('e.status = :status', { status: filter.status });
+function checkUnindexed(qb: SelectQueryBuilder<ExchangeEntity>, filter: ExchangeFilter, withRating: boolean, onlyChecked = false): void {
+  const check = (condition: string) => (onlyChecked ? `(${condition}) IS TRUE` : condition);
+  if (filter.model) qb.andWhere(check('e.model = :model'), { model: filter.model });
+  if (filter.endpoint) qb.andWhere(check('e.endpoint = :endpoint'), { endpoint: filter.endpoint });
+  if (filter.status) qb.andWhere(check('e.status = :status'), { status: filter.status });
   if (withRating && filter.rating) {
     qb.andWhere('EXISTS (SELECT 1 FROM ratings r WHERE r.organization_id = e.organization_id AND r.exchange_id = e.id AND r.rating = :rating)', { rating: filter.rating });
   }

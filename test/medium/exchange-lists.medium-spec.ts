@@ -86,7 +86,12 @@ function exchangeProbes(node: Record<string, unknown>): number {
  * settings the repository gave it: its plan, and those settings. Sequential scans are off besides: these tables are
  * small enough to be read whole, which the planner would rather do than use an index.
  */
-async function judgedPagePlan(list: () => Promise<{ exchange: { id: string } }[]>, ids: string[]): Promise<[Record<string, unknown>, string[]]> {
+async function judgedPagePlan(
+  list: () => Promise<{ exchange: { id: string } }[]>,
+  ids: string[],
+  /** the settings statements expected (a page that is no judgement's walk has none) */
+  settingsCount = 1,
+): Promise<[Record<string, unknown>, string[]]> {
   const statements = vi.spyOn(SelectQueryBuilder.prototype, 'getQueryAndParameters');
   const queries = vi.spyOn(EntityManager.prototype, 'query');
   try {
@@ -94,10 +99,10 @@ async function judgedPagePlan(list: () => Promise<{ exchange: { id: string } }[]
     const lists = statements.mock.results.map((r) => r.value as [string, unknown[]]).filter(([q]) => q.includes('"exchanges"'));
     expect(lists).toHaveLength(1);
     const settings = queries.mock.calls.map(([q]) => q as string).filter((q) => q.includes('set_config'));
-    expect(settings).toHaveLength(1);
+    expect(settings).toHaveLength(settingsCount);
     const [sql, params] = lists[0];
     const plan = await database.dataSource.transaction(async (m) => {
-      await m.query(settings[0]);
+      for (const s of settings) await m.query(s);
       await m.query(`SET LOCAL enable_seqscan = off`);
       return (await m.query(`EXPLAIN (ANALYZE, FORMAT JSON) ${sql}`, params))[0]['QUERY PLAN'][0].Plan as Record<string, unknown>;
     });
@@ -327,6 +332,37 @@ describe('lists of exchanges by analysis category or rating', () => {
     } finally {
       spy.mockRestore();
     }
+  });
+});
+
+describe('lists of exchanges by status', () => {
+  it('reads a page of a status calls seldom end with from its own index, and only the page’s rows', async () => {
+    const orgId = randomUUID();
+    const t0 = Date.now() - 3_600_000;
+    const failed: string[] = [];
+    const interrupted: string[] = [];
+    for (let i = 0; i < 60; i++) {
+      const row = pendingRow(`status${i}`, { organizationId: orgId, createdAt: new Date(t0 + i * 1_000) });
+      await bench.recorder.begin(row);
+      const status = i % 10 === 0 ? 'upstream_error' : i === 55 ? 'interrupted' : 'completed';
+      await bench.recorder.complete(outcomeOf(row, { status, upstreamStatus: status === 'completed' ? 200 : 500 }));
+      if (status === 'upstream_error') failed.push(row.id);
+      if (status === 'interrupted') interrupted.push(row.id);
+    }
+    // 150 newer calls that succeeded
+    for (let i = 0; i < 150; i++) await exchange(orgId, `ok${i}`, new Date(t0 + 100_000 + i * 100));
+    await database.dataSource.query('ANALYZE exchanges');
+    const newestFirst = [...failed].reverse();
+    const [plan] = await judgedPagePlan(() => repo.listPage(orgId, { status: 'upstream_error' }, 3, newestFirst[0]), newestFirst.slice(1, 5), 0);
+    const text = JSON.stringify(plan);
+    expect(text).toMatch(/organization_id_status_created_at_id_idx/);
+    expect(text).not.toContain('"Sort"');
+    // the page and one more — not the 150 newer calls that succeeded, nor the older ones
+    expect(exchangeRowsRead(plan)).toBe(4);
+    expect((await repo.listPage(orgId, { status: 'interrupted' }, 10, undefined)).map((r) => r.exchange.id)).toEqual(interrupted);
+    expect(await repo.listPage(orgId, { status: 'client_aborted' }, 10, undefined)).toEqual([]);
+    // the statuses it leaves out are read as before: the newest completed ones first
+    expect((await repo.listPage(orgId, { status: 'completed' }, 1, undefined)).map((r) => r.exchange.id)).toHaveLength(2);
   });
 });
 
