@@ -420,6 +420,8 @@ function readCases(p) {
       name: 'requests by analysis category',
       path: (i) => `/v1/requests?analysis_category=${at([...CATEGORIES.intent, ...CATEGORIES.sentiment], i)}&limit=${at(limits, i)}`,
     },
+    // one status in a hundred, then two none has
+    { name: 'requests by a rare status', path: (i) => `/v1/requests?status=${at(['upstream_timeout', 'interrupted', 'queued'], i)}&limit=${at(limits, i)}` },
     { name: 'requests by rating and model', path: (i) => `/v1/requests?rating=${1 + (i % 5)}&model=${pick(MODELS, i)}&limit=${at(limits, i)}` },
     {
       name: 'requests by category and endpoint',
