@@ -2,6 +2,7 @@ import { ApiPropertyOptional } from '@nestjs/swagger';
 import { IsIn, IsString, IsUUID, Matches, MaxLength } from 'class-validator';
 import { IsInstant } from '../common/dates';
 import { NO_NUL, OptionalParam, PageQueryDto } from '../common/pagination';
+import { EXCHANGE_STATUSES } from './recorder/exchange-record';
 
 const noNul = (param: string) => Matches(NO_NUL, { message: `${param} must not contain NUL characters` });
 
@@ -50,11 +51,9 @@ export class ListExchangesQueryDto extends PageQueryDto {
   @noNul('endpoint')
   endpoint?: string;
 
-  @ApiPropertyOptional({ description: 'only exchanges with this status (completed, failed, client_aborted, upstream_error, …)', example: 'completed' })
+  @ApiPropertyOptional({ enum: EXCHANGE_STATUSES, description: 'only exchanges with this status', example: 'completed' })
   @OptionalParam()
-  @IsString()
-  @MaxLength(64)
-  @noNul('status')
+  @IsIn(EXCHANGE_STATUSES, { message: `status must be one of ${EXCHANGE_STATUSES.join(', ')}` })
   status?: string;
 
   @ApiPropertyOptional({ enum: ['1', '2', '3', '4', '5'], description: 'only exchanges someone rated with this rating (1–5)' })

@@ -97,4 +97,12 @@ describe('exchange list filters and ratings', () => {
     expect(r.status).toBe(400);
     expect(r.body.error.message).toContain('rating must be an integer between 1 and 5');
   });
+
+  it('refuses a status no exchange can have with a clear 400 (a misspelt one matched nothing, silently)', async () => {
+    const r = await o.call('GET', '/v1/requests?status=complted');
+    expect(r.status).toBe(400);
+    expect(r.body.error).toMatchObject({ type: 'invalid_request_error', param: 'status' });
+    expect(r.body.error.message).toContain('status must be one of pending, completed, failed, upstream_error, upstream_timeout, client_aborted, interrupted, queued');
+    for (const status of ['pending', 'queued', 'interrupted', 'upstream_timeout']) expect(await listed(`status=${status}`)).toEqual([]);
+  });
 });

@@ -9,12 +9,13 @@ import { fmtCost, fmtInt, fmtMs, fmtRating, fmtTime } from '../format';
 
 /** The filters GET /v1/requests takes, kept in the console's URL so a view can be shared. */
 export const FILTERS = ['user_id', 'session_id', 'persona_id', 'model', 'endpoint', 'status', 'rating', 'analysis_category', 'from', 'to'] as const;
-const STATUSES = ['completed', 'failed', 'client_aborted', 'upstream_error', 'upstream_timeout', 'interrupted', 'pending', 'queued', 'in_progress', 'cancelled'];
+/** the statuses an exchange can have (GET /v1/requests refuses any other) */
+const STATUSES = ['completed', 'failed', 'client_aborted', 'upstream_error', 'upstream_timeout', 'interrupted', 'pending', 'queued'];
 const POLL_MS = 2000;
 const PAGE = 50;
 
 export function statusColor(status: string): string {
-  return status === 'completed' ? 'green' : status === 'pending' || status === 'queued' || status === 'in_progress' ? 'blue' : 'red';
+  return status === 'completed' ? 'green' : status === 'pending' || status === 'queued' ? 'blue' : 'red';
 }
 
 const columns: Columns<Exchange> = [

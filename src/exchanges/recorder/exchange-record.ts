@@ -12,16 +12,9 @@ export interface TokenUsage {
   estimated?: boolean;
 }
 
-export type ExchangeStatus =
-  | 'pending'
-  | 'completed'
-  | 'failed'
-  | 'upstream_error'
-  | 'upstream_timeout'
-  | 'client_aborted'
-  | 'interrupted'
-  /** a background response the upstream has not finished */
-  | 'queued';
+/** How a stored exchange stands (`queued`: a background response the upstream has not finished). */
+export const EXCHANGE_STATUSES = ['pending', 'completed', 'failed', 'upstream_error', 'upstream_timeout', 'client_aborted', 'interrupted', 'queued'] as const;
+export type ExchangeStatus = (typeof EXCHANGE_STATUSES)[number];
 
 /** The row written before the upstream is called. */
 export interface PendingExchange {
