@@ -254,6 +254,13 @@ export class ExchangesRepository {
     if (filter.externalUserId) qb.andWhere('e.external_user_id = :userId', { userId: filter.externalUserId });
     if (filter.personaId) qb.andWhere('e.persona_id = :personaId', { personaId: filter.personaId });
     checkUnindexed(qb, filter, true);
+    // A model is read only over the days it has stored exchanges (MODEL_DAYS): a model none has, misspelt say,
+    // reads nothing, and one last used months ago starts where it was last used, where the scan from the newest
+    // row would read every newer one first (on ten million rows, past the bound of a read).
+    if (filter.model) {
+      qb.andWhere(`e.created_at >= (SELECT min(m.day) FROM ${MODEL_DAYS} m)::timestamp AT TIME ZONE 'UTC'`);
+      qb.andWhere(`e.created_at < ((SELECT max(m.day) FROM ${MODEL_DAYS} m) + 1)::timestamp AT TIME ZONE 'UTC'`);
+    }
     // The category's exchanges are read once from ix_analysis_results_category (index only) and hashed; the
     // newest-first keyset scan stays the plan and checks each row against the hash. A per-row lookup of the row's
     // results (EXISTS) cost an index probe per scanned exchange, and most scanned exchanges have no result (the
@@ -602,6 +609,18 @@ export class ExchangesRepository {
     });
   }
 }
+
+/**
+ * The UTC days the organization `:orgId` has stored exchanges of the model `:model` on, from the daily usage the
+ * triggers on `exchanges` keep exact as rows are written and deleted (usage_daily, and the changes not merged yet:
+ * a day whose requests add up to more than none). A few thousand index entries a year per model, whatever the
+ * number of exchanges.
+ */
+const MODEL_DAYS = `(SELECT u.day FROM (
+    SELECT day, requests FROM usage_daily WHERE organization_id = :orgId AND dimension = 'model' AND source = 'proxy' AND key = :model
+    UNION ALL
+    SELECT day, requests FROM usage_daily_changes WHERE organization_id = :orgId AND source = 'proxy' AND model = :model) u
+  GROUP BY u.day HAVING sum(u.requests) > 0)`;
 
 /** The keyset cursor's (created_at, id): the exchange `:after` of the organization `:cursorOrg` (none: an empty page). */
 const CURSOR_ROW = 'SELECT c.created_at, c.id FROM exchanges c WHERE c.id = :after AND c.organization_id = :cursorOrg';

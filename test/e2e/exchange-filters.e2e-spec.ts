@@ -64,6 +64,12 @@ describe('exchange list filters and ratings', () => {
     expect(await listed('rating=4&user_id=nobody')).toEqual([]);
   });
 
+  it('filters by model: a model none has lists nothing', async () => {
+    expect((await listed('model=gpt-4o-mini')).map((r) => r.id).sort()).toEqual([ids.liked, ids.disliked, ids.chat].sort());
+    expect((await listed('model=fail-400')).map((r) => r.id)).toEqual([ids.failed]);
+    expect(await listed('model=gpt-4o-mni')).toEqual([]);
+  });
+
   it('filters by route (endpoint) and status', async () => {
     expect((await listed('endpoint=chat.completions')).map((r) => r.id)).toEqual([ids.chat]);
     const failed = (await o.call('GET', `/v1/requests/${ids.failed}`)).body.status as string;

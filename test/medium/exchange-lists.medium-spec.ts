@@ -335,6 +335,32 @@ describe('lists of exchanges by analysis category or rating', () => {
   });
 });
 
+describe('lists of exchanges by model', () => {
+  it('reads a model only over the days it has exchanges on (the daily usage says which): none for a model none has', async () => {
+    const orgId = randomUUID();
+    const now = Date.now();
+    const old: string[] = [];
+    for (let i = 0; i < 3; i++) old.push(await exchange(orgId, `old${i}`, new Date(now - 3 * 86_400_000 + i * 1_000), { model: 'gpt-3.5-turbo' }));
+    // 150 newer calls of another model, today
+    for (let i = 0; i < 150; i++) await exchange(orgId, `new${i}`, new Date(now - 600_000 + i * 1_000));
+    await database.dataSource.query('ANALYZE exchanges');
+    const newestFirst = [...old].reverse();
+    const [plan] = await judgedPagePlan(() => repo.listPage(orgId, { model: 'gpt-3.5-turbo' }, 10, undefined), newestFirst, 0);
+    // its three exchanges — not the 150 newer ones of the other model, read first by the scan from the newest row
+    expect(exchangeRowsRead(plan)).toBe(3);
+    const [none] = await judgedPagePlan(() => repo.listPage(orgId, { model: 'gpt-3.5-turbo-typo' }, 10, undefined), [], 0);
+    expect(exchangeRowsRead(none)).toBe(0);
+    // with a cursor and with another filter, the same answers
+    expect((await repo.listPage(orgId, { model: 'gpt-3.5-turbo' }, 1, newestFirst[0])).map((r) => r.exchange.id)).toEqual(newestFirst.slice(1, 3));
+    expect((await repo.listPage(orgId, { model: 'gpt-3.5-turbo', externalUserId: 'medium-user' }, 10, undefined)).map((r) => r.exchange.id)).toEqual(newestFirst);
+    expect(await repo.listPage(orgId, { model: 'gpt-3.5-turbo', to: new Date(now - 4 * 86_400_000) }, 10, undefined)).toEqual([]);
+    expect(await repo.listPage(orgId, { model: 'gpt-4o-mini' }, 200, undefined)).toHaveLength(150);
+    // a row deleted leaves its day when it was the day's last of the model
+    await database.dataSource.query(`DELETE FROM exchanges WHERE id = ANY($1)`, [old]);
+    expect(await repo.listPage(orgId, { model: 'gpt-3.5-turbo' }, 10, undefined)).toEqual([]);
+  });
+});
+
 describe('lists of exchanges by status', () => {
   it('reads a page of a status calls seldom end with from its own index, and only the page’s rows', async () => {
     const orgId = randomUUID();
