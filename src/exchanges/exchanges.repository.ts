@@ -169,8 +169,10 @@ export class ExchangesRepository {
   }
 
   /** The organization's exchanges, newest first: up to `limit + 1` rows after the `after` cursor. */
-  async listPage(orgId: string, filter: ExchangeFilter, limit: number, after: string | undefined): Promise<ListedExchange[]> {
+  async listPage(orgId: string, query: ExchangeFilter, limit: number, after: string | undefined): Promise<ListedExchange[]> {
     await this.recorder.caughtUp();
+    const filter = query.model ? await this.withinModelDays(orgId, query) : query;
+    if (!filter) return [];
     const judged = walkedJudgement(filter);
     if (judged) return this.judgedPage(orgId, judged, filter, limit, after);
     if (!filter.analysisCategory) return this.listPageWith(this.exchanges, orgId, filter, limit, after);
@@ -197,6 +199,26 @@ export class ExchangesRepository {
       }
       return this.listPageWith(repo, orgId, filter, limit, after);
     });
+  }
+
+  /**
+   * The filter's time range narrowed to the UTC days the organization has stored exchanges of its model on (null: none
+   * in the range), from the daily usage (MODEL_DAYS): a model none has, misspelt say, reads nothing, and one last used
+   * months ago is read from its last day, where the scan from the newest row read every newer one first (on ten
+   * million rows, past the bound of a read). Given as values, the days let the planner see the range it reads
+   * (computed in the same statement, its unknown bounds made it read all of a model's rows and sort them).
+   */
+  private async withinModelDays(orgId: string, filter: ExchangeFilter): Promise<ExchangeFilter | null> {
+    const rows: { first: string | null; end: string | null }[] = await this.exchanges.query(
+      `SELECT min(m.day)::text AS first, (max(m.day) + 1)::text AS end FROM ${MODEL_DAYS} m`,
+      [orgId, filter.model],
+    );
+    if (!rows[0]?.first || !rows[0].end) return null;
+    const first = new Date(`${rows[0].first}T00:00:00Z`);
+    const end = new Date(`${rows[0].end}T00:00:00Z`);
+    const from = filter.from && filter.from > first ? filter.from : first;
+    const to = filter.to && filter.to < end ? filter.to : end;
+    return from < to ? { ...filter, from, to } : null;
   }
 
   /**
@@ -254,13 +276,6 @@ export class ExchangesRepository {
     if (filter.externalUserId) qb.andWhere('e.external_user_id = :userId', { userId: filter.externalUserId });
     if (filter.personaId) qb.andWhere('e.persona_id = :personaId', { personaId: filter.personaId });
     checkUnindexed(qb, filter, true);
-    // A model is read only over the days it has stored exchanges (MODEL_DAYS): a model none has, misspelt say,
-    // reads nothing, and one last used months ago starts where it was last used, where the scan from the newest
-    // row would read every newer one first (on ten million rows, past the bound of a read).
-    if (filter.model) {
-      qb.andWhere(`e.created_at >= (SELECT min(m.day) FROM ${MODEL_DAYS} m)::timestamp AT TIME ZONE 'UTC'`);
-      qb.andWhere(`e.created_at < ((SELECT max(m.day) FROM ${MODEL_DAYS} m) + 1)::timestamp AT TIME ZONE 'UTC'`);
-    }
     // The category's exchanges are read once from ix_analysis_results_category (index only) and hashed; the
     // newest-first keyset scan stays the plan and checks each row against the hash. A per-row lookup of the row's
     // results (EXISTS) cost an index probe per scanned exchange, and most scanned exchanges have no result (the
@@ -611,15 +626,15 @@ export class ExchangesRepository {
 }
 
 /**
- * The UTC days the organization `:orgId` has stored exchanges of the model `:model` on, from the daily usage the
- * triggers on `exchanges` keep exact as rows are written and deleted (usage_daily, and the changes not merged yet:
- * a day whose requests add up to more than none). A few thousand index entries a year per model, whatever the
- * number of exchanges.
+ * The UTC days the organization $1 has stored exchanges of the model $2 on, from the daily usage the triggers on
+ * `exchanges` keep exact as rows are written and deleted (usage_daily, and the changes not merged yet: a day whose
+ * requests add up to more than none). A few thousand index entries a year per model, whatever the number of
+ * exchanges.
  */
 const MODEL_DAYS = `(SELECT u.day FROM (
-    SELECT day, requests FROM usage_daily WHERE organization_id = :orgId AND dimension = 'model' AND source = 'proxy' AND key = :model
+    SELECT day, requests FROM usage_daily WHERE organization_id = $1 AND dimension = 'model' AND source = 'proxy' AND key = $2
     UNION ALL
-    SELECT day, requests FROM usage_daily_changes WHERE organization_id = :orgId AND source = 'proxy' AND model = :model) u
+    SELECT day, requests FROM usage_daily_changes WHERE organization_id = $1 AND source = 'proxy' AND model = $2) u
   GROUP BY u.day HAVING sum(u.requests) > 0)`;
 
 /** The keyset cursor's (created_at, id): the exchange `:after` of the organization `:cursorOrg` (none: an empty page). */
