@@ -226,10 +226,10 @@ export class ExchangesRepository {
    * judgement's index in the order of its exchanges' times (ix_analysis_results_category, ix_ratings_rating:
    * exchange_created_at, exchange_id): the newest entries after the cursor, each exchange once, then each one's row
    * by its key (one partition, one probe), until the page is full. Only the page's exchanges are read, whatever the
-   * number of newer exchanges of the organization nobody judged so. The filters without an index of their own
-   * (model, endpoint, status, and a rating besides a category) are checked on each exchange fetched: the walk reads
-   * the judgement's entries until it has a page of them, where the organization's newest-first scan would read every
-   * newer exchange and check both.
+   * number of newer exchanges of the organization nobody judged so. The model, the endpoint, the status and a rating
+   * besides a category are checked on each exchange fetched (checkEachRow): the walk reads the judgement's entries
+   * until it has a page of them, where the organization's newest-first scan would read every newer exchange and check
+   * both.
    */
   private async judgedPage(orgId: string, judged: Judged, filter: ExchangeFilter, limit: number, after: string | undefined): Promise<ListedExchange[]> {
     return this.exchanges.manager.transaction(async (m) => {
@@ -255,7 +255,7 @@ export class ExchangesRepository {
           'e.id = j.exchange_id AND e.created_at = j.created_at',
         )
         .where('e.organization_id = :orgId', { orgId, judgedValue: judged.value, from: filter.from, to: filter.to, after, cursorOrg: orgId });
-      checkUnindexed(qb, filter, judged.table === 'analysis_results', true);
+      checkEachRow(qb, filter, judged.table === 'analysis_results', true);
       return this.page(qb, orgId, limit, after, 'DESC');
     });
   }
@@ -275,7 +275,7 @@ export class ExchangesRepository {
     if (filter.sessionId) qb.andWhere('e.session_id = :sessionId', { sessionId: filter.sessionId });
     if (filter.externalUserId) qb.andWhere('e.external_user_id = :userId', { userId: filter.externalUserId });
     if (filter.personaId) qb.andWhere('e.persona_id = :personaId', { personaId: filter.personaId });
-    checkUnindexed(qb, filter, true);
+    checkEachRow(qb, filter, true);
     // The category's exchanges are read once from ix_analysis_results_category (index only) and hashed; the
     // newest-first keyset scan stays the plan and checks each row against the hash. A per-row lookup of the row's
     // results (EXISTS) cost an index probe per scanned exchange, and most scanned exchanges have no result (the
@@ -682,7 +682,7 @@ function walkedJudgement(filter: ExchangeFilter): Judged | null {
  * can serve (`IS TRUE`) — given one in the page's order (the rare statuses' own), the planner would loop over its
  * exchanges instead and read the judgement's entries again for each one.
  */
-function checkUnindexed(qb: SelectQueryBuilder<ExchangeEntity>, filter: ExchangeFilter, withRating: boolean, onlyChecked = false): void {
+function checkEachRow(qb: SelectQueryBuilder<ExchangeEntity>, filter: ExchangeFilter, withRating: boolean, onlyChecked = false): void {
   const check = (condition: string) => (onlyChecked ? `(${condition}) IS TRUE` : condition);
   if (filter.model) qb.andWhere(check('e.model = :model'), { model: filter.model });
   if (filter.endpoint) qb.andWhere(check('e.endpoint = :endpoint'), { endpoint: filter.endpoint });

@@ -3,6 +3,7 @@ import { Injectable } from '@nestjs/common';
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { DataSource } from 'typeorm';
 import { PricingService } from '../pricing/pricing.service';
+import { EXCHANGE_STATUSES } from '../exchanges/recorder/exchange-record';
 
 /** What the proxy reports about one proxied call once it is over. */
 export interface ExchangeObservation {
@@ -38,18 +39,8 @@ export interface CircuitStates {
 }
 
 const ROUTES = new Set(['responses', 'chat.completions', 'models']);
-const EXCHANGE_STATUSES = new Set([
-  'completed',
-  'failed',
-  'client_aborted',
-  'upstream_error',
-  'upstream_timeout',
-  'interrupted',
-  'queued',
-  'pending',
-  'rate_limited',
-  'rejected',
-]);
+/** a stored exchange's statuses, and the calls refused before any was stored */
+const STATUS_LABELS = new Set<string>([...EXCHANGE_STATUSES, 'rate_limited', 'rejected']);
 const BACKGROUND_OUTCOMES = new Set(['completed', 'failed', 'incomplete', 'cancelled', 'interrupted']);
 const LATENCY_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300];
 const OVERHEAD_BUCKETS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1];
@@ -362,7 +353,7 @@ export class MetricsService {
 
   private statusLabel(status: string | number): string {
     if (typeof status === 'number') return status >= 100 && status < 600 ? String(Math.trunc(status)) : 'other';
-    return EXCHANGE_STATUSES.has(status) || /^[1-5]\d\d$/.test(status) ? status : 'other';
+    return STATUS_LABELS.has(status) || /^[1-5]\d\d$/.test(status) ? status : 'other';
   }
 
   /** The metric's child for these labels, resolved once (prom-client would hash the labels on every call). */
