@@ -437,6 +437,55 @@ describe('fake upstream', () => {
     await expect(nr.text()).rejects.toThrow();
   });
 
+  it('--burst --replay (the benchmark\'s direct system): a request answered before gets the same bytes; another body, a fault or a change of options does not', async () => {
+    const direct = await startFakeUpstream({ burst: true, replay: true, deltaCount: 3 });
+    try {
+      const call = async (input: string, stream = true) => {
+        const res = await fetch(`${direct.url}/responses`, {
+          method: 'POST',
+          headers: { authorization: 'Bearer k', 'content-type': 'application/json' },
+          body: JSON.stringify({ model: 'gpt-4o-mini', input, stream }),
+        });
+        return { status: res.status, type: res.headers.get('content-type'), text: await res.text() };
+      };
+      const first = await call('a');
+      expect(first.status).toBe(200);
+      expect(first.type).toMatch(/^text\/event-stream/);
+      expect(first.text).toContain('event: response.completed');
+      // answered again: the same bytes, the response ids included (built anew, they would differ)
+      expect(await call('a')).toEqual(first);
+      expect((await call('a', false)).text).not.toEqual(first.text);
+      const other = await call('b');
+      expect(other.text).toContain('Echo: b');
+      expect(other.text).not.toEqual(first.text);
+      // a fault is not replayed over, and an answer is not kept from it
+      direct.enqueue({ kind: 'status', status: 500 });
+      expect((await call('a')).status).toBe(500);
+      expect(await call('a')).toEqual(first);
+      // a change of options drops what was kept
+      const patched = await fetch(`${direct.url.replace(/\/v1$/, '')}/__fake/options`, {
+        method: 'PATCH',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ deltaCount: 2 }),
+      });
+      expect(patched.status).toBe(200);
+      const after = await call('a');
+      expect(after.status).toBe(200);
+      expect(after.text).not.toEqual(first.text);
+      expect(await call('a')).toEqual(after);
+      // without --replay every answer is built anew
+      const plain = await startFakeUpstream({ burst: true, deltaCount: 3 });
+      try {
+        const res = () => fetch(`${plain.url}/responses`, { method: 'POST', headers: { authorization: 'Bearer k', 'content-type': 'application/json' }, body: JSON.stringify({ model: 'gpt-4o-mini', input: 'a', stream: true }) }).then((r) => r.text());
+        expect(await res()).not.toEqual(await res());
+      } finally {
+        await plain.close();
+      }
+    } finally {
+      await direct.close();
+    }
+  });
+
   it('close() is fast even with stalled requests', async () => {
     const other = await startFakeUpstream();
     other.setDefaultFault({ kind: 'stall' });

@@ -72,6 +72,14 @@ export interface FakeUpstreamOptions {
    * at its cheapest, for the benchmark's direct system, which measures what the load generator can drive
    */
   burst?: boolean;
+  /**
+   * with `burst`: the first unpaced, unfaulted 200 answer to a request (method, URL and body) is kept, and every
+   * identical request after it is answered with its bytes (`--replay`; kept answers are dropped on any change of
+   * the options or faults). The benchmark's direct system: the cost of building twenty events per stream is the
+   * simulator's, not the machine's, and with it the direct system measured the simulator instead of what the
+   * load generator can drive
+   */
+  replay?: boolean;
 }
 
 export interface FakeUpstream {
@@ -1186,6 +1194,40 @@ export async function startFakeUpstream(opts: Partial<FakeUpstreamOptions> = {})
     });
   });
 
+  /** answers kept for `replay`, by method, URL and body */
+  const replayed = new Map<string, { status: number; headers: http.OutgoingHttpHeaders; body: Buffer }>();
+
+  function replayable(): boolean {
+    return options.replay === true && options.burst === true && options.firstByteMs <= 0 && options.eventIntervalMs <= 0 && !defaultFault && queue.length === 0 && fake.keyFaults.size === 0;
+  }
+
+  /** records the answer written to res; a whole 200 is kept for the requests identical to this one */
+  function keepAnswer(res: http.ServerResponse, key: string): void {
+    let headers: http.OutgoingHttpHeaders = {};
+    const parts: Buffer[] = [];
+    const writeHead = res.writeHead.bind(res) as (...a: unknown[]) => http.ServerResponse;
+    const write = res.write.bind(res) as (...a: unknown[]) => boolean;
+    const end = res.end.bind(res) as (...a: unknown[]) => http.ServerResponse;
+    const take = (chunk: unknown): void => {
+      if (typeof chunk === 'string') parts.push(Buffer.from(chunk));
+      else if (chunk instanceof Uint8Array) parts.push(Buffer.from(chunk));
+    };
+    res.writeHead = ((status: number, ...rest: unknown[]) => {
+      const h = rest.find((r) => typeof r === 'object' && r !== null);
+      if (h) headers = { ...(h as http.OutgoingHttpHeaders) };
+      return writeHead(status, ...rest);
+    }) as typeof res.writeHead;
+    res.write = ((chunk: unknown, ...rest: unknown[]) => {
+      take(chunk);
+      return write(chunk, ...rest);
+    }) as typeof res.write;
+    res.end = ((chunk?: unknown, ...rest: unknown[]) => {
+      if (typeof chunk !== 'function') take(chunk);
+      if (res.statusCode === 200 && replayed.size < 1000) replayed.set(key, { status: 200, headers, body: Buffer.concat(parts) });
+      return end(chunk, ...rest);
+    }) as typeof res.end;
+  }
+
   function readBody(req: http.IncomingMessage): Promise<string> {
     return new Promise((resolve, reject) => {
       const chunks: Buffer[] = [];
@@ -1221,8 +1263,19 @@ export async function startFakeUpstream(opts: Partial<FakeUpstreamOptions> = {})
     });
 
     if (pathname.startsWith('/__fake/')) {
+      replayed.clear();
       handleControl(ctx, method, pathname, rawBody);
       return;
+    }
+    const replayKey = replayable() ? `${method} ${rawUrl}\n${rawBody}` : undefined;
+    if (replayKey !== undefined) {
+      const kept = replayed.get(replayKey);
+      if (kept) {
+        res.writeHead(kept.status, kept.headers);
+        res.end(kept.body);
+        return;
+      }
+      keepAnswer(res, replayKey);
     }
 
     let body: any;
@@ -1497,6 +1550,9 @@ function parseArgs(argv: string[]): Partial<FakeUpstreamOptions> {
         break;
       case '--burst':
         out.burst = true;
+        break;
+      case '--replay':
+        out.replay = true;
         break;
       default:
         throw new Error(`unknown argument: ${arg}`);
