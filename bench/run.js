@@ -50,6 +50,8 @@ const HELP = `usage: node bench/run.js [--smoke | --quick] [options]
   --pg-setting K=V        experiment: ALTER DATABASE bench_<ts> SET K = V before the proxy starts (repeatable),
                           e.g. --pg-setting synchronous_commit=off
   --proxy-env K=V         run the proxy with this environment variable (repeatable), e.g. --proxy-env RECORD_WRITE=after_answer
+  --baseline-env K=V      run the baseline with this environment variable (repeatable, after --proxy-env's); with
+                          --baseline . (this checkout) it compares two settings of one build in one run
   --baseline DIR          also measure the proxy built in another checkout DIR (its own dist/, e.g. a git worktree of
                           the commit before a change), in the same run and on the same core: the report adds
                           "baseline" and "proxy vs baseline" columns — before/after figures from one run
@@ -82,6 +84,7 @@ function parseArgs(argv) {
     pgSettings: {},
     proxyNodeFlags: [],
     proxyEnv: {},
+    baselineEnv: {},
     baseline: undefined,
     abRounds: 0,
     abSeconds: 3,
@@ -124,6 +127,12 @@ function parseArgs(argv) {
         const m = /^([A-Z_][A-Z0-9_]*)=(.*)$/.exec(next());
         if (!m) throw new Error('--proxy-env needs NAME=value');
         o.proxyEnv[m[1]] = m[2];
+        break;
+      }
+      case '--baseline-env': {
+        const m = /^([A-Z_][A-Z0-9_]*)=(.*)$/.exec(next());
+        if (!m) throw new Error('--baseline-env needs NAME=value');
+        o.baselineEnv[m[1]] = m[2];
         break;
       }
       case '--pg-setting': {
@@ -384,6 +393,7 @@ async function main() {
     proxy = await setup.startProxy({ databaseUrl: process.env.DATABASE_URL, upstreamUrl, pinning, cpuProfDir: profileDir, dbSettings: opts.pgSettings, nodeFlags: opts.proxyNodeFlags, extraEnv: opts.proxyEnv });
     if (opts.proxyNodeFlags.length) results.proxy_node_flags = opts.proxyNodeFlags;
     if (Object.keys(opts.proxyEnv).length) results.proxy_env = opts.proxyEnv;
+    if (Object.keys(opts.baselineEnv).length) results.baseline_env = opts.baselineEnv;
     results.database = { mode: proxy.mode, ...(proxy.dbName ? { name: proxy.dbName } : {}) };
     if (Object.keys(opts.pgSettings).length) {
       if (proxy.mode !== 'postgresql') throw new Error('--pg-setting needs DATABASE_URL');
@@ -435,7 +445,7 @@ async function main() {
   }
   let baseline;
   if (opts.baseline && targets.proxy) {
-    baseline = await setup.startProxy({ root: opts.baseline, databaseUrl: process.env.DATABASE_URL, upstreamUrl, pinning, dbSettings: opts.pgSettings, nodeFlags: opts.proxyNodeFlags, extraEnv: opts.proxyEnv });
+    baseline = await setup.startProxy({ root: opts.baseline, databaseUrl: process.env.DATABASE_URL, upstreamUrl, pinning, dbSettings: opts.pgSettings, nodeFlags: opts.proxyNodeFlags, extraEnv: { ...opts.proxyEnv, ...opts.baselineEnv } });
     const made = await setup.createOrganizations(baseline, { orgs: opts.orgs, upstreamUrl, how: opts.setup });
     const baselineUsers = setup.benchUsers(made.orgs, opts.users);
     const prime = await runSequential({
@@ -861,6 +871,7 @@ function report(results, opts) {
     const settings = Object.entries(results.database.settings ?? {}).map(([k, v]) => `${k}=${v}`).join(', ');
     if (results.proxy_node_flags) lines.push(`   EXPERIMENT: proxy started with ${results.proxy_node_flags.join(' ')}`);
     if (results.proxy_env) lines.push(`   proxy environment: ${Object.entries(results.proxy_env).map(([k, v]) => `${k}=${v}`).join(' ')}`);
+    if (results.baseline_env) lines.push(`   baseline environment: ${Object.entries(results.baseline_env).map(([k, v]) => `${k}=${v}`).join(' ')}`);
     lines.push(`   proxy database: ${results.database.mode}${results.database.name ? ` (${results.database.name})` : ''}; setup via ${results.database.setup}${settings ? `; EXPERIMENT: ${settings}` : ''}`);
   }
   if (results.baseline) lines.push(`   baseline: the proxy built in ${results.baseline.dir} (${results.baseline.commit}), same core, same upstream, its own database; this checkout is ${gitHead(path.join(__dirname, '..'))}`);
