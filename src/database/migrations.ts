@@ -28,6 +28,7 @@ import { JudgementsKnowTheirExchange1797000000000 } from '../../migrations/17970
 import { DailyUsageNamesUsers1797100000000 } from '../../migrations/1797100000000-DailyUsageNamesUsers';
 import { ListJudgedByExchangeTime1797200000000 } from '../../migrations/1797200000000-ListJudgedByExchangeTime';
 import { ListByStatus1797300000000 } from '../../migrations/1797300000000-ListByStatus';
+import { ListByRareEndpoint1797400000000 } from '../../migrations/1797400000000-ListByRareEndpoint';
 
 /** Every migration, in order (listed explicitly, never globbed). */
 export const MIGRATIONS = [
@@ -61,4 +62,5 @@ export const MIGRATIONS = [
   DailyUsageNamesUsers1797100000000,
   ListJudgedByExchangeTime1797200000000,
   ListByStatus1797300000000,
+  ListByRareEndpoint1797400000000,
 ];

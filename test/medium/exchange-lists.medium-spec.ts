@@ -399,6 +399,34 @@ describe('lists of exchanges by status', () => {
   });
 });
 
+describe('lists of exchanges by endpoint', () => {
+  it('reads a page of a route other than the two model calls from its own index, and only the page’s rows; none for a route none took', async () => {
+    const orgId = randomUUID();
+    const t0 = Date.now() - 3_600_000;
+    const embeddings: string[] = [];
+    for (let i = 0; i < 8; i++) embeddings.push(await exchange(orgId, `emb${i}`, new Date(t0 + i * 1_000), { endpoint: 'embeddings' }));
+    // 150 newer model calls, of both kinds
+    for (let i = 0; i < 150; i++) await exchange(orgId, `call${i}`, new Date(t0 + 100_000 + i * 100), { endpoint: i % 3 === 0 ? 'chat.completions' : 'responses' });
+    await database.dataSource.query('ANALYZE exchanges');
+    const newestFirst = [...embeddings].reverse();
+    const [plan] = await judgedPagePlan(() => repo.listPage(orgId, { endpoint: 'embeddings' }, 3, newestFirst[0]), newestFirst.slice(1, 5), 0);
+    const text = JSON.stringify(plan);
+    expect(text).toMatch(/organization_id_endpoint_created_at_id_idx/);
+    expect(text).not.toContain('"Sort"');
+    // the page and one more — not the 150 newer model calls, nor the older embeddings
+    expect(exchangeRowsRead(plan)).toBe(4);
+    // a route none took, and a misspelt one: the index has none of them (the scan read every row of the organization)
+    for (const endpoint of ['audio.speech', 'embedding']) {
+      const [none] = await judgedPagePlan(() => repo.listPage(orgId, { endpoint }, 10, undefined), [], 0);
+      expect(JSON.stringify(none)).toMatch(/organization_id_endpoint_created_at_id_idx/);
+      expect(exchangeRowsRead(none)).toBe(0);
+    }
+    // the two it leaves out are read as before, newest first
+    expect((await repo.listPage(orgId, { endpoint: 'chat.completions' }, 2, undefined)).map((r) => r.exchange.id)).toHaveLength(3);
+    expect(await repo.listPage(orgId, { endpoint: 'responses' }, 200, undefined)).toHaveLength(100);
+  });
+});
+
 describe('persona analytics', () => {
   it('count the persona’s ratings and analysis results from their indexes alone (no table reads, no exchange read)', async () => {
     const orgId = randomUUID();

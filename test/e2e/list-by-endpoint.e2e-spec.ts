@@ -1,0 +1,72 @@
+import { randomUUID } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ListByRareEndpoint1797400000000 } from '../../migrations/1797400000000-ListByRareEndpoint';
+import { MIGRATIONS } from '../../src/database/migrations';
+import { migrationDatabase } from '../support/migration-database';
+
+const DATABASE_URL = process.env.DATABASE_URL;
+
+/*
+ * The migration that indexes the routes other than the two model calls, on a database that already holds exchanges:
+ * the index is on the partitioned table and on every month, holds the other routes' rows only, and the way back
+ * removes it everywhere. Its own database: other test files share DATABASE_URL.
+ */
+describe.skipIf(!DATABASE_URL)('migration ListByRareEndpoint on existing data', () => {
+  let db: Awaited<ReturnType<typeof migrationDatabase>>;
+
+  beforeAll(async () => {
+    db = await migrationDatabase(DATABASE_URL!, 'proxy_list_endpoint');
+  });
+  afterAll(async () => {
+    await db?.drop();
+  });
+
+  it('indexes every month’s calls of the other routes by organization and time; and back', async () => {
+    const at = MIGRATIONS.indexOf(ListByRareEndpoint1797400000000);
+    expect(at).toBeGreaterThan(0);
+    const before = await db.open(MIGRATIONS.slice(0, at));
+    await before.runMigrations({ transaction: 'each' });
+    const [org] = await before.query(`INSERT INTO organizations (name) VALUES ($1) RETURNING id`, [`org-${randomUUID()}`]);
+    const [user] = await before.query(`INSERT INTO users (organization_id, external_id) VALUES ($1, 'alice') RETURNING id`, [org.id]);
+    const endpoints = ['responses', 'chat.completions', 'embeddings', 'responses', 'files.content', 'moderations', 'chat.completions'];
+    for (const [i, endpoint] of endpoints.entries()) {
+      await before.query(
+        `INSERT INTO exchanges (id, organization_id, user_id, external_user_id, session_id, endpoint, model, status, request_body, created_at)
+         VALUES ($1, $2, $3, 'alice', 's', $4, 'gpt-4o-mini', 'completed', '{}', now() - $5 * interval '1 minute')`,
+        [`req_endpoint_${i}`, org.id, user.id, endpoint, i],
+      );
+    }
+    await before.destroy();
+
+    const after = await db.open(MIGRATIONS.slice(0, at + 1));
+    await after.runMigrations({ transaction: 'each' });
+    const indexes = () =>
+      after.query(
+        `SELECT c.relname AS table_name, i.relname AS index_name, pg_get_indexdef(i.oid) AS def
+           FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid JOIN pg_class c ON c.oid = x.indrelid
+          WHERE (c.relname = 'exchanges' OR c.relname LIKE 'exchanges\\_%') AND pg_get_indexdef(i.oid) LIKE '%(organization_id, endpoint, created_at, id)%'
+          ORDER BY 1`,
+      ) as Promise<{ table_name: string; index_name: string; def: string }[]>;
+    const made = await indexes();
+    const months: { n: number }[] = await after.query(`SELECT count(*)::int AS n FROM pg_inherits WHERE inhparent = 'exchanges'::regclass`);
+    // the partitioned table's and one on each of its partitions
+    expect(made).toHaveLength(months[0].n + 1);
+    expect(made.find((r) => r.table_name === 'exchanges')!.index_name).toBe('ix_exchanges_org_endpoint');
+    for (const r of made) expect(r.def).toMatch(/WHERE \(endpoint <> ALL \(ARRAY\['responses'::text, 'chat.completions'::text\]\)\)/);
+    // what it holds: the rows of the routes left to it, read from it alone
+    await after.query('ANALYZE exchanges');
+    const held = await after.transaction(async (m) => {
+      await m.query('SET LOCAL enable_seqscan = off');
+      await m.query('SET LOCAL enable_bitmapscan = off');
+      const sql = `SELECT endpoint FROM exchanges WHERE organization_id = $1 AND endpoint NOT IN ('responses', 'chat.completions') ORDER BY endpoint`;
+      const plan = JSON.stringify(await m.query(`EXPLAIN (FORMAT JSON) ${sql}`, [org.id]));
+      expect(plan).toMatch(/organization_id_endpoint_created_at_id_idx/);
+      return (await m.query(sql, [org.id])) as { endpoint: string }[];
+    });
+    expect(held.map((r) => r.endpoint)).toEqual(['embeddings', 'files.content', 'moderations']);
+
+    await after.undoLastMigration({ transaction: 'each' });
+    expect(await indexes()).toEqual([]);
+    await after.destroy();
+  });
+});
