@@ -139,19 +139,31 @@ export const DAILY_USAGE_KEYS: Record<UsageGroup, { dimension: 'user' | 'model' 
 };
 
 /**
- * How a period is read: its whole UTC days [days[0], days[1]) from the daily usage, the rest (at most a part of a
- * day at each end) from the stored rows, as the two ranges [edges[0], edges[1]) and [edges[2], edges[3]). A period
- * within one day has no whole day: it is read whole from the stored rows.
+ * How a period is read: whole UTC days [days[0], days[1]) from the daily usage, and at each end of the period the
+ * stored rows of a range of time: [edges[0], edges[1]) counted with signs[0], [edges[2], edges[3]) with signs[1].
+ * An end that cuts a day is read the cheaper of two exact ways, by the shorter span of time (the fewer rows): the
+ * part of the day inside the period, added (+1); or the whole day from the daily usage, less the rest of the day
+ * (-1). So a period ending now counts its last day whole and takes off what was stored after now, which is nothing:
+ * it reads no rows of that day. A period within one day has no whole day: it is read whole from the stored rows.
  */
-export function wholeDays(period: ReportPeriod): { days: [string, string]; edges: [string, string, string, string] } {
+export function wholeDays(period: ReportPeriod): { days: [string, string]; edges: [string, string, string, string]; signs: [1 | -1, 1 | -1] } {
+  const DAY = 86_400_000;
   const from = period.from.getTime();
   const to = period.to.getTime();
-  const first = Math.ceil(from / 86_400_000) * 86_400_000;
-  const last = Math.floor(to / 86_400_000) * 86_400_000;
+  const first = Math.ceil(from / DAY) * DAY;
+  const last = Math.floor(to / DAY) * DAY;
   const iso = (ms: number) => new Date(ms).toISOString();
   const day = (ms: number) => iso(ms).slice(0, 10);
-  if (first >= last) return { days: [day(first), day(first)], edges: [iso(from), iso(to), iso(to), iso(to)] };
-  return { days: [day(first), day(last)], edges: [iso(from), iso(first), iso(last), iso(to)] };
+  if (first >= last) return { days: [day(first), day(first)], edges: [iso(from), iso(to), iso(to), iso(to)], signs: [1, 1] };
+  // the day before the first whole one, whole, less its hours before the period
+  const startWhole = first - from > DAY / 2;
+  // the day after the last whole one, whole, less its hours after the period
+  const endWhole = to - last > DAY / 2;
+  return {
+    days: [day(startWhole ? first - DAY : first), day(endWhole ? last + DAY : last)],
+    edges: [startWhole ? iso(first - DAY) : iso(from), startWhole ? iso(from) : iso(first), endWhole ? iso(to) : iso(last), endWhole ? iso(last + DAY) : iso(to)],
+    signs: [startWhole ? -1 : 1, endWhole ? -1 : 1],
+  };
 }
 
 /**

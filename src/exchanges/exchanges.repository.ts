@@ -433,7 +433,8 @@ export class ExchangesRepository {
    * Proxied traffic (exchanges) and analysis calls (stored analysis results) of the organization, per group key;
    * with what retention deleted of both (the daily rollups; a rolled-up user is named by their current X-User-ID,
    * an erased one is null). Whole UTC days of stored rows are read from the daily usage kept as they are written
-   * (usage_daily, with its changes not merged yet), only the part-days at the ends of the period from the rows.
+   * (usage_daily, with its changes not merged yet), only the part-days at the ends of the period from the rows: a
+   * part-day's own rows added, or its day whole less the day's other rows, whichever span is shorter (wholeDays).
    */
   async usageByGroup(
     orgId: string,
@@ -449,23 +450,24 @@ export class ExchangesRepository {
     const rolledKey = ROLLED_USAGE_KEYS[group];
     const rolledJoin = group === 'user' ? 'LEFT JOIN users ru ON ru.id = r.user_id' : '';
     const daily = DAILY_USAGE_KEYS[group];
-    const { days, edges } = wholeDays(period);
+    const { days, edges, signs } = wholeDays(period);
     const sums = 'requests, errors, input_tokens, output_tokens, total_tokens, cost';
     const dailyRows =
       `SELECT day, source, key, ${sums} FROM usage_daily WHERE organization_id = $1 AND dimension = '${daily.dimension}' AND day >= $6::date AND day < $7::date
        UNION ALL
        SELECT day, source, ${daily.changesKey}, ${sums} FROM usage_daily_changes WHERE organization_id = $1 AND day >= $6::date AND day < $7::date`;
-    // the part-days: [$2, $3) and [$4, $5)
+    // the part-days: [$2, $3) counted with signs[0] and [$4, $5) with signs[1] (constants, -1 or 1)
     const edge = (column: string, lo: number) => `${column} >= $${lo}::timestamptz AND ${column} < $${lo + 1}::timestamptz`;
     const edgeOf = (alias: string) => `((${edge(`${alias}.created_at`, 2)}) OR (${edge(`${alias}.created_at`, 4)}))`;
+    const analysisSign = signs[0] === signs[1] ? String(signs[0]) : `CASE WHEN ${edge('a.created_at', 2)} THEN ${signs[0]} ELSE ${signs[1]} END`;
     // The part-days' exchanges, each end its own range: in a closed month, an index-only scan of the month's usage
     // index, which holds the columns summed (ExchangeIndexCompaction); one condition with OR would be a bitmap
     // scan, which reads the table's pages whatever the index holds.
     const edgeColumns = 'created_at, external_user_id, model, persona_id, status, input_tokens, output_tokens, total_tokens, cost';
     const edgeExchanges = `
-           (SELECT ${edgeColumns} FROM exchanges WHERE organization_id = $1 AND ${edge('created_at', 2)}
+           (SELECT ${signs[0]} AS sign, ${edgeColumns} FROM exchanges WHERE organization_id = $1 AND ${edge('created_at', 2)}
             UNION ALL
-            SELECT ${edgeColumns} FROM exchanges WHERE organization_id = $1 AND ${edge('created_at', 4)}) e`;
+            SELECT ${signs[1]} AS sign, ${edgeColumns} FROM exchanges WHERE organization_id = $1 AND ${edge('created_at', 4)}) e`;
     // Sums of counts run in int8 and of tokens in float8 (exact below 2^53): the bigint columns' own sum() keeps a
     // numeric state per group, several times slower over the tens of thousands of daily rows of a large period.
     // The rows come back as the JSON text of the answer's rows (USAGE_ROW_JSON), sent on as they are: the driver
@@ -474,23 +476,24 @@ export class ExchangesRepository {
        SELECT key, source, sum(requests)::int AS requests, sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens,
               sum(total_tokens) AS total_tokens, sum(cost) AS cost, sum(errors)::int AS errors
          FROM (
-         SELECT ${key.proxy} AS key, 'proxy' AS source, count(*)::int AS requests,
-                coalesce(sum(e.input_tokens::float8), 0) AS input_tokens,
-                coalesce(sum(e.output_tokens::float8), 0) AS output_tokens,
-                coalesce(sum(e.total_tokens::float8), 0) AS total_tokens,
-                coalesce(sum(e.cost), 0)::float8 AS cost,
-                (count(*) FILTER (WHERE e.${IS_ERROR}))::int AS errors
+         SELECT ${key.proxy} AS key, 'proxy' AS source, sum(e.sign)::int AS requests,
+                coalesce(sum(e.sign * e.input_tokens::float8), 0) AS input_tokens,
+                coalesce(sum(e.sign * e.output_tokens::float8), 0) AS output_tokens,
+                coalesce(sum(e.sign * e.total_tokens::float8), 0) AS total_tokens,
+                coalesce(sum(e.sign * e.cost), 0)::float8 AS cost,
+                coalesce(sum(e.sign) FILTER (WHERE e.${IS_ERROR}), 0)::int AS errors
            FROM ${edgeExchanges}
           GROUP BY 1
          UNION ALL
-         SELECT ${key.analysis} AS key, 'analysis' AS source, count(*)::int AS requests,
-                coalesce(sum(a.input_tokens::float8), 0) AS input_tokens,
-                coalesce(sum(a.output_tokens::float8), 0) AS output_tokens,
-                coalesce(sum(a.total_tokens::float8), 0) AS total_tokens,
-                coalesce(sum(a.cost), 0)::float8 AS cost,
-                (count(*) FILTER (WHERE a.status = 'failed'))::int AS errors
-           FROM analysis_results a ${userJoin}
-          WHERE a.organization_id = $1 AND ${edgeOf('a')}
+         SELECT a.key, 'analysis' AS source, sum(a.sign)::int AS requests,
+                coalesce(sum(a.sign * a.input_tokens::float8), 0) AS input_tokens,
+                coalesce(sum(a.sign * a.output_tokens::float8), 0) AS output_tokens,
+                coalesce(sum(a.sign * a.total_tokens::float8), 0) AS total_tokens,
+                coalesce(sum(a.sign * a.cost), 0)::float8 AS cost,
+                coalesce(sum(a.sign) FILTER (WHERE a.status = 'failed'), 0)::int AS errors
+           FROM (SELECT ${key.analysis} AS key, ${analysisSign} AS sign, a.input_tokens, a.output_tokens, a.total_tokens, a.cost, a.status
+                   FROM analysis_results a ${userJoin}
+                  WHERE a.organization_id = $1 AND ${edgeOf('a')}) a
           GROUP BY 1
          UNION ALL
          SELECT ${daily.key} AS key, d.source, d.requests::int, d.input_tokens::float8, d.output_tokens::float8, d.total_tokens::float8, d.cost,

@@ -427,6 +427,112 @@ describe('lists of exchanges by endpoint', () => {
   });
 });
 
+describe('usage reports', () => {
+  it('read an end that cuts a day the shorter way: the part of the day in the period, or the whole day less the rest; the same answer', async () => {
+    const orgId = randomUUID();
+    const [user] = await database.dataSource.query(`INSERT INTO users (organization_id, external_id) VALUES ($1, 'alice') RETURNING id`, [orgId]).catch(async () => {
+      await database.dataSource.query(`INSERT INTO organizations (id, name) VALUES ($1, $2)`, [orgId, `org-${orgId}`]);
+      return database.dataSource.query(`INSERT INTO users (organization_id, external_id) VALUES ($1, 'alice') RETURNING id`, [orgId]);
+    });
+    const rows = async (times: string[], model = 'gpt-4o-mini', status = 'completed') => {
+      for (const at of times) {
+        await database.dataSource.query(
+          `INSERT INTO exchanges (id, organization_id, user_id, external_user_id, session_id, endpoint, model, status, request_body,
+                                  input_tokens, output_tokens, total_tokens, cost, created_at)
+           VALUES ($1, $2, $3, 'alice', 's', 'responses', $4, $5, '{}', 3, 4, 7, 0.001, $6)`,
+          [`req_usage_${randomUUID()}`, orgId, user.id, model, status, at],
+        );
+      }
+    };
+    const analysis = async (at: string) =>
+      database.dataSource.query(
+        `INSERT INTO analysis_results (organization_id, exchange_id, cache_key, analysis_type, primary_category, model, user_id,
+                                       input_tokens, output_tokens, total_tokens, cost, status, created_at)
+         VALUES ($1, 'req_x', md5(random()::text), 'intent', 'billing', 'gpt-4o-mini', $2, 10, 2, 12, 0.0001, 'completed', $3)`,
+        [orgId, user.id, at],
+      );
+    const spread = (day: string, fromHour: number, toHour: number, n: number) =>
+      Array.from({ length: n }, (_, i) => new Date(Date.parse(`${day}T00:00:00Z`) + (fromHour + ((toHour - fromHour) * i) / n) * 3_600_000).toISOString());
+    // the day the period starts in: one call before its start (00:30), fifty after (02:00–20:00)
+    await rows(['2026-03-07T00:30:00Z']);
+    await rows(spread('2026-03-07', 2, 20, 50));
+    await rows(['2026-03-07T21:00:00Z'], 'gpt-4o', 'upstream_error');
+    // whole days
+    await rows(['2026-03-08T12:00:00Z', '2026-03-09T23:30:00Z']);
+    // the day it ends in: fifty before its end (00:00–18:00), one after (20:00)
+    await rows(spread('2026-03-10', 0, 18, 50));
+    await rows(['2026-03-10T20:00:00Z']);
+    await analysis('2026-03-07T00:10:00Z');
+    await analysis('2026-03-07T05:00:00Z');
+    await analysis('2026-03-10T22:00:00Z');
+    await database.dataSource.query('ANALYZE exchanges');
+
+    /** the report, and the rows of `exchanges` its statement read (under EXPLAIN ANALYZE) */
+    const report = async (from: string, to: string, group: 'model' | 'day' | 'user' = 'model') => {
+      const reads: [string, unknown[]][] = [];
+      const read = repo as unknown as { readUsage(sql: string, params: unknown[]): Promise<unknown[]> };
+      const readUsage = read.readUsage;
+      read.readUsage = function (sql: string, params: unknown[]) {
+        reads.push([sql, params]);
+        return readUsage.call(this, sql, params);
+      };
+      try {
+        const r = await repo.usageByGroup(orgId, { from: new Date(from), to: new Date(to) }, group, { limit: null, order: 'key' }, 6);
+        expect(reads).toHaveLength(1);
+        const plan = await database.dataSource.transaction(async (m) => {
+          // these tables are small enough to be read whole, which the planner would rather do than use an index
+          await m.query(`SET LOCAL max_parallel_workers_per_gather = 0`);
+          await m.query(`SET LOCAL enable_seqscan = off`);
+          return (await m.query(`EXPLAIN (ANALYZE, FORMAT JSON) ${reads[0][0]}`, reads[0][1]))[0]['QUERY PLAN'][0].Plan as Record<string, unknown>;
+        });
+        return { rows: JSON.parse(r.json) as { key: string; source: string; requests: number; errors: number; tokens: { total: number } }[], read: exchangeRowsRead(plan) };
+      } finally {
+        read.readUsage = readUsage;
+      }
+    };
+    /** what the period holds, counted from the rows themselves */
+    const counted = async (from: string, to: string) => {
+      const [e] = await database.dataSource.query(
+        `SELECT count(*)::int AS n, coalesce(sum(total_tokens), 0)::int AS tokens, (count(*) FILTER (WHERE status <> 'completed'))::int AS errors
+           FROM exchanges WHERE organization_id = $1 AND created_at >= $2 AND created_at < $3`,
+        [orgId, from, to],
+      );
+      const [a] = await database.dataSource.query(`SELECT count(*)::int AS n FROM analysis_results WHERE organization_id = $1 AND created_at >= $2 AND created_at < $3`, [orgId, from, to]);
+      return { requests: e.n, tokens: e.tokens, errors: e.errors, analyses: a.n };
+    };
+    const totals = (rows: { source: string; requests: number; errors: number; tokens: { total: number } }[]) => ({
+      requests: rows.filter((r) => r.source === 'proxy').reduce((n, r) => n + r.requests, 0),
+      tokens: rows.filter((r) => r.source === 'proxy').reduce((n, r) => n + r.tokens.total, 0),
+      errors: rows.filter((r) => r.source === 'proxy').reduce((n, r) => n + r.errors, 0),
+      analyses: rows.filter((r) => r.source === 'analysis').reduce((n, r) => n + r.requests, 0),
+    });
+
+    // from 01:00 (23 hours of its day) to 19:00 (19 hours of its): each end's day whole, less the hour before the
+    // start and the five after the end — the two calls there, not the hundred inside the period
+    const long = await report('2026-03-07T01:00:00Z', '2026-03-10T19:00:00Z');
+    expect(totals(long.rows)).toEqual(await counted('2026-03-07T01:00:00Z', '2026-03-10T19:00:00Z'));
+    expect(totals(long.rows)).toMatchObject({ requests: 103, errors: 1, analyses: 1 });
+    expect(long.read).toBe(2);
+    // a model whose only call lies in the period's first day: counted once, with its error
+    expect(long.rows.find((r) => r.key === 'gpt-4o')).toMatchObject({ requests: 1, errors: 1 });
+    // by day: the first and last days hold what the period holds of them
+    const byDay = (await report('2026-03-07T01:00:00Z', '2026-03-10T19:00:00Z', 'day')).rows.filter((r) => r.source === 'proxy');
+    expect(byDay.map((r) => [r.key, r.requests])).toEqual([['2026-03-07', 51], ['2026-03-08', 1], ['2026-03-09', 1], ['2026-03-10', 50]]);
+    // ends that take less than half of their days: those parts read (the call of 20:00–24:00, the 17 of 00:00–06:00)
+    const short = await report('2026-03-07T20:00:00Z', '2026-03-10T06:00:00Z');
+    expect(totals(short.rows)).toEqual(await counted('2026-03-07T20:00:00Z', '2026-03-10T06:00:00Z'));
+    expect(short.read).toBe(1 + 17);
+    // a period within one day, and one across a midnight with no whole day: read from the rows
+    for (const [from, to] of [
+      ['2026-03-07T01:00:00Z', '2026-03-07T23:00:00Z'],
+      ['2026-03-09T12:00:00Z', '2026-03-10T12:00:00Z'],
+    ]) expect(totals((await report(from, to)).rows)).toEqual(await counted(from, to));
+    // a user's key whose calls all lie outside the period on those days: no row for it
+    await rows(['2026-03-10T23:00:00Z'], 'o3-mini');
+    expect((await report('2026-03-07T01:00:00Z', '2026-03-10T19:00:00Z')).rows.map((r) => r.key)).not.toContain('o3-mini');
+  });
+});
+
 describe('persona analytics', () => {
   it('count the persona’s ratings and analysis results from their indexes alone (no table reads, no exchange read)', async () => {
     const orgId = randomUUID();
