@@ -436,6 +436,8 @@ function readCases(p) {
     { name: 'persona analytics, 30 days', path: (i) => `/v1/analytics/personas/${at(p.personas, i)}?${period(i, 30)}` },
     { name: 'persona analytics, 365 days', path: (i) => `/v1/analytics/personas/${pick(p.personas, i)}?${period(i, 365)}` },
     { name: 'usage by day, 90 days', path: (i) => `/v1/analytics/usage?group_by=day&${period(i, 90)}` },
+    // the console's and a dashboard's read: the default period, the last 30 days up to now
+    { name: 'usage by day, last 30 days (no from/to)', path: () => `/v1/analytics/usage?group_by=day` },
     { name: 'usage by user, 30 days', path: (i) => `/v1/analytics/usage?group_by=user&${period(i, 30)}` },
     { name: 'usage by user, top 10 by cost, 30 days', path: (i) => `/v1/analytics/usage?group_by=user&order=cost&limit=10&${period(i, 30)}` },
     { name: 'usage by model, 30 days', path: (i) => `/v1/analytics/usage?group_by=model&${period(i, 30)}` },

@@ -36,9 +36,31 @@ describe.skipIf(!DATABASE_URL)('migration ListByRareEndpoint on existing data', 
         [`req_endpoint_${i}`, org.id, user.id, endpoint, i],
       );
     }
+    // a build cut short before (here: a unique index of that name failing on the organization's rows) left an
+    // invalid index where the migration puts one month's
+    const [month] = await before.query(
+      `SELECT c.relname AS name FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+        WHERE i.inhparent = 'exchanges'::regclass AND c.relname <> 'exchanges_default' AND EXISTS (SELECT 1 FROM exchanges e WHERE e.tableoid = c.oid)`,
+    );
+    const leftover = `${month.name}_organization_id_endpoint_created_at_id_idx`;
+    await expect(before.query(`CREATE UNIQUE INDEX CONCURRENTLY "${leftover}" ON "${month.name}" (organization_id)`)).rejects.toThrow(/could not create unique index/);
+    expect(await before.query(`SELECT indisvalid AS valid FROM pg_index WHERE indexrelid = $1::regclass`, [`"${leftover}"`])).toEqual([{ valid: false }]);
     await before.destroy();
 
     const after = await db.open(MIGRATIONS.slice(0, at + 1));
+    // each month's index is built concurrently, outside a transaction: the proxy's writes go on meanwhile
+    const statements: string[] = [];
+    const log = after.createQueryRunner();
+    const run = log.query.bind(log);
+    log.query = ((sql: string, params?: unknown[]) => (statements.push(sql), run(sql, params))) as typeof log.query;
+    expect(new ListByRareEndpoint1797400000000().transaction).toBe(false);
+    await new ListByRareEndpoint1797400000000().up(log);
+    await log.release();
+    const built = statements.filter((q) => /CREATE INDEX/.test(q));
+    const partitions: { n: number }[] = await after.query(`SELECT count(*)::int AS n FROM pg_inherits WHERE inhparent = 'exchanges'::regclass`);
+    expect(built.filter((q) => q.includes('CONCURRENTLY'))).toHaveLength(partitions[0].n);
+    expect(built.filter((q) => !q.includes('CONCURRENTLY'))).toEqual([expect.stringContaining('ON ONLY "exchanges"')]);
+    // run again, as after a failure part way: the months done are passed over, and the migration is recorded
     await after.runMigrations({ transaction: 'each' });
     const indexes = () =>
       after.query(
@@ -53,6 +75,14 @@ describe.skipIf(!DATABASE_URL)('migration ListByRareEndpoint on existing data', 
     expect(made).toHaveLength(months[0].n + 1);
     expect(made.find((r) => r.table_name === 'exchanges')!.index_name).toBe('ix_exchanges_org_endpoint');
     for (const r of made) expect(r.def).toMatch(/WHERE \(endpoint <> ALL \(ARRAY\['responses'::text, 'chat.completions'::text\]\)\)/);
+    // every one valid, the leftover's place taken by a sound index, and the partitioned one valid: all attached
+    const valid: { valid: boolean }[] = await after.query(
+      `SELECT x.indisvalid AS valid FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid WHERE i.relname = ANY($1)`,
+      [made.map((r) => r.index_name)],
+    );
+    expect(valid).toHaveLength(made.length);
+    expect(valid.every((v) => v.valid)).toBe(true);
+    expect(made.find((r) => r.index_name === leftover)?.def).not.toMatch(/UNIQUE/);
     // what it holds: the rows of the routes left to it, read from it alone
     await after.query('ANALYZE exchanges');
     const held = await after.transaction(async (m) => {
