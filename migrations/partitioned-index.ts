@@ -7,6 +7,9 @@ import { QueryRunner } from 'typeorm';
  * writes while it reads them all: on ten million exchanges whose pages were not in memory, a minute of calls whose
  * records could not be written. For a migration with `transaction = false`; run again after a failure, it drops
  * a partition's index left invalid by a cut-short build and builds it again, and skips those already attached.
+ * A month whose indexes are all packed full (fillfactor 100: a closed month the server has rebuilt, see
+ * ExchangeIndexCompaction) gets its new index packed too: built from sorted rows it is as compact as a rebuild
+ * makes it, and unmarked it would have the server rebuild the whole month again.
  */
 export async function createExchangesIndex(q: QueryRunner, name: string, columns: string[], where: string): Promise<void> {
   const cols = columns.map((c) => `"${c}"`).join(', ');
@@ -28,7 +31,13 @@ export async function createExchangesIndex(q: QueryRunner, name: string, columns
       [child],
     );
     if (left.length && !left[0].valid) await q.query(`DROP INDEX CONCURRENTLY IF EXISTS "${child}"`);
-    await q.query(`CREATE INDEX CONCURRENTLY IF NOT EXISTS "${child}" ON "${partition}" (${cols}) WHERE ${where}`);
+    const [{ packed }]: { packed: boolean }[] = await q.query(
+      `SELECT coalesce(bool_and(coalesce('fillfactor=100' = ANY(i.reloptions), false)), false) AS packed
+         FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid WHERE x.indrelid = $1::regclass AND x.indisvalid`,
+      [`"${partition}"`],
+    );
+    const options = packed ? ' WITH (fillfactor = 100)' : '';
+    await q.query(`CREATE INDEX CONCURRENTLY IF NOT EXISTS "${child}" ON "${partition}" (${cols})${options} WHERE ${where}`);
     await q.query(`ALTER INDEX "${name}" ATTACH PARTITION "${child}"`);
   }
 }
