@@ -430,6 +430,12 @@ function readCases(p) {
       name: 'requests by category and endpoint',
       path: (i) => `/v1/requests?analysis_category=${pick([...CATEGORIES.intent, ...CATEGORIES.sentiment], i)}&endpoint=${at(['chat.completions', 'responses'], i)}&limit=${at(limits, i)}`,
     },
+    // a judgement with a status or a route few calls have (and none has, for the second rating)
+    {
+      name: 'requests by a judgement and a rare status or route',
+      path: (i) =>
+        `/v1/requests?${at(['rating=1&status=failed', 'analysis_category=billing&endpoint=embeddings', 'rating=5&status=interrupted', 'analysis_category=frustrated&status=upstream_error'], i)}&limit=${at(limits, i)}`,
+    },
     { name: 'requests by user and status', path: (i) => `/v1/requests?user_id=${encodeURIComponent(pick(p.users, i))}&status=completed` },
     { name: 'request by id', path: (i) => `/v1/requests/${at(p.ids, i)}` },
     { name: 'session', path: (i) => `/v1/sessions/${encodeURIComponent(pick(p.sessions, i))}` },

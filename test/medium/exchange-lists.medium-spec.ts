@@ -246,11 +246,30 @@ describe('lists of exchanges by analysis category or rating', () => {
     expect(exchangeProbes(plan)).toBe(7);
     expect((await repo.listPage(orgId, { rating: 4, model: 'gpt-4o' }, 3, of4o[3])).map((r) => r.exchange.id)).toEqual(of4o.slice(4, 8));
 
-    // endpoint and status are checked the same way; a status none has: an empty page, the rating's entries read once
+    // endpoint and status are checked the same way
     const chat = newestFirst.filter((_, k) => (39 - k) % 4 >= 2).map((r) => r.id);
     expect((await repo.listPage(orgId, { rating: 4, endpoint: 'chat.completions' }, 50, undefined)).map((r) => r.exchange.id)).toEqual(chat);
+    // a status or a route none of the organization's calls has: an empty page without a walk (their own indexes
+    // say so at once; the walk would read all of the judgement's entries to find none)
+    const lists = vi.spyOn(SelectQueryBuilder.prototype, 'getQueryAndParameters');
+    try {
+      expect(await repo.listPage(orgId, { rating: 4, status: 'failed' }, 10, undefined)).toEqual([]);
+      expect(await repo.listPage(orgId, { rating: 4, endpoint: 'embeddings' }, 10, undefined)).toEqual([]);
+      expect(await repo.listPage(orgId, { analysisCategory: 'billing', status: 'interrupted', from: new Date(t0) }, 10, undefined)).toEqual([]);
+      expect(lists.mock.results.filter((r) => (r.value as [string])[0].includes('"exchanges"'))).toHaveLength(0);
+    } finally {
+      lists.mockRestore();
+    }
+    // one some call has, but no rated one: the rating's entries read once, each exchange checked
+    const row = pendingRow('walkfailed', { organizationId: orgId, createdAt: new Date(t0 - 60_000) });
+    await bench.recorder.begin(row);
+    await bench.recorder.complete(outcomeOf(row, { status: 'failed', upstreamStatus: 500 }));
     const [failed] = await judgedPagePlan(() => repo.listPage(orgId, { rating: 4, status: 'failed' }, 10, undefined), []);
     expect(exchangeProbes(failed)).toBe(40);
+    // rated, it is the page (and outside the time range asked, it is not)
+    await rate(row.id, 4);
+    expect((await repo.listPage(orgId, { rating: 4, status: 'failed' }, 10, undefined)).map((r) => r.exchange.id)).toEqual([row.id]);
+    expect(await repo.listPage(orgId, { rating: 4, status: 'failed', from: new Date(t0) }, 10, undefined)).toEqual([]);
 
     // a category walked, the rating checked on each of its exchanges: every third one is billing, all are rated 4
     const billing = newestFirst.filter((_, k) => (39 - k) % 3 === 0).map((r) => r.id);
