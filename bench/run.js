@@ -217,24 +217,46 @@ async function loadRun(ctx, url, scriptFile, duration) {
  * compares two runs seconds apart, and the median over the rounds is what a machine whose speed drifts over minutes
  * still lets one compare.
  */
-async function abRounds(ctx, name, c, targets, requestsOf, scriptDir, opts) {
+async function abRounds(ctx, name, c, targets, requestsOf, scriptDir, opts, pgCpu) {
   const rounds = [];
   const scripts = {};
   for (const t of ['baseline', 'proxy']) scripts[t] = wrkLib.writeScript(path.join(scriptDir, `${name}.${t}.ab.lua`), requestsOf(c, t));
+  const ratio = (a, b) => (a && b ? r3(a / b) : undefined);
   for (let i = 0; i < opts.abRounds; i++) {
     const round = {};
     for (const t of ['baseline', 'proxy']) {
+      // PostgreSQL's CPU too: the backends serving this target's own database (the server's shared processes are not told apart)
+      const pgSample = () => (pgCpu && targets[t].dbName ? pgCpu.sample(targets[t].dbName) : undefined);
+      const pg0 = await pgSample();
       const cpu0 = procs.cpuSeconds(targets[t].pid);
       const load = await loadRun(ctx, targets[t].url, scripts[t], opts.abSeconds);
       const cpu1 = procs.cpuSeconds(targets[t].pid);
-      round[t] = { rps: load.rps, cpu_ms_per_request: cpu0 !== undefined && load.total ? r3(((cpu1 - cpu0) * 1000) / load.total) : undefined };
+      const pg1 = await pgSample();
+      const pg = pg0 && pg1 ? PgCpu.between(pg0, pg1) : undefined;
+      round[t] = {
+        rps: load.rps,
+        cpu_ms_per_request: cpu0 !== undefined && load.total ? r3(((cpu1 - cpu0) * 1000) / load.total) : undefined,
+        pg_cpu_ms_per_request: pg && load.total ? r3((pg.own * 1000) / load.total) : undefined,
+      };
     }
     round.rps_ratio = r3(round.proxy.rps / round.baseline.rps);
-    round.cpu_ratio = round.proxy.cpu_ms_per_request && round.baseline.cpu_ms_per_request ? r3(round.proxy.cpu_ms_per_request / round.baseline.cpu_ms_per_request) : undefined;
+    round.cpu_ratio = ratio(round.proxy.cpu_ms_per_request, round.baseline.cpu_ms_per_request);
+    round.pg_cpu_ratio = ratio(round.proxy.pg_cpu_ms_per_request, round.baseline.pg_cpu_ms_per_request);
     rounds.push(round);
-    log(`${name}: round ${i + 1}/${opts.abRounds}: proxy/baseline req/s ${round.rps_ratio}×, CPU per request ${round.cpu_ratio}×`);
+    const pgText = round.pg_cpu_ratio !== undefined ? `, PostgreSQL CPU per request ${round.pg_cpu_ratio}×` : '';
+    log(`${name}: round ${i + 1}/${opts.abRounds}: proxy/baseline req/s ${round.rps_ratio}×, CPU per request ${round.cpu_ratio}×${pgText}`);
   }
-  return { rounds, seconds: opts.abSeconds, rps_ratio_median: r3(median(rounds.map((r) => r.rps_ratio))), cpu_ratio_median: r3(median(rounds.map((r) => r.cpu_ratio))) };
+  const medianOf = (key) => {
+    const values = rounds.map((r) => r[key]).filter((v) => v !== undefined);
+    return values.length ? r3(median(values)) : undefined;
+  };
+  return {
+    rounds,
+    seconds: opts.abSeconds,
+    rps_ratio_median: medianOf('rps_ratio'),
+    cpu_ratio_median: medianOf('cpu_ratio'),
+    pg_cpu_ratio_median: medianOf('pg_cpu_ratio'),
+  };
 }
 
 // ------------------------------------------------------------------------------------------------ helpers
@@ -544,7 +566,7 @@ async function main() {
         ...(keepsPhases ? { phases_ms: { c1: phases.between(ph1, ph2, ...phaseRoute), cN: phases.between(ph0, ph1, ...phaseRoute) } } : {}),
       };
     }
-    if (opts.abRounds > 0 && targets.baseline && targets.proxy) caseResult.ab = await abRounds(ctx, name, c, targets, requestsOf, scriptDir, opts);
+    if (opts.abRounds > 0 && targets.baseline && targets.proxy) caseResult.ab = await abRounds(ctx, name, c, targets, requestsOf, scriptDir, opts, pgCpu);
     caseResult.load_generator = loadGeneratorCheck(caseResult);
     if (caseResult.load_generator.bound) {
       log(`${name}: LOAD-GENERATOR BOUND — direct ${caseResult.load_generator.direct_over_floor}× the floor (< ${LOAD_GENERATOR_MIN_RATIO}×): no proxy/floor ratio`);
@@ -895,7 +917,11 @@ function report(results, opts) {
     if (lgLine) lines.push(lgLine);
     if (c.ab) {
       const ratios = (k) => c.ab.rounds.map((r) => r[k] ?? '–').join(' ');
-      lines.push(`   proxy vs baseline in ${c.ab.rounds.length} alternating rounds of ${c.ab.seconds} s: req/s median ${c.ab.rps_ratio_median}× (${ratios('rps_ratio')}), CPU per request median ${c.ab.cpu_ratio_median}× (${ratios('cpu_ratio')})`);
+      lines.push(
+        `   proxy vs baseline in ${c.ab.rounds.length} alternating rounds of ${c.ab.seconds} s: req/s median ${c.ab.rps_ratio_median}× (${ratios('rps_ratio')}), CPU per request median ${c.ab.cpu_ratio_median}× (${ratios('cpu_ratio')})${
+          c.ab.pg_cpu_ratio_median !== undefined ? `, PostgreSQL CPU per request median ${c.ab.pg_cpu_ratio_median}× (${ratios('pg_cpu_ratio')})` : ''
+        }`,
+      );
     }
     const ph = phaseRows(c, opts);
     if (ph.length) {
