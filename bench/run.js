@@ -55,9 +55,9 @@ const HELP = `usage: node bench/run.js [--smoke | --quick] [options]
   --baseline DIR          also measure the proxy built in another checkout DIR (its own dist/, e.g. a git worktree of
                           the commit before a change), in the same run and on the same core: the report adds
                           "baseline" and "proxy vs baseline" columns — before/after figures from one run
-  --ab-rounds N           with --baseline: after each case, N rounds of a wrk run on the baseline then one on the proxy
-                          (--ab-seconds S each, default 3), alternating so that a machine whose speed drifts weighs on
-                          both alike; reports each round's proxy/baseline ratios of req/s and CPU per request and their
+  --ab-rounds N           with --baseline: after each case, N rounds of a wrk run on the baseline and one on the proxy
+                          (--ab-seconds S each, default 3; each round in the other order), alternating so that a machine
+                          whose speed drifts weighs on both alike; reports each round's proxy/baseline ratios of req/s and CPU per request and their
                           medians
   --ab-seconds S          seconds of each --ab-rounds run (default 3)
   --proxy-node-flags "F"  experiment: extra node flags for the proxy, e.g. "--max-semi-space-size=8"
@@ -224,7 +224,11 @@ async function abRounds(ctx, name, c, targets, requestsOf, scriptDir, opts, pgCp
   const ratio = (a, b) => (a && b ? r3(a / b) : undefined);
   for (let i = 0; i < opts.abRounds; i++) {
     const round = {};
-    for (const t of ['baseline', 'proxy']) {
+    // each round in the other order (baseline first, then proxy first, …), so that neither side always follows the
+    // other's run. It does not remove what sets two instances apart within one run: the same build on both sides
+    // (chat SSE, 12 rounds) gave one side 0.90× then 1.15× the other's req/s and 1.22× then 0.74× its PostgreSQL CPU
+    // per request, alike in nearly every round of a run — compare several runs, not the rounds of one
+    for (const t of i % 2 ? ['proxy', 'baseline'] : ['baseline', 'proxy']) {
       // PostgreSQL's CPU too: the backends serving this target's own database (the server's shared processes are not told apart)
       const pgSample = () => (pgCpu && targets[t].dbName ? pgCpu.sample(targets[t].dbName) : undefined);
       const pg0 = await pgSample();
