@@ -231,22 +231,17 @@ export class ExchangesRepository {
    * against the walk's 75–78 ms).
    */
   private async noneOfRareValue(orgId: string, filter: ExchangeFilter): Promise<boolean> {
-    const checks: string[] = [];
-    const params: unknown[] = [orgId];
-    const range = () => {
-      let r = '';
-      if (filter.from) r += ` AND e.created_at >= $${params.push(filter.from)}`;
-      if (filter.to) r += ` AND e.created_at < $${params.push(filter.to)}`;
-      return r;
-    };
-    if (filter.status && filter.status !== 'completed') {
-      checks.push(`NOT EXISTS (SELECT 1 FROM exchanges e WHERE e.organization_id = $1 AND e.status = $${params.push(filter.status)}${range()})`);
-    }
-    if (filter.endpoint && !MODEL_CALL_ENDPOINTS.includes(filter.endpoint)) {
-      checks.push(`NOT EXISTS (SELECT 1 FROM exchanges e WHERE e.organization_id = $1 AND e.endpoint = $${params.push(filter.endpoint)}${range()})`);
-    }
-    if (!checks.length) return false;
-    const rows: { none: boolean }[] = await this.exchanges.query(`SELECT (${checks.join(' OR ')}) AS none`, params);
+    const rare: ['status' | 'endpoint', string][] = [];
+    if (filter.status && filter.status !== 'completed') rare.push(['status', filter.status]);
+    if (filter.endpoint && !MODEL_CALL_ENDPOINTS.includes(filter.endpoint)) rare.push(['endpoint', filter.endpoint]);
+    if (!rare.length) return false;
+    // $1 the organization, then the values, then the time range's bounds that are given
+    const params: unknown[] = [orgId, ...rare.map(([, value]) => value)];
+    let range = '';
+    if (filter.from) range += ` AND e.created_at >= $${params.push(filter.from)}`;
+    if (filter.to) range += ` AND e.created_at < $${params.push(filter.to)}`;
+    const none = rare.map(([column], k) => `NOT EXISTS (SELECT 1 FROM exchanges e WHERE e.organization_id = $1 AND e.${column} = $${k + 2}${range})`);
+    const rows: { none: boolean }[] = await this.exchanges.query(`SELECT (${none.join(' OR ')}) AS none`, params);
     return rows[0].none;
   }
 
