@@ -233,7 +233,12 @@ async function countByStatus(dbUrl) {
   await client.connect();
   try {
     const { rows } = await client.query(`SELECT status, count(*)::int AS n FROM exchanges GROUP BY status ORDER BY status`);
-    return Object.fromEntries(rows.map((r) => [r.status, r.n]));
+    const counts = Object.fromEntries(rows.map((r) => [r.status, r.n]));
+    // a call still running is an open call (a build before them wrote pending rows of exchanges only)
+    const [{ open }] = (await client.query(`SELECT to_regclass('open_calls') IS NOT NULL AS open`)).rows;
+    const [{ n }] = open ? (await client.query(`SELECT count(*)::int AS n FROM open_calls`)).rows : [{ n: 0 }];
+    if (n) counts.pending = (counts.pending ?? 0) + n;
+    return counts;
   } finally {
     await client.end();
   }

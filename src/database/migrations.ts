@@ -29,6 +29,7 @@ import { DailyUsageNamesUsers1797100000000 } from '../../migrations/179710000000
 import { ListJudgedByExchangeTime1797200000000 } from '../../migrations/1797200000000-ListJudgedByExchangeTime';
 import { ListByStatus1797300000000 } from '../../migrations/1797300000000-ListByStatus';
 import { ListByRareEndpoint1797400000000 } from '../../migrations/1797400000000-ListByRareEndpoint';
+import { OpenCalls1797500000000 } from '../../migrations/1797500000000-OpenCalls';
 
 /** Every migration, in order (listed explicitly, never globbed). */
 export const MIGRATIONS = [
@@ -63,4 +64,5 @@ export const MIGRATIONS = [
   ListJudgedByExchangeTime1797200000000,
   ListByStatus1797300000000,
   ListByRareEndpoint1797400000000,
+  OpenCalls1797500000000,
 ];

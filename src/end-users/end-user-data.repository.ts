@@ -1,6 +1,7 @@
 import { Injectable } from '@nestjs/common';
 import { DataSource, EntityManager } from 'typeorm';
 import { ExchangeEntity } from '../exchanges/exchange.entity';
+import { INSTANT_KEY, OPEN_CALL_COLUMNS, OpenCallRow, openCallAsExchange } from '../exchanges/exchanges.repository';
 
 /** Who an end user is in the stored data: their user row (if any) and every internal id their exchanges carry. */
 export interface EndUserSubject {
@@ -103,8 +104,12 @@ export interface ErasureEffects {
   tokenJtis: string[];
 }
 
-/** The exchanges of (organization $1, external user id $2): the one definition every statement below shares. */
-const USER_EXCHANGES = 'SELECT x.id FROM exchanges x WHERE x.organization_id = $1 AND x.external_user_id = $2';
+/**
+ * The exchanges of (organization $1, external user id $2), and their calls in progress (open calls, whose exchange is
+ * not written yet): the one definition every statement below shares.
+ */
+const USER_EXCHANGES = `SELECT x.id FROM exchanges x WHERE x.organization_id = $1 AND x.external_user_id = $2
+  UNION ALL SELECT oc.id FROM open_calls oc WHERE oc.organization_id = $1 AND oc.external_user_id = $2`;
 
 /**
  * One end user's rows across the tables that hold them, read for the export and deleted for the erasure. They live
@@ -123,8 +128,10 @@ export class EndUserDataRepository {
       `SELECT id FROM users WHERE organization_id = $1 AND external_id = $2${lock ? ' FOR UPDATE' : ''}`,
       [orgId, externalId],
     );
+    // a call in progress is one of their exchanges too (its open call)
     const fromExchanges: { user_id: string }[] = await m.query(
-      `SELECT DISTINCT user_id FROM exchanges WHERE organization_id = $1 AND external_user_id = $2`,
+      `SELECT user_id FROM exchanges WHERE organization_id = $1 AND external_user_id = $2
+       UNION SELECT user_id FROM open_calls WHERE organization_id = $1 AND external_user_id = $2`,
       [orgId, externalId],
     );
     const userId = users[0]?.id ?? null;
@@ -137,20 +144,51 @@ export class EndUserDataRepository {
     return rows[0]?.created_at ?? null;
   }
 
-  /** A page of the user's exchanges, oldest first. */
+  /** A page of the user's exchanges, oldest first; their calls in progress among them, as pending exchanges. */
   async exchangesPage(orgId: string, externalId: string, after: PageCursor | null, limit: number): Promise<{ rows: ExchangeEntity[]; next: PageCursor | null }> {
+    // The open calls first: a call that ends between the two reads is then in both (exported once, as its
+    // exchange), never in neither. An open call's exchange keeps its (created_at, id): the cursor holds across.
+    const open: (OpenCallRow & Ordered)[] = await this.dataSource.query(
+      `SELECT ${OPEN_CALL_COLUMNS}, o.request_body, o.created_at::text AS cursor_at, to_char(o.created_at AT TIME ZONE 'UTC', '${INSTANT_KEY}') AS instant
+         FROM open_calls o
+        WHERE o.organization_id = $1 AND o.external_user_id = $2 ${after ? 'AND (o.created_at, o.id) > ($4::timestamptz, $5::text)' : ''}
+        ORDER BY o.created_at, o.id LIMIT $3`,
+      after ? [orgId, externalId, limit, after.at, after.id] : [orgId, externalId, limit],
+    );
     const qb = this.dataSource
       .getRepository(ExchangeEntity)
       .createQueryBuilder('e')
       .addSelect('e.created_at::text', 'cursor_at')
+      .addSelect(`to_char(e.created_at AT TIME ZONE 'UTC', '${INSTANT_KEY}')`, 'instant')
       .where('e.organization_id = :orgId AND e.external_user_id = :externalId', { orgId, externalId })
       .orderBy('e.created_at', 'ASC')
       .addOrderBy('e.id', 'ASC')
       .limit(limit);
     if (after) qb.andWhere('(e.created_at, e.id) > (CAST(:at AS timestamptz), :id)', after);
-    const { entities, raw } = await qb.getRawAndEntities<{ cursor_at: string }>();
-    const last = raw.length ? { at: raw[raw.length - 1].cursor_at, id: entities[entities.length - 1].id } : null;
-    return { rows: entities, next: entities.length === limit ? last : null };
+    const { entities, raw } = await qb.getRawAndEntities<Ordered>();
+    const stored = entities.map((row, i) => ({ row, at: raw[i].cursor_at, instant: raw[i].instant }));
+    const storedIds = new Set(entities.map((e) => e.id));
+    const calls = open.filter((o) => !storedIds.has(o.id)).map((o) => ({ row: openCallAsExchange(o, o.request_body ?? null), at: o.cursor_at, instant: o.instant }));
+    const rows = calls.length ? (await this.inOrder([...stored, ...calls])).slice(0, limit) : stored;
+    const last = rows.length ? { at: rows[rows.length - 1].at, id: rows[rows.length - 1].row.id } : null;
+    return { rows: rows.map((r) => r.row), next: rows.length === limit ? last : null };
+  }
+
+  /**
+   * Rows in the order of their (created_at, id), as PostgreSQL compares them: instants to the microsecond, and
+   * ids of the same instant in the database's collation (asked only when two rows share an instant).
+   */
+  private async inOrder<T extends { row: { id: string }; instant: string }>(rows: T[]): Promise<T[]> {
+    const seen = new Set<string>();
+    const shared = new Set<string>();
+    for (const r of rows) (seen.has(r.instant) ? shared : seen).add(r.instant);
+    const rank = new Map<string, number>();
+    if (shared.size) {
+      const ids = rows.filter((r) => shared.has(r.instant)).map((r) => r.row.id);
+      const ranked: { id: string }[] = await this.dataSource.query(`SELECT id FROM unnest($1::text[]) AS k(id) ORDER BY id`, [ids]);
+      ranked.forEach((r, i) => rank.set(r.id, i));
+    }
+    return [...rows].sort((a, b) => (a.instant !== b.instant ? (a.instant < b.instant ? -1 : 1) : (rank.get(a.row.id) ?? 0) - (rank.get(b.row.id) ?? 0)));
   }
 
   /** A page of the ratings the user gave, oldest first. */
@@ -241,6 +279,10 @@ export class EndUserDataRepository {
       `DELETE FROM upstream_objects WHERE organization_id = $1 AND (user_id = ANY($3::uuid[]) OR exchange_id IN (${USER_EXCHANGES})) RETURNING 1`,
       [orgId, externalId, ids],
     );
+    // Their calls in progress, counted with the exchanges (each is one, not written yet). A call still running writes
+    // its exchange when it ends (its open call gone, the recorder takes it for one the database lost), as it wrote
+    // its outcome over a deleted pending row before open calls: an erasure covers the calls that have ended.
+    const openCalls = await deleted(m, `DELETE FROM open_calls WHERE organization_id = $1 AND external_user_id = $2 RETURNING 1`, [orgId, externalId]);
     const exchanges = await deleted(m, `DELETE FROM exchanges WHERE organization_id = $1 AND external_user_id = $2 RETURNING 1`, [orgId, externalId]);
 
     const keys: { id: string }[] = await deleted(m, `DELETE FROM api_keys WHERE organization_id = $1 AND user_id = ANY($2::uuid[]) RETURNING id`, [orgId, ids]);
@@ -263,7 +305,7 @@ export class EndUserDataRepository {
     return {
       rows: {
         users: count(users),
-        exchanges: count(exchanges),
+        exchanges: count(exchanges) + count(openCalls),
         ratings: count(ratings),
         analyses: analyses.length,
         analysis_claims: count(claims),
@@ -297,6 +339,12 @@ export class EndUserDataRepository {
     }
     return rows.length;
   }
+}
+
+/** A row of an export page with its place in the order: created_at as PostgreSQL prints it (the cursor), and as INSTANT_KEY. */
+interface Ordered {
+  cursor_at: string;
+  instant: string;
 }
 
 /** Runs a DELETE … RETURNING and gives its rows (TypeORM answers a DELETE with [rows, count]). */

@@ -136,8 +136,17 @@ export class ExchangesRepository {
     );
   }
 
+  /** The exchange, or while it runs its open call as a pending exchange. */
   async findById(orgId: string, id: string): Promise<ExchangeEntity | null> {
     await this.recorder.caughtUp();
+    const stored = await this.exchanges.findOneBy({ organizationId: orgId, id });
+    if (stored) return stored;
+    const open: OpenCallRow[] = await this.exchanges.query(
+      `SELECT ${OPEN_CALL_COLUMNS}, o.request_body FROM open_calls o WHERE o.organization_id = $1 AND o.id = $2`,
+      [orgId, id],
+    );
+    if (open[0]) return openCallAsExchange(open[0], open[0].request_body);
+    // the call ended between the two reads: its exchange is written in the statement that deleted its open call
     return this.exchanges.findOneBy({ organizationId: orgId, id });
   }
 
@@ -147,14 +156,22 @@ export class ExchangesRepository {
     return this.exchanges.findOne({ where: { responseId, organizationId: orgId }, order: { createdAt: 'DESC' } });
   }
 
-  /** The exchange a rating names by its id, without its bodies. */
+  /**
+   * The exchange a rating names by its id, without its bodies: a call in progress too (its open call, without a
+   * response id yet), as a pending exchange could be rated.
+   */
   async findRatedById(orgId: string, id: string): Promise<RatedExchangeRow | null> {
     await this.recorder.caughtUp();
-    const rows: RatedExchangeRow[] = await this.exchanges.query(
-      'SELECT id, response_id, persona_id FROM exchanges WHERE id = $1 AND organization_id = $2',
+    const stored = () =>
+      this.exchanges.query('SELECT id, response_id, persona_id FROM exchanges WHERE id = $1 AND organization_id = $2', [id, orgId]) as Promise<RatedExchangeRow[]>;
+    const rows = await stored();
+    if (rows[0]) return rows[0];
+    const open: RatedExchangeRow[] = await this.exchanges.query(
+      'SELECT id, NULL::text AS response_id, persona_id FROM open_calls WHERE id = $1 AND organization_id = $2',
       [id, orgId],
     );
-    return rows[0] ?? null;
+    // else the call ended between the two reads (its exchange written as its open call was deleted), or is unknown
+    return open[0] ?? (await stored())[0] ?? null;
   }
 
   /** The exchange a rating names by its response id (the newest one with it), without its bodies. */
@@ -168,13 +185,27 @@ export class ExchangesRepository {
     return rows[0] ?? null;
   }
 
-  /** The organization's exchanges, newest first: up to `limit + 1` rows after the `after` cursor. */
+  /**
+   * The organization's exchanges, newest first: up to `limit + 1` rows after the `after` cursor. The calls in progress
+   * (open calls) are listed among them as pending exchanges when the filter can match a pending exchange.
+   */
   async listPage(orgId: string, query: ExchangeFilter, limit: number, after: string | undefined): Promise<ListedExchange[]> {
     await this.recorder.caughtUp();
+    if (!mayMatchOpenCall(query)) return this.storedPage(orgId, query, limit, after);
+    // The open calls are read first: a call that ends between the two reads is then in both (listed once, as its
+    // exchange), never in neither. Their filter is the query's own (the model's days are those of ended calls).
+    const open = await this.openCallsPage(orgId, query, limit, after, 'DESC');
+    const stored = await this.storedPage(orgId, query, limit, open.cursor ?? after);
+    return this.withOpenCalls(orgId, stored, open.rows, limit, 'DESC');
+  }
+
+  /** The stored exchanges of a list page (rows of `exchanges`), newest first: up to `limit + 1` rows after `after`. */
+  private async storedPage(orgId: string, query: ExchangeFilter, limit: number, after: After | undefined): Promise<ListedExchange[]> {
     const filter = query.model ? await this.withinModelDays(orgId, query) : query;
     if (!filter) return [];
     const judged = walkedJudgement(filter);
-    if (judged) return (await this.noneOfRareValue(orgId, filter)) ? [] : this.judgedPage(orgId, judged, filter, limit, after);
+    // a judged page never lists open calls, so its cursor is never an open call's (listPage resolves none for it)
+    if (judged) return (await this.noneOfRareValue(orgId, filter)) ? [] : this.judgedPage(orgId, judged, filter, limit, cursorId(after));
     if (!filter.analysisCategory) return this.listPageWith(this.exchanges, orgId, filter, limit, after);
     // Combined with a user, a session or a persona, the category is a check on that filter's own newest-first scan:
     // walking the category's entries instead would fetch every one of its exchanges for a filter that may keep few.
@@ -290,7 +321,7 @@ export class ExchangesRepository {
     orgId: string,
     filter: ExchangeFilter,
     limit: number,
-    after: string | undefined,
+    after: After | undefined,
     span?: { from?: Date; to?: Date },
   ): Promise<ListedExchange[]> {
     const qb = exchanges.createQueryBuilder('e').where('e.organization_id = :orgId', { orgId });
@@ -317,18 +348,142 @@ export class ExchangesRepository {
     return this.page(qb, orgId, limit, after, 'DESC');
   }
 
-  /** A session's exchanges, oldest first: up to `limit + 1` rows after the `after` cursor. */
+  /** A session's exchanges, oldest first, its calls in progress among them: up to `limit + 1` rows after the `after` cursor. */
   async sessionPage(orgId: string, sessionId: string, limit: number, after: string | undefined): Promise<ListedExchange[]> {
     await this.recorder.caughtUp();
+    // open calls first, as in listPage
+    const open = await this.openCallsPage(orgId, { sessionId }, limit, after, 'ASC');
     const qb = this.exchanges
       .createQueryBuilder('e')
       .where('e.organization_id = :orgId AND e.session_id = :sessionId', { orgId, sessionId });
-    return this.page(qb, orgId, limit, after, 'ASC');
+    const stored = await this.page(qb, orgId, limit, open.cursor ?? after, 'ASC');
+    return this.withOpenCalls(orgId, stored, open.rows, limit, 'ASC');
   }
 
+  /** Whether the session has an exchange or a call in progress. */
   async sessionExists(orgId: string, sessionId: string): Promise<boolean> {
     await this.recorder.caughtUp();
-    return this.exchanges.existsBy({ organizationId: orgId, sessionId });
+    // the open calls first: a call that ends meanwhile is found as its exchange
+    const open: unknown[] = await this.exchanges.query(`SELECT 1 FROM open_calls WHERE organization_id = $1 AND session_id = $2 LIMIT 1`, [orgId, sessionId]);
+    return open.length > 0 || this.exchanges.existsBy({ organizationId: orgId, sessionId });
+  }
+
+  /**
+   * A page of the organization's open calls (calls in progress) that match the filter, as pending exchanges, in the
+   * list's order after the `after` cursor: up to `limit + 1`, from the (organization_id, created_at) index of a table
+   * that holds only the calls in flight. `cursor`: the open call `after` names, by value (the exchanges' own cursor
+   * looks for it among the exchanges); undefined when it is no open call.
+   */
+  private async openCallsPage(
+    orgId: string,
+    filter: ExchangeFilter,
+    limit: number,
+    after: string | undefined,
+    dir: 'ASC' | 'DESC',
+  ): Promise<{ rows: OpenListed[]; cursor?: OpenCursor }> {
+    const params: unknown[] = [orgId];
+    const where = ['o.organization_id = $1'];
+    const equal: [keyof ExchangeFilter, string][] = [
+      ['sessionId', 'session_id'],
+      ['externalUserId', 'external_user_id'],
+      ['personaId', 'persona_id'],
+      ['model', 'model'],
+      ['endpoint', 'endpoint'],
+    ];
+    // as listPageWith reads them: an empty value filters nothing
+    for (const [field, column] of equal) if (filter[field]) where.push(`o.${column} = $${params.push(filter[field])}`);
+    if (filter.from) where.push(`o.created_at >= $${params.push(filter.from)}`);
+    if (filter.to) where.push(`o.created_at < $${params.push(filter.to)}`);
+    let cursor: OpenCursor | undefined;
+    if (after) {
+      const found: { at: string }[] = await this.exchanges.query(`SELECT created_at::text AS at FROM open_calls WHERE organization_id = $1 AND id = $2`, [
+        orgId,
+        after,
+      ]);
+      if (found[0]) cursor = { id: after, at: found[0].at };
+      const op = dir === 'DESC' ? '<' : '>';
+      where.push(
+        cursor
+          ? `(o.created_at, o.id) ${op} ($${params.push(cursor.at)}::timestamptz, $${params.push(after)}::text)`
+          : `(o.created_at, o.id) ${op} (SELECT c.created_at, c.id FROM exchanges c WHERE c.id = $${params.push(after)} AND c.organization_id = $1)`,
+      );
+    }
+    const rows: (OpenCallRow & ListedBodyRow)[] = await this.exchanges.query(
+      `SELECT ${OPEN_CALL_COLUMNS}, ${listed('o.request_body', 'o.request_body::text')} AS listed_request_body,
+              o.request_body IS NOT NULL AS stored_request_body,
+              to_char(o.created_at AT TIME ZONE 'UTC', '${INSTANT_KEY}') AS instant,
+              (SELECT count(*) FROM ratings r WHERE r.exchange_id = o.id)::int AS ratings_count,
+              (SELECT avg(r.rating) FROM ratings r WHERE r.exchange_id = o.id)::float8 AS ratings_average
+         FROM open_calls o
+        WHERE ${where.join(' AND ')}
+        ORDER BY o.created_at ${dir}, o.id ${dir}
+        LIMIT $${params.push(limit + 1)}`,
+      params,
+    );
+    return {
+      rows: rows.map((row) => ({
+        exchange: openCallAsExchange(row, row.listed_request_body ?? null),
+        omitted: row.listed_request_body == null && row.stored_request_body ? ['request_body'] : [],
+        ratings: ratingsOf(row),
+        instant: row.instant,
+      })),
+      cursor,
+    };
+  }
+
+  /**
+   * The page of `limit + 1` rows of both in the list's order: the stored exchanges' page and the open calls' page,
+   * each already in that order, merged. A call found in both (it ended between the reads) is listed as its exchange.
+   * The order is the database's, (created_at, id) as the cursor compares them: an exchange read as an entity has its
+   * time to the millisecond only, so an exchange and an open call of the same millisecond are ordered by the
+   * database (their microseconds, and their ids in its collation).
+   */
+  private async withOpenCalls(orgId: string, stored: ListedExchange[], open: OpenListed[], limit: number, dir: 'ASC' | 'DESC'): Promise<ListedExchange[]> {
+    const storedIds = new Set(stored.map((r) => r.exchange.id));
+    const calls = open.filter((r) => !storedIds.has(r.exchange.id));
+    if (!calls.length) return stored;
+    const millis = new Set(calls.map((c) => c.instant.slice(0, MILLI_KEY_LENGTH)));
+    const tied = stored.filter((r) => millis.has(instantKey(r.exchange.createdAt).slice(0, MILLI_KEY_LENGTH)));
+    // the sort key of each row: its instant to the microsecond, then its id's rank (ties only)
+    const keys = new Map<string, { instant: string; rank: number }>();
+    for (const r of stored) keys.set(r.exchange.id, { instant: instantKey(r.exchange.createdAt), rank: 0 });
+    for (const r of calls) keys.set(r.exchange.id, { instant: r.instant, rank: 0 });
+    if (tied.length) {
+      const times = tied.map((r) => r.exchange.createdAt.getTime());
+      const ranked: { id: string; instant: string | null; id_rank: string }[] = await this.exchanges.query(
+        `SELECT k.id, k.instant, rank() OVER (ORDER BY k.id) AS id_rank FROM (
+           SELECT x.id, to_char(x.created_at AT TIME ZONE 'UTC', '${INSTANT_KEY}') AS instant FROM exchanges x
+            WHERE x.organization_id = $1 AND x.id = ANY($2::text[]) AND x.created_at >= $3 AND x.created_at < $4
+           UNION ALL
+           SELECT c.id, NULL FROM unnest($5::text[]) AS c(id)) k`,
+        [
+          orgId,
+          tied.map((r) => r.exchange.id),
+          new Date(Math.min(...times)).toISOString(),
+          new Date(Math.max(...times) + 1).toISOString(),
+          calls.map((r) => r.exchange.id),
+        ],
+      );
+      for (const k of ranked) {
+        const key = keys.get(k.id)!;
+        keys.set(k.id, { instant: k.instant ?? key.instant, rank: Number(k.id_rank) });
+      }
+    }
+    const sign = dir === 'DESC' ? -1 : 1;
+    const compare = (a: ListedExchange, b: ListedExchange) => {
+      const ka = keys.get(a.exchange.id)!;
+      const kb = keys.get(b.exchange.id)!;
+      if (ka.instant !== kb.instant) return (ka.instant < kb.instant ? -1 : 1) * sign;
+      return (ka.rank - kb.rank) * sign;
+    };
+    const merged: ListedExchange[] = [];
+    let i = 0;
+    let j = 0;
+    while (merged.length < limit + 1 && (i < stored.length || j < calls.length)) {
+      if (j >= calls.length || (i < stored.length && compare(stored[i], calls[j]) <= 0)) merged.push(stored[i++]);
+      else merged.push(calls[j++]);
+    }
+    return merged;
   }
 
   /**
@@ -616,12 +771,15 @@ export class ExchangesRepository {
     qb: SelectQueryBuilder<ExchangeEntity>,
     orgId: string,
     limit: number,
-    after: string | undefined,
+    after: After | undefined,
     dir: 'ASC' | 'DESC',
   ): Promise<ListedExchange[]> {
-    if (after) {
+    if (typeof after === 'string') {
       // keyset cursor; an unknown cursor gives an empty page
       qb.andWhere(`(e.created_at, e.id) ${dir === 'DESC' ? '<' : '>'} (${CURSOR_ROW})`, { after, cursorOrg: orgId });
+    } else if (after) {
+      // an open call's: by value (it is no exchange, or was none when the open calls were read)
+      qb.andWhere(`(e.created_at, e.id) ${dir === 'DESC' ? '<' : '>'} (CAST(:afterAt AS timestamptz), CAST(:after AS text))`, { after: after.id, afterAt: after.at });
     }
     // the body columns come from the database only when small enough: a large one never reaches this process
     const columns = this.exchanges.metadata.columns
@@ -646,8 +804,7 @@ export class ExchangesRepository {
         (row as unknown as Record<string, unknown>)[ENTITY_FIELD[field]] = value;
         if (value === null && raw[i][`stored_${field}`] === true) omitted.push(field);
       }
-      const average = raw[i].ratings_average as number | null;
-      return { exchange: row, omitted, ratings: { count: Number(raw[i].ratings_count ?? 0), average: average === null ? null : Math.round(average * 100) / 100 } };
+      return { exchange: row, omitted, ratings: ratingsOf(raw[i] as RatingsRow) };
     });
   }
 }
@@ -663,6 +820,138 @@ const MODEL_DAYS = `(SELECT u.day FROM (
     UNION ALL
     SELECT day, requests FROM usage_daily_changes WHERE organization_id = $1 AND source = 'proxy' AND model = $2) u
   GROUP BY u.day HAVING sum(u.requests) > 0)`;
+
+/**
+ * The columns of an open call (migration OpenCalls): a call in progress, with what is known of it before the upstream
+ * is called (the columns of a pending exchange). Its body is read apart: whole for one call, bounded in a list.
+ */
+export const OPEN_CALL_COLUMNS = `o.id, o.organization_id, o.user_id, o.external_user_id, o.session_id, o.persona_id, o.persona_version, o.endpoint,
+  o.model, o.stream, o.key_id, o.key_source, o.instance_id, o.created_at, o.method, o.route, o.request_content_type, o.capture_mode`;
+
+export interface OpenCallRow {
+  id: string;
+  organization_id: string;
+  user_id: string;
+  external_user_id: string;
+  session_id: string;
+  persona_id: string | null;
+  persona_version: number | null;
+  endpoint: string;
+  model: string | null;
+  stream: boolean;
+  request_body?: unknown;
+  key_id: string | null;
+  key_source: string | null;
+  instance_id: string | null;
+  created_at: Date;
+  method: string | null;
+  route: string | null;
+  request_content_type: string | null;
+  capture_mode: string;
+}
+
+interface RatingsRow {
+  ratings_count?: number | string | null;
+  ratings_average?: number | null;
+}
+
+interface ListedBodyRow extends RatingsRow {
+  listed_request_body?: unknown;
+  stored_request_body: boolean;
+  instant: string;
+}
+
+/** A listed open call, with its instant (INSTANT_KEY) to order it among the exchanges. */
+type OpenListed = ListedExchange & { instant: string };
+
+/** An open call named by a list's cursor: its id and its created_at as PostgreSQL prints it (to the microsecond). */
+interface OpenCursor {
+  id: string;
+  at: string;
+}
+
+/** A list's cursor: an exchange's id, or an open call's by value. */
+type After = string | OpenCursor;
+
+const cursorId = (after: After | undefined): string | undefined => (typeof after === 'string' || after === undefined ? after : after.id);
+
+/**
+ * A call in progress as an exchange: pending, with every column of its outcome null, as its pending row of
+ * `exchanges` was before open calls.
+ */
+export function openCallAsExchange(row: OpenCallRow, requestBody: unknown): ExchangeEntity {
+  return Object.assign(new ExchangeEntity(), {
+    id: row.id,
+    organizationId: row.organization_id,
+    userId: row.user_id,
+    externalUserId: row.external_user_id,
+    sessionId: row.session_id,
+    personaId: row.persona_id,
+    personaVersion: row.persona_version,
+    endpoint: row.endpoint,
+    model: row.model,
+    stream: row.stream,
+    status: 'pending',
+    upstreamStatus: null,
+    responseId: null,
+    requestBody,
+    responseBody: null,
+    outputText: null,
+    error: null,
+    captureMode: row.capture_mode,
+    inputTokens: null,
+    outputTokens: null,
+    totalTokens: null,
+    cachedTokens: null,
+    reasoningTokens: null,
+    cost: null,
+    latencyMs: null,
+    timeToFirstByteMs: null,
+    keyId: row.key_id,
+    keySource: row.key_source,
+    keyAttempts: null,
+    instanceId: row.instance_id,
+    method: row.method,
+    route: row.route,
+    upstreamRequestId: null,
+    objectId: null,
+    requestContentType: row.request_content_type,
+    requestBytes: null,
+    responseContentType: null,
+    responseBytes: null,
+    bodyTruncated: null,
+    upstreamDeletedAt: null,
+    createdAt: row.created_at,
+    completedAt: null,
+  } satisfies Omit<ExchangeEntity, 'followOwner' | 'followUntil'>);
+}
+
+/**
+ * Whether a list's filter can match a pending exchange, and so a call in progress: no status but pending, and no
+ * filter on what only an ended call has (a rating, an analysis category: a pending exchange is neither rated by
+ * its response nor analysed). The other filters are on columns an open call has.
+ */
+function mayMatchOpenCall(filter: ExchangeFilter): boolean {
+  return (!filter.status || filter.status === 'pending') && !filter.rating && !filter.analysisCategory;
+}
+
+/** A row's ratings as a list shows them: how many, and their average to two decimals. */
+function ratingsOf(row: RatingsRow): { count: number; average: number | null } {
+  const average = row.ratings_average ?? null;
+  return { count: Number(row.ratings_count ?? 0), average: average === null ? null : Math.round(average * 100) / 100 };
+}
+
+/**
+ * An instant as digits to the microsecond in UTC (to_char's pattern), which sort as the instants do: PostgreSQL's
+ * created_at whole, where a JavaScript Date has it to the millisecond only (its first MILLI_KEY_LENGTH digits).
+ */
+export const INSTANT_KEY = 'YYYYMMDDHH24MISSUS';
+const MILLI_KEY_LENGTH = 17;
+
+/** A Date's instant as INSTANT_KEY prints it (its microseconds zero). */
+function instantKey(at: Date): string {
+  return at.toISOString().replace(/\D/g, '') + '000';
+}
 
 /** The keyset cursor's (created_at, id): the exchange `:after` of the organization `:cursorOrg` (none: an empty page). */
 const CURSOR_ROW = 'SELECT c.created_at, c.id FROM exchanges c WHERE c.id = :after AND c.organization_id = :cursorOrg';

@@ -188,7 +188,8 @@ describe('proxy: database outages and durability', () => {
       await reader.read();
       const id = res.headers.get('x-request-id')!;
       expect((await o.call('GET', `/v1/requests/${id}`)).body.status).toBe('pending');
-      const [{ instance_id: instance }] = await a.dataSource.query('SELECT instance_id FROM exchanges WHERE id = $1', [id]);
+      // its record is an open call of the process
+      const [{ instance_id: instance }] = await a.dataSource.query('SELECT instance_id FROM open_calls WHERE id = $1', [id]);
 
       child.kill('SIGKILL');
       await new Promise((r) => child!.once('exit', r));
@@ -203,6 +204,7 @@ describe('proxy: database outages and durability', () => {
       const rec = await pollRequest(o.call, id, (r) => r.status !== 'pending', 5000);
       expect(rec.status).toBe('interrupted');
       expect(rec.error.code).toBe('interrupted');
+      expect(await restarted.dataSource.query('SELECT id FROM open_calls WHERE id = $1', [id])).toEqual([]);
     } finally {
       if (child && child.exitCode === null) child.kill('SIGKILL');
       await restarted?.close();
@@ -210,7 +212,7 @@ describe('proxy: database outages and durability', () => {
     }
   });
 
-  it('a pending row lost by the database (an asynchronous commit lost in a crash) is written again with its outcome', async () => {
+  it('an open call lost by the database (an asynchronous commit lost in a crash): the exchange is written whole with its outcome', async () => {
     const app = await createTestApp({ OPENAI_BASE_URL: fake.url });
     try {
       const org = await proxyOrg(app, fake.url);
@@ -222,11 +224,11 @@ describe('proxy: database outages and durability', () => {
       });
       let id = '';
       await waitFor(async () => {
-        const rows = await app.dataSource.query(`SELECT id FROM exchanges WHERE organization_id = $1 AND status = 'pending'`, [org.orgId]);
+        const rows = await app.dataSource.query(`SELECT id FROM open_calls WHERE organization_id = $1`, [org.orgId]);
         id = rows[0]?.id ?? '';
         return id !== '';
-      }, 5000, 'the pending row');
-      await app.dataSource.query('DELETE FROM exchanges WHERE id = $1', [id]);
+      }, 5000, 'the open call');
+      await app.dataSource.query('DELETE FROM open_calls WHERE id = $1', [id]);
       const res = await pending;
       expect(res.status).toBe(200);
       await res.text();
@@ -282,14 +284,14 @@ describe('proxy: database outages and durability', () => {
       return rows;
     }
 
-    it('LOCK TABLE exchanges longer than the write timeout: 503s, then every row written once the lock goes', async () => {
+    it('LOCK TABLE exchanges, open_calls longer than the write timeout: 503s, then every row written once the lock goes', async () => {
       fake.reset();
       const blocker = new Client({ connectionString: app.db.url });
       await blocker.connect();
       let statuses: number[] = [];
       try {
         await blocker.query('BEGIN');
-        await blocker.query('LOCK TABLE exchanges');
+        await blocker.query('LOCK TABLE exchanges, open_calls');
         statuses = await tenCalls('locked');
         // held past a retry or two of the kept rows
         await new Promise((r) => setTimeout(r, 1500));
@@ -313,7 +315,7 @@ describe('proxy: database outages and durability', () => {
       let calls: Promise<number[]> | undefined;
       try {
         await blocker.query('BEGIN');
-        await blocker.query('LOCK TABLE exchanges IN SHARE MODE');
+        await blocker.query('LOCK TABLE exchanges, open_calls IN SHARE MODE');
         calls = tenCalls('terminated');
         // once the record writes are stuck behind the lock, every connection of the server is terminated
         await waitFor(async () => {
@@ -339,9 +341,16 @@ describe('proxy: database outages and durability', () => {
       const recorder = app.app.get(ExchangeRecorder);
       const id = `req_orphan_${Date.now()}`;
       await app.dataSource.query(
+        `INSERT INTO open_calls (id, organization_id, user_id, external_user_id, session_id, endpoint, model, stream, instance_id, created_at, request_body)
+         VALUES ($1, $2, gen_random_uuid(), 'orphan-user', 'sess_orphan', 'responses', 'gpt-4o-mini', false, $3, now() - interval '1 minute', '{"input":"orphan"}')`,
+        [id, o.orgId, recorder.instanceId],
+      );
+      // and a pending row of exchanges, as an earlier version wrote them
+      const legacy = `req_orphan_legacy_${Date.now()}`;
+      await app.dataSource.query(
         `INSERT INTO exchanges (id, organization_id, user_id, external_user_id, session_id, endpoint, model, stream, status, instance_id, created_at)
          VALUES ($1, $2, gen_random_uuid(), 'orphan-user', 'sess_orphan', 'responses', 'gpt-4o-mini', false, 'pending', $3, now() - interval '1 minute')`,
-        [id, o.orgId, recorder.instanceId],
+        [legacy, o.orgId, recorder.instanceId],
       );
       // a running call of this process keeps its pending row
       fake.enqueue({ kind: 'slow-stream', firstByteMs: 0, eventIntervalMs: 100 });
@@ -353,12 +362,19 @@ describe('proxy: database outages and durability', () => {
       const res = await running;
       const runningId = res.headers.get('x-request-id')!;
       await new Promise((r) => setTimeout(r, 50));
-      expect(await recorder.sweep()).toBeGreaterThanOrEqual(1);
-      const [orphan] = await app.dataSource.query('SELECT status, error FROM exchanges WHERE id = $1', [id]);
-      expect(orphan.status).toBe('interrupted');
+      expect(await recorder.sweep()).toBeGreaterThanOrEqual(2);
+      // the open call is written whole as an interrupted exchange, keeping what it had
+      const [orphan] = await app.dataSource.query('SELECT status, error, session_id, request_body, completed_at FROM exchanges WHERE id = $1', [id]);
+      expect(orphan).toMatchObject({ status: 'interrupted', session_id: 'sess_orphan', request_body: { input: 'orphan' } });
       expect(orphan.error.code).toBe('interrupted');
-      const [live] = await app.dataSource.query('SELECT status FROM exchanges WHERE id = $1', [runningId]);
-      expect(live.status).toBe('pending');
+      expect(orphan.completed_at).not.toBeNull();
+      expect(await app.dataSource.query('SELECT id FROM open_calls WHERE id = $1', [id])).toEqual([]);
+      const [old] = await app.dataSource.query('SELECT status, error FROM exchanges WHERE id = $1', [legacy]);
+      expect(old.status).toBe('interrupted');
+      expect(old.error.code).toBe('interrupted');
+      // a running call of this process keeps its open call
+      expect(await app.dataSource.query('SELECT id FROM open_calls WHERE id = $1', [runningId])).toHaveLength(1);
+      expect(await app.dataSource.query('SELECT id FROM exchanges WHERE id = $1', [runningId])).toEqual([]);
       await res.text();
       expect((await pollRequest(o.call, runningId, (r) => r.status !== 'pending')).status).toBe('completed');
     });

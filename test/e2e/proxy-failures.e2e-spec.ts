@@ -181,6 +181,8 @@ describe('proxy: upstream failures, retries, timeouts, aborts, backpressure', ()
     await app.dataSource.query(`CREATE OR REPLACE FUNCTION refuse_marked_exchange() RETURNS trigger LANGUAGE plpgsql AS $$
       BEGIN IF NEW.request_body->>'input' = 'refuse-me' THEN RAISE EXCEPTION 'refused by a test trigger'; END IF; RETURN NEW; END $$`);
     await app.dataSource.query(`CREATE TRIGGER refuse_marked BEFORE INSERT ON exchanges FOR EACH ROW EXECUTE FUNCTION refuse_marked_exchange()`);
+    // a stream's pending row is its open call
+    await app.dataSource.query(`CREATE TRIGGER refuse_marked BEFORE INSERT ON open_calls FOR EACH ROW EXECUTE FUNCTION refuse_marked_exchange()`);
     try {
       for (const firstByteMs of [0, 150]) {
         fake.enqueue({ kind: 'slow-stream', firstByteMs, eventIntervalMs: 0 });
@@ -199,6 +201,7 @@ describe('proxy: upstream failures, retries, timeouts, aborts, backpressure', ()
       expect((await ask(o, { input: 'fine' })).status).toBe(200);
     } finally {
       await app.dataSource.query('DROP TRIGGER IF EXISTS refuse_marked ON exchanges');
+      await app.dataSource.query('DROP TRIGGER IF EXISTS refuse_marked ON open_calls');
     }
   });
 

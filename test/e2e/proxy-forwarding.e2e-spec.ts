@@ -383,8 +383,11 @@ describe('proxy: forwarding through the official SDK, records, sessions, persona
       expect(stored.map((r: any) => r.id)).toEqual([...all].sort());
       expect(stored.every((r: any) => r.status === 'completed' && r.output_text === `out ${r.id}` && Number(r.total_tokens) === 7)).toBe(true);
       if (process.env.DATABASE_URL) {
-        // one statement per step, padded to 1, 2, 4, 8 … rows; over 64 rows a statement is not prepared
-        expect(names).toEqual(['exchanges_1_0', 'exchanges_4_1', 'exchanges_8_4', 'exchanges_32_8', undefined, undefined, 'exchanges_0_2']);
+        // one statement per step (open calls, rows written whole, completions), each part padded to 1, 2, 4, 8 …
+        // rows; over 64 rows a statement is not prepared
+        expect(names).toEqual(['records_1_0_0', 'records_4_0_1', 'records_8_0_4', 'records_32_0_8', undefined, undefined, 'records_0_0_2']);
+        // nothing of them is left open
+        expect(await app.dataSource.query(`SELECT id FROM open_calls WHERE organization_id = $1`, [orgId])).toEqual([]);
       }
 
       // completions whose pending rows are still queued join them: three rows written whole in one INSERT
@@ -392,7 +395,7 @@ describe('proxy: forwarding through the official SDK, records, sessions, persona
       const quick = pending(3, 'g');
       await Promise.all(quick.flatMap((r) => [recorder.begin(r), recorder.complete(outcome(r.id))]));
       expect(names).toHaveLength(1);
-      if (process.env.DATABASE_URL) expect(names).toEqual(['exchanges_4_0']);
+      if (process.env.DATABASE_URL) expect(names).toEqual(['records_0_4_0']);
       const whole = await app.dataSource.query(`SELECT status, output_text, completed_at FROM exchanges WHERE id = ANY($1)`, [quick.map((r) => r.id)]);
       expect(whole).toHaveLength(3);
       expect(whole.every((r: any) => r.status === 'completed' && r.output_text.startsWith('out ') && r.completed_at)).toBe(true);
@@ -423,11 +426,13 @@ describe('proxy: forwarding through the official SDK, records, sessions, persona
       fake.enqueue({ kind: 'delay', ms: 400 });
       const slow = o.call('POST', '/v1/responses', { model: 'gpt-4o-mini', input: 'slow' });
       await waitFor(() => fake.requests.length > 0 && statements.length === 1, 5000, 'the pending row of the slow call');
-      const [{ id, status }] = await app.dataSource.query(`SELECT id, status FROM exchanges WHERE request_body->>'input' = 'slow' AND organization_id = $1`, [o.orgId]);
-      expect(status).toBe('pending');
+      // while it runs, its record is an open call (read as a pending exchange), not a row of exchanges
+      const [{ id }] = await app.dataSource.query(`SELECT id FROM open_calls WHERE request_body->>'input' = 'slow' AND organization_id = $1`, [o.orgId]);
+      expect(await app.dataSource.query(`SELECT id FROM exchanges WHERE id = $1`, [id])).toEqual([]);
       expect((await slow).status).toBe(200);
-      expect(statements.map((q) => q.text.slice(0, 6))).toEqual(['INSERT', 'UPDATE']);
+      expect(statements.map((q) => q.text.slice(0, 22))).toEqual(['INSERT INTO open_calls', 'WITH outcome AS (SELEC']);
       expect((await o.call('GET', `/v1/requests/${id}`)).body.status).toBe('completed');
+      expect(await app.dataSource.query(`SELECT id FROM open_calls WHERE id = $1`, [id])).toEqual([]);
 
     } finally {
       recorder.pool = originalPool;
@@ -448,7 +453,7 @@ describe('proxy: forwarding through the official SDK, records, sessions, persona
       fake.reset();
       fake.enqueue({ kind: 'delay', ms: 300 });
       expect((await h.call('POST', '/v1/responses', { model: 'gpt-4o-mini', input: 'held' })).status).toBe(200);
-      expect(statements.map((q) => q.text.slice(0, 6))).toEqual(['INSERT']);
+      expect(statements.map((q) => q.text.slice(0, 22))).toEqual(['INSERT INTO exchanges ']);
 
       statements.length = 0;
       fake.enqueue({ kind: 'slow-stream', firstByteMs: 300, eventIntervalMs: 0 });
@@ -456,7 +461,7 @@ describe('proxy: forwarding through the official SDK, records, sessions, persona
       await waitFor(() => statements.length === 1, 5000, "the stream's pending row before its first byte");
       expect(fake.requests.length).toBe(2); // the upstream has the call, and has not answered yet
       expect((await streamed).status).toBe(200);
-      expect(statements.map((q) => q.text.slice(0, 6))).toEqual(['INSERT', 'UPDATE']);
+      expect(statements.map((q) => q.text.slice(0, 22))).toEqual(['INSERT INTO open_calls', 'WITH outcome AS (SELEC']);
     } finally {
       await held.close();
     }

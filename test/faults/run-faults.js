@@ -21,6 +21,8 @@ const ROOT = join(__dirname, '..', '..');
 const NODE = process.execPath;
 const JWT_SECRET = 'fault-test-jwt-secret-0123456789-abcdefghijkl';
 const ENCRYPTION_KEY = 'ab'.repeat(32);
+/** calls whose record is still open: their open calls, and pending rows of exchanges (as earlier versions wrote) */
+const PENDING_SQL = `SELECT (SELECT count(*) FROM exchanges WHERE status = 'pending') + (SELECT count(*) FROM open_calls) AS n`;
 const baseDb = process.env.DATABASE_URL;
 if (!baseDb) {
   console.error('run-faults: DATABASE_URL (a real PostgreSQL) is required');
@@ -162,7 +164,7 @@ async function main() {
     const until = Date.now() + PENDING_BOUND_MS;
     let n = -1;
     while (Date.now() < until) {
-      n = await withDb(DATABASE_URL, async (c) => (await c.query(`SELECT count(*)::int AS n FROM exchanges WHERE status = 'pending'`)).rows[0].n).catch(() => -1);
+      n = await withDb(DATABASE_URL, async (c) => Number((await c.query(PENDING_SQL)).rows[0].n)).catch(() => -1);
       if (n === 0) return 0;
       await sleep(500);
     }
@@ -313,7 +315,7 @@ async function main() {
     server = await startServer();
     check(await waitHealthy(url), 'server healthy after kill -9 and restart');
     await sleep(500);
-    const rows = await withDb(DATABASE_URL, async (c) => (await c.query(`SELECT count(*)::int AS n FROM exchanges WHERE status = 'pending'`)).rows[0].n);
+    const rows = await withDb(DATABASE_URL, async (c) => Number((await c.query(PENDING_SQL)).rows[0].n));
     check(rows === 0, `no pending rows after the restart (${rows})`);
     const ok = ids.filter((r) => r.status === 200 && !r.text.includes('event: error')).map((r) => r.id);
     const stored = await withDb(DATABASE_URL, async (c) => (await c.query(`SELECT id FROM exchanges WHERE id = ANY($1) AND status = 'completed'`, [ok])).rows.length);

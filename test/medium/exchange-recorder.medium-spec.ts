@@ -1,5 +1,4 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { batchQuery } from '../../src/exchanges/recorder/batch-sql';
 import { MediumDatabase, openMediumDatabase, outcomeOf, pendingRow, RecorderBench, storedRow } from './recorder-harness';
 
 /** A connection of the recorder's own pool for pending rows: the one its next statement will use. */
@@ -13,8 +12,6 @@ async function withRecorderConnection(bench: RecorderBench, sql: string): Promis
   }
 }
 
-/** a value as an SQL literal (the statement's own casts type it) */
-const literal = (v: unknown) => (v === null || v === undefined ? 'NULL' : `'${String(v).replace(/'/g, "''")}'`);
 
 let database: MediumDatabase;
 beforeAll(async () => {
@@ -47,59 +44,50 @@ describe('exchange recorder on a real database: merge, lost rows, refused values
     expect(stored).toMatchObject({ status: 'completed', output_text: 'out', total_tokens: 7 });
   });
 
-  it('a completion that finds its pending row still queued joins it: one INSERT; one already sent is an UPDATE after it', async () => {
+  it('a completion that finds its open call still queued joins it: one INSERT; one already sent is deleted and the exchange written whole', async () => {
     const queued = pendingRow('queued');
     const before = bench.statements.length;
     const written = bench.recorder.begin(queued);
     const completed = bench.recorder.complete(outcomeOf(queued));
     await Promise.all([written, completed]);
-    expect(bench.statements.slice(before).map((s) => s.text.slice(0, 6))).toEqual(['INSERT']);
-    expect(await storedRow(bench.dataSource, queued.id)).toMatchObject({ status: 'completed' });
+    expect(bench.statements.slice(before).map((s) => s.text.slice(0, 22))).toEqual(['INSERT INTO exchanges ']);
+    expect(await storedRow(bench.dataSource, queued.id)).toMatchObject({ status: 'completed', open: false });
 
     const sent = pendingRow('sent');
     const mid = bench.statements.length;
     await bench.recorder.begin(sent);
-    expect(await storedRow(bench.dataSource, sent.id)).toMatchObject({ status: 'pending' });
+    // while the call runs its record is an open call, not a row of exchanges
+    expect(await storedRow(bench.dataSource, sent.id)).toMatchObject({ status: 'pending', open: true });
     await bench.recorder.complete(outcomeOf(sent));
-    expect(bench.statements.slice(mid).map((s) => s.text.slice(0, 6))).toEqual(['INSERT', 'UPDATE']);
-    expect(await storedRow(bench.dataSource, sent.id)).toMatchObject({ status: 'completed', total_tokens: 7 });
+    const [open, completion] = bench.statements.slice(mid).map((s) => s.text);
+    expect(open).toMatch(/^INSERT INTO open_calls /);
+    // the completion deletes the open call and writes the exchange whole: exchanges never takes an UPDATE
+    expect(completion).toMatch(/DELETE FROM open_calls[\s\S]*INSERT INTO exchanges/);
+    expect(completion).not.toMatch(/UPDATE/);
+    expect(await storedRow(bench.dataSource, sent.id)).toMatchObject({ status: 'completed', total_tokens: 7, open: false });
   });
 
-  it('a completion finds its row by its whole key: only the partition of its month is read', async () => {
-    // a row of last month, in its own partition, among the current months'
-    const row = pendingRow('pruned', { createdAt: new Date(Date.now() - 32 * 86_400_000) });
-    const partitions = await bench.dataSource.query(`SELECT count(*)::int AS n FROM pg_inherits WHERE inhparent = 'exchanges'::regclass`);
-    expect(partitions[0].n).toBeGreaterThan(1);
+  it("a completion writes the exchange with its open call's columns and the time it began", async () => {
+    // a call begun last month (a long realtime session, say): its exchange goes to last month's partition
+    const row = pendingRow('pruned', { createdAt: new Date(Date.now() - 32 * 86_400_000), sessionId: 'sess-kept', model: 'gpt-early' });
     await bench.recorder.begin(row);
-    const before = bench.statements.length;
-    await bench.recorder.complete(outcomeOf(row));
-    expect(await storedRow(bench.dataSource, row.id)).toMatchObject({ status: 'completed', output_text: 'out' });
-    const update = bench.statements.slice(before).find((s) => s.text.startsWith('UPDATE'))!;
-    // the same statement with a row's values, as a prepared statement's generic plan runs it: partitions pruned at
-    // run time are never executed
-    const q = batchQuery([], [{ row: outcomeOf(row), createdAt: row.createdAt, completedAt: new Date() }], null, false);
-    expect(q.text).toBe(update.text);
-    const runner = bench.dataSource.createQueryRunner();
-    try {
-      await runner.startTransaction();
-      await runner.query(`SET LOCAL plan_cache_mode = force_generic_plan`);
-      await runner.query(`PREPARE completion_probe AS ${q.text}`);
-      const plan: string[] = (
-        await runner.query(`EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF) EXECUTE completion_probe(${q.values.map(literal).join(', ')})`)
-      ).map((r: Record<string, string>) => r['QUERY PLAN']);
-      const read = plan.filter((l) => /Scan .* on exchanges_\w+/.test(l) && !/never executed/.test(l));
-      expect(read, plan.join('\n')).toHaveLength(1);
-    } finally {
-      await runner.rollbackTransaction();
-      await runner.release();
-    }
+    // the outcome learned the model late (a multipart upload's field): it replaces the open call's
+    await bench.recorder.complete({ ...outcomeOf(row), late: { model: 'gpt-late' } });
+    const stored = await bench.dataSource.query(
+      `SELECT session_id, model, created_at, status FROM exchanges WHERE id = $1`,
+      [row.id],
+    );
+    expect(stored).toHaveLength(1);
+    expect(stored[0]).toMatchObject({ session_id: 'sess-kept', model: 'gpt-late', status: 'completed' });
+    expect(new Date(stored[0].created_at).getTime()).toBe(row.createdAt.getTime());
+    expect(await bench.dataSource.query(`SELECT 1 FROM open_calls WHERE id = $1`, [row.id])).toHaveLength(0);
   });
 
-  it('a pending row the database lost is written again with its outcome, idempotently', async () => {
+  it('an open call the database lost is written whole with its outcome, idempotently', async () => {
     const row = pendingRow('lost');
     await bench.recorder.begin(row);
     // an asynchronous commit lost in a database crash
-    await bench.dataSource.query(`DELETE FROM exchanges WHERE id = $1`, [row.id]);
+    await bench.dataSource.query(`DELETE FROM open_calls WHERE id = $1`, [row.id]);
     const before = bench.statements.length;
     await bench.recorder.complete(outcomeOf(row));
     expect(await storedRow(bench.dataSource, row.id)).toMatchObject({ status: 'completed', output_text: 'out' });
@@ -111,11 +99,16 @@ describe('exchange recorder on a real database: merge, lost rows, refused values
   it('a row written again meets its earlier attempt: no duplicate, a pending or interrupted one takes the outcome', async () => {
     const row = pendingRow('again');
     await bench.recorder.begin(row);
-    // the earlier attempt committed after all: writing the pending row again changes nothing
+    // the earlier attempt committed after all: writing the open call again changes nothing
     await bench.recorder.begin(row, 0, true);
-    expect(await storedRow(bench.dataSource, row.id)).toMatchObject({ status: 'pending' });
-    // a sweep marked it interrupted before the outcome could be written: the row written whole takes the outcome
-    await bench.dataSource.query(`UPDATE exchanges SET status = 'interrupted' WHERE id = $1`, [row.id]);
+    expect(await storedRow(bench.dataSource, row.id)).toMatchObject({ status: 'pending', open: true });
+    // a sweep recorded it interrupted before the outcome could be written: the row written whole takes the outcome
+    await bench.dataSource.query(
+      `WITH d AS (DELETE FROM open_calls WHERE id = $1 RETURNING *)
+       INSERT INTO exchanges (id, organization_id, user_id, external_user_id, session_id, endpoint, stream, created_at, status)
+       SELECT id, organization_id, user_id, external_user_id, session_id, endpoint, stream, created_at, 'interrupted' FROM d`,
+      [row.id],
+    );
     const written = bench.recorder.begin(row, 60_000, true);
     await bench.recorder.complete(outcomeOf(row));
     await written;
@@ -162,7 +155,7 @@ describe('exchange recorder on its own pools: prepared statements, and the fallb
     const bench = database.recorder({ ownPools: true });
     try {
       // a session that already holds the name (a pooler in transaction mode, a shared embedded session)
-      await withRecorderConnection(bench, `PREPARE exchanges_1_0 AS SELECT 1`);
+      await withRecorderConnection(bench, `PREPARE records_1_0_0 AS SELECT 1`);
       const row = pendingRow('p42p05');
       await bench.recorder.begin(row);
       expect(await storedRow(bench.dataSource, row.id)).toMatchObject({ status: 'pending' });
@@ -188,13 +181,13 @@ describe('exchange recorder on its own pools: prepared statements, and the fallb
         await bench.recorder.begin(row);
         await bench.recorder.complete(outcomeOf(row));
       }
-      expect(bench.statements.at(-1)?.name).toBe('exchanges_0_1');
+      expect(bench.statements.at(-1)?.name).toBe('records_0_0_1');
       const pool = (bench.recorder as any).presence.pool(true, true);
       const client = await pool.connect();
       try {
         expect((await client.query(`SHOW plan_cache_mode`)).rows[0].plan_cache_mode).toBe('force_generic_plan');
         // every connection of the pool that ran the completion ran it without planning it again
-        const plans = (await client.query(`SELECT generic_plans::int AS g, custom_plans::int AS c FROM pg_prepared_statements WHERE name = 'exchanges_0_1'`)).rows;
+        const plans = (await client.query(`SELECT generic_plans::int AS g, custom_plans::int AS c FROM pg_prepared_statements WHERE name = 'records_0_0_1'`)).rows;
         for (const p of plans) expect(p.c).toBe(0);
       } finally {
         client.release();
@@ -210,7 +203,7 @@ describe('exchange recorder on its own pools: prepared statements, and the fallb
     try {
       const first = pendingRow('p26000_first');
       await bench.recorder.begin(first);
-      expect(bench.statements.at(-1)?.name).toBe('exchanges_1_0');
+      expect(bench.statements.at(-1)?.name).toBe('records_1_0_0');
       // the server session forgot it (a pooler handed the connection's session to another client)
       await withRecorderConnection(bench, `DEALLOCATE ALL`);
       const row = pendingRow('p26000');

@@ -1,3 +1,4 @@
+import { expect } from 'vitest';
 import { randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -113,10 +114,15 @@ export function outcomeOf(row: PendingExchange, over: Partial<ExchangeOutcome> =
   };
 }
 
+/** The call's record: its exchange, or while it runs its open call (as `status: 'pending'`, `open: true`). */
 export async function storedRow(ds: DataSource, id: string): Promise<Record<string, any> | undefined> {
   const rows = await ds.query(
-    `SELECT id, status, output_text, total_tokens::int AS total_tokens, request_body, response_body, error, instance_id FROM exchanges WHERE id = $1`,
+    `SELECT id, status, output_text, total_tokens::int AS total_tokens, request_body, response_body, error, instance_id, false AS open FROM exchanges WHERE id = $1
+     UNION ALL
+     SELECT id, 'pending', NULL, NULL, request_body, NULL, NULL, instance_id, true FROM open_calls WHERE id = $1`,
     [id],
   );
+  // a call is in one table or the other, never both
+  expect(rows.length).toBeLessThanOrEqual(1);
   return rows[0];
 }

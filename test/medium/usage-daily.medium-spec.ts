@@ -160,10 +160,14 @@ describe('daily usage kept as rows are written (usage_daily)', () => {
     const rows = Array.from({ length: 5 }, (_, i) => pendingRow(`batch${i}`, { organizationId: orgId, userId: one }));
     for (const r of rows) await bench.recorder.begin(r);
     await repo.mergeAll();
+    // their open calls closed and written whole in one statement, as a batch of completions is
     await database.dataSource.query(
-      `UPDATE exchanges SET status = 'completed', input_tokens = 3, output_tokens = 4, total_tokens = 7, cost = 0.001 WHERE id = ANY($1::text[])`,
+      `WITH d AS (DELETE FROM open_calls WHERE id = ANY($1::text[]) RETURNING *)
+       INSERT INTO exchanges (id, organization_id, user_id, external_user_id, session_id, endpoint, model, stream, created_at, status, input_tokens, output_tokens, total_tokens, cost)
+       SELECT id, organization_id, user_id, external_user_id, session_id, endpoint, model, stream, created_at, 'completed', 3, 4, 7, 0.001 FROM d`,
       [rows.map((r) => r.id)],
     );
+    expect(await database.dataSource.query(`SELECT count(*)::int AS n FROM exchanges WHERE id = ANY($1::text[])`, [rows.map((r) => r.id)])).toEqual([{ n: 5 }]);
     // five rows of one user, model and (absent) persona on one day: one change
     expect(await changesOf(orgId)).toBe(1);
     expect(await kept(orgId)).toEqual(await counted(orgId));

@@ -11,7 +11,7 @@ import { asJsonString, pgBigint, pgFloat, pgInt4, pgJson, pgText } from './recor
  */
 export type Degrade = 0 | 1 | 2;
 
-/** A pending row, or a row written whole when its call ended before the pending row was sent. */
+/** An open call (a call's record while it runs), or a row written whole when its call ended before its open call was sent. */
 export interface BatchInsert {
   row: PendingExchange;
   outcome?: ExchangeOutcome;
@@ -21,10 +21,9 @@ export interface BatchInsert {
   again?: boolean;
 }
 
+/** A completion: the call's open call is deleted and its exchange written whole. */
 export interface BatchUpdate {
   row: ExchangeOutcome;
-  /** the pending row's created_at: with its id, the row's key (the partition it is in) */
-  createdAt: Date;
   completedAt: Date;
   degrade?: Degrade;
 }
@@ -95,7 +94,8 @@ const LATE_FIELDS: [string, Cast][] = [
   ['key_id', 'uuid'],
   ['key_source', 'text'],
 ];
-const UPDATE_ROW: [string, Cast][] = [...UPDATE_FIELDS, ...LATE_FIELDS, ['created_at', 'timestamptz']];
+/** a completion's row: its outcome, then the late fields it has (null: keep the open call's) */
+const COMPLETION_ROW: [string, Cast][] = [...UPDATE_FIELDS, ...LATE_FIELDS.map(([c, cast]): [string, Cast] => [`late_${c}`, cast])];
 // Postgres allows 65535 parameters per statement
 export const MAX_BATCH = 1000;
 /** the largest padded batch written with a prepared statement (larger ones are planned each time) */
@@ -109,40 +109,56 @@ export function paddedSize(n: number): number {
 
 const sqlCache = new Map<string, string>();
 
-/** The statement writing `inserts` pending rows and `updates` completions (rows with a null id are padding). */
-export function batchSql(inserts: number, updates: number, idempotent: boolean): string {
-  const key = `${inserts}:${updates}:${idempotent}`;
+/** The columns of an open call: those of a pending row (migration OpenCalls). */
+export const OPEN_COLUMNS = INSERT_FIELDS.map(([c]) => c);
+
+/**
+ * The statement writing `opens` open calls (a call's record while it runs), `wholes` exchanges written whole and
+ * `completions` completions (an open call deleted and its exchange written whole, in one go). Rows with a null id
+ * are padding.
+ */
+export function batchSql(opens: number, wholes: number, completions: number, idempotent: boolean): string {
+  const key = `${opens}:${wholes}:${completions}:${idempotent}`;
   let sql = sqlCache.get(key);
   if (sql) return sql;
   let n = 0;
   const rows = (count: number, fields: [string, Cast][]) =>
     Array.from({ length: count }, () => `(${fields.map(([, cast]) => `$${++n}::${cast}`).join(', ')})`).join(', ');
   const columns = INSERT_ROW.map(([c]) => c).join(', ');
+  const ctes: string[] = [];
+  // an open call written again (its earlier attempt may have committed after all) is not written twice
+  const open = opens
+    ? `INSERT INTO open_calls (${OPEN_COLUMNS.join(', ')}) SELECT * FROM (VALUES ${rows(opens, INSERT_FIELDS)}) AS o(${OPEN_COLUMNS.join(', ')}) WHERE o.id IS NOT NULL${idempotent ? ' ON CONFLICT (id) DO NOTHING' : ''}`
+    : '';
+  if (open) ctes.push(`opened AS (${open})`);
+  const sources: string[] = [];
+  if (wholes) sources.push(`SELECT * FROM (VALUES ${rows(wholes, INSERT_ROW)}) AS w(${columns}) WHERE w.id IS NOT NULL`);
+  if (completions) {
+    // the open call gives the pending columns (an outcome may fill in those learned late), the completion the rest
+    ctes.push(`outcome AS (SELECT * FROM (VALUES ${rows(completions, COMPLETION_ROW)}) AS v(${COMPLETION_ROW.map(([c]) => c).join(', ')}) WHERE v.id IS NOT NULL)`);
+    ctes.push(`closed AS (DELETE FROM open_calls o USING outcome v WHERE o.id = v.id RETURNING o.*)`);
+    const late = new Set(LATE_FIELDS.map(([c]) => c));
+    const picked = INSERT_ROW.map(([c], i) =>
+      i < INSERT_FIELDS.length ? (late.has(c) ? `COALESCE(v.late_${c}, d.${c})` : `d.${c}`) : `v.${c}`,
+    );
+    sources.push(`SELECT ${picked.join(', ')} FROM closed d JOIN outcome v ON v.id = d.id`);
+  }
   // A row written again is idempotent: one already there (an earlier attempt that committed after its client gave
-  // up on it) is not written twice; a pending one takes the outcome of a row written whole, and so does one
-  // marked interrupted by a sweep before the outcome could be written. A first attempt cannot meet its own row
-  // (the server cancels a write past RECORD_WRITE_TIMEOUT_MS), so it spares the speculative insertion's cost.
-  // The key is (id, created_at), the table being partitioned by created_at: a row written again carries the
+  // up on it) is not written twice; a pending one (written by an earlier version) takes the outcome of a row
+  // written whole, and so does one marked interrupted by a sweep before the outcome could be written. A first
+  // attempt cannot meet its own row (the server cancels a write past RECORD_WRITE_TIMEOUT_MS; a completion's row
+  // comes from its open call, deleted by the same statement), so it spares the speculative insertion's cost. The
+  // key is (id, created_at), the table being partitioned by created_at: a row written again carries the
   // created_at of its first attempt.
   const outcomeColumns = UPDATE_FIELDS.slice(1).map(([c]) => c);
   const onConflict = idempotent
     ? ` ON CONFLICT (id, created_at) DO UPDATE SET ${outcomeColumns.map((c) => `${c} = excluded.${c}`).join(', ')}
         WHERE x.status IN ('pending', 'interrupted') AND excluded.status <> 'pending'`
     : '';
-  const insertSql = inserts
-    ? `INSERT INTO exchanges AS x (${columns}) SELECT * FROM (VALUES ${rows(inserts, INSERT_ROW)}) AS v(${columns}) WHERE v.id IS NOT NULL${onConflict}`
-    : '';
-  const updateSql = updates
-    ? `UPDATE exchanges e SET ${[
-        ...UPDATE_FIELDS.slice(1).map(([c]) => `${c} = v.${c}`),
-        ...LATE_FIELDS.map(([c]) => `${c} = COALESCE(v.${c}, e.${c})`),
-      ].join(', ')} FROM (VALUES ${rows(updates, UPDATE_ROW)}) AS v(${UPDATE_ROW.map(([c]) => c).join(', ')})
-        WHERE e.id = v.id AND e.created_at = v.created_at RETURNING e.id`
-    : '';
-  // A completion finds its row by the whole key (id, created_at): the partition is known, so the other months'
-  // indexes are not probed (with the id alone, every partition's would be, at every completion).
-  // both kinds in one statement: one round trip per flush (a row's insert and its completion never share a flush)
-  sql = insertSql && updateSql ? `WITH ins AS (${insertSql}) ${updateSql}` : insertSql || updateSql;
+  const head = ctes.length ? `WITH ${ctes.join(', ')} ` : '';
+  if (sources.length) {
+    sql = `${head}INSERT INTO exchanges AS x (${columns}) ${sources.join(' UNION ALL ')}${onConflict} RETURNING x.id`;
+  } else sql = open;
   if (sqlCache.size < 1000) sqlCache.set(key, sql);
   return sql;
 }
@@ -203,82 +219,91 @@ function outcomeValues(r: ExchangeOutcome, completedAt: Date): unknown[] {
   ];
 }
 
+/** The pending columns of a row (INSERT_FIELDS), with what its outcome learned late when it is written whole. */
+function pendingValues(item: BatchInsert, instanceId: string | null): unknown[] {
+  const late = item.outcome?.late;
+  const r = late
+    ? {
+        ...item.row,
+        model: late.model ?? item.row.model,
+        requestBody: late.requestBody ?? item.row.requestBody,
+        keyId: late.keyId ?? item.row.keyId,
+        keySource: late.keySource ?? item.row.keySource,
+      }
+    : item.row;
+  return [
+    r.id,
+    r.organizationId,
+    r.userId,
+    r.externalUserId,
+    r.sessionId,
+    r.personaId,
+    r.personaVersion,
+    r.endpoint,
+    r.model,
+    r.stream,
+    r.requestBody,
+    r.keyId,
+    r.keySource,
+    instanceId,
+    // ISO text: cheaper than the driver's Date serialization, the same instant
+    r.createdAt.toISOString(),
+    r.method ?? null,
+    r.route ?? null,
+    r.requestContentType ?? null,
+    r.capture?.mode ?? 'full',
+  ];
+}
+
+function pushNulls(params: unknown[], count: number): void {
+  for (let c = 0; c < count; c++) params.push(null);
+}
+
 /**
- * The one statement writing a batch, with its parameters. `prepared`: a named statement, the batch padded to a
- * few sizes (padding rows have a null id and are skipped), so Postgres parses and plans each shape once per
- * connection instead of once per flush (about half its CPU time for a one-row flush).
+ * The one statement writing a batch, with its parameters: open calls (inserts without an outcome), rows written
+ * whole (inserts with one) and completions. `prepared`: a named statement, each part padded to a few sizes
+ * (padding rows have a null id and are skipped), so Postgres parses and plans each shape once per connection
+ * instead of once per flush (about half its CPU time for a one-row flush).
  */
 export function batchQuery(inserts: BatchInsert[], updates: BatchUpdate[], instanceId: string | null, prepared: boolean): BatchQuery {
-  const insertRows = prepared ? paddedSize(inserts.length) : inserts.length;
-  const updateRows = prepared ? paddedSize(updates.length) : updates.length;
+  const opens: BatchInsert[] = [];
+  const wholes: BatchInsert[] = [];
+  for (const item of inserts) (item.outcome ? wholes : opens).push(item);
+  const size = (n: number) => (prepared ? paddedSize(n) : n);
+  const openRows = size(opens.length);
+  const wholeRows = size(wholes.length);
+  const completionRows = size(updates.length);
   const params: unknown[] = [];
-  for (let i = 0; i < insertRows; i++) {
-    const item = inserts[i];
+  for (let i = 0; i < openRows; i++) {
+    const item = opens[i];
+    if (item) pushValues(params, INSERT_FIELDS, pendingValues(item, instanceId), item.degrade ?? 0);
+    else pushNulls(params, INSERT_FIELDS.length);
+  }
+  for (let i = 0; i < wholeRows; i++) {
+    const item = wholes[i];
     if (!item) {
-      for (let c = 0; c < INSERT_ROW.length; c++) params.push(null);
+      pushNulls(params, INSERT_ROW.length);
       continue;
     }
-    // a row written whole carries what its outcome learned late
-    const late = item.outcome?.late;
-    const r = late
-      ? {
-          ...item.row,
-          model: late.model ?? item.row.model,
-          requestBody: late.requestBody ?? item.row.requestBody,
-          keyId: late.keyId ?? item.row.keyId,
-          keySource: late.keySource ?? item.row.keySource,
-        }
-      : item.row;
     const degrade = item.degrade ?? 0;
-    pushValues(
-      params,
-      INSERT_FIELDS,
-      [
-        r.id,
-        r.organizationId,
-        r.userId,
-        r.externalUserId,
-        r.sessionId,
-        r.personaId,
-        r.personaVersion,
-        r.endpoint,
-        r.model,
-        r.stream,
-        r.requestBody,
-        r.keyId,
-        r.keySource,
-        instanceId,
-        // ISO text: cheaper than the driver's Date serialization, the same instant
-        r.createdAt.toISOString(),
-        r.method ?? null,
-        r.route ?? null,
-        r.requestContentType ?? null,
-        r.capture?.mode ?? 'full',
-      ],
-      degrade,
-    );
-    if (item.outcome) pushValues(params, OUTCOME_FIELDS, outcomeValues(item.outcome, item.completedAt!), degrade);
-    else {
-      params.push('pending');
-      for (let c = 2; c < UPDATE_FIELDS.length; c++) params.push(null);
-    }
+    pushValues(params, INSERT_FIELDS, pendingValues(item, instanceId), degrade);
+    pushValues(params, OUTCOME_FIELDS, outcomeValues(item.outcome!, item.completedAt!), degrade);
   }
-  for (let i = 0; i < updateRows; i++) {
+  for (let i = 0; i < completionRows; i++) {
     const item = updates[i];
     if (!item) {
-      for (let c = 0; c < UPDATE_ROW.length; c++) params.push(null);
+      pushNulls(params, COMPLETION_ROW.length);
       continue;
     }
     params.push(item.row.id);
     pushValues(params, OUTCOME_FIELDS, outcomeValues(item.row, item.completedAt), item.degrade ?? 0);
     const late = item.row.late;
     pushValues(params, LATE_FIELDS, [late?.model ?? null, late?.requestBody ?? null, late?.keyId ?? null, late?.keySource ?? null], item.degrade ?? 0);
-    params.push(item.createdAt.toISOString());
   }
   const idempotent = inserts.some((item) => item.again);
-  const text = batchSql(insertRows, updateRows, idempotent);
-  return prepared && insertRows <= MAX_PREPARED_ROWS && updateRows <= MAX_PREPARED_ROWS
-    ? { name: `exchanges_${insertRows}_${updateRows}${idempotent ? '_again' : ''}`, text, values: params }
+  const text = batchSql(openRows, wholeRows, completionRows, idempotent);
+  return prepared && Math.max(openRows, wholeRows, completionRows) <= MAX_PREPARED_ROWS
+    ? { name: `records_${openRows}_${wholeRows}_${completionRows}${idempotent ? '_again' : ''}`, text, values: params }
     : { text, values: params };
 }
 

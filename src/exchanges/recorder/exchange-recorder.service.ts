@@ -37,6 +37,10 @@ export const SHUTDOWN_CALLS_WAIT_MS = 2000;
  * one multi-row statement per flush. A flush starts at once when none is running (so a lone request pays one
  * round trip), otherwise when a running flush finishes or RECORD_FLUSH_MS later. Callers await their own row.
  *
+ * A call's pending row is its open call (table `open_calls`, a row as small as the calls in flight); its completion
+ * deletes the open call and writes the exchange whole, in one statement, so the large `exchanges` table only ever
+ * takes whole rows (no update, no dead row version, no second set of index entries per call).
+ *
  * A call that reached the upstream always gets its row: a pending row or a completion the database could not
  * take is kept in memory and written once it can (KeptRecords), and a process clears its own pending rows that
  * no running call owns any more (see sweep()).
@@ -238,13 +242,12 @@ export class ExchangeRecorder implements OnApplicationBootstrap, BeforeApplicati
   }
 
   private update(row: ExchangeOutcome, completedAt = new Date()): Promise<void> {
-    // the row is found by its key: its pending row is kept until the completion is written
-    const createdAt = this.pendingRows.get(row.id)?.createdAt;
-    if (!createdAt) {
+    // the open call is kept in memory until its completion is written (to be written whole if the database lost it)
+    if (!this.pendingRows.has(row.id)) {
       this.logger.write('error', 'exchange record to complete not found', { request_id: row.id });
       return Promise.resolve();
     }
-    return new Promise((resolve, reject) => this.enqueue({ kind: 'update', row, createdAt, completedAt, resolve, reject }));
+    return new Promise((resolve, reject) => this.enqueue({ kind: 'update', row, completedAt, resolve, reject }));
   }
 
   private enqueue(item: Item): void {
@@ -293,7 +296,11 @@ export class ExchangeRecorder implements OnApplicationBootstrap, BeforeApplicati
     }
   }
 
-  /** A completion whose pending row is gone (an asynchronous commit lost in a database crash): write both again. */
+  /**
+   * A completion whose open call is gone (an asynchronous commit lost in a database crash, or a sweep that took
+   * the call for one that had ended without its outcome): the exchange is written whole, idempotently (over a row
+   * the sweep marked interrupted).
+   */
   private async rewriteLost(item: UpdateItem): Promise<void> {
     const pending = this.pendingRows.get(item.row.id);
     if (!pending) {
@@ -301,15 +308,19 @@ export class ExchangeRecorder implements OnApplicationBootstrap, BeforeApplicati
       item.resolve();
       return;
     }
-    this.logger.write('warn', 'exchange pending row was lost by the database; writing it again', { request_id: item.row.id });
-    this.pendingRows.delete(item.row.id);
-    try {
-      await this.begin(pending, 0, true);
-      await this.complete(item.row);
-      item.resolve();
-    } catch (err) {
-      item.reject(err);
-    }
+    // kept until the row is written (write() lets it go), so a completion retried later still has it
+    this.logger.write('warn', 'exchange open call was lost by the database; writing the exchange whole', { request_id: item.row.id });
+    this.enqueue({
+      kind: 'insert',
+      row: pending,
+      outcome: item.row,
+      completedAt: item.completedAt,
+      state: 'queued',
+      again: true,
+      degrade: item.degrade,
+      resolve: item.resolve,
+      reject: item.reject,
+    });
   }
 
   private async failOrRetrySingle(batch: Item[], err: unknown): Promise<void> {
