@@ -279,9 +279,8 @@ export class EndUserDataRepository {
       `DELETE FROM upstream_objects WHERE organization_id = $1 AND (user_id = ANY($3::uuid[]) OR exchange_id IN (${USER_EXCHANGES})) RETURNING 1`,
       [orgId, externalId, ids],
     );
-    // Their calls in progress, counted with the exchanges (each is one, not written yet). A call still running writes
-    // its exchange when it ends (its open call gone, the recorder takes it for one the database lost), as it wrote
-    // its outcome over a deleted pending row before open calls: an erasure covers the calls that have ended.
+    // Their calls in progress, counted with the exchanges (each is one, not written yet). A call still running does
+    // not write its exchange when it ends: its open call is gone while no connection was lost (ExchangeRecorder).
     const openCalls = await deleted(m, `DELETE FROM open_calls WHERE organization_id = $1 AND external_user_id = $2 RETURNING 1`, [orgId, externalId]);
     const exchanges = await deleted(m, `DELETE FROM exchanges WHERE organization_id = $1 AND external_user_id = $2 RETURNING 1`, [orgId, externalId]);
 

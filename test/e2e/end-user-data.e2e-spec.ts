@@ -12,7 +12,7 @@ import { LimitsAdminService } from '../../src/limits/limits-admin.service';
 import { createTestApp, TestApp } from '../support/create-test-app';
 import { api, createKey, createOrg, createToken, createUser } from '../support/factories';
 import { FakeUpstream, startFakeUpstream } from '../support/fake-upstream';
-import { pollRequest } from '../support/proxy-test-helpers';
+import { pollRequest, proxyOrg, waitFor } from '../support/proxy-test-helpers';
 import { cliEnvFor, runCli } from '../support/run-cli';
 
 const DATABASE_URL = process.env.DATABASE_URL;
@@ -288,6 +288,33 @@ describe("end users' data: export and erasure", () => {
     );
     expect(event).toEqual([{ target_id: second.id, details: expect.objectContaining({ exchanges: 450, user_ids: expect.arrayContaining([first.id, second.id]) }) }]);
   }, 60_000);
+
+  it('a call in flight when its user is erased is not recorded when it ends (its open call goes with the erasure)', async () => {
+    const o = await proxyOrg(app, fake.url);
+    const admin = await createToken(app, o.orgId, { scope: 'admin' });
+    const phrase = `in-flight-${randomBytes(8).toString('hex')}`;
+    fake.enqueue({ kind: 'slow-stream', firstByteMs: 0, eventIntervalMs: 40 });
+    const res = await fetch(`${app.url}/v1/responses`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${o.token}`, 'x-user-id': o.userId, 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'gpt-4o-mini', input: phrase, stream: true }),
+    });
+    expect(res.status).toBe(200);
+    const id = res.headers.get('x-request-id')!;
+    const reader = res.body!.getReader();
+    await reader.read();
+    expect(await app.dataSource.query('SELECT id FROM open_calls WHERE id = $1', [id])).toHaveLength(1);
+
+    const erased = await api(app, admin.token, 'operator')('DELETE', `/v1/users/${encodeURIComponent(o.userId)}`);
+    expect(erased.status, erased.text).toBe(200);
+    expect(erased.body.erased.exchanges).toBe(1);
+    // the stream goes on to its end; its record is not written again
+    while (!(await reader.read()).done);
+    await waitFor(() => app.logs.some((l) => l.includes('its outcome is not recorded') && l.includes(id)), 5000, 'the completion');
+    expect(await app.dataSource.query('SELECT id FROM exchanges WHERE id = $1 UNION ALL SELECT id FROM open_calls WHERE id = $1', [id])).toEqual([]);
+    const kept: unknown[] = await app.dataSource.query(`SELECT 1 FROM exchanges WHERE request_body::text LIKE '%' || $1 || '%'`, [phrase]);
+    expect(kept).toEqual([]);
+  });
 
   it('another server process forgets the erased user through the change feed (the next call records a new user)', async () => {
     const second = await createTestApp({ DATABASE_URL: process.env.DATABASE_URL ?? app.db.url, LOG_LEVEL: 'warn', DB_POOL_SIZE: '2' });

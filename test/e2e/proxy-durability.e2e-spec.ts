@@ -228,7 +228,9 @@ describe('proxy: database outages and durability', () => {
         id = rows[0]?.id ?? '';
         return id !== '';
       }, 5000, 'the open call');
+      // a crash loses the asynchronous commit and takes every connection with it
       await app.dataSource.query('DELETE FROM open_calls WHERE id = $1', [id]);
+      (app.app.get(ExchangeRecorder) as any).connectionLost();
       const res = await pending;
       expect(res.status).toBe(200);
       await res.text();

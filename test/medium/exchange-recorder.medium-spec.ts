@@ -86,13 +86,26 @@ describe('exchange recorder on a real database: merge, lost rows, refused values
   it('an open call the database lost is written whole with its outcome, idempotently', async () => {
     const row = pendingRow('lost');
     await bench.recorder.begin(row);
-    // an asynchronous commit lost in a database crash
+    // an asynchronous commit lost in a database crash (which takes the connections with it)
     await bench.dataSource.query(`DELETE FROM open_calls WHERE id = $1`, [row.id]);
+    (bench.recorder as any).connectionLost();
     const before = bench.statements.length;
     await bench.recorder.complete(outcomeOf(row));
     expect(await storedRow(bench.dataSource, row.id)).toMatchObject({ status: 'completed', output_text: 'out' });
     expect(bench.logs.some((l) => l.includes('lost by the database') && l.includes(row.id))).toBe(true);
     expect(bench.statements.slice(before).some((s) => /^INSERT[\s\S]*ON CONFLICT \(id, created_at\) DO UPDATE/.test(s.text))).toBe(true);
+    expect(bench.recorder.keptForLater).toBe(0);
+  });
+
+  it('an open call deleted while its call runs, no connection lost (its user erased): the outcome is not written', async () => {
+    const row = pendingRow('erased');
+    await bench.recorder.begin(row);
+    await bench.dataSource.query(`DELETE FROM open_calls WHERE id = $1`, [row.id]);
+    await bench.recorder.complete(outcomeOf(row));
+    expect(await storedRow(bench.dataSource, row.id)).toBeUndefined();
+    expect(bench.logs.some((l) => l.includes('its outcome is not recorded') && l.includes(row.id))).toBe(true);
+    // nothing of it is kept in memory
+    expect((bench.recorder as any).pendingRows.has(row.id)).toBe(false);
     expect(bench.recorder.keptForLater).toBe(0);
   });
 

@@ -52,6 +52,10 @@ export class ExchangeRecorder implements OnApplicationBootstrap, BeforeApplicati
   private readonly presence: InstancePresence;
   /** pending rows not yet completed, kept to write again if the database lost them (crash before a WAL flush) */
   private readonly pendingRows = new Map<string, PendingExchange>();
+  /** connections lost so far (see connectionLost()): a database that crashed took every connection with it */
+  private losses = 0;
+  /** the open calls the database took, by id: `losses` when it took them */
+  private readonly openedAt = new Map<string, number>();
   private readonly kept: KeptRecords;
   private stopped = false;
   /** false after a write or a connection found the database unreachable, until a write succeeds again */
@@ -125,7 +129,7 @@ export class ExchangeRecorder implements OnApplicationBootstrap, BeforeApplicati
       (err) => {
         // the call never reaches the upstream: nothing to keep for it
         this.ended(row.id);
-        this.pendingRows.delete(row.id);
+        this.forget(row.id);
         this.kept.unwritten.delete(row.id);
         throw err;
       },
@@ -153,7 +157,7 @@ export class ExchangeRecorder implements OnApplicationBootstrap, BeforeApplicati
       // the upstream may be called already: the row is kept until the call ends (withheld(), completeLater(),
       // or dropped by open() for a call that never reached the upstream)
       if (this.pendingRows.get(row.id) !== row) return;
-      this.pendingRows.delete(row.id);
+      this.forget(row.id);
       this.kept.unwritten.set(row.id, { row, outcome: item.outcome, completedAt: item.completedAt });
     });
     if (afterMs > 0 && !this.stopped) this.held.hold(item, afterMs);
@@ -264,7 +268,16 @@ export class ExchangeRecorder implements OnApplicationBootstrap, BeforeApplicati
 
   /** A connection lost (the server stopped, terminated it, or the network dropped it; no error: the held one ended): calls write their pending row first until a write succeeds. */
   private connectionLost(err?: unknown): void {
-    if (!this.stopped && (err === undefined || isDatabaseUnavailable(err))) this.reachable = false;
+    if (!this.stopped && (err === undefined || isDatabaseUnavailable(err))) {
+      this.reachable = false;
+      this.losses++;
+    }
+  }
+
+  /** The call's pending row is no longer kept (written with its outcome, or given up). */
+  private forget(id: string): void {
+    this.pendingRows.delete(id);
+    this.openedAt.delete(id);
   }
 
   /** Where a batch is written (see InstancePresence.pool()). */
@@ -281,7 +294,8 @@ export class ExchangeRecorder implements OnApplicationBootstrap, BeforeApplicati
           void this.rewriteLost(item);
           continue;
         }
-        if (item.kind === 'update' || item.outcome) this.pendingRows.delete(item.row.id);
+        if (item.kind === 'update' || item.outcome) this.forget(item.row.id);
+        else this.openedAt.set(item.row.id, this.losses);
         item.resolve();
       }
     } catch (err) {
@@ -297,14 +311,22 @@ export class ExchangeRecorder implements OnApplicationBootstrap, BeforeApplicati
   }
 
   /**
-   * A completion whose open call is gone (an asynchronous commit lost in a database crash, or a sweep that took
-   * the call for one that had ended without its outcome): the exchange is written whole, idempotently (over a row
-   * the sweep marked interrupted).
+   * A completion whose open call is gone. With a connection lost since the database took it, the database may have
+   * lost it (an asynchronous commit lost in a crash; or another process, not seeing this one, swept it as
+   * interrupted): the exchange is written whole, idempotently (over a row a sweep marked interrupted). With none
+   * lost, it was deleted on purpose — the end user's erasure while the call ran (this process's own sweep passes
+   * over its running calls) — and nothing is written: an erased user's call is not recorded again when it ends.
    */
   private async rewriteLost(item: UpdateItem): Promise<void> {
     const pending = this.pendingRows.get(item.row.id);
     if (!pending) {
       this.logger.write('error', 'exchange record to complete not found', { request_id: item.row.id });
+      item.resolve();
+      return;
+    }
+    if (this.openedAt.get(item.row.id) === this.losses) {
+      this.forget(item.row.id);
+      this.logger.write('warn', 'exchange open call deleted while the call ran (its user erased): its outcome is not recorded', { request_id: item.row.id });
       item.resolve();
       return;
     }
