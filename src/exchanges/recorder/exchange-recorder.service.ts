@@ -196,7 +196,7 @@ export class ExchangeRecorder implements OnApplicationBootstrap, BeforeApplicati
 
   /**
    * Completes the row; resolves once it is committed. A pending row still waiting in the queue takes the outcome
-   * and is written whole (one INSERT instead of an INSERT and an UPDATE); one being written is waited for first
+   * and is written whole (one INSERT instead of an open call and a completion); one being written is waited for first
    * (its failure fails the completion too, and the outcome is kept with the row for completeLater()/withheld()).
    */
   complete(row: ExchangeOutcome): Promise<void> {
