@@ -39,6 +39,8 @@ export class CachedKeyResolver extends KeyResolver {
   /** "orgId\n" → the organization's keys */
   private readonly organizations: Cache<OrganizationPool>;
   private readonly single: Cache<ResolvedKey | null>;
+  /** organizations' keys dropped so far (a change, or a key's rest or invalidation committed) */
+  private drops = 0;
 
   constructor(
     @InjectRepository(ApiKeyEntity) private readonly keys: Repository<ApiKeyEntity>,
@@ -54,6 +56,7 @@ export class CachedKeyResolver extends KeyResolver {
     this.organizations = new Cache({ max: config.keyCacheSize });
     this.single = new Cache({ max: config.keyCacheSize });
     const dropOrganization = (orgId: string) => {
+      this.drops++;
       const mine = (key: string) => key.startsWith(`${orgId}\n`);
       this.users.deleteWhere(mine);
       this.organizations.delete(`${orgId}\n`);
@@ -98,13 +101,20 @@ export class CachedKeyResolver extends KeyResolver {
     return user.length ? (pools.fallback ? [...user, ...this.usableOf(pools.organization, now)] : user) : this.usableOf(pools.organization, now);
   }
 
-  /** The cached keys (loaded values are taken without waiting). */
+  /**
+   * The cached keys (loaded values are taken without waiting). Keys dropped while this call waited for their load
+   * are loaded again: the load may have read them before the change committed (a key invalidated by a 401 whose
+   * transaction was still open), and this process's own mark of the change ends once it commits (KeyHealth).
+   */
   private async pools(orgId: string, userId: string): Promise<Pools> {
     const userKey = `${orgId}\n${userId}`;
     const orgKey = `${orgId}\n`;
-    const user = this.users.peek(userKey) ?? (await this.users.get(userKey, () => this.loadUser(orgId, userId)));
-    const org = this.organizations.peek(orgKey) ?? (await this.organizations.get(orgKey, () => this.loadOrganization(orgId)));
-    return { user, organization: org.keys, fallback: org.fallback };
+    for (let attempt = 0; ; attempt++) {
+      const drops = this.drops;
+      const user = this.users.peek(userKey) ?? (await this.users.get(userKey, () => this.loadUser(orgId, userId)));
+      const org = this.organizations.peek(orgKey) ?? (await this.organizations.get(orgKey, () => this.loadOrganization(orgId)));
+      if (drops === this.drops || attempt === 2) return { user, organization: org.keys, fallback: org.fallback };
+    }
   }
 
   /** Active keys (not invalid), with what this process knows of their rest beyond the cached row. */
