@@ -1,7 +1,7 @@
 import { Injectable } from '@nestjs/common';
 import { DataSource, EntityManager } from 'typeorm';
 import { ExchangeEntity } from '../exchanges/exchange.entity';
-import { INSTANT_KEY, OPEN_CALL_COLUMNS, OpenCallRow, openCallAsExchange } from '../exchanges/exchanges.repository';
+import { INSTANT_KEY, inDatabaseOrder, OPEN_CALL_COLUMNS, OpenCallRow, openCallAsExchange } from '../exchanges/exchanges.repository';
 
 /** Who an end user is in the stored data: their user row (if any) and every internal id their exchanges carry. */
 export interface EndUserSubject {
@@ -169,26 +169,9 @@ export class EndUserDataRepository {
     const stored = entities.map((row, i) => ({ row, at: raw[i].cursor_at, instant: raw[i].instant }));
     const storedIds = new Set(entities.map((e) => e.id));
     const calls = open.filter((o) => !storedIds.has(o.id)).map((o) => ({ row: openCallAsExchange(o, o.request_body ?? null), at: o.cursor_at, instant: o.instant }));
-    const rows = calls.length ? (await this.inOrder([...stored, ...calls])).slice(0, limit) : stored;
+    const rows = calls.length ? (await inDatabaseOrder(this.dataSource, [...stored, ...calls], (r) => ({ id: r.row.id, instant: r.instant }))).slice(0, limit) : stored;
     const last = rows.length ? { at: rows[rows.length - 1].at, id: rows[rows.length - 1].row.id } : null;
     return { rows: rows.map((r) => r.row), next: rows.length === limit ? last : null };
-  }
-
-  /**
-   * Rows in the order of their (created_at, id), as PostgreSQL compares them: instants to the microsecond, and
-   * ids of the same instant in the database's collation (asked only when two rows share an instant).
-   */
-  private async inOrder<T extends { row: { id: string }; instant: string }>(rows: T[]): Promise<T[]> {
-    const seen = new Set<string>();
-    const shared = new Set<string>();
-    for (const r of rows) (seen.has(r.instant) ? shared : seen).add(r.instant);
-    const rank = new Map<string, number>();
-    if (shared.size) {
-      const ids = rows.filter((r) => shared.has(r.instant)).map((r) => r.row.id);
-      const ranked: { id: string }[] = await this.dataSource.query(`SELECT id FROM unnest($1::text[]) AS k(id) ORDER BY id`, [ids]);
-      ranked.forEach((r, i) => rank.set(r.id, i));
-    }
-    return [...rows].sort((a, b) => (a.instant !== b.instant ? (a.instant < b.instant ? -1 : 1) : (rank.get(a.row.id) ?? 0) - (rank.get(b.row.id) ?? 0)));
   }
 
   /** A page of the ratings the user gave, oldest first. */

@@ -3,6 +3,7 @@ import { InjectRepository } from '@nestjs/typeorm';
 import { EntityManager, Repository, SelectQueryBuilder } from 'typeorm';
 import { ExchangeEntity } from './exchange.entity';
 import { monthlyPartitions } from './monthly-partitions';
+import { OPEN_COLUMNS } from './recorder/batch-sql';
 import { ExchangeRecorder } from './recorder/exchange-recorder.service';
 import {
   AnalysisCountRow,
@@ -66,6 +67,8 @@ export interface ListedExchange {
   exchange: ExchangeEntity;
   omitted: BodyField[];
   ratings: { count: number; average: number | null };
+  /** created_at to the microsecond (INSTANT_KEY), where the database gives it: to order open calls among the rows */
+  instant?: string;
 }
 
 /** What a list of the organization's exchanges is filtered by. */
@@ -196,7 +199,7 @@ export class ExchangesRepository {
     // exchange), never in neither. Their filter is the query's own (the model's days are those of ended calls).
     const open = await this.openCallsPage(orgId, query, limit, after, 'DESC');
     const stored = await this.storedPage(orgId, query, limit, open.cursor ?? after);
-    return this.withOpenCalls(orgId, stored, open.rows, limit, 'DESC');
+    return this.withOpenCalls(stored, open.rows, limit, 'DESC');
   }
 
   /** The stored exchanges of a list page (rows of `exchanges`), newest first: up to `limit + 1` rows after `after`. */
@@ -357,7 +360,7 @@ export class ExchangesRepository {
       .createQueryBuilder('e')
       .where('e.organization_id = :orgId AND e.session_id = :sessionId', { orgId, sessionId });
     const stored = await this.page(qb, orgId, limit, open.cursor ?? after, 'ASC');
-    return this.withOpenCalls(orgId, stored, open.rows, limit, 'ASC');
+    return this.withOpenCalls(stored, open.rows, limit, 'ASC');
   }
 
   /** Whether the session has an exchange or a call in progress. */
@@ -432,59 +435,18 @@ export class ExchangesRepository {
   }
 
   /**
-   * The page of `limit + 1` rows of both in the list's order: the stored exchanges' page and the open calls' page,
-   * each already in that order, merged. A call found in both (it ended between the reads) is listed as its exchange.
-   * The order is the database's, (created_at, id) as the cursor compares them: an exchange read as an entity has its
-   * time to the millisecond only, so an exchange and an open call of the same millisecond are ordered by the
-   * database (their microseconds, and their ids in its collation).
+   * The page of `limit + 1` rows of both in the list's order: the stored exchanges' page and the open calls' page
+   * merged in the database's order of (created_at, id). A call found in both (it ended between the reads) is listed
+   * as its exchange.
    */
-  private async withOpenCalls(orgId: string, stored: ListedExchange[], open: OpenListed[], limit: number, dir: 'ASC' | 'DESC'): Promise<ListedExchange[]> {
+  private async withOpenCalls(stored: ListedExchange[], open: OpenListed[], limit: number, dir: 'ASC' | 'DESC'): Promise<ListedExchange[]> {
     const storedIds = new Set(stored.map((r) => r.exchange.id));
     const calls = open.filter((r) => !storedIds.has(r.exchange.id));
     if (!calls.length) return stored;
-    const millis = new Set(calls.map((c) => c.instant.slice(0, MILLI_KEY_LENGTH)));
-    const tied = stored.filter((r) => millis.has(instantKey(r.exchange.createdAt).slice(0, MILLI_KEY_LENGTH)));
-    // the sort key of each row: its instant to the microsecond, then its id's rank (ties only)
-    const keys = new Map<string, { instant: string; rank: number }>();
-    for (const r of stored) keys.set(r.exchange.id, { instant: instantKey(r.exchange.createdAt), rank: 0 });
-    for (const r of calls) keys.set(r.exchange.id, { instant: r.instant, rank: 0 });
-    if (tied.length) {
-      const times = tied.map((r) => r.exchange.createdAt.getTime());
-      const ranked: { id: string; instant: string | null; id_rank: string }[] = await this.exchanges.query(
-        `SELECT k.id, k.instant, rank() OVER (ORDER BY k.id) AS id_rank FROM (
-           SELECT x.id, to_char(x.created_at AT TIME ZONE 'UTC', '${INSTANT_KEY}') AS instant FROM exchanges x
-            WHERE x.organization_id = $1 AND x.id = ANY($2::text[]) AND x.created_at >= $3 AND x.created_at < $4
-           UNION ALL
-           SELECT c.id, NULL FROM unnest($5::text[]) AS c(id)) k`,
-        [
-          orgId,
-          tied.map((r) => r.exchange.id),
-          new Date(Math.min(...times)).toISOString(),
-          new Date(Math.max(...times) + 1).toISOString(),
-          calls.map((r) => r.exchange.id),
-        ],
-      );
-      for (const k of ranked) {
-        const key = keys.get(k.id)!;
-        keys.set(k.id, { instant: k.instant ?? key.instant, rank: Number(k.id_rank) });
-      }
-    }
-    const sign = dir === 'DESC' ? -1 : 1;
-    const compare = (a: ListedExchange, b: ListedExchange) => {
-      const ka = keys.get(a.exchange.id)!;
-      const kb = keys.get(b.exchange.id)!;
-      if (ka.instant !== kb.instant) return (ka.instant < kb.instant ? -1 : 1) * sign;
-      return (ka.rank - kb.rank) * sign;
-    };
-    const merged: ListedExchange[] = [];
-    let i = 0;
-    let j = 0;
-    while (merged.length < limit + 1 && (i < stored.length || j < calls.length)) {
-      if (j >= calls.length || (i < stored.length && compare(stored[i], calls[j]) <= 0)) merged.push(stored[i++]);
-      else merged.push(calls[j++]);
-    }
-    return merged;
+    const rows = await inDatabaseOrder(this.exchanges, [...stored, ...calls], (r) => ({ id: r.exchange.id, instant: r.instant! }), dir);
+    return rows.slice(0, limit + 1);
   }
+
 
   /**
    * Requests, errors, tokens and cost of the persona's exchanges per (version, UTC day) slice of the period: the
@@ -792,6 +754,7 @@ export class ExchangesRepository {
     }
     qb.addSelect('(SELECT count(*) FROM ratings r WHERE r.exchange_id = e.id)::int', 'ratings_count');
     qb.addSelect('(SELECT avg(r.rating) FROM ratings r WHERE r.exchange_id = e.id)::float8', 'ratings_average');
+    qb.addSelect(`to_char(e.created_at AT TIME ZONE 'UTC', '${INSTANT_KEY}')`, 'instant');
     const { entities, raw } = await qb
       .orderBy('e.created_at', dir)
       .addOrderBy('e.id', dir)
@@ -804,7 +767,7 @@ export class ExchangesRepository {
         (row as unknown as Record<string, unknown>)[ENTITY_FIELD[field]] = value;
         if (value === null && raw[i][`stored_${field}`] === true) omitted.push(field);
       }
-      return { exchange: row, omitted, ratings: ratingsOf(raw[i] as RatingsRow) };
+      return { exchange: row, omitted, ratings: ratingsOf(raw[i] as RatingsRow), instant: raw[i].instant as string };
     });
   }
 }
@@ -825,8 +788,9 @@ const MODEL_DAYS = `(SELECT u.day FROM (
  * The columns of an open call (migration OpenCalls): a call in progress, with what is known of it before the upstream
  * is called (the columns of a pending exchange). Its body is read apart: whole for one call, bounded in a list.
  */
-export const OPEN_CALL_COLUMNS = `o.id, o.organization_id, o.user_id, o.external_user_id, o.session_id, o.persona_id, o.persona_version, o.endpoint,
-  o.model, o.stream, o.key_id, o.key_source, o.instance_id, o.created_at, o.method, o.route, o.request_content_type, o.capture_mode`;
+export const OPEN_CALL_COLUMNS = OPEN_COLUMNS.filter((c) => c !== 'request_body')
+  .map((c) => `o.${c}`)
+  .join(', ');
 
 export interface OpenCallRow {
   id: string;
@@ -941,16 +905,38 @@ function ratingsOf(row: RatingsRow): { count: number; average: number | null } {
   return { count: Number(row.ratings_count ?? 0), average: average === null ? null : Math.round(average * 100) / 100 };
 }
 
-/**
- * An instant as digits to the microsecond in UTC (to_char's pattern), which sort as the instants do: PostgreSQL's
- * created_at whole, where a JavaScript Date has it to the millisecond only (its first MILLI_KEY_LENGTH digits).
- */
+/** An instant as digits to the microsecond in UTC (to_char's pattern): they sort as the instants do. */
 export const INSTANT_KEY = 'YYYYMMDDHH24MISSUS';
-const MILLI_KEY_LENGTH = 17;
 
-/** A Date's instant as INSTANT_KEY prints it (its microseconds zero). */
-function instantKey(at: Date): string {
-  return at.toISOString().replace(/\D/g, '') + '000';
+/**
+ * Rows in the order of their (created_at, id) as PostgreSQL compares them: by instant to the microsecond (INSTANT_KEY
+ * digits sort as the instants do), and the ids of one instant in the database's collation (asked only then).
+ */
+export async function inDatabaseOrder<T>(
+  db: { query(sql: string, params: unknown[]): Promise<unknown> },
+  rows: T[],
+  keyOf: (row: T) => { id: string; instant: string },
+  dir: 'ASC' | 'DESC' = 'ASC',
+): Promise<T[]> {
+  const seen = new Set<string>();
+  const shared = new Set<string>();
+  for (const r of rows) {
+    const { instant } = keyOf(r);
+    (seen.has(instant) ? shared : seen).add(instant);
+  }
+  const rank = new Map<string, number>();
+  if (shared.size) {
+    const ids = rows.map(keyOf).filter((k) => shared.has(k.instant)).map((k) => k.id);
+    const ranked = (await db.query(`SELECT id FROM unnest($1::text[]) AS k(id) ORDER BY id`, [ids])) as { id: string }[];
+    ranked.forEach((r, i) => rank.set(r.id, i));
+  }
+  const sign = dir === 'DESC' ? -1 : 1;
+  return [...rows].sort((a, b) => {
+    const ka = keyOf(a);
+    const kb = keyOf(b);
+    if (ka.instant !== kb.instant) return (ka.instant < kb.instant ? -1 : 1) * sign;
+    return ((rank.get(ka.id) ?? 0) - (rank.get(kb.id) ?? 0)) * sign;
+  });
 }
 
 /** The keyset cursor's (created_at, id): the exchange `:after` of the organization `:cursorOrg` (none: an empty page). */
