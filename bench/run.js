@@ -395,16 +395,25 @@ async function main() {
   log(`fake upstream at ${upstreamUrl}${direct ? `; the direct one at ${directOrigin}` : ''}`);
 
   const targets = {};
+  let floorChild;
+  // --profile: node's CPU profile of a system under test, written to bench/results/profile/<name>.cpuprofile at its exit
+  const profileFlags = (name) => {
+    const dir = path.join(RESULTS, 'profile');
+    mkdirSync(dir, { recursive: true });
+    rmSync(path.join(dir, `${name}.cpuprofile`), { force: true });
+    return ['--cpu-prof', `--cpu-prof-dir=${dir}`, `--cpu-prof-name=${name}.cpuprofile`];
+  };
   if (direct) targets.direct = { url: directOrigin, pid: direct.child.pid };
   if (opts.targets.includes('floor')) {
     const floor = await procs.startAndWaitForLine(
       'floor',
       process.execPath,
-      [path.join(__dirname, 'floor.js'), '--upstream', upstreamUrl],
+      [...(opts.profile ? profileFlags('floor') : []), path.join(__dirname, 'floor.js'), '--upstream', upstreamUrl],
       /listening on (http:\/\/\S+)/,
       { core: pinning.sutCore, pinning },
     );
     targets.floor = { url: floor.match[1], pid: floor.child.pid };
+    floorChild = floor.child;
   }
 
   let proxy;
@@ -649,6 +658,18 @@ async function main() {
   for (const t of order) {
     const last = procs.peakRssMb(targets[t].pid);
     results.peak_rss_mb[t] = Math.max(targets[t].peakRss ?? 0, last ?? 0, t === 'proxy' ? (results.peak_rss_mb.proxy_before_load ?? 0) : 0) || undefined;
+  }
+
+  // -- the floor's CPU profile, the same load's (what the proxy spends beyond it is the price of its features)
+  if (floorChild && opts.profile) {
+    await procs.stop(floorChild, 10000);
+    const file = path.join(RESULTS, 'profile', 'floor.cpuprofile');
+    if (existsSync(file)) {
+      const { summarise } = require('./profile-summary');
+      results.floor_profile = { file: path.relative(ROOT, file), ...summarise(JSON.parse(readFileSync(file, 'utf8')), 25) };
+    } else {
+      broken.push('profile: no .cpuprofile written by the floor');
+    }
   }
 
   // -- the proxy's CPU profile is written when it exits
@@ -971,6 +992,11 @@ function report(results, opts) {
     const { format } = require('./profile-summary');
     lines.push('', `-- proxy CPU profile (${results.profile.file})`);
     lines.push(format({ ...results.profile, functions: results.profile.functions.slice(0, 20), areas: results.profile.areas.slice(0, 12) }));
+  }
+  if (results.floor_profile) {
+    const { format } = require('./profile-summary');
+    lines.push('', `-- floor CPU profile, the same load (${results.floor_profile.file})`);
+    lines.push(format({ ...results.floor_profile, functions: results.floor_profile.functions.slice(0, 12), areas: results.floor_profile.areas.slice(0, 8) }));
   }
   if (results.broken.length) {
     lines.push('', '-- BROKEN RUN');

@@ -1,4 +1,5 @@
 import 'reflect-metadata';
+import { loadTokenCounter } from './common/token-count';
 import { ConfigError, loadConfig } from './config/app-config';
 import { RunningServer, SHUTDOWN_CLEANUP_MS, startServer } from './server';
 
@@ -58,6 +59,8 @@ async function run(): Promise<void> {
   };
   process.on('SIGTERM', onSignal);
   process.on('SIGINT', onSignal);
-  server = await startServer(config);
+  // before the server listens: loaded by the first call that needs an estimate, it held up every call in flight
+  const tokenCounterLoadMs = loadTokenCounter();
+  server = await startServer(config, { startup: { token_counter_load_ms: Math.round(tokenCounterLoadMs) } });
   if (signalled) shutdown(server, signalled);
 }

@@ -50,7 +50,7 @@ function databaseSummary(config: AppConfig): Record<string, string> {
 }
 
 /** The one start-up line: where to go, what it runs on, where the secrets came from. Never a secret itself. */
-function startupSummary(config: AppConfig, port: number): Record<string, unknown> {
+function startupSummary(config: AppConfig, port: number, facts: Record<string, unknown>): Record<string, unknown> {
   const host = ['0.0.0.0', '::', ''].includes(config.host) ? 'localhost' : config.host.includes(':') ? `[${config.host}]` : config.host;
   const url = `http://${host}:${port}`;
   const secrets = !config.devSecrets
@@ -66,11 +66,16 @@ function startupSummary(config: AppConfig, port: number): Record<string, unknown
     secrets,
     log_level: config.logLevel,
     shutdown_timeout_ms: config.shutdownTimeoutMs,
+    ...facts,
   };
 }
 
 /** Builds, migrates and starts the HTTP server: used by main.ts and by the tests alike. */
-export async function startServer(config: AppConfig, opts: { logSink?: LogSink } = {}): Promise<RunningServer> {
+export async function startServer(
+  config: AppConfig,
+  /** `startup`: facts of the process's start, added to the `server listening` line */
+  opts: { logSink?: LogSink; startup?: Record<string, unknown> } = {},
+): Promise<RunningServer> {
   const logger = new JsonLogger(config.logLevel, opts.logSink);
   const db = await openServerDatabase(config);
   try {
@@ -88,7 +93,7 @@ export async function startServer(config: AppConfig, opts: { logSink?: LogSink }
     const httpServer = app.getHttpServer() as Server;
     const drain = new HttpDrain(httpServer);
     const port = (httpServer.address() as AddressInfo).port;
-    logger.write('info', 'server listening', startupSummary(config, port));
+    logger.write('info', 'server listening', startupSummary(config, port, opts.startup ?? {}));
     let closing: Promise<void> | undefined;
     return {
       app,

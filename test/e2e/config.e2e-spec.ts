@@ -6,6 +6,7 @@ import { describe, expect, it } from 'vitest';
 import { ConfigError, loadConfig } from '../../src/config/app-config';
 import { createTestApp, TEST_ENCRYPTION_KEY, TEST_JWT_SECRET } from '../support/create-test-app';
 import { createKey, createOrg } from '../support/factories';
+import { startServerProcess } from '../support/server-process';
 
 const NODE = join(process.cwd(), 'node_modules/.bin/node');
 const MAIN = join(process.cwd(), 'dist/src/main.js');
@@ -88,6 +89,18 @@ describe('configuration is validated at start', () => {
     // during a rotation the previous key keeps the server readable
     const rotating = await createTestApp({ ENCRYPTION_KEY: wrong, ENCRYPTION_KEY_PREVIOUS: TEST_ENCRYPTION_KEY });
     await rotating.close();
+  });
+
+  it('the server loads its token counter before it listens: no call waits for it (it held the event loop ~150 ms)', async () => {
+    const server = await startServerProcess();
+    try {
+      const line = server.output().split('\n').find((l) => l.includes('"msg":"server listening"'));
+      const loadMs = (JSON.parse(line!) as { token_counter_load_ms?: unknown }).token_counter_load_ms;
+      expect(typeof loadMs).toBe('number');
+      expect(loadMs as number).toBeGreaterThan(0);
+    } finally {
+      await server.dispose();
+    }
   });
 
   it('SIGTERM shuts the server down gracefully: exit 0, embedded database closed and unlocked', async () => {
