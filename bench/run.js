@@ -59,7 +59,9 @@ const HELP = `usage: node bench/run.js [--smoke | --quick] [options]
                           (--ab-seconds S each, default 3; each round in the other order), alternating so that a machine
                           whose speed drifts weighs on both alike; reports each round's proxy/baseline ratios of req/s and CPU per request and their
                           medians
-  --ab-seconds S          seconds of each --ab-rounds run (default 3)
+  --ab-seconds S          seconds of each --ab-rounds and --floor-rounds run (default 3)
+  --floor-rounds N        after each case, N rounds of a wrk run on the floor and one on the proxy, alternating: the
+                          proxy/floor verdict is the median of the rounds' ratios (default 6 in a full run, else 0)
   --proxy-node-flags "F"  experiment: extra node flags for the proxy, e.g. "--max-semi-space-size=8"
   --strict                exit 2 when a target FAILs (broken runs always exit 1)
   --out FILE              results JSON (default bench/results/latest.json; smoke.json / quick.json for those modes)
@@ -88,6 +90,7 @@ function parseArgs(argv) {
     baseline: undefined,
     abRounds: 0,
     abSeconds: 3,
+    floorRounds: undefined,
     out: undefined,
   };
   for (let i = 0; i < argv.length; i++) {
@@ -145,12 +148,13 @@ function parseArgs(argv) {
       case '--baseline': o.baseline = path.resolve(next()); break;
       case '--ab-rounds': o.abRounds = Math.floor(num()); break;
       case '--ab-seconds': o.abSeconds = Math.max(1, Math.floor(num())); break;
+      case '--floor-rounds': o.floorRounds = Math.max(0, Math.floor(num())); break;
       case '-h': case '--help': console.log(HELP); process.exit(0); break; // eslint-disable-line no-fallthrough
       default: throw new Error(`unknown option ${a}\n${HELP}`);
     }
   }
   const presets = {
-    full: { duration: 10, warmup: 2, seq: 2000, realistic: [8, 4], analytics: { exchanges: 100_000, calls: 30 } },
+    full: { duration: 10, warmup: 2, seq: 2000, floorRounds: 6, realistic: [8, 4], analytics: { exchanges: 100_000, calls: 30 } },
     quick: { duration: 3, warmup: 1, seq: 500, realistic: [4, 2], analytics: { exchanges: 100_000, calls: 10 } },
     smoke: { duration: 0.5, warmup: 0, seq: 30, realistic: [2, 1], analytics: { exchanges: 2_000, calls: 3 } },
   }[o.mode];
@@ -158,6 +162,7 @@ function parseArgs(argv) {
   if (o.setup === 'auto' && o.mode === 'smoke') o.setup = 'sql';
   o.duration ??= presets.duration;
   o.warmup ??= presets.warmup;
+  o.floorRounds ??= presets.floorRounds ?? 0;
   o.seq ??= presets.seq;
   o.realisticShape = presets.realistic;
   o.analyticsSize = presets.analytics;
@@ -213,22 +218,23 @@ async function loadRun(ctx, url, scriptFile, duration) {
 }
 
 /**
- * Baseline and proxy in alternating wrk runs (baseline first in each round): the proxy/baseline ratio of each round
+ * `other` (the baseline, or the floor) and the proxy in alternating wrk runs: the proxy/other ratio of each round
  * compares two runs seconds apart, and the median over the rounds is what a machine whose speed drifts over minutes
- * still lets one compare.
+ * still lets one compare (the main runs of a case are a minute apart: on a shared machine the floor's own throughput
+ * moved 1.5× between runs of one day).
  */
-async function abRounds(ctx, name, c, targets, requestsOf, scriptDir, opts, pgCpu) {
+async function alternatingRounds(ctx, name, c, targets, requestsOf, scriptDir, opts, pgCpu, other, count) {
   const rounds = [];
   const scripts = {};
-  for (const t of ['baseline', 'proxy']) scripts[t] = wrkLib.writeScript(path.join(scriptDir, `${name}.${t}.ab.lua`), requestsOf(c, t));
+  for (const t of [other, 'proxy']) scripts[t] = wrkLib.writeScript(path.join(scriptDir, `${name}.${t}.ab.lua`), requestsOf(c, t));
   const ratio = (a, b) => (a && b ? r3(a / b) : undefined);
-  for (let i = 0; i < opts.abRounds; i++) {
+  for (let i = 0; i < count; i++) {
     const round = {};
     // each round in the other order (baseline first, then proxy first, …), so that neither side always follows the
     // other's run. It does not remove what sets two instances apart within one run: the same build on both sides
     // (chat SSE, 12 rounds) gave one side 0.90× then 1.15× the other's req/s and 1.22× then 0.74× its PostgreSQL CPU
     // per request, alike in nearly every round of a run — compare several runs, not the rounds of one
-    for (const t of i % 2 ? ['proxy', 'baseline'] : ['baseline', 'proxy']) {
+    for (const t of i % 2 ? ['proxy', other] : [other, 'proxy']) {
       // PostgreSQL's CPU too: the backends serving this target's own database (the server's shared processes are not told apart)
       const pgSample = () => (pgCpu && targets[t].dbName ? pgCpu.sample(targets[t].dbName) : undefined);
       const pg0 = await pgSample();
@@ -243,12 +249,12 @@ async function abRounds(ctx, name, c, targets, requestsOf, scriptDir, opts, pgCp
         pg_cpu_ms_per_request: pg && load.total ? r3((pg.own * 1000) / load.total) : undefined,
       };
     }
-    round.rps_ratio = r3(round.proxy.rps / round.baseline.rps);
-    round.cpu_ratio = ratio(round.proxy.cpu_ms_per_request, round.baseline.cpu_ms_per_request);
-    round.pg_cpu_ratio = ratio(round.proxy.pg_cpu_ms_per_request, round.baseline.pg_cpu_ms_per_request);
+    round.rps_ratio = r3(round.proxy.rps / round[other].rps);
+    round.cpu_ratio = ratio(round.proxy.cpu_ms_per_request, round[other].cpu_ms_per_request);
+    round.pg_cpu_ratio = ratio(round.proxy.pg_cpu_ms_per_request, round[other].pg_cpu_ms_per_request);
     rounds.push(round);
     const pgText = round.pg_cpu_ratio !== undefined ? `, PostgreSQL CPU per request ${round.pg_cpu_ratio}×` : '';
-    log(`${name}: round ${i + 1}/${opts.abRounds}: proxy/baseline req/s ${round.rps_ratio}×, CPU per request ${round.cpu_ratio}×${pgText}`);
+    log(`${name}: round ${i + 1}/${count}: proxy/${other} req/s ${round.rps_ratio}×, CPU per request ${round.cpu_ratio}×${pgText}`);
   }
   const medianOf = (key) => {
     const values = rounds.map((r) => r[key]).filter((v) => v !== undefined);
@@ -579,7 +585,8 @@ async function main() {
         ...(keepsPhases ? { phases_ms: { c1: phases.between(ph1, ph2, ...phaseRoute), cN: phases.between(ph0, ph1, ...phaseRoute) } } : {}),
       };
     }
-    if (opts.abRounds > 0 && targets.baseline && targets.proxy) caseResult.ab = await abRounds(ctx, name, c, targets, requestsOf, scriptDir, opts, pgCpu);
+    if (opts.abRounds > 0 && targets.baseline && targets.proxy) caseResult.ab = await alternatingRounds(ctx, name, c, targets, requestsOf, scriptDir, opts, pgCpu, 'baseline', opts.abRounds);
+    if (opts.floorRounds > 0 && targets.floor && targets.proxy) caseResult.floor_rounds = await alternatingRounds(ctx, name, c, targets, requestsOf, scriptDir, opts, pgCpu, 'floor', opts.floorRounds);
     caseResult.load_generator = loadGeneratorCheck(caseResult);
     if (caseResult.load_generator.bound) {
       log(`${name}: LOAD-GENERATOR BOUND — direct ${caseResult.load_generator.direct_over_floor}× the floor (< ${LOAD_GENERATOR_MIN_RATIO}×): no proxy/floor ratio`);
@@ -778,13 +785,15 @@ function loadGeneratorCheck(caseResult) {
   return { checked: true, direct_rps: d, floor_rps: f, direct_over_floor: ratio, required: LOAD_GENERATOR_MIN_RATIO, bound: !(ratio >= LOAD_GENERATOR_MIN_RATIO) };
 }
 
-/** proxy/floor of a case, or why there is none. */
-function proxyOverFloor(c) {
+/** proxy/floor of a case (its main runs, or the median of its alternating rounds), or why there is none. */
+function proxyOverFloor(c, rounds = false) {
   if (c.proxy?.rps === undefined || !c.floor?.rps) return undefined;
+  if (rounds && !c.floor_rounds) return undefined;
+  const value = rounds ? `${r2(c.floor_rounds.rps_ratio_median)}×` : ratio(c.proxy.rps, c.floor.rps);
   const lg = c.load_generator;
-  if (lg?.bound) return 'LG-bound';
-  if (lg && !lg.checked) return `${ratio(c.proxy.rps, c.floor.rps)} (unchecked)`;
-  return ratio(c.proxy.rps, c.floor.rps);
+  if (lg?.bound) return `LG-bound (${value.replace('×', '')})`;
+  if (lg && !lg.checked) return `${value} (unchecked)`;
+  return value;
 }
 
 // ------------------------------------------------------------------------------------------------ targets & report
@@ -793,11 +802,13 @@ function evaluateTargets(results, opts) {
   const out = [];
   const cases = results.cases;
   const add = (name, value, limit, pass, unit = '') => out.push({ name, value, limit, unit, pass });
-  const rj = cases['responses-json'];
-  if (rj?.proxy && rj?.floor) {
-    const pct = Math.round((rj.proxy.rps / rj.floor.rps) * 1000) / 10;
-    const lg = rj.load_generator;
-    const name = 'JSON /v1/responses @50 conn: proxy req/s vs floor';
+  for (const [key, c] of Object.entries(cases)) {
+    if (!c?.proxy || !c?.floor) continue;
+    // with alternating rounds, their median: the main runs of the floor and the proxy are a minute apart
+    const r = c.floor_rounds;
+    const pct = Math.round((r ? r.rps_ratio_median : c.proxy.rps / c.floor.rps) * 1000) / 10;
+    const lg = c.load_generator;
+    const name = `${CASES[key].stream ? 'SSE' : 'JSON'} ${CASES[key].path} @${opts.connections} conn: proxy req/s vs floor${r ? ` (median of ${r.rounds.length} alternating rounds)` : ''}`;
     // a floor held down by the load generator makes any proxy look close to it: no verdict then
     if (lg?.bound) out.push({ name, value: 'none', limit: '≥ 50%', unit: '', pass: undefined, result: `LOAD-GENERATOR BOUND (direct ${lg.direct_over_floor}× floor < ${lg.required}×)` });
     else if (!lg?.checked) out.push({ name, value: `${pct}%`, limit: '≥ 50%', unit: '', pass: undefined, result: `UNCHECKED (${lg?.reason ?? 'no direct run'})` });
@@ -948,6 +959,11 @@ function report(results, opts) {
         }`,
       );
     }
+    if (c.floor_rounds) {
+      const f = c.floor_rounds;
+      const ratios = (k) => f.rounds.map((r) => r[k] ?? '–').join(' ');
+      lines.push(`   proxy vs floor in ${f.rounds.length} alternating rounds of ${f.seconds} s: req/s median ${f.rps_ratio_median}× (${ratios('rps_ratio')}), CPU per request median ${f.cpu_ratio_median}× (${ratios('cpu_ratio')})`);
+    }
     const ph = phaseRows(c, opts);
     if (ph.length) {
       lines.push(`   where a call's time goes (mean ms per phase, from the proxy's own sums; @1 minus direct's total p50 ≈ what the proxy adds)`);
@@ -1022,6 +1038,7 @@ function toMarkdown(results, opts) {
       c.floor?.rps,
       c.proxy?.rps,
       proxyOverFloor(c),
+      ...(opts.floorRounds > 0 ? [proxyOverFloor(c, true)] : []),
       c.proxy ? `${c.proxy.p50_ms} / ${c.proxy.p99_ms}` : undefined,
       diff(c.proxy?.c1_p50_ms, c.direct?.c1_p50_ms),
       diff(c.proxy?.c1_p99_ms, c.direct?.c1_p99_ms),
@@ -1039,6 +1056,7 @@ function toMarkdown(results, opts) {
         'floor req/s',
         'proxy req/s',
         'proxy/floor',
+        ...(opts.floorRounds > 0 ? [`proxy/floor, ${opts.floorRounds} rounds (median)`] : []),
         `proxy p50/p99 ms @${opts.connections}`,
         'added p50 @1',
         'added p99 @1',
