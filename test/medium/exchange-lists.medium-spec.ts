@@ -113,6 +113,30 @@ async function judgedPagePlan(
   }
 }
 
+/**
+ * Lists a page of a judgement with a rare status or route (expecting `ids`), then runs its merge of the two indexes
+ * again under EXPLAIN ANALYZE with the settings it ran with: the keys it found, and its plan.
+ */
+async function intersectPlan(list: () => Promise<{ exchange: { id: string } }[]>, ids: string[]): Promise<[number, Record<string, unknown>]> {
+  const queries = vi.spyOn(EntityManager.prototype, 'query');
+  try {
+    expect((await list()).map((r) => r.exchange.id)).toEqual(ids);
+    const calls = queries.mock.calls.map(([q, p]) => [q as string, p as unknown[]] as const);
+    const settings = calls.filter(([q]) => q.includes('set_config'));
+    expect(settings).toHaveLength(1);
+    const merges = calls.filter(([q]) => q.includes('AS created_at, j.exchange_id AS id'));
+    expect(merges).toHaveLength(1);
+    const [sql, params] = merges[0];
+    return await database.dataSource.transaction(async (m) => {
+      await m.query(settings[0][0]);
+      const plan = (await m.query(`EXPLAIN (ANALYZE, FORMAT JSON) ${sql}`, params))[0]['QUERY PLAN'][0].Plan as Record<string, unknown>;
+      return [plan['Actual Rows'] as number, plan] as [number, Record<string, unknown>];
+    });
+  } finally {
+    queries.mockRestore();
+  }
+}
+
 describe('lists of exchanges by analysis category or rating', () => {
   it('lists the exchanges put in the category, newest first, once each, of the organization only, by pages', async () => {
     const orgId = randomUUID();
@@ -260,12 +284,20 @@ describe('lists of exchanges by analysis category or rating', () => {
     } finally {
       lists.mockRestore();
     }
-    // one some call has, but no rated one: the rating's entries read once, each exchange checked
+    // one some call has, but no rated one: the rating's index and the status's merged in their order, no exchange
+    // fetched (the walk fetched all 40 rated ones to check their status)
     const row = pendingRow('walkfailed', { organizationId: orgId, createdAt: new Date(t0 - 60_000) });
     await bench.recorder.begin(row);
     await bench.recorder.complete(outcomeOf(row, { status: 'failed', upstreamStatus: 500 }));
-    const [failed] = await judgedPagePlan(() => repo.listPage(orgId, { rating: 4, status: 'failed' }, 10, undefined), []);
-    expect(exchangeProbes(failed)).toBe(40);
+    const [keys, merged] = await intersectPlan(() => repo.listPage(orgId, { rating: 4, status: 'failed' }, 10, undefined), []);
+    const mergedText = JSON.stringify(merged);
+    expect(mergedText).toContain('Merge Join');
+    expect(mergedText).toContain('ix_ratings_rating');
+    // each month's part of ix_exchanges_org_status, read backwards, index only
+    expect(mergedText).toContain('organization_id_status_created_at_id_idx');
+    expect(mergedText).not.toContain('"Node Type":"Index Scan"');
+    expect(mergedText).not.toContain('"Sort"');
+    expect(keys).toBe(0);
     // rated, it is the page (and outside the time range asked, it is not)
     await rate(row.id, 4);
     expect((await repo.listPage(orgId, { rating: 4, status: 'failed' }, 10, undefined)).map((r) => r.exchange.id)).toEqual([row.id]);
@@ -279,6 +311,66 @@ describe('lists of exchanges by analysis category or rating', () => {
     const billed4o = newestFirst.filter((r, k) => (39 - k) % 3 === 0 && r.model === 'gpt-4o').map((r) => r.id);
     expect((await repo.listPage(orgId, { analysisCategory: 'billing', rating: 4, model: 'gpt-4o' }, 50, undefined)).map((r) => r.exchange.id)).toEqual(
       billed4o,
+    );
+  });
+
+  it('merges a judgement with a rare status or route: its pages, cursors and time range as the walk gave them', async () => {
+    const orgId = randomUUID();
+    const t0 = Date.now() - 7_200_000;
+    const rate = (exchangeId: string, rating: number) =>
+      database.dataSource.query(
+        `INSERT INTO ratings (organization_id, exchange_id, user_id, rating, rated_at) VALUES ($1, $2, $3, $4, now())`,
+        [orgId, exchangeId, randomUUID(), rating],
+      );
+    // 60 exchanges a second apart: every third one failed, every fourth one an embeddings call; every other one rated 2
+    // (some twice), every fifth one put in 'sales'
+    const rows: { id: string; failed: boolean; embeddings: boolean; rated: boolean; sales: boolean; at: number }[] = [];
+    for (let i = 0; i < 60; i++) {
+      const at = t0 + i * 1_000;
+      const embeddings = i % 4 === 0;
+      const row = pendingRow(`merge${i}`, { organizationId: orgId, createdAt: new Date(at), endpoint: embeddings ? 'embeddings' : 'responses' });
+      await bench.recorder.begin(row);
+      const failed = i % 3 === 0;
+      await bench.recorder.complete(outcomeOf(row, failed ? { status: 'failed', upstreamStatus: 500 } : {}));
+      const rated = i % 2 === 0;
+      if (rated) await rate(row.id, 2);
+      if (i % 6 === 0) await rate(row.id, 2); // two people: listed once
+      const sales = i % 5 === 0;
+      if (sales) await result(orgId, row.id, 'sales');
+      if (i % 10 === 0) await result(orgId, row.id, 'sales'); // analysed twice: listed once
+      rows.push({ id: row.id, failed, embeddings, rated, sales, at });
+    }
+    await database.dataSource.query('VACUUM ANALYZE ratings, analysis_results');
+    const newestFirst = [...rows].reverse();
+    const pages = async (filter: Parameters<typeof repo.listPage>[1], limit: number) => {
+      const out: string[] = [];
+      let after: string | undefined;
+      for (;;) {
+        const page = (await repo.listPage(orgId, filter, limit, after)).map((r) => r.exchange.id);
+        out.push(...page.slice(0, limit));
+        if (page.length <= limit) return out;
+        after = page[limit - 1];
+      }
+    };
+    const failedRated = newestFirst.filter((r) => r.failed && r.rated).map((r) => r.id);
+    expect(failedRated).toHaveLength(10);
+    expect(await pages({ rating: 2, status: 'failed' }, 3)).toEqual(failedRated);
+    expect(await pages({ rating: 2, status: 'failed' }, 50)).toEqual(failedRated);
+    const salesEmbeddings = newestFirst.filter((r) => r.sales && r.embeddings).map((r) => r.id);
+    expect(salesEmbeddings).toHaveLength(3);
+    expect(await pages({ analysisCategory: 'sales', endpoint: 'embeddings' }, 2)).toEqual(salesEmbeddings);
+    // a time range: [from, to) on the exchanges' times
+    const from = new Date(t0 + 12_000);
+    const to = new Date(t0 + 42_000);
+    expect(await pages({ rating: 2, status: 'failed', from, to }, 2)).toEqual(
+      newestFirst.filter((r) => r.failed && r.rated && r.at >= from.getTime() && r.at < to.getTime()).map((r) => r.id),
+    );
+    // an unknown cursor: an empty page
+    expect(await repo.listPage(orgId, { rating: 2, status: 'failed' }, 3, 'ex_none')).toEqual([]);
+    // with a model, or both a status and a route, the walk checks each row: the same answers
+    expect(await pages({ rating: 2, status: 'failed', model: 'gpt-4o-mini' }, 4)).toEqual(failedRated);
+    expect(await pages({ rating: 2, status: 'failed', endpoint: 'embeddings' }, 4)).toEqual(
+      newestFirst.filter((r) => r.failed && r.rated && r.embeddings).map((r) => r.id),
     );
   });
 
