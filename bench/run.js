@@ -46,7 +46,7 @@ const HELP = `usage: node bench/run.js [--smoke | --quick] [options]
   --setup auto|cli|sql    how organizations, keys and tokens are created (default auto: the CLI when built)
   --no-realistic          skip the realistic streaming case (200 ms to first token, 20 ms between events)
   --no-analytics          skip the persona analytics case
-  --profile               run the proxy with --cpu-prof and print its top self-time functions
+  --profile               run the proxy and the floor with --cpu-prof and print their top self-time functions
   --pg-setting K=V        experiment: ALTER DATABASE bench_<ts> SET K = V before the proxy starts (repeatable),
                           e.g. --pg-setting synchronous_commit=off
   --proxy-env K=V         run the proxy with this environment variable (repeatable), e.g. --proxy-env RECORD_WRITE=after_answer
@@ -197,6 +197,15 @@ function requestsFor(c, users) {
 }
 
 // ------------------------------------------------------------------------------------------------ load
+
+const PROFILE_DIR = path.join(RESULTS, 'profile');
+
+/** --profile: the directory a system under test writes `<name>.cpuprofile` to at its exit, its previous profile removed. */
+function freshProfile(name) {
+  mkdirSync(PROFILE_DIR, { recursive: true });
+  rmSync(path.join(PROFILE_DIR, `${name}.cpuprofile`), { force: true });
+  return PROFILE_DIR;
+}
 
 /** The direct case must reach this multiple of the floor's req/s, or the load generator is what the floor measures. */
 const LOAD_GENERATOR_MIN_RATIO = 2.5;
@@ -402,19 +411,12 @@ async function main() {
 
   const targets = {};
   let floorChild;
-  // --profile: node's CPU profile of a system under test, written to bench/results/profile/<name>.cpuprofile at its exit
-  const profileFlags = (name) => {
-    const dir = path.join(RESULTS, 'profile');
-    mkdirSync(dir, { recursive: true });
-    rmSync(path.join(dir, `${name}.cpuprofile`), { force: true });
-    return ['--cpu-prof', `--cpu-prof-dir=${dir}`, `--cpu-prof-name=${name}.cpuprofile`];
-  };
   if (direct) targets.direct = { url: directOrigin, pid: direct.child.pid };
   if (opts.targets.includes('floor')) {
     const floor = await procs.startAndWaitForLine(
       'floor',
       process.execPath,
-      [...(opts.profile ? profileFlags('floor') : []), path.join(__dirname, 'floor.js'), '--upstream', upstreamUrl],
+      [...(opts.profile ? ['--cpu-prof', `--cpu-prof-dir=${freshProfile('floor')}`, '--cpu-prof-name=floor.cpuprofile'] : []), path.join(__dirname, 'floor.js'), '--upstream', upstreamUrl],
       /listening on (http:\/\/\S+)/,
       { core: pinning.sutCore, pinning },
     );
@@ -426,11 +428,7 @@ async function main() {
   let pgCpu;
   let users = Array.from({ length: opts.users }, (_, i) => ({ userId: `bench-user-${i}`, org: { token: 'none' } }));
   if (opts.targets.includes('proxy')) {
-    const profileDir = opts.profile ? path.join(RESULTS, 'profile') : undefined;
-    if (profileDir) {
-      mkdirSync(profileDir, { recursive: true });
-      rmSync(path.join(profileDir, 'proxy.cpuprofile'), { force: true });
-    }
+    const profileDir = opts.profile ? freshProfile('proxy') : undefined;
     proxy = await setup.startProxy({ databaseUrl: process.env.DATABASE_URL, upstreamUrl, pinning, cpuProfDir: profileDir, dbSettings: opts.pgSettings, nodeFlags: opts.proxyNodeFlags, extraEnv: opts.proxyEnv });
     if (opts.proxyNodeFlags.length) results.proxy_node_flags = opts.proxyNodeFlags;
     if (Object.keys(opts.proxyEnv).length) results.proxy_env = opts.proxyEnv;
@@ -667,31 +665,19 @@ async function main() {
     results.peak_rss_mb[t] = Math.max(targets[t].peakRss ?? 0, last ?? 0, t === 'proxy' ? (results.peak_rss_mb.proxy_before_load ?? 0) : 0) || undefined;
   }
 
-  // -- the floor's CPU profile, the same load's (what the proxy spends beyond it is the price of its features)
-  if (floorChild && opts.profile) {
-    await procs.stop(floorChild, 10000);
-    const file = path.join(RESULTS, 'profile', 'floor.cpuprofile');
-    if (existsSync(file)) {
+  // -- the CPU profiles are written when the processes exit: the floor's, under the same load (what the proxy spends
+  // beyond it is the price of its features), and the proxy's
+  if (opts.profile) {
+    const summaryOf = async (name, child, stopMs) => {
+      await procs.stop(child, stopMs);
+      const file = path.join(PROFILE_DIR, `${name}.cpuprofile`);
+      if (!existsSync(file)) return void broken.push(`profile: no .cpuprofile written by the ${name}`);
       const { summarise } = require('./profile-summary');
-      results.floor_profile = { file: path.relative(ROOT, file), ...summarise(JSON.parse(readFileSync(file, 'utf8')), 25) };
-    } else {
-      broken.push('profile: no .cpuprofile written by the floor');
-    }
-  }
-
-  // -- the proxy's CPU profile is written when it exits
-  if (proxy && opts.profile) {
-    await procs.stop(proxy.child, 20000);
-    const dir = path.join(RESULTS, 'profile');
-    const file = path.join(dir, 'proxy.cpuprofile');
-    if (existsSync(file)) {
-      const { summarise, format } = require('./profile-summary');
-      const summary = summarise(JSON.parse(readFileSync(file, 'utf8')), 25);
-      results.profile = { file: path.relative(ROOT, file), ...summary };
-      writeFileSync(path.join(RESULTS, 'profile-summary.txt'), format(summary) + '\n');
-    } else {
-      broken.push('profile: no .cpuprofile written by the proxy');
-    }
+      return { file: path.relative(ROOT, file), ...summarise(JSON.parse(readFileSync(file, 'utf8')), 25) };
+    };
+    if (floorChild) results.floor_profile = await summaryOf('floor', floorChild, 10000);
+    if (proxy) results.profile = await summaryOf('proxy', proxy.child, 20000);
+    if (results.profile) writeFileSync(path.join(RESULTS, 'profile-summary.txt'), require('./profile-summary').format(results.profile) + '\n');
   }
 
   // -- a graceful stop leaves no record behind: every row the proxy began is finished (needs PostgreSQL: the
@@ -1004,15 +990,14 @@ function report(results, opts) {
     lines.push('', `-- targets${opts.mode === 'smoke' ? ' (smoke run: not enforced, too short to mean much)' : ''}`);
     lines.push(table(['target', 'measured', 'limit', 'result'], results.targets.map((t) => [t.name, t.value, t.limit, verdict(t)])));
   }
-  if (results.profile) {
+  for (const [p, title, functions, areas] of [
+    [results.profile, 'proxy CPU profile', 20, 12],
+    [results.floor_profile, 'floor CPU profile, the same load', 12, 8],
+  ]) {
+    if (!p) continue;
     const { format } = require('./profile-summary');
-    lines.push('', `-- proxy CPU profile (${results.profile.file})`);
-    lines.push(format({ ...results.profile, functions: results.profile.functions.slice(0, 20), areas: results.profile.areas.slice(0, 12) }));
-  }
-  if (results.floor_profile) {
-    const { format } = require('./profile-summary');
-    lines.push('', `-- floor CPU profile, the same load (${results.floor_profile.file})`);
-    lines.push(format({ ...results.floor_profile, functions: results.floor_profile.functions.slice(0, 12), areas: results.floor_profile.areas.slice(0, 8) }));
+    lines.push('', `-- ${title} (${p.file})`);
+    lines.push(format({ ...p, functions: p.functions.slice(0, functions), areas: p.areas.slice(0, areas) }));
   }
   if (results.broken.length) {
     lines.push('', '-- BROKEN RUN');

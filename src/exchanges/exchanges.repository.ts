@@ -269,9 +269,7 @@ export class ExchangesRepository {
    * against the walk's 75–78 ms).
    */
   private async noneOfRareValue(orgId: string, filter: ExchangeFilter): Promise<boolean> {
-    const rare: ['status' | 'endpoint', string][] = [];
-    if (filter.status && filter.status !== 'completed') rare.push(['status', filter.status]);
-    if (filter.endpoint && !MODEL_CALL_ENDPOINTS.includes(filter.endpoint)) rare.push(['endpoint', filter.endpoint]);
+    const rare = rareValuesOf(filter);
     if (!rare.length) return false;
     // $1 the organization, then the values, then the time range's bounds that are given
     const params: unknown[] = [orgId, ...rare.map(([, value]) => value)];
@@ -1032,23 +1030,37 @@ const JUDGED_PAGE_SETTINGS = `SELECT set_config('enable_hashjoin', 'off', true),
 const INTERSECT_SETTINGS = `SELECT set_config('enable_hashjoin', 'off', true), set_config('enable_nestloop', 'off', true),
   set_config('enable_sort', 'off', true), set_config('enable_incremental_sort', 'off', true), set_config('max_parallel_workers_per_gather', '0', true)`;
 
-/** The columns whose rare values have an index of their own (ListByStatus, ListByRareEndpoint), with its predicate. */
+/** The routes nearly every call takes: every other one is indexed by organization and time (ListByRareEndpoint). */
+const MODEL_CALL_ENDPOINTS = ['responses', 'chat.completions'];
+
+/**
+ * The columns whose rare values have an index of their own, with its predicate: the statuses but `completed` and
+ * `pending` (ListByStatus), the routes but the model calls (ListByRareEndpoint).
+ */
 const RARE_INDEXED = {
   status: `e.status NOT IN ('completed', 'pending')`,
-  endpoint: `e.endpoint NOT IN ('responses', 'chat.completions')`,
+  endpoint: `e.endpoint NOT IN (${MODEL_CALL_ENDPOINTS.map((v) => `'${v}'`).join(', ')})`,
 } as const;
 type RareValue = [keyof typeof RARE_INDEXED, string];
 
+/** The filter's status and route that few calls have, each with an index that tells at once (`pending`: its own). */
+function rareValuesOf(filter: ExchangeFilter): RareValue[] {
+  const rare: RareValue[] = [];
+  if (filter.status && filter.status !== 'completed') rare.push(['status', filter.status]);
+  if (filter.endpoint && !MODEL_CALL_ENDPOINTS.includes(filter.endpoint)) rare.push(['endpoint', filter.endpoint]);
+  return rare;
+}
+
 /**
  * The rare status or route a judgement's page is read together with (judgedRarePage): when it is the one filter
- * besides the judgement and a time range. Anything else checked on each row (a model, a second judgement, both a
- * status and a route, a status or route of the many) leaves the page to the judgement's walk.
+ * besides the judgement and a time range, and not `pending` (whose index RARE_INDEXED does not name). Anything else
+ * checked on each row (a model, a second judgement, both a status and a route, a status or route of the many) leaves
+ * the page to the judgement's walk.
  */
 function intersectedRareValue(filter: ExchangeFilter, judged: Judged): RareValue | null {
   if (filter.model || (judged.table === 'analysis_results' && filter.rating) || (filter.status && filter.endpoint)) return null;
-  if (filter.status) return filter.status !== 'completed' && filter.status !== 'pending' ? ['status', filter.status] : null;
-  if (filter.endpoint) return MODEL_CALL_ENDPOINTS.includes(filter.endpoint) ? null : ['endpoint', filter.endpoint];
-  return null;
+  const [rare] = rareValuesOf(filter);
+  return rare && !(rare[0] === 'status' && rare[1] === 'pending') ? rare : null;
 }
 
 /** A judgement a list is filtered by: its table, its column and the value asked for. */
@@ -1057,9 +1069,6 @@ interface Judged {
   column: 'primary_category' | 'rating';
   value: string | number;
 }
-
-/** The routes nearly every call takes: every other one is indexed by organization and time (ListByRareEndpoint). */
-const MODEL_CALL_ENDPOINTS = ['responses', 'chat.completions'];
 
 /**
  * The judgement a page is walked along: an analysis category or a rating, with a time range and the filters without

@@ -54,6 +54,14 @@ async function exchange(orgId: string, tag: string, createdAt: Date, over: Parti
   return row.id;
 }
 
+/** One person's rating of an exchange of the organization. */
+async function rateBy(orgId: string, exchangeId: string, rating: number): Promise<void> {
+  await database.dataSource.query(
+    `INSERT INTO ratings (organization_id, exchange_id, user_id, rating, rated_at) VALUES ($1, $2, $3, $4, now())`,
+    [orgId, exchangeId, randomUUID(), rating],
+  );
+}
+
 async function result(orgId: string, exchangeId: string, category: string, type = 'intent'): Promise<void> {
   await database.dataSource.query(
     `INSERT INTO analysis_results (organization_id, exchange_id, cache_key, analysis_type, primary_category, model)
@@ -211,11 +219,7 @@ describe('lists of exchanges by analysis category or rating', () => {
     const orgId = randomUUID();
     const t0 = Date.now() - 3_600_000;
     const rated: string[] = [];
-    const rate = (exchangeId: string, rating: number) =>
-      database.dataSource.query(
-        `INSERT INTO ratings (organization_id, exchange_id, user_id, rating, rated_at) VALUES ($1, $2, $3, $4, now())`,
-        [orgId, exchangeId, randomUUID(), rating],
-      );
+    const rate = (exchangeId: string, rating: number) => rateBy(orgId, exchangeId, rating);
     for (let i = 0; i < 120; i++) {
       const id = await exchange(orgId, `rated${i}`, new Date(t0 + i * 1_000));
       if (i % 10 === 0) {
@@ -242,11 +246,7 @@ describe('lists of exchanges by analysis category or rating', () => {
   it('walks the judgement with the model, endpoint, status and a rating besides a category checked on each exchange it reads', async () => {
     const orgId = randomUUID();
     const t0 = Date.now() - 3_600_000;
-    const rate = (exchangeId: string, rating: number) =>
-      database.dataSource.query(
-        `INSERT INTO ratings (organization_id, exchange_id, user_id, rating, rated_at) VALUES ($1, $2, $3, $4, now())`,
-        [orgId, exchangeId, randomUUID(), rating],
-      );
+    const rate = (exchangeId: string, rating: number) => rateBy(orgId, exchangeId, rating);
     // 40 rated 4, every other one of them with gpt-4o; 200 newer exchanges neither rated nor analysed
     const rated: { id: string; model: string }[] = [];
     for (let i = 0; i < 40; i++) {
@@ -317,11 +317,7 @@ describe('lists of exchanges by analysis category or rating', () => {
   it('merges a judgement with a rare status or route: its pages, cursors and time range as the walk gave them', async () => {
     const orgId = randomUUID();
     const t0 = Date.now() - 7_200_000;
-    const rate = (exchangeId: string, rating: number) =>
-      database.dataSource.query(
-        `INSERT INTO ratings (organization_id, exchange_id, user_id, rating, rated_at) VALUES ($1, $2, $3, $4, now())`,
-        [orgId, exchangeId, randomUUID(), rating],
-      );
+    const rate = (exchangeId: string, rating: number) => rateBy(orgId, exchangeId, rating);
     // 60 exchanges a second apart: every third one failed, every fourth one an embeddings call; every other one rated 2
     // (some twice), every fifth one put in 'sales'
     const rows: { id: string; failed: boolean; embeddings: boolean; rated: boolean; sales: boolean; at: number }[] = [];
